@@ -1,0 +1,774 @@
+#include "autodiff/ops.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace ttt {
+namespace {
+
+Backend& be(const Tensor& t) { return backend_for(t.device()); }
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+void check_defined(const Tensor& t, const char* op) {
+  if (!t.defined()) fail(std::string(op) + ": undefined tensor argument");
+}
+
+int64_t norm_dim(int64_t d, int64_t rank, const char* op) {
+  const int64_t r = d < 0 ? d + rank : d;
+  if (r < 0 || r >= rank)
+    fail(std::string(op) + ": dimension " + std::to_string(d) + " out of range for rank " + std::to_string(rank));
+  return r;
+}
+
+// A view sharing x's storage.
+Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = x.impl()->storage;
+  impl->offset = offset;
+  impl->shape = std::move(shape);
+  impl->strides = std::move(strides);
+  impl->dtype = x.dtype();
+  return Tensor(std::move(impl));
+}
+
+// Contiguous data for a kernel, never recorded.
+Tensor dense(const Tensor& x) {
+  if (x.is_contiguous()) return x;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).copy(x, y);
+  return y;
+}
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+  const size_t r = std::max(a.size(), b.size());
+  Shape out(r);
+  for (size_t i = 0; i < r; ++i) {
+    const int64_t da = i < r - a.size() ? 1 : a[i - (r - a.size())];
+    const int64_t db = i < r - b.size() ? 1 : b[i - (r - b.size())];
+    if (da != db && da != 1 && db != 1)
+      fail(std::string(op) + ": shapes " + shape_str(a) + " and " + shape_str(b) + " do not broadcast");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+// Stride-0 view of x with the broadcast `shape` (x's rank <= shape's rank).
+Tensor expand_view(const Tensor& x, const Shape& shape) {
+  const size_t r = shape.size(), xr = x.shape().size();
+  Shape st(r, 0);
+  for (size_t i = 0; i < xr; ++i) {
+    const size_t o = i + (r - xr);
+    st[o] = x.shape()[i] == 1 && shape[o] != 1 ? 0 : x.strides()[i];
+  }
+  return make_view(x, shape, st, x.offset());
+}
+
+Tensor unary_raw(UnaryOp op, const Tensor& x, double a = 0) {
+  Tensor xc = dense(x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).unary(op, xc, y, a);
+  return y;
+}
+
+Tensor binary_raw(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
+  check_defined(a, name);
+  check_defined(b, name);
+  check_same_dtype(a, b, name);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  Tensor y = Tensor::empty(shape, a.dtype(), a.device());
+  be(a).binary(op, expand_view(a, shape), expand_view(b, shape), y);
+  return y;
+}
+
+Tensor silu_derivative(const Tensor& x, int order);
+
+Tensor matmul_core(const Tensor& a, const Tensor& b, bool ta, bool tb);
+
+}  // namespace
+
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* what) {
+  if (a.dtype() != b.dtype())
+    fail(std::string(what) + ": dtype mismatch (" + dtype_name(a.dtype()) + " vs " + dtype_name(b.dtype()) + ")");
+  if (a.device() != b.device()) fail(std::string(what) + ": tensors on different devices");
+}
+
+// ---------------------------------------------------------------- creation
+
+Tensor full(const Shape& shape, double value, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  be(t).fill(t, value);
+  return t;
+}
+Tensor zeros(const Shape& shape, DType dtype) { return full(shape, 0.0, dtype); }
+Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+Tensor zeros_like(const Tensor& x) { return zeros(x.shape(), x.dtype()); }
+Tensor ones_like(const Tensor& x) { return ones(x.shape(), x.dtype()); }
+
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype) {
+  if (static_cast<int64_t>(values.size()) != shape_numel(shape))
+    fail("from_vector: " + std::to_string(values.size()) + " values for shape " + shape_str(shape));
+  Tensor t = Tensor::empty(shape, dtype);
+  if (dtype == DType::F32) {
+    float* p = t.data<float>();
+    for (size_t i = 0; i < values.size(); ++i) p[i] = static_cast<float>(values[i]);
+  } else {
+    double* p = t.data<double>();
+    for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
+  }
+  return t;
+}
+
+Tensor randn(const Shape& shape, Rng& rng, double stddev, DType dtype) {
+  std::vector<double> v(shape_numel(shape));
+  for (auto& x : v) x = rng.normal() * stddev;
+  return from_vector(v, shape, dtype);
+}
+
+Tensor uniform(const Shape& shape, Rng& rng, double lo, double hi, DType dtype) {
+  std::vector<double> v(shape_numel(shape));
+  for (auto& x : v) x = lo + (hi - lo) * rng.uniform();
+  return from_vector(v, shape, dtype);
+}
+
+Tensor to_dtype(const Tensor& x, DType dtype) {
+  check_defined(x, "to_dtype");
+  if (x.dtype() == dtype) return x;
+  Tensor y = from_vector(x.to_vector(), x.shape(), dtype);  // host conversion: used by checks
+  if (needs_graph({&x})) {
+    const DType from = x.dtype();
+    record(y, "to_dtype", {x}, [from](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{to_dtype(g, from)};
+    });
+  }
+  return y;
+}
+
+Tensor clone(const Tensor& x) {
+  check_defined(x, "clone");
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).copy(x, y);
+  if (needs_graph({&x}))
+    record(y, "clone", {x}, [](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{g};
+    });
+  return y;
+}
+
+// ---------------------------------------------------------------- views and layout
+
+Tensor contiguous(const Tensor& x) {
+  check_defined(x, "contiguous");
+  if (x.is_contiguous()) return x;
+  return clone(x);
+}
+
+Tensor reshape(const Tensor& x, Shape shape) {
+  check_defined(x, "reshape");
+  int64_t known = 1, infer = -1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == -1) {
+      if (infer >= 0) fail("reshape: more than one -1 in " + shape_str(shape));
+      infer = static_cast<int64_t>(i);
+    } else {
+      if (shape[i] < 0) fail("reshape: negative extent in " + shape_str(shape));
+      known *= shape[i];
+    }
+  }
+  if (infer >= 0) {
+    if (known == 0 || x.numel() % known != 0)
+      fail("reshape: cannot reshape " + shape_str(x.shape()) + " to " + shape_str(shape));
+    shape[infer] = x.numel() / known;
+  }
+  if (shape_numel(shape) != x.numel())
+    fail("reshape: cannot reshape " + shape_str(x.shape()) + " (" + std::to_string(x.numel()) +
+         " elements) to " + shape_str(shape));
+  Tensor base = dense(x);
+  Tensor y = make_view(base, shape, contiguous_strides(shape), base.offset());
+  if (needs_graph({&x})) {
+    const Shape in_shape = x.shape();
+    record(y, "reshape", {x}, [in_shape](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{reshape(g, in_shape)};
+    });
+  }
+  return y;
+}
+
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+  check_defined(x, "transpose");
+  d0 = norm_dim(d0, x.dim(), "transpose");
+  d1 = norm_dim(d1, x.dim(), "transpose");
+  Shape sh = x.shape(), st = x.strides();
+  std::swap(sh[d0], sh[d1]);
+  std::swap(st[d0], st[d1]);
+  Tensor y = make_view(x, sh, st, x.offset());
+  if (needs_graph({&x}))
+    record(y, "transpose", {x}, [d0, d1](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{transpose(g, d0, d1)};
+    });
+  return y;
+}
+
+namespace {
+// Zeros of `shape` with g written at [start, start + g.size(dim)) along dim.
+Tensor pad_slice(const Tensor& g, const Shape& shape, int64_t dim, int64_t start) {
+  Tensor y = zeros(shape, g.dtype());
+  Shape sh = shape;
+  sh[dim] = g.size(dim);
+  Tensor dst = make_view(y, sh, y.strides(), y.offset() + start * y.strides()[dim]);
+  be(g).copy(g, dst);
+  if (needs_graph({&g})) {
+    const int64_t len = g.size(dim);
+    record(y, "pad_slice", {g}, [dim, start, len](const Tensor& gg, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{slice(gg, dim, start, start + len)};
+    });
+  }
+  return y;
+}
+}  // namespace
+
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
+  check_defined(x, "slice");
+  dim = norm_dim(dim, x.dim(), "slice");
+  if (start < 0 || end < start || end > x.size(dim))
+    fail("slice: range [" + std::to_string(start) + ", " + std::to_string(end) + ") out of bounds for dimension " +
+         std::to_string(dim) + " of shape " + shape_str(x.shape()));
+  Shape sh = x.shape();
+  sh[dim] = end - start;
+  Tensor y = make_view(x, sh, x.strides(), x.offset() + start * x.strides()[dim]);
+  if (needs_graph({&x})) {
+    const Shape in_shape = x.shape();
+    record(y, "slice", {x}, [in_shape, dim, start](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{pad_slice(g, in_shape, dim, start)};
+    });
+  }
+  return y;
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+  if (xs.empty()) fail("concat: no tensors");
+  for (auto& x : xs) check_defined(x, "concat");
+  dim = norm_dim(dim, xs[0].dim(), "concat");
+  Shape sh = xs[0].shape();
+  int64_t total = 0;
+  for (auto& x : xs) {
+    check_same_dtype(xs[0], x, "concat");
+    if (x.dim() != xs[0].dim()) fail("concat: ranks differ");
+    for (int64_t d = 0; d < x.dim(); ++d)
+      if (d != dim && x.size(d) != sh[d])
+        fail("concat: shapes " + shape_str(xs[0].shape()) + " and " + shape_str(x.shape()) + " differ outside dimension " + std::to_string(dim));
+    total += x.size(dim);
+  }
+  sh[dim] = total;
+  Tensor y = Tensor::empty(sh, xs[0].dtype(), xs[0].device());
+  int64_t at = 0;
+  std::vector<int64_t> starts;
+  for (auto& x : xs) {
+    Shape part = sh;
+    part[dim] = x.size(dim);
+    be(x).copy(x, make_view(y, part, y.strides(), y.offset() + at * y.strides()[dim]));
+    starts.push_back(at);
+    at += x.size(dim);
+  }
+  if (needs_graph(xs)) {
+    std::vector<int64_t> lens;
+    for (auto& x : xs) lens.push_back(x.size(dim));
+    record(y, "concat", xs, [dim, starts, lens](const Tensor& g, const Tensor&, const std::vector<bool>& needs) {
+      std::vector<Tensor> out(starts.size());
+      for (size_t i = 0; i < starts.size(); ++i)
+        if (needs[i]) out[i] = slice(g, dim, starts[i], starts[i] + lens[i]);
+      return out;
+    });
+  }
+  return y;
+}
+
+Tensor broadcast_to(const Tensor& x, const Shape& shape) {
+  check_defined(x, "broadcast_to");
+  if (x.shape() == shape) return x;
+  if (broadcast_shapes(x.shape(), shape, "broadcast_to") != shape)
+    fail("broadcast_to: cannot broadcast " + shape_str(x.shape()) + " to " + shape_str(shape));
+  Tensor y = Tensor::empty(shape, x.dtype(), x.device());
+  be(x).copy(expand_view(x, shape), y);
+  if (needs_graph({&x})) {
+    const Shape in_shape = x.shape();
+    record(y, "broadcast_to", {x}, [in_shape](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{sum_to(g, in_shape)};
+    });
+  }
+  return y;
+}
+
+Tensor sum_to(const Tensor& x, const Shape& shape) {
+  check_defined(x, "sum_to");
+  if (x.shape() == shape) return x;
+  if (shape.size() > x.shape().size() || broadcast_shapes(shape, x.shape(), "sum_to") != x.shape())
+    fail("sum_to: cannot sum " + shape_str(x.shape()) + " down to " + shape_str(shape));
+  Shape full_rank(x.dim() - shape.size(), 1);
+  full_rank.insert(full_rank.end(), shape.begin(), shape.end());
+  Tensor yk = Tensor::empty(full_rank, x.dtype(), x.device());
+  be(x).sum_to(dense(x), yk);
+  Tensor y = make_view(yk, shape, contiguous_strides(shape), 0);
+  if (needs_graph({&x})) {
+    const Shape in_shape = x.shape();
+    record(y, "sum_to", {x}, [in_shape](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{broadcast_to(g, in_shape)};
+    });
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- elementwise
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor y = binary_raw(BinaryOp::Add, a, b, "add");
+  if (needs_graph({&a, &b})) {
+    const Shape sa = a.shape(), sb = b.shape();
+    record(y, "add", {a, b}, [sa, sb](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
+      return std::vector<Tensor>{n[0] ? sum_to(g, sa) : Tensor(), n[1] ? sum_to(g, sb) : Tensor()};
+    });
+  }
+  return y;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor y = binary_raw(BinaryOp::Sub, a, b, "sub");
+  if (needs_graph({&a, &b})) {
+    const Shape sa = a.shape(), sb = b.shape();
+    record(y, "sub", {a, b}, [sa, sb](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
+      return std::vector<Tensor>{n[0] ? sum_to(g, sa) : Tensor(), n[1] ? neg(sum_to(g, sb)) : Tensor()};
+    });
+  }
+  return y;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor y = binary_raw(BinaryOp::Mul, a, b, "mul");
+  if (needs_graph({&a, &b})) {
+    record(y, "mul", {a, b}, [a, b](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
+      return std::vector<Tensor>{n[0] ? sum_to(mul(g, b), a.shape()) : Tensor(),
+                                 n[1] ? sum_to(mul(g, a), b.shape()) : Tensor()};
+    });
+  }
+  return y;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor y = binary_raw(BinaryOp::Div, a, b, "div");
+  if (needs_graph({&a, &b})) {
+    record(y, "div", {a, b}, [a, b](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
+      Tensor ga, gb;
+      if (n[0]) ga = sum_to(div(g, b), a.shape());
+      if (n[1]) gb = sum_to(neg(div(mul(g, out), b)), b.shape());  // d(a/b)/db = -(a/b)/b
+      return std::vector<Tensor>{ga, gb};
+    });
+  }
+  return y;
+}
+
+Tensor add_scalar(const Tensor& x, double s) {
+  check_defined(x, "add_scalar");
+  Tensor y = unary_raw(UnaryOp::AddScalar, x, s);
+  if (needs_graph({&x}))
+    record(y, "add_scalar", {x}, [](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{g};
+    });
+  return y;
+}
+
+Tensor mul_scalar(const Tensor& x, double s) {
+  check_defined(x, "mul_scalar");
+  Tensor y = unary_raw(UnaryOp::MulScalar, x, s);
+  if (needs_graph({&x}))
+    record(y, "mul_scalar", {x}, [s](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{mul_scalar(g, s)};
+    });
+  return y;
+}
+
+Tensor maximum_scalar(const Tensor& x, double s) {
+  check_defined(x, "maximum_scalar");
+  Tensor y = unary_raw(UnaryOp::MaxScalar, x, s);
+  if (needs_graph({&x}))
+    record(y, "maximum_scalar", {x}, [x, s](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      // The step is piecewise constant: its own derivative is zero, so it is not recorded.
+      return std::vector<Tensor>{mul(g, unary_raw(UnaryOp::StepScalar, x.detach(), s))};
+    });
+  return y;
+}
+
+#define TTT_UNARY(fn, OPC, BODY)                                                                   \
+  Tensor fn(const Tensor& x) {                                                                   \
+    check_defined(x, #fn);                                                                         \
+    Tensor y = unary_raw(UnaryOp::OPC, x);                                                       \
+    if (needs_graph({&x}))                                                                         \
+      record(y, #fn, {x}, [x](const Tensor& g, const Tensor& out, const std::vector<bool>&) {     \
+        (void)out;                                                                                 \
+        return std::vector<Tensor>{BODY};                                                          \
+      });                                                                                          \
+    return y;                                                                                      \
+  }
+
+TTT_UNARY(neg, Neg, neg(g))
+TTT_UNARY(exp, Exp, mul(g, out))
+TTT_UNARY(log, Log, div(g, x))
+TTT_UNARY(sqrt, Sqrt, mul_scalar(div(g, out), 0.5))
+TTT_UNARY(rsqrt, Rsqrt, mul_scalar(mul(g, mul(out, mul(out, out))), -0.5))
+TTT_UNARY(reciprocal, Reciprocal, neg(mul(g, mul(out, out))))
+TTT_UNARY(square, Square, mul_scalar(mul(g, x), 2.0))
+TTT_UNARY(sigmoid, Sigmoid, mul(g, mul(out, add_scalar(neg(out), 1.0))))
+TTT_UNARY(silu, Silu, mul(g, silu_derivative(x, 1)))
+#undef TTT_UNARY
+
+namespace {
+// silu', silu'', silu''' as ops, each differentiable through the next; a fourth derivative is
+// refused rather than silently wrong.
+Tensor silu_derivative(const Tensor& x, int order) {
+  static constexpr UnaryOp kOps[] = {UnaryOp::Silu, UnaryOp::SiluGrad, UnaryOp::SiluGrad2, UnaryOp::SiluGrad3};
+  Tensor y = unary_raw(kOps[order], x);
+  if (needs_graph({&x})) {
+    if (order >= 3) throw std::logic_error("silu: derivatives beyond the third are not implemented");
+    record(y, "silu_derivative", {x}, [x, order](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{mul(g, silu_derivative(x, order + 1))};
+    });
+  }
+  return y;
+}
+}  // namespace
+
+// ---------------------------------------------------------------- reductions
+
+Tensor sum(const Tensor& x) {
+  check_defined(x, "sum");
+  Tensor s = sum_to(x, Shape(x.dim(), 1));
+  return reshape(s, {});
+}
+
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
+  check_defined(x, "sum");
+  dim = norm_dim(dim, x.dim(), "sum");
+  Shape sh = x.shape();
+  sh[dim] = 1;
+  Tensor s = sum_to(x, sh);
+  if (keepdim) return s;
+  sh.erase(sh.begin() + dim);
+  return reshape(s, sh);
+}
+
+Tensor mean(const Tensor& x) {
+  if (x.numel() == 0) fail("mean: empty tensor");
+  return mul_scalar(sum(x), 1.0 / static_cast<double>(x.numel()));
+}
+
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim) {
+  check_defined(x, "mean");
+  const int64_t n = x.size(norm_dim(dim, x.dim(), "mean"));
+  if (n == 0) fail("mean: empty dimension");
+  return mul_scalar(sum(x, dim, keepdim), 1.0 / static_cast<double>(n));
+}
+
+// ---------------------------------------------------------------- linear algebra
+
+namespace {
+Tensor matmul_core(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  // Both 2-D, or both 3-D with equal batch (or batch 1 on one side, broadcast).
+  const bool batched = a.dim() == 3;
+  const int64_t B = batched ? std::max(a.size(0), b.size(0)) : 1;
+  const int64_t ar = batched ? 1 : 0;
+  const int64_t m = ta ? a.size(ar + 1) : a.size(ar), ka = ta ? a.size(ar) : a.size(ar + 1);
+  const int64_t kb = tb ? b.size(ar + 1) : b.size(ar), n = tb ? b.size(ar) : b.size(ar + 1);
+  if (ka != kb)
+    fail(std::string("matmul: inner dimensions differ: ") + shape_str(a.shape()) + (ta ? "^T" : "") + " @ " +
+         shape_str(b.shape()) + (tb ? "^T" : ""));
+  if (batched && a.size(0) != b.size(0) && a.size(0) != 1 && b.size(0) != 1)
+    fail("matmul: batch sizes differ: " + shape_str(a.shape()) + " @ " + shape_str(b.shape()));
+  Tensor ac = dense(a), bc = dense(b);
+  Tensor y = Tensor::empty(batched ? Shape{B, m, n} : Shape{m, n}, a.dtype(), a.device());
+  const int64_t sa = batched && a.size(0) == B ? m * ka : 0;
+  const int64_t sb = batched && b.size(0) == B ? kb * n : 0;
+  be(a).matmul(ac, ta, bc, tb, y, B, m, n, ka, sa, sb);
+  if (needs_graph({&a, &b})) {
+    record(y, "matmul", {a, b}, [a, b, ta, tb](const Tensor& g, const Tensor&, const std::vector<bool>& nd) {
+      Tensor ga, gb;
+      if (nd[0]) ga = !ta ? matmul_core(g, b, false, !tb) : matmul_core(b, g, tb, true);
+      if (nd[1]) gb = !tb ? matmul_core(a, g, !ta, false) : matmul_core(g, a, true, ta);
+      // A side broadcast over the batch sums its gradient over the batch.
+      if (ga.defined() && ga.shape() != a.shape()) ga = sum_to(ga, a.shape());
+      if (gb.defined() && gb.shape() != b.shape()) gb = sum_to(gb, b.shape());
+      return std::vector<Tensor>{ga, gb};
+    });
+  }
+  return y;
+}
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  check_defined(a, "matmul");
+  check_defined(b, "matmul");
+  check_same_dtype(a, b, "matmul");
+  if (a.dim() == 3 && b.dim() == 3) return matmul_core(a, b, trans_a, trans_b);
+  if (b.dim() != 2) fail("matmul: right operand must be 2-D (or both 3-D), got " + shape_str(b.shape()));
+  if (a.dim() == 2) return matmul_core(a, b, trans_a, trans_b);
+  if (a.dim() < 2 || trans_a)
+    fail("matmul: left operand " + shape_str(a.shape()) + " must be 2-D, or N-D without transpose");
+  Shape out = a.shape();
+  const int64_t k = out.back();
+  out.back() = trans_b ? b.size(0) : b.size(1);
+  Tensor y = matmul_core(reshape(a, {-1, k}), b, false, trans_b);
+  return reshape(y, out);
+}
+
+// ---------------------------------------------------------------- model ops
+
+Tensor rms_rstd(const Tensor& x, double eps) {
+  check_defined(x, "rms_rstd");
+  if (x.dim() < 1 || x.size(-1) == 0) fail("rms_rstd: empty last dimension");
+  Shape sh = x.shape();
+  sh.back() = 1;
+  Tensor y = Tensor::empty(sh, x.dtype(), x.device());
+  be(x).rms_rstd(dense(x), eps, y);
+  if (needs_graph({&x})) {
+    const double n = static_cast<double>(x.size(-1));
+    record(y, "rms_rstd", {x}, [x, n](const Tensor& g, const Tensor& r, const std::vector<bool>&) {
+      // d r / d x_j = -r^3 x_j / n
+      return std::vector<Tensor>{mul(mul_scalar(mul(g, mul(r, mul(r, r))), -1.0 / n), x)};
+    });
+  }
+  return y;
+}
+
+Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
+  check_defined(x, "rmsnorm");
+  check_defined(w, "rmsnorm");
+  check_same_dtype(x, w, "rmsnorm");
+  if (w.dim() != 1 || x.dim() < 1 || x.size(-1) != w.size(0))
+    fail("rmsnorm: weight " + shape_str(w.shape()) + " does not match the last dimension of " + shape_str(x.shape()));
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).rmsnorm(dense(x), dense(w), eps, y);
+  if (needs_graph({&x, &w})) {
+    record(y, "rmsnorm", {x, w}, [x, w, eps](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
+      Tensor r = rms_rstd(x, eps);
+      Tensor gx, gw;
+      if (n[0]) {
+        Tensor gwt = mul(g, w);
+        Tensor proj = mean(mul(gwt, x), -1, true);
+        gx = sub(mul(gwt, r), mul(x, mul(mul(r, mul(r, r)), proj)));
+      }
+      if (n[1]) gw = sum_to(mul(g, mul(x, r)), w.shape());
+      return std::vector<Tensor>{gx, gw};
+    });
+  }
+  return y;
+}
+
+Tensor rope(const Tensor& x, int64_t pos0, double theta, bool inverse) {
+  check_defined(x, "rope");
+  if (x.dim() != 3 || x.size(2) % 2 != 0)
+    fail("rope: expected [T, H, D] with even D, got " + shape_str(x.shape()));
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).rope(dense(x), pos0, theta, inverse, y);
+  if (needs_graph({&x}))
+    record(y, "rope", {x}, [pos0, theta, inverse](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{rope(g, pos0, theta, !inverse)};  // rotations: inverse = transpose
+    });
+  return y;
+}
+
+namespace {
+Tensor softmax_backward(const Tensor& g, const Tensor& y) {
+  return mul(y, sub(g, sum(mul(g, y), -1, true)));
+}
+}  // namespace
+
+Tensor softmax(const Tensor& x) {
+  check_defined(x, "softmax");
+  if (x.dim() < 1 || x.size(-1) == 0) fail("softmax: empty last dimension");
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).softmax(dense(x), y);
+  if (needs_graph({&x}))
+    record(y, "softmax", {x}, [](const Tensor& g, const Tensor& out, const std::vector<bool>&) {
+      return std::vector<Tensor>{softmax_backward(g, out)};
+    });
+  return y;
+}
+
+Tensor masked_softmax(const Tensor& x, const kernels::AttentionShape& s) {
+  check_defined(x, "masked_softmax");
+  if (x.dim() != 3 || x.size(1) != s.tq || x.size(2) != s.tk)
+    fail("masked_softmax: scores " + shape_str(x.shape()) + " do not match Tq=" + std::to_string(s.tq) +
+         ", Tk=" + std::to_string(s.tk));
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).masked_softmax(dense(x), s, y);
+  if (needs_graph({&x}))
+    record(y, "masked_softmax", {x}, [](const Tensor& g, const Tensor& out, const std::vector<bool>&) {
+      return std::vector<Tensor>{softmax_backward(g, out)};  // masked entries have y = 0
+    });
+  return y;
+}
+
+namespace {
+void check_ids(const std::vector<int32_t>& ids, int64_t limit, const char* op) {
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= limit)
+      fail(std::string(op) + ": id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+           " is out of range [0, " + std::to_string(limit) + ")");
+}
+}  // namespace
+
+Tensor onehot_sub(const Tensor& x, const std::vector<int32_t>& targets) {
+  check_defined(x, "onehot_sub");
+  if (x.dim() != 2 || x.size(0) != static_cast<int64_t>(targets.size()))
+    fail("onehot_sub: expected [R, V] with R = number of targets, got " + shape_str(x.shape()));
+  check_ids(targets, x.size(1), "onehot_sub");
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).onehot_sub(dense(x), targets, y);
+  if (needs_graph({&x}))
+    record(y, "onehot_sub", {x}, [](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{g};
+    });
+  return y;
+}
+
+Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets) {
+  check_defined(logits, "cross_entropy");
+  if (logits.dim() != 2 || logits.size(0) != static_cast<int64_t>(targets.size()))
+    fail("cross_entropy: logits " + shape_str(logits.shape()) + " do not match " + std::to_string(targets.size()) + " targets");
+  if (logits.size(1) == 0) fail("cross_entropy: empty vocabulary");
+  check_ids(targets, logits.size(1), "cross_entropy");
+  Tensor y = Tensor::empty({logits.size(0)}, logits.dtype(), logits.device());
+  be(logits).cross_entropy(dense(logits), targets, y);
+  if (needs_graph({&logits}))
+    record(y, "cross_entropy", {logits}, [logits, targets](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{mul(onehot_sub(softmax(logits), targets), reshape(g, {-1, 1}))};
+    });
+  return y;
+}
+
+Tensor embedding(const Tensor& table, const std::vector<int32_t>& ids) {
+  check_defined(table, "embedding");
+  if (table.dim() != 2) fail("embedding: table must be [V, d], got " + shape_str(table.shape()));
+  check_ids(ids, table.size(0), "embedding");
+  Tensor y = Tensor::empty({static_cast<int64_t>(ids.size()), table.size(1)}, table.dtype(), table.device());
+  be(table).gather_rows(dense(table), ids, y);
+  if (needs_graph({&table})) {
+    const int64_t v = table.size(0);
+    record(y, "embedding", {table}, [ids, v](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{scatter_add_rows(g, ids, v)};
+    });
+  }
+  return y;
+}
+
+Tensor scatter_add_rows(const Tensor& rows, const std::vector<int32_t>& ids, int64_t num_rows) {
+  check_defined(rows, "scatter_add_rows");
+  if (rows.dim() != 2 || rows.size(0) != static_cast<int64_t>(ids.size()))
+    fail("scatter_add_rows: rows " + shape_str(rows.shape()) + " do not match " + std::to_string(ids.size()) + " ids");
+  check_ids(ids, num_rows, "scatter_add_rows");
+  Tensor y = Tensor::empty({num_rows, rows.size(1)}, rows.dtype(), rows.device());
+  be(rows).scatter_add_rows(dense(rows), ids, y);
+  if (needs_graph({&rows}))
+    record(y, "scatter_add_rows", {rows}, [ids](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      return std::vector<Tensor>{embedding(g, ids)};
+    });
+  return y;
+}
+
+// ---------------------------------------------------------------- attention
+
+namespace {
+kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const AttentionOptions& opt, const char* op) {
+  for (auto* t : {&q, &k, &v}) check_defined(*t, op);
+  check_same_dtype(q, k, op);
+  check_same_dtype(q, v, op);
+  if (q.dim() != 3 || k.dim() != 3 || v.dim() != 3 || k.shape() != v.shape() || q.size(1) != k.size(1) ||
+      q.size(2) != k.size(2))
+    fail(std::string(op) + ": expected q [Tq, H, D] and k, v [Tk, H, D], got q " + shape_str(q.shape()) + ", k " +
+         shape_str(k.shape()) + ", v " + shape_str(v.shape()));
+  if (opt.window < 0) fail(std::string(op) + ": negative window");
+  kernels::AttentionShape s;
+  s.tq = q.size(0);
+  s.tk = k.size(0);
+  s.heads = q.size(1);
+  s.head_dim = q.size(2);
+  s.q_pos0 = opt.q_pos0;
+  s.k_pos0 = opt.k_pos0;
+  s.window = opt.window;
+  s.scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+  return s;
+}
+
+// [T, H, D] -> [H, T, D] contiguous (differentiable).
+Tensor heads_first(const Tensor& x) { return contiguous(transpose(x, 0, 1)); }
+
+// Exact attention backward from differentiable ops: used when the gradient must itself be
+// differentiated (create_graph). Materializes [H, Tq, Tk] probabilities.
+std::vector<Tensor> attention_backward_composite(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                 const Tensor& g, const kernels::AttentionShape& s,
+                                                 const std::vector<bool>& need) {
+  Tensor qh = heads_first(q), kh = heads_first(k), vh = heads_first(v), gh = heads_first(g);
+  Tensor p = masked_softmax(mul_scalar(matmul(qh, kh, false, true), s.scale), s);
+  Tensor dq, dk, dv;
+  if (need[2]) dv = heads_first(matmul(p, gh, true, false));
+  if (need[0] || need[1]) {
+    Tensor dp = matmul(gh, vh, false, true);
+    Tensor ds = mul_scalar(softmax_backward(dp, p), s.scale);
+    if (need[0]) dq = heads_first(matmul(ds, kh));
+    if (need[1]) dk = heads_first(matmul(ds, qh, true, false));
+  }
+  return {dq, dk, dv};
+}
+}  // namespace
+
+Tensor attention_composite(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  const auto s = attention_shape(q, k, v, opt, "attention_composite");
+  Tensor qh = heads_first(q), kh = heads_first(k), vh = heads_first(v);
+  Tensor p = masked_softmax(mul_scalar(matmul(qh, kh, false, true), s.scale), s);
+  return heads_first(matmul(p, vh));  // [H, Tq, D] -> [Tq, H, D]
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  const auto s = attention_shape(q, k, v, opt, "attention");
+  Tensor qc = dense(q), kc = dense(k), vc = dense(v);
+  Tensor o = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = Tensor::empty({s.heads, s.tq}, q.dtype(), q.device());
+  be(q).attention_forward(s, qc, kc, vc, o, lse);
+  if (needs_graph({&q, &k, &v})) {
+    record(o, "attention", {q, k, v}, [q, k, v, lse, s](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
+      if (grad_enabled()) return attention_backward_composite(q, k, v, g, s, n);
+      Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());
+      Tensor dk = Tensor::empty(k.shape(), k.dtype(), k.device());
+      Tensor dv = Tensor::empty(v.shape(), v.dtype(), v.device());
+      be(q).attention_backward(s, dense(q), dense(k), dense(v), dense(out), lse, dense(g), dq, dk, dv);
+      return std::vector<Tensor>{dq, dk, dv};
+    });
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------- optimization helpers
+
+Tensor global_norm(const std::vector<Tensor>& xs) {
+  if (xs.empty()) fail("global_norm: no tensors");
+  Tensor total;
+  for (auto& x : xs) {
+    Tensor s = sum(square(x));
+    total = total.defined() ? add(total, s) : s;
+  }
+  return sqrt(total);
+}
+
+std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& gs, double max_norm) {
+  if (!(max_norm > 0)) fail("clip_by_global_norm: max_norm must be positive");
+  // scale = max_norm / max(norm, max_norm) = min(1, max_norm / norm)
+  Tensor scale = mul_scalar(reciprocal(maximum_scalar(global_norm(gs), max_norm)), max_norm);
+  std::vector<Tensor> out;
+  out.reserve(gs.size());
+  for (auto& g : gs) out.push_back(mul(g, scale));
+  return out;
+}
+
+}  // namespace ttt

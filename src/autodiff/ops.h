@@ -1,0 +1,102 @@
+// Differentiable tensor ops. Each validates its arguments (std::invalid_argument naming the
+// problem), computes through the device backend and, when grad mode is on and an input requires
+// grad, records a node whose backward is written with these same ops (exact higher derivatives).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autodiff/graph.h"
+#include "kernels/attention.h"
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+namespace ttt {
+
+// ---- creation (never recorded) ----
+Tensor zeros(const Shape& shape, DType dtype = DType::F32);
+Tensor ones(const Shape& shape, DType dtype = DType::F32);
+Tensor full(const Shape& shape, double value, DType dtype = DType::F32);
+Tensor zeros_like(const Tensor& x);
+Tensor ones_like(const Tensor& x);
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::F32);
+Tensor randn(const Shape& shape, Rng& rng, double stddev = 1.0, DType dtype = DType::F32);
+Tensor uniform(const Shape& shape, Rng& rng, double lo, double hi, DType dtype = DType::F32);
+Tensor to_dtype(const Tensor& x, DType dtype);  // differentiable
+Tensor clone(const Tensor& x);                  // differentiable copy, contiguous
+
+// ---- views and layout ----
+Tensor contiguous(const Tensor& x);
+Tensor reshape(const Tensor& x, Shape shape);  // one extent may be -1
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);  // [start, end)
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+Tensor sum_to(const Tensor& x, const Shape& shape);  // inverse of broadcast_to
+
+// ---- elementwise (numpy broadcasting) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add_scalar(const Tensor& x, double s);
+Tensor mul_scalar(const Tensor& x, double s);
+Tensor maximum_scalar(const Tensor& x, double s);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor reciprocal(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor silu(const Tensor& x);
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+
+// ---- reductions ----
+Tensor sum(const Tensor& x);  // 0-d result
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+
+// ---- linear algebra ----
+// op(a) @ op(b). a is [..., m, k] (leading dims flattened when !trans_a and b is 2-D), or a
+// batch [B, m, k] with b [B, k, n]. Transposes apply to the last two dims.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---- model ops ----
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps);  // over the last dim
+Tensor rms_rstd(const Tensor& x, double eps);                       // 1/sqrt(mean(x^2)+eps), keepdim
+// x [T, H, D], D even; position of row t is pos0 + t; interleaved pairs (SPEC section 2).
+Tensor rope(const Tensor& x, int64_t pos0, double theta, bool inverse = false);
+Tensor softmax(const Tensor& x);  // over the last dim
+// Scores [H, Tq, Tk] -> probabilities; invisible keys (kernels/attention.h rule) get 0.
+Tensor masked_softmax(const Tensor& scores, const kernels::AttentionShape& s);
+// Per-row negative log-likelihood of targets: logits [R, V] -> [R].
+Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets);
+Tensor onehot_sub(const Tensor& x, const std::vector<int32_t>& targets);  // x - onehot
+Tensor embedding(const Tensor& table, const std::vector<int32_t>& ids);  // [V, d] -> [R, d]
+Tensor scatter_add_rows(const Tensor& rows, const std::vector<int32_t>& ids, int64_t num_rows);
+
+struct AttentionOptions {
+  int64_t q_pos0 = 0, k_pos0 = 0, window = 0;  // see kernels/attention.h
+};
+// q [Tq, H, D], k and v [Tk, H, D] -> [Tq, H, D]; scale 1/sqrt(D). Fused tiled kernel forward;
+// first-order backward through the fused backward kernel; with create_graph the backward is
+// re-derived from attention_composite so second derivatives are exact.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
+// The same function built from matmul and masked_softmax (materializes [H, Tq, Tk]).
+Tensor attention_composite(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
+
+// ---- optimization helpers ----
+Tensor global_norm(const std::vector<Tensor>& xs);  // sqrt(sum of all squares), 0-d
+// g * min(1, max_norm / ||g||) over all tensors together (differentiable).
+std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& gs, double max_norm);
+
+// Checks used by ops and the model: throw std::invalid_argument with `what` in the message.
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* what);
+
+}  // namespace ttt

@@ -1,0 +1,65 @@
+// The one dispatch point between differentiable ops and device kernels.
+//
+// Ops (autodiff/ops.h) validate shapes, allocate outputs and record the graph; they then call
+// the Backend of the tensors' device, which only computes. A CUDA backend implements the same
+// interface; backend_for(Device) is the single place that picks it.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "tensor/tensor.h"
+
+namespace ttt {
+
+enum class UnaryOp {
+  Neg, Exp, Log, Sqrt, Rsqrt, Reciprocal, Square, Sigmoid,
+  Silu, SiluGrad, SiluGrad2, SiluGrad3,  // silu and its first three derivatives
+  AddScalar, MulScalar, MaxScalar,       // x + a, x * a, max(x, a)
+  StepScalar,                            // 1 where x > a else 0
+};
+enum class BinaryOp { Add, Sub, Mul, Div };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // Every `out` is contiguous and already allocated with the right shape and dtype. Inputs are
+  // contiguous unless a comment says otherwise.
+  virtual void fill(const Tensor& out, double value) = 0;
+  // Same shape and dtype; both may have any strides (out must not overlap itself).
+  virtual void copy(const Tensor& src, const Tensor& out) = 0;
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out, double alpha) = 0;
+  // a and b may have any strides (stride 0 on broadcast dimensions) and out's shape.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out[j] = sum of x over the dimensions where out (same rank as x) has extent 1.
+  virtual void sum_to(const Tensor& x, const Tensor& out) = 0;
+  // Batched: a [B,m,k] (or [B,k,m] if ta), b [B,k,n] (or [B,n,k]), out [B,m,n]; B may be 1.
+  // A batch stride of 0 on a or b broadcasts it.
+  virtual void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& out,
+                      int64_t batch, int64_t m, int64_t n, int64_t k, int64_t stride_a,
+                      int64_t stride_b) = 0;
+  // Rows are the last dimension.
+  virtual void rmsnorm(const Tensor& x, const Tensor& w, double eps, const Tensor& out) = 0;
+  virtual void rms_rstd(const Tensor& x, double eps, const Tensor& out) = 0;
+  virtual void rope(const Tensor& x, int64_t pos0, double theta, bool inverse, const Tensor& out) = 0;
+  virtual void softmax(const Tensor& x, const Tensor& out) = 0;
+  // x [H, Tq, Tk] scores; entries a query may not see (kernels/attention.h rule) get 0.
+  virtual void masked_softmax(const Tensor& x, const kernels::AttentionShape& s, const Tensor& out) = 0;
+  virtual void cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets,
+                             const Tensor& nll) = 0;
+  virtual void onehot_sub(const Tensor& x, const std::vector<int32_t>& targets, const Tensor& out) = 0;
+  virtual void gather_rows(const Tensor& table, const std::vector<int32_t>& ids, const Tensor& out) = 0;
+  virtual void scatter_add_rows(const Tensor& rows, const std::vector<int32_t>& ids, const Tensor& out) = 0;
+  virtual void attention_forward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, const Tensor& o, const Tensor& lse) = 0;
+  virtual void attention_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& o, const Tensor& lse,
+                                  const Tensor& dout, const Tensor& dq, const Tensor& dk,
+                                  const Tensor& dv) = 0;
+};
+
+Backend& backend_for(Device device);
+
+}  // namespace ttt

@@ -1,0 +1,22 @@
+// Subcommand registry: each register_* adds a CLI11 subcommand and the body to run when it is
+// chosen; main() parses, then runs the chosen body with errors turned into one-line messages.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <vector>
+
+namespace ttt::cli {
+
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+using Registry = std::vector<Command>;
+
+void register_info(CLI::App& app, Registry& reg);
+void register_demo(CLI::App& app, Registry& reg);
+void register_bench(CLI::App& app, Registry& reg);
+int run_demo_default();  // what `ttt` with no arguments does
+
+}  // namespace ttt::cli

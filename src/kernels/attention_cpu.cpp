@@ -1,0 +1,452 @@
+// Fused causal / sliding-window attention on the CPU (see attention.h for the contract).
+//
+// Forward: work items are (head, tile of kQueryTile queries), spread over the thread pool with
+// BLAS forced single-threaded. For a tile, only the band of keys visible to some query of the
+// tile is touched ([first key visible to the first query, last key visible to the last one]),
+// in blocks of at most kKeyBlock keys with an online softmax:
+//   S = scale * Q_tile K_blk^T          (gemm into per-thread scratch, strided over heads)
+//   per row: mask the edges, m' = max(m, max S), P = exp(S - m'), l = l e^(m-m') + sum P
+//   Acc = Acc e^(m-m') + P V_blk        (gemm)
+// and finally o = Acc / l, lse = m + log l. Only the rows of the triangular ends of a band need
+// masking; the exponentials run through the vectorized vec::vexp_sum.
+//
+// Backward: the same tiles, with P recomputed from lse:
+//   dP = dO V_blk^T, dV_blk += P^T dO, dS = P * (dP - rowsum(dO * O)),
+//   dQ_tile (+)= scale dS K_blk, dK_blk += scale dS^T Q_tile.
+// dK/dV of a head are shared by all its query tiles, so work items own whole heads' query
+// ranges: with H a multiple of the thread count each item is a head and accumulates straight
+// into dk/dv; otherwise each head's queries are cut into chunks of equal work, every chunk
+// accumulates into its own buffer over its key band, and the buffers are summed at the end.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "backend/blas.h"
+#include "backend/thread_pool.h"
+#include "kernels/attention.h"
+#include "kernels/vec_math.h"
+
+namespace ttt::kernels {
+namespace {
+
+using blas::Trans;
+
+#include <cstdlib>
+static int64_t env_or(const char* n, int64_t d) { const char* e = std::getenv(n); return e ? std::atoll(e) : d; }
+static const int64_t kQueryTile = env_or("BQ", 128);  // queries per work item
+static const int64_t kKeyBlock = env_or("BK", 2048);  // keys per online-softmax block
+
+// Per-thread scratch, one buffer per slot and element type.
+template <class T>
+T* scratch(int slot, size_t n) {
+  thread_local std::vector<T> bufs[4];
+  auto& b = bufs[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+// Visibility of keys for the query at row i: key indices [klo(i), khi(i)).
+struct Vis {
+  int64_t tq, tk, q_pos0, k_pos0, window;
+  int64_t khi(int64_t i) const {
+    return std::clamp<int64_t>(q_pos0 + i - k_pos0 + 1, 0, tk);
+  }
+  int64_t klo(int64_t i) const {
+    if (window <= 0) return 0;
+    return std::clamp<int64_t>(q_pos0 + i - window + 1 - k_pos0, 0, tk);
+  }
+  int64_t count(int64_t i) const { return std::max<int64_t>(0, khi(i) - klo(i)); }
+};
+
+Vis make_vis(const AttentionShape& s) { return {s.tq, s.tk, s.q_pos0, s.k_pos0, s.window}; }
+
+// Runs fn(item) for item in [0, n) with dynamic scheduling on the pool.
+template <class F>
+void for_each_item(int64_t n, const F& fn) {
+  if (n <= 0) return;
+  const int nt = std::min<int64_t>(num_threads(), n);
+  if (nt <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    for (int64_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  });
+}
+
+template <class T>
+void zero_rows(T* p, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) std::fill_n(p + r * ld, cols, T(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+template <class T>
+void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t i1,
+                  const T* q, const T* k, const T* v, T* o, T* lse) {
+  const int64_t H = s.heads, D = s.head_dim, ld = H * D, nq = i1 - i0;
+  const int64_t band0 = vis.klo(i0), band1 = vis.khi(i1 - 1);
+  T* orow0 = o + i0 * ld + h * D;
+  if (band1 <= band0) {  // nothing visible to any query of the tile
+    zero_rows(orow0, nq, D, ld);
+    for (int64_t r = 0; r < nq; ++r) lse[h * s.tq + i0 + r] = -std::numeric_limits<T>::infinity();
+    return;
+  }
+  const int64_t bk = std::min(kKeyBlock, band1 - band0);
+  T* S = scratch<T>(0, static_cast<size_t>(nq * bk));
+  T* acc = scratch<T>(1, static_cast<size_t>(nq * D));
+  T* m = scratch<T>(2, static_cast<size_t>(nq));
+  T* l = scratch<T>(3, static_cast<size_t>(nq));
+  const T ninf = -std::numeric_limits<T>::infinity();
+  std::fill_n(m, nq, ninf);
+  std::fill_n(l, nq, T(0));
+  const T scale = static_cast<T>(s.scale);
+  const T* qt = q + i0 * ld + h * D;
+  bool first = true;
+  for (int64_t kb0 = band0; kb0 < band1; kb0 += bk) {
+    const int64_t kb1 = std::min(band1, kb0 + bk), nk = kb1 - kb0;
+    blas::gemm(Trans::No, Trans::Yes, static_cast<int>(nq), static_cast<int>(nk),
+               static_cast<int>(D), scale, qt, static_cast<int>(ld), k + kb0 * ld + h * D,
+               static_cast<int>(ld), T(0), S, static_cast<int>(nk));
+    for (int64_t r = 0; r < nq; ++r) {
+      T* srow = S + r * nk;
+      const int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
+      const int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
+      if (c1 <= c0) {
+        std::fill_n(srow, nk, T(0));
+        continue;
+      }
+      std::fill_n(srow, c0, T(0));
+      std::fill_n(srow + c1, nk - c1, T(0));
+      const T mx = vec::vmax(srow + c0, c1 - c0);
+      const T mold = m[r];
+      const T mnew = std::max(mold, mx);
+      const T sum = vec::vexp_sum(srow + c0, mnew, srow + c0, c1 - c0);
+      if (mold == mnew) {
+        l[r] += sum;
+      } else {
+        const T alpha = mold == ninf ? T(0) : std::exp(mold - mnew);
+        l[r] = l[r] * alpha + sum;
+        if (!first) vec::vscale(acc + r * D, alpha, D);
+        m[r] = mnew;
+      }
+    }
+    blas::gemm(Trans::No, Trans::No, static_cast<int>(nq), static_cast<int>(D),
+               static_cast<int>(nk), T(1), S, static_cast<int>(nk), v + kb0 * ld + h * D,
+               static_cast<int>(ld), first ? T(0) : T(1), acc, static_cast<int>(D));
+    first = false;
+  }
+  for (int64_t r = 0; r < nq; ++r) {
+    T* orow = orow0 + r * ld;
+    if (l[r] > T(0)) {
+      const T inv = T(1) / l[r];
+      const T* a = acc + r * D;
+      for (int64_t d = 0; d < D; ++d) orow[d] = a[d] * inv;
+      lse[h * s.tq + i0 + r] = m[r] + std::log(l[r]);
+    } else {
+      std::fill_n(orow, D, T(0));
+      lse[h * s.tq + i0 + r] = ninf;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+// P = exp(S - lse) on the visible columns [c0, c1), 0 elsewhere.
+template <class T>
+void probs_row(T* srow, int64_t nk, int64_t c0, int64_t c1, T lse_r) {
+  std::fill_n(srow, c0, T(0));
+  std::fill_n(srow + c1, nk - c1, T(0));
+  if (c1 > c0) vec::vexp_sum(srow + c0, lse_r, srow + c0, c1 - c0);
+}
+
+// dS = P * (dP - drow), in place in dP.
+TTT_VEC_CLONES void dsoftmax_row(const float* p, float* dp, float drow, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - drow);
+}
+TTT_VEC_CLONES void dsoftmax_row(const double* p, double* dp, double drow, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - drow);
+}
+
+// Query rows [r0, r1) of head h. dK/dV for keys [kbase, ...) accumulate into dkb/dvb
+// (leading dimension ldb), which must be zero-initialized by the caller.
+template <class T>
+void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t r0, int64_t r1,
+                    const T* q, const T* k, const T* v, const T* o, const T* lse, const T* dout,
+                    T* dq, T* dkb, T* dvb, int64_t kbase, int64_t ldb) {
+  const int64_t H = s.heads, D = s.head_dim, ld = H * D;
+  const T scale = static_cast<T>(s.scale);
+  const int ild = static_cast<int>(ld), iD = static_cast<int>(D), ildb = static_cast<int>(ldb);
+  T* drow = scratch<T>(2, static_cast<size_t>(kQueryTile));
+  for (int64_t i0 = r0; i0 < r1; i0 += kQueryTile) {
+    const int64_t i1 = std::min(r1, i0 + kQueryTile), nq = i1 - i0;
+    const int inq = static_cast<int>(nq);
+    const int64_t band0 = vis.klo(i0), band1 = vis.khi(i1 - 1);
+    T* dqt = dq + i0 * ld + h * D;
+    if (band1 <= band0) {
+      zero_rows(dqt, nq, D, ld);
+      continue;
+    }
+    const T* qt = q + i0 * ld + h * D;
+    const T* dot = dout + i0 * ld + h * D;
+    for (int64_t r = 0; r < nq; ++r) {
+      const T* a = dot + r * ld;
+      const T* b = o + (i0 + r) * ld + h * D;
+      T acc = 0;
+      for (int64_t d = 0; d < D; ++d) acc += a[d] * b[d];
+      drow[r] = acc;
+    }
+    const int64_t bk = std::min(kKeyBlock, band1 - band0);
+    T* P = scratch<T>(0, static_cast<size_t>(nq * bk));
+    T* dP = scratch<T>(1, static_cast<size_t>(nq * bk));
+    bool first = true;
+    for (int64_t kb0 = band0; kb0 < band1; kb0 += bk) {
+      const int64_t kb1 = std::min(band1, kb0 + bk), nk = kb1 - kb0;
+      const int ink = static_cast<int>(nk);
+      const T* kblk = k + kb0 * ld + h * D;
+      const T* vblk = v + kb0 * ld + h * D;
+      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, kblk, ild, T(0), P, ink);
+      for (int64_t r = 0; r < nq; ++r) {
+        const T lr = lse[h * s.tq + i0 + r];
+        int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
+        int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
+        if (!(lr > -std::numeric_limits<T>::infinity())) c0 = c1 = 0;
+        probs_row(P + r * nk, nk, c0, std::max(c0, c1), lr);
+      }
+      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, vblk, ild, T(0), dP, ink);
+      T* dvblk = dvb + (kb0 - kbase) * ldb;
+      T* dkblk = dkb + (kb0 - kbase) * ldb;
+      blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, T(1), P, ink, dot, ild, T(1), dvblk, ildb);
+      for (int64_t r = 0; r < nq; ++r) dsoftmax_row(P + r * nk, dP + r * nk, drow[r], nk);
+      blas::gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, kblk, ild,
+                 first ? T(0) : T(1), dqt, ild);
+      blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, dP, ink, qt, ild, T(1), dkblk, ildb);
+      first = false;
+    }
+  }
+}
+
+// Splits the queries [0, tq) into `parts` contiguous ranges of about equal visible-pair count.
+std::vector<int64_t> split_by_work(const Vis& vis, int64_t parts) {
+  std::vector<int64_t> cut(static_cast<size_t>(parts + 1), vis.tq);
+  cut[0] = 0;
+  int64_t total = 0;
+  for (int64_t i = 0; i < vis.tq; ++i) total += vis.count(i) + 1;
+  int64_t accum = 0, p = 1;
+  for (int64_t i = 0; i < vis.tq && p < parts; ++i) {
+    accum += vis.count(i) + 1;
+    while (p < parts && accum * parts >= total * p) cut[static_cast<size_t>(p++)] = i + 1;
+  }
+  // Round interior cuts to whole query tiles where that keeps the ranges non-empty.
+  for (int64_t j = 1; j < parts; ++j) {
+    auto& c = cut[static_cast<size_t>(j)];
+    const int64_t rounded = (c + kQueryTile / 2) / kQueryTile * kQueryTile;
+    c = std::clamp(rounded, cut[static_cast<size_t>(j - 1)], vis.tq);
+  }
+  return cut;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference
+
+template <class T>
+void reference_probs(const AttentionShape& s, const Vis& vis, const T* q, const T* k, int64_t h,
+                     std::vector<double>& P, std::vector<double>& lse_out) {
+  const int64_t H = s.heads, D = s.head_dim, Tq = s.tq, Tk = s.tk;
+  P.assign(static_cast<size_t>(Tq * Tk), 0.0);
+  lse_out.assign(static_cast<size_t>(Tq), -std::numeric_limits<double>::infinity());
+  std::vector<double> sc(static_cast<size_t>(Tk));
+  for (int64_t i = 0; i < Tq; ++i) {
+    const int64_t lo = vis.klo(i), hi = vis.khi(i);
+    if (hi <= lo) continue;
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t j = lo; j < hi; ++j) {
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d)
+        dot += static_cast<double>(q[(i * H + h) * D + d]) * static_cast<double>(k[(j * H + h) * D + d]);
+      sc[static_cast<size_t>(j)] = dot * s.scale;
+      mx = std::max(mx, sc[static_cast<size_t>(j)]);
+    }
+    double sum = 0;
+    for (int64_t j = lo; j < hi; ++j) sum += std::exp(sc[static_cast<size_t>(j)] - mx);
+    for (int64_t j = lo; j < hi; ++j)
+      P[static_cast<size_t>(i * Tk + j)] = std::exp(sc[static_cast<size_t>(j)] - mx) / sum;
+    lse_out[static_cast<size_t>(i)] = mx + std::log(sum);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse) {
+  if (s.tq <= 0 || s.heads <= 0) return;
+  const Vis vis = make_vis(s);
+  if (s.head_dim <= 0) {
+    for (int64_t h = 0; h < s.heads; ++h)
+      for (int64_t i = 0; i < s.tq; ++i)
+        lse[h * s.tq + i] = vis.count(i) > 0 ? std::log(static_cast<T>(vis.count(i)))
+                                             : -std::numeric_limits<T>::infinity();
+    return;
+  }
+  const int64_t tiles = (s.tq + kQueryTile - 1) / kQueryTile;
+  blas::SingleThreadedBlas single;
+  // Largest tiles (most visible keys: the last ones for causal attention) first.
+  for_each_item(s.heads * tiles, [&](int64_t item) {
+    const int64_t t = tiles - 1 - item / s.heads, h = item % s.heads;
+    const int64_t i0 = t * kQueryTile, i1 = std::min(s.tq, i0 + kQueryTile);
+    forward_tile(s, vis, h, i0, i1, q, k, v, o, lse);
+  });
+}
+
+template <class T>
+void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o,
+                        const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+  const int64_t H = s.heads, D = s.head_dim, ld = H * D;
+  if (s.tk > 0) {
+    std::fill_n(dk, s.tk * ld, T(0));
+    std::fill_n(dv, s.tk * ld, T(0));
+  }
+  if (s.tq <= 0 || H <= 0 || D <= 0) return;
+  const Vis vis = make_vis(s);
+  const int nt = num_threads();
+  blas::SingleThreadedBlas single;
+  if (H % nt == 0 || s.tq <= kQueryTile) {
+    // One item per head: accumulate directly into dk/dv.
+    for_each_item(H, [&](int64_t h) {
+      backward_range(s, vis, h, 0, s.tq, q, k, v, o, lse, dout, dq, dk + h * D, dv + h * D, 0, ld);
+    });
+    return;
+  }
+  // Chunks of each head's queries, each with private dK/dV over its key band.
+  const int64_t chunks = std::min<int64_t>(nt, (s.tq + kQueryTile - 1) / kQueryTile);
+  const std::vector<int64_t> cut = split_by_work(vis, chunks);
+  struct Chunk {
+    int64_t r0, r1, kb0, kb1;
+    size_t offset;
+  };
+  std::vector<Chunk> cs;
+  size_t total = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    Chunk ch{cut[static_cast<size_t>(c)], cut[static_cast<size_t>(c + 1)], 0, 0, total};
+    if (ch.r1 > ch.r0) {
+      ch.kb0 = vis.klo(ch.r0);
+      ch.kb1 = std::max(ch.kb0, vis.khi(ch.r1 - 1));
+    }
+    total += static_cast<size_t>((ch.kb1 - ch.kb0) * D * 2);
+    cs.push_back(ch);
+  }
+  std::vector<T> buf(total * static_cast<size_t>(H));
+  for_each_item(H * chunks, [&](int64_t item) {
+    const int64_t h = item / chunks;
+    const Chunk& ch = cs[static_cast<size_t>(item % chunks)];
+    if (ch.r1 <= ch.r0) return;
+    T* dkb = buf.data() + static_cast<size_t>(h) * total + ch.offset;
+    T* dvb = dkb + (ch.kb1 - ch.kb0) * D;
+    backward_range(s, vis, h, ch.r0, ch.r1, q, k, v, o, lse, dout, dq, dkb, dvb, ch.kb0, D);
+  });
+  // Sum the chunks' contributions, in parallel over heads x key rows.
+  parallel_for(0, H * s.tk, 256, [&](int64_t lo, int64_t hi) {
+    for (int64_t x = lo; x < hi; ++x) {
+      const int64_t h = x / s.tk, j = x % s.tk;
+      T* dkr = dk + j * ld + h * D;
+      T* dvr = dv + j * ld + h * D;
+      for (const Chunk& ch : cs) {
+        if (j < ch.kb0 || j >= ch.kb1) continue;
+        const T* dkb = buf.data() + static_cast<size_t>(h) * total + ch.offset;
+        const T* a = dkb + (j - ch.kb0) * D;
+        const T* b = dkb + (ch.kb1 - ch.kb0) * D + (j - ch.kb0) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          dkr[d] += a[d];
+          dvr[d] += b[d];
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void attention_forward_reference(const AttentionShape& s, const T* q, const T* k, const T* v,
+                                 T* o, T* lse) {
+  const int64_t H = s.heads, D = s.head_dim, Tq = s.tq, Tk = s.tk;
+  const Vis vis = make_vis(s);
+  std::vector<double> P, L;
+  for (int64_t h = 0; h < H; ++h) {
+    reference_probs(s, vis, q, k, h, P, L);
+    for (int64_t i = 0; i < Tq; ++i) {
+      lse[h * Tq + i] = static_cast<T>(L[static_cast<size_t>(i)]);
+      for (int64_t d = 0; d < D; ++d) {
+        double acc = 0;
+        for (int64_t j = 0; j < Tk; ++j)
+          acc += P[static_cast<size_t>(i * Tk + j)] * static_cast<double>(v[(j * H + h) * D + d]);
+        o[(i * H + h) * D + d] = static_cast<T>(acc);
+      }
+    }
+  }
+}
+
+template <class T>
+void attention_backward_reference(const AttentionShape& s, const T* q, const T* k, const T* v,
+                                  const T* o, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+  // Recomputes P itself (o and lse are not needed for the textbook formulas) and uses the
+  // softmax backward dS = P * (dP - rowsum(P * dP)).
+  const int64_t H = s.heads, D = s.head_dim, Tq = s.tq, Tk = s.tk;
+  const Vis vis = make_vis(s);
+  std::vector<double> P, L, dP(static_cast<size_t>(Tq * Tk));
+  for (int64_t h = 0; h < H; ++h) {
+    reference_probs(s, vis, q, k, h, P, L);
+    for (int64_t i = 0; i < Tq; ++i) {
+      double rowsum = 0;
+      for (int64_t j = 0; j < Tk; ++j) {
+        double acc = 0;
+        for (int64_t d = 0; d < D; ++d)
+          acc += static_cast<double>(dout[(i * H + h) * D + d]) *
+                 static_cast<double>(v[(j * H + h) * D + d]);
+        dP[static_cast<size_t>(i * Tk + j)] = acc;
+        rowsum += acc * P[static_cast<size_t>(i * Tk + j)];
+      }
+      for (int64_t j = 0; j < Tk; ++j) {
+        auto& x = dP[static_cast<size_t>(i * Tk + j)];
+        x = P[static_cast<size_t>(i * Tk + j)] * (x - rowsum);  // now dS
+      }
+    }
+    for (int64_t i = 0; i < Tq; ++i)
+      for (int64_t d = 0; d < D; ++d) {
+        double acc = 0;
+        for (int64_t j = 0; j < Tk; ++j)
+          acc += dP[static_cast<size_t>(i * Tk + j)] * static_cast<double>(k[(j * H + h) * D + d]);
+        dq[(i * H + h) * D + d] = static_cast<T>(acc * s.scale);
+      }
+    for (int64_t j = 0; j < Tk; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        double ak = 0, av = 0;
+        for (int64_t i = 0; i < Tq; ++i) {
+          ak += dP[static_cast<size_t>(i * Tk + j)] * static_cast<double>(q[(i * H + h) * D + d]);
+          av += P[static_cast<size_t>(i * Tk + j)] * static_cast<double>(dout[(i * H + h) * D + d]);
+        }
+        dk[(j * H + h) * D + d] = static_cast<T>(ak * s.scale);
+        dv[(j * H + h) * D + d] = static_cast<T>(av);
+      }
+  }
+}
+
+#define TTT_INSTANTIATE_ATTENTION(T)                                                            \
+  template void attention_forward<T>(const AttentionShape&, const T*, const T*, const T*, T*,   \
+                                     T*);                                                       \
+  template void attention_backward<T>(const AttentionShape&, const T*, const T*, const T*,      \
+                                      const T*, const T*, const T*, T*, T*, T*);                \
+  template void attention_forward_reference<T>(const AttentionShape&, const T*, const T*,       \
+                                               const T*, T*, T*);                               \
+  template void attention_backward_reference<T>(const AttentionShape&, const T*, const T*,      \
+                                                const T*, const T*, const T*, const T*, T*, T*, \
+                                                T*);
+
+TTT_INSTANTIATE_ATTENTION(float)
+TTT_INSTANTIATE_ATTENTION(double)
+
+}  // namespace ttt::kernels

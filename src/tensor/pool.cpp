@@ -1,0 +1,106 @@
+#include "tensor/pool.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace ttt::pool {
+namespace {
+
+constexpr size_t kAlign = 64;  // cache line; also enough for AVX-512 loads
+
+size_t bucket(size_t bytes) {
+  if (bytes <= 256) return 256;
+  size_t p = 256;
+  while (p < bytes) p <<= 1;
+  // Split the top power of two in quarters to limit waste to 25%.
+  const size_t q = p / 4 / 2;
+  size_t b = p / 2;
+  while (b < bytes) b += q;
+  return b;
+}
+
+struct State {
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free_lists;
+  Stats stats;
+};
+
+State& state() {
+  static State* s = new State;  // never destroyed: tensors may outlive static destruction
+  return *s;
+}
+
+// A pooled block is never freed, so ASan cannot flag a use after release; sanitizer runs set
+// TTT_NO_POOL=1 to send every block straight back to the system allocator.
+bool pool_enabled() {
+  static const bool on = std::getenv("TTT_NO_POOL") == nullptr;
+  return on;
+}
+
+}  // namespace
+
+void* allocate(size_t bytes) {
+  const size_t b = bucket(std::max<size_t>(bytes, 1));
+  auto& s = state();
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    ++s.stats.allocations;
+    s.stats.bytes_in_use += b;
+    s.stats.peak_bytes_in_use = std::max(s.stats.peak_bytes_in_use, s.stats.bytes_in_use);
+    if (pool_enabled()) {
+      auto it = s.free_lists.find(b);
+      if (it != s.free_lists.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        s.stats.bytes_cached -= b;
+        return p;
+      }
+    }
+    ++s.stats.system_allocs;
+  }
+  void* p = std::aligned_alloc(kAlign, b);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void release(void* p, size_t bytes) {
+  if (!p) return;
+  const size_t b = bucket(std::max<size_t>(bytes, 1));
+  auto& s = state();
+  std::lock_guard<std::mutex> g(s.mu);
+  s.stats.bytes_in_use -= b;
+  if (!pool_enabled()) {
+    std::free(p);
+    return;
+  }
+  s.free_lists[b].push_back(p);
+  s.stats.bytes_cached += b;
+}
+
+Stats stats() {
+  auto& s = state();
+  std::lock_guard<std::mutex> g(s.mu);
+  return s.stats;
+}
+
+void reset_peak() {
+  auto& s = state();
+  std::lock_guard<std::mutex> g(s.mu);
+  s.stats.peak_bytes_in_use = s.stats.bytes_in_use;
+}
+
+void trim() {
+  auto& s = state();
+  std::lock_guard<std::mutex> g(s.mu);
+  for (auto& [b, list] : s.free_lists) {
+    for (void* p : list) std::free(p);
+    s.stats.bytes_cached -= b * list.size();
+    list.clear();
+  }
+}
+
+}  // namespace ttt::pool
