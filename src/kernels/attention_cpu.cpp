@@ -167,10 +167,10 @@ void probs_row(T* srow, int64_t nk, int64_t c0, int64_t c1, T lse_r) {
 }
 
 // dS = P * (dP - drow), in place in dP.
-TTT_VEC_CLONES void dsoftmax_row(const float* p, float* dp, float drow, int64_t n) {
+void dsoftmax_row(const float* p, float* dp, float drow, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - drow);
 }
-TTT_VEC_CLONES void dsoftmax_row(const double* p, double* dp, double drow, int64_t n) {
+void dsoftmax_row(const double* p, double* dp, double drow, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - drow);
 }
 

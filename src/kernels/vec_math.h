@@ -1,209 +1,340 @@
 // Fast elementwise math on plain arrays for the CPU kernels (softmax, attention, losses).
 //
-// All functions take raw pointers and a length and are written as simple loops that GCC -O3
-// vectorizes. On x86-64 with GCC each entry point is compiled three times (AVX-512, AVX2,
-// baseline SSE2) with `target_clones`, and the loader picks the best one for the running CPU,
-// so the project needs no global -march flag.
-//
-//   vexp(x, y, n)               y[i] = exp(x[i])                    (in place allowed: y == x)
-//   vexp_shift(x, shift, y, n)  y[i] = exp(x[i] - shift)               (y == x allowed)
-//   vexp_sum(x, shift, y, n)    y[i] = exp(x[i] - shift), returns sum of y   (y == x allowed)
+//   vexp(x, y, n)               y[i] = exp(x[i])
+//   vexp_shift(x, shift, y, n)  y[i] = exp(x[i] - shift)
+//   vexp_sum(x, shift, y, n)    y[i] = exp(x[i] - shift), returns the sum of the y[i]
 //   vmax(x, n)                  max of x[0..n), -inf for n == 0
 //   vsum(x, n)                  sum of x[0..n)
 //   vscale(x, a, n)             x[i] *= a
+// for float and double; y == x (in place) is allowed everywhere.
 //
-// Accuracy: float exp has a relative error below ~2e-7 (Cephes expf polynomial, computed in
-// float); double exp has a relative error of a few ulp (degree-13 Taylor on |r| <= ln2/2).
-// exp(-inf) = 0 and arguments below about -87.3 (float) / -708 (double) flush to 0;
-// arguments above about 88.7 / 709.7 are clamped (give a huge finite value, not inf).
-// NaN inputs are not supported (the result is unspecified).
+// Accuracy: float exp has a relative error below ~1e-7 (Cephes expf range reduction and
+// polynomial, computed in float); double exp a few ulp (degree-13 Taylor on |r| <= ln2/2).
+// exp(-inf) = 0, arguments below about -87.3 (float) / -708 (double) flush to 0, arguments
+// above about 88.3 / 709 are clamped (a huge finite value, not inf). NaN inputs are not
+// supported (unspecified result).
+//
+// How it is vectorized: the bodies use GCC vector extensions (written once as templates over
+// the vector type), because without -ffast-math the loop vectorizer will not reorder a float
+// sum or max, nor if-convert float selects under the default -ftrapping-math. On x86-64 each
+// entry point has AVX-512 (64-byte vectors), AVX2+FMA (32-byte) and baseline SSE2 (16-byte)
+// variants compiled with target attributes, and the CPU is checked once at run time, so the
+// project needs no global -march flag. Other targets use 16-byte vectors.
 #pragma once
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define TTT_VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define TTT_VEC_X86_DISPATCH 1
 #else
-#define TTT_VEC_CLONES
+#define TTT_VEC_X86_DISPATCH 0
 #endif
 
 namespace ttt::vec {
-
 namespace detail {
 
-// Branch-free selects written with integer masks: with GCC's default -ftrapping-math a
-// floating-point `c ? a : b` is not if-converted for SSE/AVX2 and blocks vectorization.
-inline __attribute__((always_inline)) float select(bool c, float a, float b) {
-  const int32_t m = -static_cast<int32_t>(c);
-  int32_t ia, ib;
-  std::memcpy(&ia, &a, sizeof ia);
-  std::memcpy(&ib, &b, sizeof ib);
-  const int32_t r = (ia & m) | (ib & ~m);
-  float out;
-  std::memcpy(&out, &r, sizeof out);
-  return out;
-}
-inline __attribute__((always_inline)) double select(bool c, double a, double b) {
-  const int64_t m = -static_cast<int64_t>(c);
-  int64_t ia, ib;
-  std::memcpy(&ia, &a, sizeof ia);
-  std::memcpy(&ib, &b, sizeof ib);
-  const int64_t r = (ia & m) | (ib & ~m);
-  double out;
-  std::memcpy(&out, &r, sizeof out);
-  return out;
-}
+#define TTT_VEC_INLINE inline __attribute__((always_inline))
 
-// exp of one float, branch-free so that a loop calling it vectorizes.
-inline __attribute__((always_inline)) float exp1(float x) {
-  constexpr float kHi = 88.3762626647949f, kLo = -87.3365447504f;
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kC1 = 0.693359375f, kC2 = -2.12194440e-4f;
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float xc = select(x > kHi, kHi, select(x < kLo, kLo, x));
-  const float t = xc * kLog2e + kMagic;
-  const float n = t - kMagic;  // round(xc * log2(e))
-  float r = xc - n * kC1;
-  r = r - n * kC2;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  int32_t tb;
-  std::memcpy(&tb, &t, sizeof tb);
-  const int32_t ni = tb - 0x4B400000;            // the integer n
-  const int32_t eb = (ni + 127) << 23;           // 2^n as float bits (n in [-126, 127])
-  float e;
-  std::memcpy(&e, &eb, sizeof e);
-  const float y = p * e;
-  return select(x < kLo, 0.0f, y);
-}
-
-inline __attribute__((always_inline)) double exp1(double x) {
-  constexpr double kHi = 709.0, kLo = -708.0;
-  constexpr double kLog2e = 1.4426950408889634074;
-  constexpr double kC1 = 6.93145751953125e-1, kC2 = 1.42860682030941723212e-6;
-  constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52
-  const double xc = select(x > kHi, kHi, select(x < kLo, kLo, x));
-  const double t = xc * kLog2e + kMagic;
-  const double n = t - kMagic;
-  double r = xc - n * kC1;
-  r = r - n * kC2;
-  // Taylor series to degree 13 on |r| <= 0.347: truncation error < 1e-17.
-  double p = 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * (r * r) + r + 1.0;
-  int64_t tb;
-  std::memcpy(&tb, &t, sizeof tb);
-  const int64_t ni = tb - 0x4338000000000000LL;  // the integer n
-  const int64_t eb = (ni + 1023) << 52;           // 2^n as double bits (n in [-1022, 1023])
-  double e;
-  std::memcpy(&e, &eb, sizeof e);
-  const double y = p * e;
-  return select(x < kLo, 0.0, y);
-}
-
-}  // namespace detail
-
-TTT_VEC_CLONES inline void vexp(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = detail::exp1(x[i]);
-}
-TTT_VEC_CLONES inline void vexp(const double* x, double* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = detail::exp1(x[i]);
-}
-
-// y[i] = exp(x[i] - shift). x == y is allowed.
-TTT_VEC_CLONES inline void vexp_shift(const float* x, float shift, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = detail::exp1(x[i] - shift);
-}
-TTT_VEC_CLONES inline void vexp_shift(const double* x, double shift, double* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = detail::exp1(x[i] - shift);
-}
-
-namespace detail {
-// Reductions use GCC vector extensions: without -ffast-math the loop vectorizer may not
-// reorder a floating-point sum or max. Lanes: 64 bytes (one AVX-512 register, two AVX2 or
-// four SSE registers, as the clone allows).
+typedef float vf4 __attribute__((vector_size(16)));
+typedef float vf8 __attribute__((vector_size(32)));
 typedef float vf16 __attribute__((vector_size(64)));
+typedef double vd2 __attribute__((vector_size(16)));
+typedef double vd4 __attribute__((vector_size(32)));
 typedef double vd8 __attribute__((vector_size(64)));
 
-template <class V, class T, int L>
-inline __attribute__((always_inline)) T reduce_max(const T* x, int64_t n) {
-  constexpr T ninf = -std::numeric_limits<T>::infinity();
-  T m = ninf;
+// Integer vector of the same shape (the type comparisons return).
+template <class V>
+struct IntOf;
+template <> struct IntOf<vf4> { typedef int32_t type __attribute__((vector_size(16))); };
+template <> struct IntOf<vf8> { typedef int32_t type __attribute__((vector_size(32))); };
+template <> struct IntOf<vf16> { typedef int32_t type __attribute__((vector_size(64))); };
+template <> struct IntOf<vd2> { typedef int64_t type __attribute__((vector_size(16))); };
+template <> struct IntOf<vd4> { typedef int64_t type __attribute__((vector_size(32))); };
+template <> struct IntOf<vd8> { typedef int64_t type __attribute__((vector_size(64))); };
+
+// Branch-free scalar select (for the tails): with -ftrapping-math a float `c ? a : b` is not
+// if-converted.
+template <class T, class I>
+TTT_VEC_INLINE T select_bits(bool c, T a, T b) {
+  const I m = -static_cast<I>(c);
+  I ia, ib;
+  std::memcpy(&ia, &a, sizeof ia);
+  std::memcpy(&ib, &b, sizeof ib);
+  const I r = (ia & m) | (ib & ~m);
+  T out;
+  std::memcpy(&out, &r, sizeof out);
+  return out;
+}
+
+// Constants of the exp approximation.
+template <class T>
+struct ExpC;
+template <>
+struct ExpC<float> {
+  static constexpr float hi = 88.3762626647949f, lo = -87.3365447504f;
+  static constexpr float log2e = 1.44269504088896341f;
+  static constexpr float c1 = 0.693359375f, c2 = -2.12194440e-4f;  // ln 2 = c1 + c2
+  static constexpr float magic = 12582912.0f;                       // 1.5 * 2^23
+  static constexpr int32_t magic_bits = 0x4B400000, bias = 127, mant = 23;
+};
+template <>
+struct ExpC<double> {
+  static constexpr double hi = 709.0, lo = -708.0;
+  static constexpr double log2e = 1.4426950408889634074;
+  static constexpr double c1 = 6.93145751953125e-1, c2 = 1.42860682030941723212e-6;
+  static constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr int64_t magic_bits = 0x4338000000000000LL, bias = 1023, mant = 52;
+};
+
+// p(r) ~ exp(r) on |r| <= ln2/2, written for scalars and vectors alike.
+// (Arguments by reference: passing 32/64-byte vectors by value would make the ABI differ
+// between the ISA variants, -Wpsabi.)
+template <class T, class V>
+TTT_VEC_INLINE void exp_poly(const V& r, V& out) {
+  if constexpr (sizeof(T) == 4) {  // Cephes expf
+    V p = r * T(1.9875691500e-4) + T(1.3981999507e-3);
+    p = p * r + T(8.3334519073e-3);
+    p = p * r + T(4.1665795894e-2);
+    p = p * r + T(1.6666665459e-1);
+    p = p * r + T(5.0000001201e-1);
+    out = p * (r * r) + r + T(1);
+  } else {  // Taylor to degree 13: truncation error < 1e-17
+    V p = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    out = p * (r * r) + r + 1.0;
+  }
+}
+
+// Scalar exp, used for the tails of the vector loops (same algorithm and result).
+template <class T>
+TTT_VEC_INLINE T exp1(T x) {
+  using C = ExpC<T>;
+  using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  const T xc = select_bits<T, I>(x > C::hi, C::hi, select_bits<T, I>(x < C::lo, C::lo, x));
+  const T t = xc * C::log2e + C::magic;  // adding 1.5 * 2^mant rounds to an integer
+  const T n = t - C::magic;
+  T r = xc - n * C::c1;
+  r = r - n * C::c2;
+  T p;
+  exp_poly<T>(r, p);
+  I tb;
+  std::memcpy(&tb, &t, sizeof tb);
+  const I eb = (tb - C::magic_bits + C::bias) << C::mant;  // 2^n
+  T e;
+  std::memcpy(&e, &eb, sizeof e);
+  return select_bits<T, I>(x < C::lo, T(0), p * e);
+}
+
+// exp on a whole vector, in place.
+template <class T, class V>
+TTT_VEC_INLINE void exp_inplace(V& x) {
+  using C = ExpC<T>;
+  using VI = typename IntOf<V>::type;
+  const V zero = {};
+  const V hi = zero + C::hi, lo = zero + C::lo;
+  const VI under = x < lo;
+  V xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  const V t = xc * C::log2e + C::magic;
+  const V n = t - C::magic;
+  V r = xc - n * C::c1;
+  r = r - n * C::c2;
+  V p;
+  exp_poly<T>(r, p);
+  const VI eb = (((VI)t) - C::magic_bits + C::bias) << C::mant;  // vector casts: bit casts
+  const V y = p * (V)eb;
+  x = under ? zero : y;
+}
+
+template <class V, class T>
+TTT_VEC_INLINE void loadv(V& v, const T* p) {
+  std::memcpy(&v, p, sizeof v);
+}
+
+// y = exp(x - shift), optionally summed.
+template <class V, class T, bool kSum>
+TTT_VEC_INLINE T exp_shift_impl(const T* x, T shift, T* y, int64_t n) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  V acc = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V e;
+    loadv(e, x + i);
+    e -= shift;
+    exp_inplace<T>(e);
+    std::memcpy(y + i, &e, sizeof e);
+    if (kSum) acc += e;
+  }
+  T s = 0;
+  const int64_t rem = n - i;
+  for (int64_t j = 0; j < rem; ++j) {
+    const T e = exp1(x[i + j] - shift);
+    y[i + j] = e;
+    s += e;
+  }
+  if (kSum)
+    for (int l = 0; l < L; ++l) s += acc[l];
+  return s;
+}
+
+template <class V, class T>
+TTT_VEC_INLINE T max_impl(const T* x, int64_t n) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  T m = -std::numeric_limits<T>::infinity();
   int64_t i = 0;
   if (n >= L) {
-    V acc;
-    std::memcpy(&acc, x, sizeof acc);
+    V acc, v;
+    loadv(acc, x);
     for (i = L; i + L <= n; i += L) {
-      V v;
-      std::memcpy(&v, x + i, sizeof v);
+      loadv(v, x + i);
       acc = v > acc ? v : acc;
     }
     for (int l = 0; l < L; ++l) m = acc[l] > m ? acc[l] : m;
   }
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  const int64_t rem = n - i;
+  for (int64_t j = 0; j < rem; ++j) m = x[i + j] > m ? x[i + j] : m;
   return m;
 }
 
-template <class V, class T, int L>
-inline __attribute__((always_inline)) T reduce_sum(const T* x, int64_t n) {
+template <class V, class T>
+TTT_VEC_INLINE T sum_impl(const T* x, int64_t n) {
+  constexpr int L = sizeof(V) / sizeof(T);
   V acc = {};
   int64_t i = 0;
   for (; i + L <= n; i += L) {
     V v;
-    std::memcpy(&v, x + i, sizeof v);
+    loadv(v, x + i);
     acc += v;
   }
   T s = 0;
   for (int l = 0; l < L; ++l) s += acc[l];
-  for (; i < n; ++i) s += x[i];
+  const int64_t rem = n - i;
+  for (int64_t j = 0; j < rem; ++j) s += x[i + j];
   return s;
 }
+
+template <class V, class T>
+TTT_VEC_INLINE void scale_impl(T* x, T a, int64_t n) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V v;
+    loadv(v, x + i);
+    v *= a;
+    std::memcpy(x + i, &v, sizeof v);
+  }
+  const int64_t rem = n - i;
+  for (int64_t j = 0; j < rem; ++j) x[i + j] *= a;
+}
+
+// Each operation as a functor templated on the float and double vector types to use.
+struct OpExp {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE void run(const T* x, T* y, int64_t n) {
+    exp_shift_impl<std::conditional_t<sizeof(T) == 4, VF, VD>, T, false>(x, T(0), y, n);
+  }
+};
+struct OpExpShift {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE void run(const T* x, T shift, T* y, int64_t n) {
+    exp_shift_impl<std::conditional_t<sizeof(T) == 4, VF, VD>, T, false>(x, shift, y, n);
+  }
+};
+struct OpExpSum {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE T run(const T* x, T shift, T* y, int64_t n) {
+    return exp_shift_impl<std::conditional_t<sizeof(T) == 4, VF, VD>, T, true>(x, shift, y, n);
+  }
+};
+struct OpMax {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE T run(const T* x, int64_t n) {
+    return max_impl<std::conditional_t<sizeof(T) == 4, VF, VD>>(x, n);
+  }
+};
+struct OpSum {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE T run(const T* x, int64_t n) {
+    return sum_impl<std::conditional_t<sizeof(T) == 4, VF, VD>>(x, n);
+  }
+};
+struct OpScale {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE void run(T* x, T a, int64_t n) {
+    scale_impl<std::conditional_t<sizeof(T) == 4, VF, VD>>(x, a, n);
+  }
+};
+
+#if TTT_VEC_X86_DISPATCH
+enum class Isa { kSse2, kAvx2, kAvx512 };
+inline Isa isa() {
+  static const Isa v = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    return Isa::kSse2;
+  }();
+  return v;
+}
+
+template <class Op, class... A>
+__attribute__((target("avx512f"))) inline auto run_avx512(A... a) {
+  return Op::template run<vf16, vd8>(a...);
+}
+template <class Op, class... A>
+__attribute__((target("avx2,fma"))) inline auto run_avx2(A... a) {
+  return Op::template run<vf8, vd4>(a...);
+}
+#endif
+
+template <class Op, class... A>
+inline auto dispatch(A... a) {
+#if TTT_VEC_X86_DISPATCH
+  switch (isa()) {
+    case Isa::kAvx512: return run_avx512<Op>(a...);
+    case Isa::kAvx2: return run_avx2<Op>(a...);
+    case Isa::kSse2: break;
+  }
+#endif
+  return Op::template run<vf4, vd2>(a...);
+}
+
 }  // namespace detail
 
-TTT_VEC_CLONES inline float vmax(const float* x, int64_t n) {
-  return detail::reduce_max<detail::vf16, float, 16>(x, n);
+inline void vexp(const float* x, float* y, int64_t n) { detail::dispatch<detail::OpExp>(x, y, n); }
+inline void vexp(const double* x, double* y, int64_t n) {
+  detail::dispatch<detail::OpExp>(x, y, n);
 }
-TTT_VEC_CLONES inline double vmax(const double* x, int64_t n) {
-  return detail::reduce_max<detail::vd8, double, 8>(x, n);
+inline void vexp_shift(const float* x, float shift, float* y, int64_t n) {
+  detail::dispatch<detail::OpExpShift>(x, shift, y, n);
 }
-TTT_VEC_CLONES inline float vsum(const float* x, int64_t n) {
-  return detail::reduce_sum<detail::vf16, float, 16>(x, n);
+inline void vexp_shift(const double* x, double shift, double* y, int64_t n) {
+  detail::dispatch<detail::OpExpShift>(x, shift, y, n);
 }
-TTT_VEC_CLONES inline double vsum(const double* x, int64_t n) {
-  return detail::reduce_sum<detail::vd8, double, 8>(x, n);
-}
-
-// y[i] = exp(x[i] - shift); returns the sum of the y[i]. x == y is allowed.
 inline float vexp_sum(const float* x, float shift, float* y, int64_t n) {
-  vexp_shift(x, shift, y, n);
-  return vsum(y, n);
+  return detail::dispatch<detail::OpExpSum>(x, shift, y, n);
 }
 inline double vexp_sum(const double* x, double shift, double* y, int64_t n) {
-  vexp_shift(x, shift, y, n);
-  return vsum(y, n);
+  return detail::dispatch<detail::OpExpSum>(x, shift, y, n);
 }
+inline float vmax(const float* x, int64_t n) { return detail::dispatch<detail::OpMax>(x, n); }
+inline double vmax(const double* x, int64_t n) { return detail::dispatch<detail::OpMax>(x, n); }
+inline float vsum(const float* x, int64_t n) { return detail::dispatch<detail::OpSum>(x, n); }
+inline double vsum(const double* x, int64_t n) { return detail::dispatch<detail::OpSum>(x, n); }
+inline void vscale(float* x, float a, int64_t n) { detail::dispatch<detail::OpScale>(x, a, n); }
+inline void vscale(double* x, double a, int64_t n) { detail::dispatch<detail::OpScale>(x, a, n); }
 
-TTT_VEC_CLONES inline void vscale(float* x, float a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] *= a;
-}
-TTT_VEC_CLONES inline void vscale(double* x, double a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] *= a;
-}
+#undef TTT_VEC_INLINE
 
 }  // namespace ttt::vec

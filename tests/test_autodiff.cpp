@@ -1,0 +1,198 @@
+// Autodiff engine invariants beyond the per-op harness: Hessian-vector products of a small MLP,
+// no-grad mode, error messages, fused vs composite attention, memory pool reuse, threading.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "autodiff/ops.h"
+#include "backend/blas.h"
+#include "backend/thread_pool.h"
+#include "gradcheck.h"
+#include "tensor/pool.h"
+
+namespace ttt::test {
+namespace {
+
+// Two-layer SwiGLU MLP with a cross-entropy head: the shape of the TTT inner model.
+Tensor mlp_loss(const std::vector<Tensor>& w, const Tensor& x, const std::vector<int32_t>& tg) {
+  Tensor h = mul(silu(matmul(x, w[0])), matmul(x, w[1]));
+  Tensor y = add(rmsnorm(matmul(h, w[2]), w[3], 1e-6), x);
+  return mean(cross_entropy(y, tg));
+}
+
+TEST(Autodiff, MlpHessianVectorProductMatchesFiniteDifferences) {
+  Rng rng(7);
+  const int64_t d = 6, f = 8, n = 5;
+  Tensor x = randn({n, d}, rng, 1.0, DType::F64);
+  std::vector<int32_t> tg = {0, 3, 5, 1, 2};
+  std::vector<Tensor> w = {randn({d, f}, rng, 0.5, DType::F64).set_requires_grad(true),
+                           randn({d, f}, rng, 0.5, DType::F64).set_requires_grad(true),
+                           randn({f, d}, rng, 0.5, DType::F64).set_requires_grad(true),
+                           add_scalar(randn({d}, rng, 0.1, DType::F64), 1.0).detach().set_requires_grad(true)};
+  std::vector<Tensor> v;
+  for (auto& t : w) v.push_back(randn(t.shape(), rng, 1.0, DType::F64));
+  auto g = grad({mlp_loss(w, x, tg)}, w, {}, true);
+  Tensor gv;
+  for (size_t i = 0; i < w.size(); ++i) {
+    Tensor t = sum(mul(g[i], v[i]));
+    gv = gv.defined() ? add(gv, t) : t;
+  }
+  auto hv = grad({gv}, w);
+  const double e = 1e-5;
+  auto grad_at = [&](double s) {
+    std::vector<Tensor> ws;
+    for (size_t i = 0; i < w.size(); ++i) ws.push_back(add(w[i].detach(), mul_scalar(v[i], s)).detach().set_requires_grad(true));
+    return grad({mlp_loss(ws, x, tg)}, ws);
+  };
+  auto gp = grad_at(e), gm = grad_at(-e);
+  for (size_t i = 0; i < w.size(); ++i) {
+    auto a = hv[i].to_vector(), p = gp[i].to_vector(), m = gm[i].to_vector();
+    std::vector<double> fd(a.size());
+    for (size_t j = 0; j < a.size(); ++j) fd[j] = (p[j] - m[j]) / (2 * e);
+    EXPECT_LT(rel_err(a, fd), 1e-7) << "parameter " << i;
+  }
+}
+
+TEST(Autodiff, InnerSgdStepMetaGradientWithZeroLearningRateEqualsPlainGradient) {
+  // outer(phi0) = L2(phi0 - lr * grad L1(phi0)); at lr = 0 its gradient is grad L2(phi0).
+  Rng rng(3);
+  Tensor x1 = randn({4, 3}, rng, 1.0, DType::F64), x2 = randn({4, 3}, rng, 1.0, DType::F64);
+  Tensor phi0 = randn({3, 3}, rng, 1.0, DType::F64).set_requires_grad(true);
+  auto l = [](const Tensor& x, const Tensor& p) { return mean(square(silu(matmul(x, p)))); };
+  auto outer = [&](double lr) {
+    Tensor g = grad({l(x1, phi0)}, {phi0}, {}, true)[0];
+    return l(x2, sub(phi0, mul_scalar(g, lr)));
+  };
+  auto meta0 = grad({outer(0.0)}, {phi0})[0].to_vector();
+  auto plain = grad({l(x2, phi0)}, {phi0})[0].to_vector();
+  EXPECT_LT(rel_err(meta0, plain), 1e-14);
+  auto meta1 = grad({outer(0.5)}, {phi0})[0].to_vector();
+  EXPECT_GT(rel_err(meta1, plain), 1e-3);  // second-order terms matter at lr > 0
+}
+
+TEST(Autodiff, NoGradRecordsNothing) {
+  Tensor a = ones({2, 2}).set_requires_grad(true);
+  {
+    NoGrad ng;
+    Tensor b = mul(a, a);
+    EXPECT_FALSE(b.requires_grad());
+    EXPECT_EQ(b.grad_fn(), nullptr);
+  }
+  Tensor c = mul(a, a);
+  EXPECT_TRUE(c.requires_grad());
+  ASSERT_NE(c.grad_fn(), nullptr);
+  auto g = grad({sum(c)}, {a});  // create_graph off: the gradient has no graph
+  EXPECT_FALSE(g[0].requires_grad());
+}
+
+TEST(Autodiff, UnusedInputsGetZerosOrAnError) {
+  Tensor a = ones({2}).set_requires_grad(true), b = ones({3}).set_requires_grad(true);
+  auto g = grad({sum(a)}, {a, b});
+  EXPECT_EQ(g[1].to_vector(), std::vector<double>(3, 0.0));
+  EXPECT_THROW(grad({sum(a)}, {a, b}, {}, false, /*allow_unused=*/false), std::invalid_argument);
+}
+
+TEST(Autodiff, GradientOfIntermediateTensor) {
+  Tensor a = from_vector({1, 2, 3}, {3}).set_requires_grad(true);
+  Tensor h = mul_scalar(a, 2.0);
+  Tensor y = sum(square(h));
+  auto g = grad({y}, {h, a});
+  EXPECT_EQ(g[0].to_vector(), (std::vector<double>{4, 8, 12}));
+  EXPECT_EQ(g[1].to_vector(), (std::vector<double>{8, 16, 24}));
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Autodiff, WrongShapesGiveClearErrors) {
+  Tensor a = ones({2, 3}), b = ones({4, 5});
+  EXPECT_NE(error_of([&] { matmul(a, b); }).find("inner dimensions differ"), std::string::npos);
+  EXPECT_NE(error_of([&] { add(a, b); }).find("do not broadcast"), std::string::npos);
+  EXPECT_NE(error_of([&] { reshape(a, {4, 2}); }).find("cannot reshape"), std::string::npos);
+  EXPECT_NE(error_of([&] { rmsnorm(a, ones({4}), 1e-6); }).find("does not match"), std::string::npos);
+  EXPECT_NE(error_of([&] { cross_entropy(a, {0, 7}); }).find("out of range"), std::string::npos);
+  EXPECT_NE(error_of([&] { embedding(a, {2}); }).find("out of range"), std::string::npos);
+  EXPECT_NE(error_of([&] { slice(a, 1, 2, 5); }).find("out of bounds"), std::string::npos);
+  EXPECT_NE(error_of([&] { rope(ones({2, 1, 3}), 0, 1e4); }).find("even D"), std::string::npos);
+  EXPECT_NE(error_of([&] { add(a, ones({2, 3}, DType::F64)); }).find("dtype mismatch"), std::string::npos);
+  EXPECT_NE(error_of([&] { attention(ones({2, 1, 4}), ones({3, 1, 4}), ones({3, 2, 4}), {}); }).find("expected q"),
+            std::string::npos);
+}
+
+TEST(Autodiff, FusedAttentionGradientsMatchCompositeInFloat32) {
+  // Sizes beyond the kernel's tiles, with a key cache and a window, as in a TTT chunk.
+  Rng rng(11);
+  const int64_t tq = 150, cache = 90, h = 2, d = 32;
+  AttentionOptions o;
+  o.window = 100;
+  o.k_pos0 = 500;
+  o.q_pos0 = 500 + cache;
+  Tensor q = randn({tq, h, d}, rng).set_requires_grad(true);
+  Tensor k = randn({tq + cache, h, d}, rng).set_requires_grad(true);
+  Tensor v = randn({tq + cache, h, d}, rng).set_requires_grad(true);
+  Tensor r = randn({tq, h, d}, rng);
+  Tensor of = attention(q, k, v, o), oc = attention_composite(q, k, v, o);
+  EXPECT_LT(rel_err(of.to_vector(), oc.to_vector()), 1e-5);
+  auto gf = grad({sum(mul(of, r))}, {q, k, v});
+  auto gc = grad({sum(mul(oc, r))}, {q, k, v});
+  for (int i = 0; i < 3; ++i) EXPECT_LT(rel_err(gf[i].to_vector(), gc[i].to_vector()), 1e-4) << "input " << i;
+}
+
+TEST(Pool, SteadyStateLoopDoesNotCallTheSystemAllocator) {
+  Rng rng(5);
+  Tensor w = randn({64, 64}, rng).set_requires_grad(true);
+  Tensor x = randn({32, 64}, rng);
+  auto step = [&] { return grad({mean(square(silu(matmul(x, w))))}, {w}, {}, true); };
+  for (int i = 0; i < 3; ++i) step();  // warm up the pool
+  const auto before = pool::stats();
+  for (int i = 0; i < 5; ++i) step();
+  const auto after = pool::stats();
+  EXPECT_GT(after.allocations, before.allocations);
+  if (std::getenv("TTT_NO_POOL") == nullptr) {
+    EXPECT_EQ(after.system_allocs, before.system_allocs);
+  }
+}
+
+TEST(ThreadPool, ParallelForCoversTheRangeOnceAndPropagatesErrors) {
+  std::vector<std::atomic<int>> hits(10007);
+  parallel_for(0, 10007, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) hits[i]++;
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  EXPECT_THROW(parallel_for(0, 100, 1, [](int64_t lo, int64_t) {
+                 if (lo == 0) throw std::runtime_error("boom");
+               }),
+               std::runtime_error);
+}
+
+TEST(Blas, ReportsItsKernelAndComputesCorrectly) {
+  const auto& info = blas::info();
+  EXPECT_FALSE(info.library.empty());
+  EXPECT_FALSE(info.core.empty());
+  // Odd sizes and all transpositions against a naive loop.
+  Rng rng(9);
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = t & 1, tb = t & 2;
+    Tensor a = randn(ta ? Shape{37, 45} : Shape{45, 37}, rng, 1.0, DType::F64);
+    Tensor b = randn(tb ? Shape{29, 37} : Shape{37, 29}, rng, 1.0, DType::F64);
+    auto c = matmul(a, b, ta, tb).to_vector();
+    double err = 0;
+    for (int i = 0; i < 45; ++i)
+      for (int j = 0; j < 29; ++j) {
+        double s = 0;
+        for (int p = 0; p < 37; ++p) s += (ta ? a.at({p, i}) : a.at({i, p})) * (tb ? b.at({j, p}) : b.at({p, j}));
+        err = std::max(err, std::fabs(s - c[i * 29 + j]));
+      }
+    EXPECT_LT(err, 1e-12);
+  }
+}
+
+}  // namespace
+}  // namespace ttt::test

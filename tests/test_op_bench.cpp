@@ -1,0 +1,50 @@
+// `ttt bench ops` smoke test: tiny shapes, one timed call per op. Checks that the benchmark runs
+// every op and produces sane rows; never asserts on timings beyond "positive".
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "bench/op_bench.h"
+
+namespace ttt::bench {
+namespace {
+
+TEST(OpBench, TinyRunProducesRows) {
+  OpBenchOptions opt;
+  opt.shapes = OpBenchShapes::tiny();
+  opt.repeats = 1;
+  opt.min_time = 0;
+  opt.peak_repeats = 1;
+  const OpBenchReport rep = run_op_bench(opt, nullptr);
+  EXPECT_GT(rep.peak_gflops, 0);
+  ASSERT_FALSE(rep.rows.empty());
+  std::set<std::string> ops;
+  for (const auto& r : rep.rows) {
+    ops.insert(r.op);
+    EXPECT_GE(r.samples, 1) << r.op;
+    EXPECT_GT(r.best_s, 0) << r.op << " " << r.shape;
+    EXPECT_GE(r.median_s, r.best_s) << r.op;
+    EXPECT_TRUE(r.flops > 0 || r.bytes > 0) << r.op;
+  }
+  for (const char* op : {"matmul", "matmul backward", "rmsnorm", "rope", "softmax", "cross_entropy", "silu", "add",
+                         "mul", "embedding", "sum_to", "attention", "attention backward"})
+    EXPECT_TRUE(ops.count(op)) << op;
+  const std::string json = op_bench_json(rep);
+  EXPECT_NE(json.find("\"rows\""), std::string::npos);
+
+  opt.filter = "^attention";
+  const OpBenchReport only = run_op_bench(opt, nullptr);
+  ASSERT_EQ(only.rows.size(), 4u);  // chunk and causal, forward and backward
+  for (const auto& r : only.rows) EXPECT_EQ(r.op.rfind("attention", 0), 0u);
+}
+
+TEST(OpBench, VisiblePairsFollowTheMaskRule) {
+  // Chunk after a full cache: every query sees exactly `window` keys.
+  EXPECT_EQ(attention_visible_pairs(1024, 2048, 4, 1024, 0, 1024), 1024 * 1024 * 4);
+  // Plain causal: T (T + 1) / 2 per head.
+  EXPECT_EQ(attention_visible_pairs(8, 8, 2, 0, 0, 0), 36 * 2);
+}
+
+}  // namespace
+}  // namespace ttt::bench
