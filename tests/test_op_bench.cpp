@@ -16,7 +16,8 @@ TEST(OpBench, TinyRunProducesRows) {
   opt.repeats = 1;
   opt.min_time = 0;
   opt.peak_repeats = 1;
-  const OpBenchReport rep = run_op_bench(opt, nullptr);
+  opt.peak_min_time = 0;
+  const OpBenchReport rep = run_op_bench(opt);
   EXPECT_GT(rep.peak_gflops, 0);
   ASSERT_FALSE(rep.rows.empty());
   std::set<std::string> ops;
@@ -30,11 +31,12 @@ TEST(OpBench, TinyRunProducesRows) {
   for (const char* op : {"matmul", "matmul backward", "rmsnorm", "rope", "softmax", "cross_entropy", "silu", "add",
                          "mul", "embedding", "sum_to", "attention", "attention backward"})
     EXPECT_TRUE(ops.count(op)) << op;
+  EXPECT_GE(rep.peak_samples, 2);  // before and after the rows
   const std::string json = op_bench_json(rep);
   EXPECT_NE(json.find("\"rows\""), std::string::npos);
 
   opt.filter = "^attention";
-  const OpBenchReport only = run_op_bench(opt, nullptr);
+  const OpBenchReport only = run_op_bench(opt);
   ASSERT_EQ(only.rows.size(), 4u);  // chunk and causal, forward and backward
   for (const auto& r : only.rows) EXPECT_EQ(r.op.rfind("attention", 0), 0u);
 }

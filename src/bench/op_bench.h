@@ -47,7 +47,10 @@ struct OpBenchOptions {
   double min_time = 0.2;  // minimum timed seconds per row
   DType dtype = DType::F32;
   OpBenchShapes shapes;
-  int peak_repeats = 10;  // samples for the sgemm peak (best is kept)
+  // The sgemm peak is measured before and after the op rows, each time over at least
+  // peak_repeats calls and peak_min_time seconds; the best call is kept.
+  int peak_repeats = 10;
+  double peak_min_time = 0.5;
 };
 
 inline constexpr int kMaxSamples = 10000;
@@ -69,7 +72,7 @@ struct OpBenchReport {
   int blas_threads = 1;
   int pool_threads = 1;
   int64_t peak_n = 0;        // sgemm peak measured at peak_n^3, float32
-  int peak_samples = 0;
+  int peak_samples = 0;      // timed calls over both measurements
   double peak_best_s = 0;
   double peak_gflops = 0;
   DType dtype = DType::F32;
@@ -79,12 +82,13 @@ struct OpBenchReport {
   }
 };
 
-// Runs the benchmark. When `out` is non-null, prints the header, the sgemm peak and the
-// Markdown table to it, one row as soon as it is measured. Throws std::invalid_argument on a
-// bad filter regex or options; a filter matching nothing yields an empty table.
-OpBenchReport run_op_bench(const OpBenchOptions& opt, std::FILE* out = stdout);
+// Runs the benchmark; when `progress` is non-null, writes one line per step to it. Throws
+// std::invalid_argument on a bad filter regex or options; a filter matching nothing yields no
+// rows (the sgemm peak is still measured).
+OpBenchReport run_op_bench(const OpBenchOptions& opt, std::FILE* progress = nullptr);
 
-// The whole report (header lines and table) as printed by run_op_bench.
+// The setup lines (BLAS library, kernel and how it was chosen, threads, sgemm peak, method)
+// followed by the Markdown table, columns aligned.
 void print_op_bench(const OpBenchReport& report, std::FILE* out);
 
 // JSON document of the report (setup, sgemm peak, one object per row; null where n/a).

@@ -2,9 +2,10 @@
 // shapes and prints a Markdown table (src/bench/op_bench.h explains the method).
 #include <cstdio>
 #include <fstream>
-#include <map>
 #include <stdexcept>
 #include <string>
+
+#include <unistd.h>
 
 #include "bench/op_bench.h"
 #include "cli/commands.h"
@@ -15,20 +16,24 @@ namespace {
 struct BenchOpsArgs {
   bench::OpBenchOptions opt;
   std::string json_path;
+  std::string dtype = "f32";
   bool tiny = false;
 };
 BenchOpsArgs g_ops;
 
 int run_bench_ops(BenchOpsArgs a) {
   if (a.tiny) a.opt.shapes = bench::OpBenchShapes::tiny();
-  const bench::OpBenchReport rep = bench::run_op_bench(a.opt, stdout);
+  a.opt.dtype = (a.dtype == "f64" || a.dtype == "F64") ? DType::F64 : DType::F32;
+  // Progress goes to stderr (a terminal only), so stdout is exactly the Markdown report.
+  const bench::OpBenchReport rep = bench::run_op_bench(a.opt, isatty(fileno(stderr)) ? stderr : nullptr);
+  bench::print_op_bench(rep, stdout);
   if (rep.rows.empty()) std::printf("(no op matches --filter '%s')\n", a.opt.filter.c_str());
   if (!a.json_path.empty()) {
     std::ofstream f(a.json_path);
     if (!f) throw std::runtime_error("bench ops: cannot write " + a.json_path);
     f << bench::op_bench_json(rep);
     if (!f) throw std::runtime_error("bench ops: error writing " + a.json_path);
-    std::printf("\nwrote %s\n", a.json_path.c_str());
+    std::fprintf(stderr, "wrote %s\n", a.json_path.c_str());
   }
   return 0;
 }
@@ -50,13 +55,15 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 600.0));
   ops->add_option("--json", o.json_path, "also write the results as JSON to FILE");
-  const std::map<std::string, DType> dtypes{{"f32", DType::F32}, {"f64", DType::F64}};
-  ops->add_option("--dtype", o.opt.dtype, "element type of the op inputs (the GEMM peak is always f32)")
-      ->transform(CLI::CheckedTransformer(dtypes, CLI::ignore_case))
-      ->default_str("f32");
-  ops->add_option("--peak-repeats", o.opt.peak_repeats, "sgemm calls for the GEMM peak (best is kept)")
+  ops->add_option("--dtype", o.dtype, "element type of the op inputs (the GEMM peak is always f32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f64"}, CLI::ignore_case));
+  ops->add_option("--peak-repeats", o.opt.peak_repeats, "minimum sgemm calls per peak measurement (best is kept)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  ops->add_option("--peak-min-time", o.opt.peak_min_time, "minimum seconds of sgemm calls per peak measurement")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 600.0));
   ops->add_flag("--tiny", o.tiny, "tiny shapes (a smoke test, not a measurement)");
   reg.push_back({ops, [] { return run_bench_ops(g_ops); }});
 }

@@ -17,6 +17,7 @@ using Registry = std::vector<Command>;
 void register_info(CLI::App& app, Registry& reg);
 void register_demo(CLI::App& app, Registry& reg);
 void register_bench(CLI::App& app, Registry& reg);
+void register_model_commands(CLI::App& app, Registry& reg);  // init, eval, grad
 int run_demo_default();  // what `ttt` with no arguments does
 
 }  // namespace ttt::cli

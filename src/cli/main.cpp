@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   ttt::cli::Registry reg;
   ttt::cli::register_info(app, reg);
   ttt::cli::register_demo(app, reg);
+  ttt::cli::register_model_commands(app, reg);
   ttt::cli::register_bench(app, reg);
   try {
     app.parse(argc, argv);

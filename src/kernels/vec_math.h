@@ -10,7 +10,7 @@
 //
 // Accuracy: float exp has a relative error below ~1e-7 (Cephes expf range reduction and
 // polynomial, computed in float); double exp a few ulp (degree-13 Taylor on |r| <= ln2/2).
-// exp(-inf) = 0, arguments below about -87.3 (float) / -708 (double) flush to 0, arguments
+// exp(-inf) = 0, arguments below -87 (float) / -708 (double) flush to 0 (no denormals), arguments
 // above about 88.3 / 709 are clamped (a huge finite value, not inf). NaN inputs are not
 // supported (unspecified result).
 //
@@ -73,7 +73,7 @@ template <class T>
 struct ExpC;
 template <>
 struct ExpC<float> {
-  static constexpr float hi = 88.3762626647949f, lo = -87.3365447504f;
+  static constexpr float hi = 88.3762626647949f, lo = -87.0f;  // exp(lo) is still normal
   static constexpr float log2e = 1.44269504088896341f;
   static constexpr float c1 = 0.693359375f, c2 = -2.12194440e-4f;  // ln 2 = c1 + c2
   static constexpr float magic = 12582912.0f;                       // 1.5 * 2^23

@@ -1,0 +1,123 @@
+// Model subcommands of SPEC section 6: init, eval, grad.
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "inference/session.h"
+#include "io/safetensors.h"
+#include "io/tokens.h"
+#include "model/model.h"
+#include "ttt/test_time_training.h"
+
+namespace ttt::cli {
+namespace {
+
+struct InitArgs {
+  std::string config, out;
+  uint64_t seed = 0;
+} g_init;
+
+struct EvalArgs {
+  std::string model, tokens, nll_out;
+  bool no_ttt = false, stream = false;
+} g_eval;
+
+struct GradArgs {
+  std::string model, tokens, out;
+  bool no_ttt = false;
+  double inner_lr = 1.0;
+} g_grad;
+
+int run_init() {
+  const auto cfg = model::load_config(g_init.config);
+  std::filesystem::create_directories(g_init.out);
+  model::Model::init(cfg, g_init.seed).save(g_init.out);
+  std::printf("wrote %s/config.json and %s/model.safetensors\n", g_init.out.c_str(), g_init.out.c_str());
+  return 0;
+}
+
+// Teacher-forced decode: the NLL of each target from the logits after feeding its input.
+e2e::PrefillResult stream_eval(const model::Model& m, const io::TokenPairs& tok, const e2e::TTTOptions& opt) {
+  inference::Session s(m, opt);
+  e2e::PrefillResult res;
+  double sum = 0, count = 0;
+  for (size_t i = 0; i < tok.inputs.size(); ++i) {
+    const auto logits = s.step(tok.inputs[i]);
+    double mx = logits[0];
+    for (float v : logits) mx = std::max(mx, static_cast<double>(v));
+    double z = 0;
+    for (float v : logits) z += std::exp(v - mx);
+    const double nll = std::log(z) + mx - logits[tok.targets[i]];
+    res.nll.push_back(static_cast<float>(nll));
+    if (tok.targets[i] != m.config().bos_token_id) {
+      sum += res.nll.back();
+      count += 1;
+    }
+  }
+  res.loss = count > 0 ? sum / count : 0.0;
+  res.updates = s.ttt_steps();
+  return res;
+}
+
+int run_eval() {
+  const auto m = model::Model::load(g_eval.model);
+  const auto tok = io::split_tokens(io::read_tokens(g_eval.tokens), m.config().vocab_size, g_eval.tokens);
+  e2e::TTTOptions opt;
+  opt.ttt = !g_eval.no_ttt;
+  const auto res = g_eval.stream ? stream_eval(m, tok, opt) : e2e::prefill(m, tok.inputs, tok.targets, opt);
+  if (!g_eval.nll_out.empty()) {
+    std::vector<int32_t> raw(res.nll.size());
+    std::memcpy(raw.data(), res.nll.data(), raw.size() * 4);
+    io::write_tokens(g_eval.nll_out, raw);  // same little-endian 4-byte layout as float32
+  }
+  std::printf("loss %.9g\n", res.loss);
+  return 0;
+}
+
+int run_grad() {
+  auto m = model::Model::load(g_grad.model);
+  const auto tok = io::split_tokens(io::read_tokens(g_grad.tokens), m.config().vocab_size, g_grad.tokens);
+  m.set_requires_grad(true);
+  e2e::TTTOptions opt;
+  opt.ttt = !g_grad.no_ttt;
+  opt.inner_lr = g_grad.inner_lr;
+  Tensor loss = e2e::training_loss(m, tok.inputs, tok.targets, opt);
+  const auto params = m.parameters();
+  auto grads = grad({loss}, params);
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < params.size(); ++i) out.emplace_back(m.named_parameters()[i].first, grads[i]);
+  io::write_safetensors(g_grad.out, out, io::StoreAs::F32);
+  std::printf("loss %.9g\n", loss.item());
+  return 0;
+}
+
+}  // namespace
+
+void register_model_commands(CLI::App& app, Registry& reg) {
+  auto* init = app.add_subcommand("init", "Randomly initialize a model from a config (SPEC section 6)");
+  init->add_option("--config", g_init.config, "config.json with the fields of SPEC section 2")->required();
+  init->add_option("--seed", g_init.seed, "random seed")->required();
+  init->add_option("--out", g_init.out, "output model directory")->required();
+  reg.push_back({init, run_init});
+
+  auto* eval = app.add_subcommand("eval", "Mean masked loss of a token file, with test-time training");
+  eval->add_option("--model", g_eval.model, "model directory")->required();
+  eval->add_option("--tokens", g_eval.tokens, "int32 little-endian token file (T+1 tokens)")->required();
+  eval->add_flag("--no-ttt", g_eval.no_ttt, "keep phi_0 (no inner updates)");
+  eval->add_flag("--stream", g_eval.stream, "feed tokens one at a time through the decode path");
+  eval->add_option("--nll-out", g_eval.nll_out, "write one float32 NLL per input position");
+  reg.push_back({eval, run_eval});
+
+  auto* gr = app.add_subcommand("grad", "Training objective of one sequence and its gradient");
+  gr->add_option("--model", g_grad.model, "model directory")->required();
+  gr->add_option("--tokens", g_grad.tokens, "int32 little-endian token file (T+1 tokens)")->required();
+  gr->add_option("--out", g_grad.out, "output gradient .safetensors (F32, parameter names)")->required();
+  gr->add_flag("--no-ttt", g_grad.no_ttt, "chunked objective without inner updates");
+  gr->add_option("--inner-lr", g_grad.inner_lr, "inner learning rate eta")->capture_default_str();
+  reg.push_back({gr, run_grad});
+}
+
+}  // namespace ttt::cli

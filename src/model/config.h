@@ -1,0 +1,63 @@
+// The model configuration (SPEC section 2), its strict JSON form, and the checkpoint's
+// parameter list (SPEC section 5).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace ttt::model {
+
+struct ModelConfig {
+  int64_t vocab_size = 0, hidden_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
+          intermediate_size = 0;
+  std::string seq_modeling_block = "SWA";  // "self_attention" or "SWA"
+  int64_t full_attention_every = 0;         // hybrid: with SWA, blocks with (l+1) % k == 0 use full attention
+  int64_t sliding_window_size = 0;          // W
+  int64_t mini_batch_size = 1024;           // b
+  bool prime = false;
+  int64_t suffix_len = 0;                   // S
+  double rope_theta = 500000, rms_norm_eps = 1e-6;
+  bool qk_norm = true, pre_norm = true, post_norm = true, tie_word_embeddings = true;
+  int64_t bos_token_id = 0;
+  double initializer_range = 0.02;
+
+  int64_t head_dim() const;                 // hidden_size / num_attention_heads
+  bool has_prime(int64_t layer) const;      // prime && layer >= L - suffix_len
+  int64_t first_prime_layer() const;        // L - S if prime else L
+  int64_t window_of(int64_t layer) const;   // 0 = full causal; W for SWA blocks (hybrid rule applied)
+};
+
+// Throws std::runtime_error ("config: <field> ...", one line) unless `c` is a valid config.
+// Rules: the five shape fields positive; hidden_size divisible by num_attention_heads with an even
+// head_dim; seq_modeling_block "self_attention" or "SWA"; SWA needs sliding_window_size >= 1;
+// full_attention_every, sliding_window_size >= 0; mini_batch_size >= 1; suffix_len in [0, L] and
+// >= 1 when prime; bos_token_id in [0, vocab_size); rope_theta, rms_norm_eps,
+// initializer_range positive and finite; qk_norm, pre_norm, post_norm true (the only variant this
+// engine implements, as in the paper); sizes below 2^31, num_hidden_layers <= 100000, and a
+// parameter count that fits int64.
+void validate_config(const ModelConfig& c);
+
+// Strict parse: required fields vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
+// intermediate_size; the others default as above. Wrong JSON types, duplicate fields and invalid
+// values throw std::runtime_error naming the field. Unknown fields are ignored.
+ModelConfig config_from_json(const std::string& text);
+std::string config_to_json(const ModelConfig& c);  // pretty-printed, every field
+ModelConfig load_config(const std::string& path);  // errors name the file
+void save_config(const ModelConfig& c, const std::string& path);  // validates, then writes atomically
+
+// Name -> shape of every parameter of SPEC section 5, in a fixed order: embed.weight; then for
+// each block l: attn_norm.weight, attn.wq, attn.wk, attn.wv, attn.wo, attn.q_norm.weight,
+// attn.k_norm.weight, attn_post_norm.weight, mlp_norm.weight, mlp.w1, mlp.w3, mlp.w2,
+// mlp_post_norm.weight and, in prime blocks, prime_norm.weight, prime.w1, prime.w3, prime.w2,
+// prime_post_norm.weight; then final_norm.weight; then lm_head when embeddings are untied.
+std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const ModelConfig& c);
+
+// Checks that a loaded checkpoint holds exactly the parameters of parameter_shapes(c) with exactly
+// those shapes; throws std::runtime_error naming `path` and the first missing tensor, wrong shape
+// ("blocks.3.mlp.w1 has shape [256, 700], config says [256, 704]") or unexpected tensor.
+void check_checkpoint(const ModelConfig& c, const io::TensorFile& file, const std::string& path);
+
+}  // namespace ttt::model

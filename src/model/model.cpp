@@ -1,0 +1,183 @@
+#include "model/model.h"
+
+#include <stdexcept>
+
+#include "io/safetensors.h"
+
+namespace ttt::model {
+namespace {
+
+bool is_norm(const std::string& name) { return name.find("norm") != std::string::npos; }
+
+Tensor swiglu(const Tensor& x, const Tensor& w1, const Tensor& w3, const Tensor& w2) {
+  return matmul(mul(silu(matmul(x, w1)), matmul(x, w3)), w2);
+}
+
+}  // namespace
+
+Model Model::init(const ModelConfig& cfg, uint64_t seed, DType dtype) {
+  Rng rng(seed);
+  std::map<std::string, Tensor> t;
+  for (auto& [name, shape] : parameter_shapes(cfg)) {
+    if (is_norm(name))
+      t[name] = ones(shape, dtype);
+    else
+      t[name] = randn(shape, rng, cfg.initializer_range, dtype);
+  }
+  return from_tensors(cfg, std::move(t), dtype);
+}
+
+Model Model::from_tensors(const ModelConfig& cfg, std::map<std::string, Tensor> tensors, DType dtype) {
+  Model m;
+  m.cfg_ = cfg;
+  for (auto& [name, shape] : parameter_shapes(cfg)) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) throw std::runtime_error("checkpoint is missing tensor " + name);
+    if (it->second.shape() != shape)
+      throw std::runtime_error(name + " has shape " + shape_str(it->second.shape()) + ", config says " + shape_str(shape));
+    Tensor v = it->second.dtype() == dtype ? contiguous(it->second) : to_dtype(it->second, dtype);
+    m.params_.emplace_back(name, v.detach());
+    tensors.erase(it);
+  }
+  if (!tensors.empty()) throw std::runtime_error("checkpoint has unexpected tensor " + tensors.begin()->first);
+  m.bind();
+  return m;
+}
+
+Model Model::load(const std::string& dir) {
+  const ModelConfig cfg = load_config(dir + "/config.json");
+  auto file = io::read_safetensors(dir + "/model.safetensors");
+  return from_tensors(cfg, std::move(file.tensors));
+}
+
+void Model::save(const std::string& dir) const {
+  save_config(cfg_, dir + "/config.json");
+  io::write_safetensors(dir + "/model.safetensors", params_, io::StoreAs::F32);
+}
+
+void Model::bind() {
+  std::map<std::string, Tensor> by;
+  for (auto& [n, t] : params_) by[n] = t;
+  embed_ = by.at("embed.weight");
+  final_norm_ = by.at("final_norm.weight");
+  if (!cfg_.tie_word_embeddings) lm_head_ = by.at("lm_head");
+  blocks_.assign(cfg_.num_hidden_layers, {});
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    auto& b = blocks_[l];
+    b.attn_norm = by.at(p + "attn_norm.weight");
+    b.wq = by.at(p + "attn.wq");
+    b.wk = by.at(p + "attn.wk");
+    b.wv = by.at(p + "attn.wv");
+    b.wo = by.at(p + "attn.wo");
+    b.q_norm = by.at(p + "attn.q_norm.weight");
+    b.k_norm = by.at(p + "attn.k_norm.weight");
+    b.attn_post_norm = by.at(p + "attn_post_norm.weight");
+    b.mlp_norm = by.at(p + "mlp_norm.weight");
+    b.w1 = by.at(p + "mlp.w1");
+    b.w2 = by.at(p + "mlp.w2");
+    b.w3 = by.at(p + "mlp.w3");
+    b.mlp_post_norm = by.at(p + "mlp_post_norm.weight");
+    if (cfg_.has_prime(l)) {
+      b.prime_norm = by.at(p + "prime_norm.weight");
+      b.prime_w1 = by.at(p + "prime.w1");
+      b.prime_w2 = by.at(p + "prime.w2");
+      b.prime_w3 = by.at(p + "prime.w3");
+      b.prime_post_norm = by.at(p + "prime_post_norm.weight");
+    }
+  }
+}
+
+std::vector<Tensor> Model::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [n, t] : params_) out.push_back(t);
+  return out;
+}
+
+void Model::set_requires_grad(bool r) {
+  for (auto& [n, t] : params_) t.set_requires_grad(r);
+}
+
+Phi Model::phi0() const {
+  Phi phi;
+  for (int64_t l = cfg_.first_prime_layer(); l < cfg_.num_hidden_layers; ++l) {
+    phi.push_back(blocks_[l].prime_w1);
+    phi.push_back(blocks_[l].prime_w3);
+    phi.push_back(blocks_[l].prime_w2);
+  }
+  return phi;
+}
+
+Tensor Model::embed_tokens(const std::vector<int32_t>& ids) const { return embedding(embed_, ids); }
+
+Tensor Model::block_forward(int64_t l, const Tensor& h, int64_t pos0, const KVCache* cache, KVCache* new_cache,
+                            const Tensor* phi) const {
+  const auto& b = blocks_[l];
+  const int64_t t = h.size(0), heads = cfg_.num_attention_heads, hd = cfg_.head_dim();
+  const double eps = cfg_.rms_norm_eps;
+  const int64_t window = cfg_.window_of(l);
+
+  Tensor a = rmsnorm(h, b.attn_norm, eps);
+  Tensor q = rmsnorm(reshape(matmul(a, b.wq), {t, heads, hd}), b.q_norm, eps);
+  Tensor k = rmsnorm(reshape(matmul(a, b.wk), {t, heads, hd}), b.k_norm, eps);
+  Tensor v = reshape(matmul(a, b.wv), {t, heads, hd});
+  q = rope(q, pos0, cfg_.rope_theta);
+  k = rope(k, pos0, cfg_.rope_theta);
+  const int64_t cached = cache ? cache->size() : 0;
+  Tensor keys = cached ? concat({cache->k, k}, 0) : k;
+  Tensor vals = cached ? concat({cache->v, v}, 0) : v;
+  if (new_cache) {
+    const int64_t n = keys.size(0);
+    const int64_t keep = window > 0 ? std::min(window, n) : n;
+    new_cache->k = keep == n ? keys : slice(keys, 0, n - keep, n);
+    new_cache->v = keep == n ? vals : slice(vals, 0, n - keep, n);
+  }
+  AttentionOptions opt;
+  opt.q_pos0 = pos0;
+  opt.k_pos0 = pos0 - cached;
+  opt.window = window;
+  Tensor o = matmul(reshape(attention(q, keys, vals, opt), {t, heads * hd}), b.wo);
+  Tensor x = add(h, rmsnorm(o, b.attn_post_norm, eps));
+  if (cfg_.has_prime(l)) {
+    const Tensor& w1 = phi ? phi[0] : b.prime_w1;
+    const Tensor& w3 = phi ? phi[1] : b.prime_w3;
+    const Tensor& w2 = phi ? phi[2] : b.prime_w2;
+    x = add(x, rmsnorm(swiglu(rmsnorm(x, b.prime_norm, eps), w1, w3, w2), b.prime_post_norm, eps));
+  }
+  return add(x, rmsnorm(swiglu(rmsnorm(x, b.mlp_norm, eps), b.w1, b.w3, b.w2), b.mlp_post_norm, eps));
+}
+
+Tensor Model::logits(const Tensor& h) const {
+  Tensor n = rmsnorm(h, final_norm_, cfg_.rms_norm_eps);
+  return cfg_.tie_word_embeddings ? matmul(n, embed_, false, true) : matmul(n, lm_head_);
+}
+
+Tensor Model::token_nll(const Tensor& h, const std::vector<int32_t>& targets) const {
+  const int64_t t = h.size(0);
+  if (static_cast<int64_t>(targets.size()) != t) throw std::invalid_argument("token_nll: targets do not match rows");
+  constexpr int64_t kRows = 1024;
+  if (t <= kRows || (grad_enabled() && h.requires_grad())) return cross_entropy(logits(h), targets);
+  std::vector<Tensor> parts;
+  for (int64_t s = 0; s < t; s += kRows) {
+    const int64_t e = std::min(t, s + kRows);
+    std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
+    parts.push_back(cross_entropy(logits(slice(h, 0, s, e)), tg));
+  }
+  return concat(parts, 0);
+}
+
+std::vector<double> target_mask(const std::vector<int32_t>& targets, int32_t bos) {
+  std::vector<double> m(targets.size());
+  for (size_t i = 0; i < targets.size(); ++i) m[i] = targets[i] == bos ? 0.0 : 1.0;
+  return m;
+}
+
+Tensor masked_mean(const Tensor& nll, const std::vector<int32_t>& targets, int32_t bos) {
+  auto m = target_mask(targets, bos);
+  double count = 0;
+  for (double v : m) count += v;
+  Tensor mask = from_vector(m, {static_cast<int64_t>(m.size())}, nll.dtype());
+  return mul_scalar(sum(mul(nll, mask)), 1.0 / std::max(1.0, count));
+}
+
+}  // namespace ttt::model

@@ -1,0 +1,75 @@
+// The TTT-E2E Transformer of SPEC section 2: parameters, initialization, and the block, head and
+// loss functions that prefill, decode, training and the meta-gradient are built from.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autodiff/ops.h"
+#include "model/config.h"
+
+namespace ttt::model {
+
+struct BlockParams {
+  Tensor attn_norm, wq, wk, wv, wo, q_norm, k_norm, attn_post_norm;
+  Tensor mlp_norm, w1, w2, w3, mlp_post_norm;
+  Tensor prime_norm, prime_w1, prime_w2, prime_w3, prime_post_norm;  // undefined outside the suffix
+};
+
+// Keys (after qk-norm and RoPE) and values of the most recent tokens of one block.
+struct KVCache {
+  Tensor k, v;  // [n, H, D]; undefined when empty
+  int64_t size() const { return k.defined() ? k.size(0) : 0; }
+};
+
+// Inner (fast) weights: for each prime block, in order, {w1, w3, w2} of its prime MLP.
+using Phi = std::vector<Tensor>;
+
+class Model {
+ public:
+  // N(0, initializer_range) for matrices and the embedding, ones for norm weights. float64
+  // models run the same code for gradient checks.
+  static Model init(const ModelConfig& cfg, uint64_t seed, DType dtype = DType::F32);
+  // Requires exactly the tensors of parameter_shapes(cfg); converts them to `dtype`.
+  static Model from_tensors(const ModelConfig& cfg, std::map<std::string, Tensor> tensors,
+                            DType dtype = DType::F32);
+  static Model load(const std::string& dir);  // DIR/config.json + DIR/model.safetensors
+  void save(const std::string& dir) const;    // atomic writes, F32
+
+  const ModelConfig& config() const { return cfg_; }
+  const std::vector<std::pair<std::string, Tensor>>& named_parameters() const { return params_; }
+  std::vector<Tensor> parameters() const;
+  void set_requires_grad(bool r);
+
+  const Tensor& embed() const { return embed_; }
+  const BlockParams& block(int64_t l) const { return blocks_[l]; }
+  Phi phi0() const;  // the checkpoint's prime weights (the tensors themselves)
+
+  // h [T, d] at absolute positions pos0..pos0+T-1 through block l. cache: earlier keys/values of
+  // this block (may be null); new_cache, if given, receives the keys/values the next call needs
+  // (the last W, or all for full attention). phi: {w1, w3, w2} for a prime block (else ignored;
+  // null uses the checkpoint's).
+  Tensor block_forward(int64_t l, const Tensor& h, int64_t pos0, const KVCache* cache, KVCache* new_cache,
+                       const Tensor* phi = nullptr) const;
+  Tensor embed_tokens(const std::vector<int32_t>& ids) const;
+  Tensor logits(const Tensor& h) const;  // final norm and (tied) head: [T, V]
+  // Per-token NLL [T] of targets given final hidden states, computed in row blocks so that long
+  // sequences never hold a [T, V] logits matrix (when no graph is being recorded).
+  Tensor token_nll(const Tensor& h, const std::vector<int32_t>& targets) const;
+
+ private:
+  ModelConfig cfg_;
+  std::vector<std::pair<std::string, Tensor>> params_;
+  Tensor embed_, final_norm_, lm_head_;
+  std::vector<BlockParams> blocks_;
+  void bind();
+};
+
+// Loss mask: 1 where the target is not BOS.
+std::vector<double> target_mask(const std::vector<int32_t>& targets, int32_t bos);
+// sum(nll * mask) / max(1, count): mean masked loss as a 0-d tensor (differentiable in nll).
+Tensor masked_mean(const Tensor& nll, const std::vector<int32_t>& targets, int32_t bos);
+
+}  // namespace ttt::model

@@ -1,0 +1,127 @@
+#include "ttt/test_time_training.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace ttt::e2e {
+namespace {
+
+void check_tokens(const model::Model& m, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets) {
+  if (inputs.empty()) throw std::invalid_argument("empty token sequence");
+  if (inputs.size() != targets.size()) throw std::invalid_argument("inputs and targets differ in length");
+  const int64_t v = m.config().vocab_size;
+  for (const auto* seq : {&inputs, &targets})
+    for (size_t i = 0; i < seq->size(); ++i)
+      if ((*seq)[i] < 0 || (*seq)[i] >= v)
+        throw std::invalid_argument("token id " + std::to_string((*seq)[i]) + " at position " + std::to_string(i) +
+                                    " is out of range [0, " + std::to_string(v) + ")");
+}
+
+std::vector<int32_t> part(const std::vector<int32_t>& v, int64_t s, int64_t e) {
+  return std::vector<int32_t>(v.begin() + s, v.begin() + e);
+}
+
+}  // namespace
+
+PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets,
+                      const TTTOptions& opt) {
+  check_tokens(m, inputs, targets);
+  const auto& cfg = m.config();
+  const int64_t t = static_cast<int64_t>(inputs.size()), L = cfg.num_hidden_layers;
+  const int64_t first = cfg.first_prime_layer(), b = cfg.mini_batch_size;
+  const bool use_ttt = opt.ttt && cfg.prime;
+  PrefillResult res;
+  res.nll.reserve(t);
+
+  NoGrad no_grad;
+  Tensor h = m.embed_tokens(inputs);
+  const int64_t whole = use_ttt ? first : L;
+  for (int64_t l = 0; l < whole; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
+  if (!use_ttt) {
+    auto v = m.token_nll(h, targets).to_floats();
+    res.nll.assign(v.begin(), v.end());
+  } else {
+    model::Phi phi;
+    for (auto& p : m.phi0()) phi.push_back(p.detach());
+    std::vector<model::KVCache> caches(L - first);
+    for (int64_t s = 0; s < t; s += b) {
+      const int64_t e = std::min(t, s + b);
+      const bool update = (e - s == b) && e < t;  // a step after the last chunk would change nothing here
+      const auto tg = part(targets, s, e);
+      std::vector<model::KVCache> next(L - first);
+      Tensor nll;
+      {
+        GradMode mode(update);
+        if (update)
+          for (auto& p : phi) p = p.detach().set_requires_grad(true);
+        Tensor x = slice(h, 0, s, e);
+        for (int64_t l = first; l < L; ++l)
+          x = m.block_forward(l, x, s, &caches[l - first], &next[l - first], &phi[3 * (l - first)]);
+        nll = m.token_nll(x, tg);
+        if (update) {
+          auto g = grad({model::masked_mean(nll, tg, static_cast<int32_t>(cfg.bos_token_id))}, phi);
+          NoGrad ng;
+          g = clip_by_global_norm(g, opt.clip_norm);
+          for (size_t i = 0; i < phi.size(); ++i) phi[i] = sub(phi[i].detach(), mul_scalar(g[i], opt.inner_lr));
+          ++res.updates;
+        }
+      }
+      for (auto& c : next) {
+        c.k = contiguous(c.k.detach());
+        c.v = contiguous(c.v.detach());
+      }
+      caches = std::move(next);
+      auto v = nll.to_floats();
+      res.nll.insert(res.nll.end(), v.begin(), v.end());
+    }
+  }
+  double sum = 0, count = 0;
+  for (int64_t i = 0; i < t; ++i)
+    if (targets[i] != cfg.bos_token_id) {
+      sum += res.nll[i];
+      count += 1;
+    }
+  res.loss = count > 0 ? sum / count : 0.0;
+  return res;
+}
+
+Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets,
+                     const TTTOptions& opt) {
+  check_tokens(m, inputs, targets);
+  const auto& cfg = m.config();
+  const int64_t t = static_cast<int64_t>(inputs.size()), L = cfg.num_hidden_layers;
+  const int32_t bos = static_cast<int32_t>(cfg.bos_token_id);
+  Tensor h = m.embed_tokens(inputs);
+  if (!cfg.prime) {
+    for (int64_t l = 0; l < L; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
+    return model::masked_mean(m.token_nll(h, targets), targets, bos);
+  }
+  const int64_t first = cfg.first_prime_layer(), b = cfg.mini_batch_size;
+  if (t % b != 0)
+    throw std::invalid_argument("sequence length " + std::to_string(t) + " is not a multiple of mini_batch_size " +
+                                std::to_string(b) + " (required by the meta-learning objective)");
+  for (int64_t l = 0; l < first; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
+  model::Phi phi = m.phi0();
+  std::vector<model::KVCache> caches(L - first);
+  Tensor total;
+  const int64_t chunks = t / b;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t s = c * b, e = s + b;
+    const auto tg = part(targets, s, e);
+    std::vector<model::KVCache> next(L - first);
+    Tensor x = slice(h, 0, s, e);
+    for (int64_t l = first; l < L; ++l)
+      x = m.block_forward(l, x, s, &caches[l - first], &next[l - first], &phi[3 * (l - first)]);
+    Tensor loss = model::masked_mean(m.token_nll(x, tg), tg, bos);
+    total = total.defined() ? add(total, loss) : loss;
+    if (opt.ttt && c + 1 < chunks) {
+      auto g = grad({loss}, phi, {}, /*create_graph=*/true);
+      g = clip_by_global_norm(g, opt.clip_norm);
+      for (size_t i = 0; i < phi.size(); ++i) phi[i] = sub(phi[i], mul_scalar(g[i], opt.inner_lr));
+    }
+    caches = std::move(next);
+  }
+  return mul_scalar(total, 1.0 / static_cast<double>(chunks));
+}
+
+}  // namespace ttt::e2e

@@ -1,0 +1,40 @@
+// Test-time training (SPEC section 3) and the meta-learning objective (SPEC section 4).
+//
+// The first L-S blocks run once over the whole sequence. The last S blocks run chunk by chunk
+// (b tokens) with per-block key/value caches, so every chunk sees exactly its window. Chunk c is
+// scored with phi_{c-1}; then one SGD step on its mean loss (gradient clipped to global norm 1
+// over all inner weights together) gives phi_c. A partial last chunk is scored, never trained on.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+
+namespace ttt::e2e {
+
+struct TTTOptions {
+  bool ttt = true;        // false: keep phi_0 (no inner updates)
+  double inner_lr = 1.0;  // eta
+  double clip_norm = 1.0; // global-norm clip of the inner gradient
+};
+
+struct PrefillResult {
+  std::vector<float> nll;  // per input position (masked positions included)
+  double loss = 0;         // mean NLL over positions whose target is not BOS
+  int64_t updates = 0;     // inner steps taken
+};
+
+// Inference: no graph is kept beyond one chunk. Models without prime blocks (or ttt = false)
+// run every block over the whole sequence.
+PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
+                      const std::vector<int32_t>& targets, const TTTOptions& opt = {});
+
+// The training objective of one sequence, as a 0-d tensor with its graph (the model's parameters
+// must require grad). Models with prime blocks: mean over chunks of each chunk's mean loss,
+// chunk c scored with phi_{c-1}, differentiable through every inner update (second-order terms,
+// clipping, caches, the first L-S blocks); needs T to be a multiple of b. Other models: the
+// mean masked loss (pretraining).
+Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs,
+                     const std::vector<int32_t>& targets, const TTTOptions& opt = {});
+
+}  // namespace ttt::e2e

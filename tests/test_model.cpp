@@ -1,0 +1,164 @@
+// The TTT-E2E model: meta-gradient against finite differences in float64 for every parameter
+// group, and the invariants of SPEC sections 3 and 4.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gradcheck.h"
+#include "model/model.h"
+#include "ttt/test_time_training.h"
+
+namespace ttt::test {
+namespace {
+
+model::ModelConfig tiny_config(bool prime, int64_t window = 5, int64_t full_every = 0) {
+  model::ModelConfig c;
+  c.vocab_size = 11;
+  c.hidden_size = 8;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 12;
+  c.seq_modeling_block = "SWA";
+  c.sliding_window_size = window;
+  c.full_attention_every = full_every;
+  c.mini_batch_size = 4;
+  c.prime = prime;
+  c.suffix_len = prime ? 2 : 0;
+  c.rope_theta = 10000;
+  c.bos_token_id = 0;
+  c.initializer_range = 0.3;  // large enough that every term matters in the checks
+  return c;
+}
+
+std::vector<int32_t> tokens(uint64_t seed, int64_t n, int64_t vocab) {
+  Rng r(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(r.next_u64() % vocab);
+  t[5] = 0;  // a BOS target, masked out of the loss
+  return t;
+}
+
+std::map<std::string, Tensor> tensor_map(const model::Model& m) {
+  std::map<std::string, Tensor> t;
+  for (auto& [n, v] : m.named_parameters()) t[n] = clone(v.detach());
+  return t;
+}
+
+double loss_of(const model::ModelConfig& cfg, const std::map<std::string, Tensor>& t, const std::vector<int32_t>& in,
+               const std::vector<int32_t>& tg, const e2e::TTTOptions& opt) {
+  auto m = model::Model::from_tensors(cfg, t, DType::F64);
+  m.set_requires_grad(true);  // the inner steps differentiate through the parameters
+  return e2e::training_loss(m, in, tg, opt).item();
+}
+
+void check_meta_gradient(const model::ModelConfig& cfg, uint64_t seed) {
+  auto m = model::Model::init(cfg, seed, DType::F64);
+  const auto seq = tokens(seed, 13, cfg.vocab_size);
+  std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+  e2e::TTTOptions opt;
+  m.set_requires_grad(true);
+  auto params = m.parameters();
+  auto grads = grad({e2e::training_loss(m, in, tg, opt)}, params);
+  auto base = tensor_map(m);
+  Rng pick(seed + 99);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string& name = m.named_parameters()[i].first;
+    // Three entries per parameter keep the test fast while touching every group.
+    for (int rep = 0; rep < 3; ++rep) {
+      const int64_t j = static_cast<int64_t>(pick.next_u64() % params[i].numel());
+      const double e = 1e-6;
+      auto plus = base, minus = base;
+      plus[name] = clone(base[name]);
+      minus[name] = clone(base[name]);
+      plus[name].data<double>()[j] += e;
+      minus[name].data<double>()[j] -= e;
+      const double fd = (loss_of(cfg, plus, in, tg, opt) - loss_of(cfg, minus, in, tg, opt)) / (2 * e);
+      const double an = grads[i].to_vector()[j];
+      EXPECT_NEAR(an, fd, 1e-7 + 1e-6 * std::fabs(fd)) << name << "[" << j << "]";
+    }
+  }
+}
+
+TEST(MetaGradient, MatchesFiniteDifferencesForEveryParameterGroup) { check_meta_gradient(tiny_config(true), 1); }
+
+TEST(MetaGradient, MatchesFiniteDifferencesWithHybridFullAttentionAndLongWindow) {
+  check_meta_gradient(tiny_config(true, 9, 2), 2);
+}
+
+TEST(MetaGradient, PretrainGradientOfSwaModelMatchesFiniteDifferences) { check_meta_gradient(tiny_config(false), 3); }
+
+TEST(MetaGradient, ZeroInnerLearningRateEqualsChunkedGradientWithoutTTT) {
+  const auto cfg = tiny_config(true);
+  auto m = model::Model::init(cfg, 4, DType::F64);
+  m.set_requires_grad(true);
+  const auto seq = tokens(4, 13, cfg.vocab_size);
+  std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+  e2e::TTTOptions zero, off, on;
+  zero.inner_lr = 0.0;
+  off.ttt = false;
+  auto gz = grad({e2e::training_loss(m, in, tg, zero)}, m.parameters());
+  auto go = grad({e2e::training_loss(m, in, tg, off)}, m.parameters());
+  auto gt = grad({e2e::training_loss(m, in, tg, on)}, m.parameters());
+  double diff_ttt = 0;
+  for (size_t i = 0; i < gz.size(); ++i) {
+    EXPECT_LT(rel_err(gz[i].to_vector(), go[i].to_vector()), 1e-13) << m.named_parameters()[i].first;
+    diff_ttt = std::max(diff_ttt, rel_err(gt[i].to_vector(), go[i].to_vector()));
+  }
+  EXPECT_GT(diff_ttt, 1e-4) << "the gradient with TTT should differ from the one without";
+}
+
+TEST(Prefill, FirstChunkEqualsNoTTTAndLaterChunksDiffer) {
+  const auto cfg = tiny_config(true);
+  const auto m = model::Model::init(cfg, 5);
+  const auto seq = tokens(5, 15, cfg.vocab_size);  // 14 inputs: 3 full chunks and a partial one
+  std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+  e2e::TTTOptions off;
+  off.ttt = false;
+  const auto with = e2e::prefill(m, in, tg), without = e2e::prefill(m, in, tg, off);
+  ASSERT_EQ(with.nll.size(), 14u);
+  EXPECT_EQ(with.updates, 3);  // the partial last chunk is scored, never trained on
+  double later = 0;
+  for (int i = 0; i < 14; ++i) {
+    if (i < 4)
+      EXPECT_NEAR(with.nll[i], without.nll[i], 1e-5) << i;
+    else
+      later = std::max(later, static_cast<double>(std::fabs(with.nll[i] - without.nll[i])));
+  }
+  EXPECT_GT(later, 1e-4);
+}
+
+TEST(Prefill, AgreesWithTheTrainingObjective) {
+  // Inference prefill and the differentiable objective implement the same chunk semantics.
+  const auto cfg = tiny_config(true);
+  auto m = model::Model::init(cfg, 6, DType::F64);
+  const auto seq = tokens(6, 13, cfg.vocab_size);
+  std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+  const auto pre = e2e::prefill(m, in, tg);
+  double chunk_mean_sum = 0;
+  for (int c = 0; c < 3; ++c) {
+    double s = 0, n = 0;
+    for (int i = 4 * c; i < 4 * c + 4; ++i)
+      if (tg[i] != 0) {
+        s += pre.nll[i];
+        n += 1;
+      }
+    chunk_mean_sum += s / std::max(1.0, n);
+  }
+  m.set_requires_grad(true);
+  EXPECT_NEAR(e2e::training_loss(m, in, tg).item(), chunk_mean_sum / 3, 1e-6);
+}
+
+TEST(Prefill, RejectsOutOfRangeTokens) {
+  const auto m = model::Model::init(tiny_config(true), 7);
+  EXPECT_THROW(e2e::prefill(m, {1, 2, 11}, {2, 3, 4}), std::invalid_argument);
+  EXPECT_THROW(e2e::prefill(m, {}, {}), std::invalid_argument);
+}
+
+TEST(MetaGradient, RequiresWholeChunks) {
+  auto m = model::Model::init(tiny_config(true), 8);
+  m.set_requires_grad(true);
+  EXPECT_THROW(e2e::training_loss(m, {1, 2, 3, 4, 5}, {2, 3, 4, 5, 6}), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace ttt::test
