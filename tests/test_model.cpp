@@ -6,6 +6,7 @@
 
 #include "gradcheck.h"
 #include "model/model.h"
+#include "ttt/meta_gradient.h"
 #include "ttt/test_time_training.h"
 
 namespace ttt::test {
@@ -119,10 +120,11 @@ TEST(Prefill, FirstChunkEqualsNoTTTAndLaterChunksDiffer) {
   EXPECT_EQ(with.updates, 3);  // the partial last chunk is scored, never trained on
   double later = 0;
   for (int i = 0; i < 14; ++i) {
-    if (i < 4)
+    if (i < 4) {
       EXPECT_NEAR(with.nll[i], without.nll[i], 1e-5) << i;
-    else
+    } else {
       later = std::max(later, static_cast<double>(std::fabs(with.nll[i] - without.nll[i])));
+    }
   }
   EXPECT_GT(later, 1e-4);
 }
@@ -158,6 +160,35 @@ TEST(MetaGradient, RequiresWholeChunks) {
   auto m = model::Model::init(tiny_config(true), 8);
   m.set_requires_grad(true);
   EXPECT_THROW(e2e::training_loss(m, {1, 2, 3, 4, 5}, {2, 3, 4, 5, 6}), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace ttt::test
+
+namespace ttt::test {
+namespace {
+
+void expect_remat_equal(const model::ModelConfig& cfg, bool ttt, uint64_t seed) {
+  auto m = model::Model::init(cfg, seed, DType::F64);
+  m.set_requires_grad(true);
+  const auto seq = tokens(seed, 17, cfg.vocab_size);  // 16 inputs: 4 chunks
+  std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+  e2e::TTTOptions opt;
+  opt.ttt = ttt;
+  const auto full = e2e::meta_gradient(m, in, tg, opt, /*rematerialize=*/false);
+  const auto remat = e2e::meta_gradient(m, in, tg, opt, /*rematerialize=*/true);
+  EXPECT_NEAR(full.loss, remat.loss, 1e-12);
+  ASSERT_EQ(full.grads.size(), remat.grads.size());
+  for (size_t i = 0; i < full.grads.size(); ++i)
+    EXPECT_LT(rel_err(remat.grads[i].to_vector(), full.grads[i].to_vector()), 1e-10) << m.named_parameters()[i].first;
+}
+
+TEST(MetaGradient, RematerializationGivesTheSameGradient) { expect_remat_equal(tiny_config(true), true, 11); }
+TEST(MetaGradient, RematerializationGivesTheSameGradientWithoutTTT) { expect_remat_equal(tiny_config(true), false, 12); }
+TEST(MetaGradient, RematerializationGivesTheSameGradientAllBlocksPrime) {
+  auto cfg = tiny_config(true, 3, 2);
+  cfg.suffix_len = 3;
+  expect_remat_equal(cfg, true, 13);
 }
 
 }  // namespace

@@ -51,7 +51,9 @@ void expect_stream_equals_prefill(const model::ModelConfig& cfg, bool ttt) {
     const double nll = nll_of(s.step(in[i]), tg[i]);
     EXPECT_NEAR(nll, pre.nll[i], 2e-5) << "position " << i;
   }
-  if (ttt && cfg.prime) EXPECT_EQ(s.ttt_steps(), 5);  // chunks 0..4 completed before the last token
+  if (ttt && cfg.prime) {
+    EXPECT_EQ(s.ttt_steps(), 5);  // chunks 0..4 completed before the last token
+  }
 }
 
 TEST(Session, TeacherForcedDecodeEqualsPrefillWithTTT) { expect_stream_equals_prefill(session_config(true), true); }

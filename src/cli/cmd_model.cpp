@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "io/tokens.h"
 #include "model/model.h"
+#include "ttt/meta_gradient.h"
 #include "ttt/test_time_training.h"
 
 namespace ttt::cli {
@@ -27,7 +28,7 @@ struct EvalArgs {
 
 struct GradArgs {
   std::string model, tokens, out;
-  bool no_ttt = false;
+  bool no_ttt = false, no_remat = false;
   double inner_lr = 1.0;
 } g_grad;
 
@@ -84,13 +85,11 @@ int run_grad() {
   e2e::TTTOptions opt;
   opt.ttt = !g_grad.no_ttt;
   opt.inner_lr = g_grad.inner_lr;
-  Tensor loss = e2e::training_loss(m, tok.inputs, tok.targets, opt);
-  const auto params = m.parameters();
-  auto grads = grad({loss}, params);
+  const auto res = e2e::meta_gradient(m, tok.inputs, tok.targets, opt, !g_grad.no_remat);
   std::vector<std::pair<std::string, Tensor>> out;
-  for (size_t i = 0; i < params.size(); ++i) out.emplace_back(m.named_parameters()[i].first, grads[i]);
+  for (size_t i = 0; i < res.grads.size(); ++i) out.emplace_back(m.named_parameters()[i].first, res.grads[i]);
   io::write_safetensors(g_grad.out, out, io::StoreAs::F32);
-  std::printf("loss %.9g\n", loss.item());
+  std::printf("loss %.9g\n", res.loss);
   return 0;
 }
 
@@ -117,6 +116,7 @@ void register_model_commands(CLI::App& app, Registry& reg) {
   gr->add_option("--out", g_grad.out, "output gradient .safetensors (F32, parameter names)")->required();
   gr->add_flag("--no-ttt", g_grad.no_ttt, "chunked objective without inner updates");
   gr->add_option("--inner-lr", g_grad.inner_lr, "inner learning rate eta")->capture_default_str();
+  gr->add_flag("--no-remat", g_grad.no_remat, "keep every chunk's graph instead of rematerializing per chunk");
   reg.push_back({gr, run_grad});
 }
 

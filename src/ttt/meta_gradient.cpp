@@ -1,0 +1,184 @@
+#include "ttt/meta_gradient.h"
+
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+
+namespace ttt::e2e {
+namespace {
+
+Tensor leaf(const Tensor& t) { return t.detach().set_requires_grad(true); }
+
+void accumulate(Tensor& acc, const Tensor& g) {
+  NoGrad ng;
+  acc = acc.defined() ? add(acc, g) : g;
+}
+
+// One chunk's graph, built from leaves so that its gradients stop at the chunk boundary.
+struct ChunkGraph {
+  Tensor loss;                     // chunk mean loss
+  model::Phi phi_next;             // phi after the inner step (phi itself if no step)
+  std::vector<model::KVCache> caches_next;
+};
+
+ChunkGraph chunk_graph(const model::Model& m, const Tensor& x_in, int64_t pos0, const std::vector<int32_t>& tg,
+                       std::vector<model::KVCache>& caches, model::Phi& phi, bool step, const TTTOptions& opt) {
+  const auto& cfg = m.config();
+  const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
+  ChunkGraph g;
+  g.caches_next.resize(L - first);
+  Tensor x = x_in;
+  for (int64_t l = first; l < L; ++l)
+    x = m.block_forward(l, x, pos0, &caches[l - first], &g.caches_next[l - first], &phi[3 * (l - first)]);
+  g.loss = model::masked_mean(m.token_nll(x, tg), tg, static_cast<int32_t>(cfg.bos_token_id));
+  if (step) {
+    auto gr = grad({g.loss}, phi, {}, /*create_graph=*/grad_enabled());
+    gr = clip_by_global_norm(gr, opt.clip_norm);
+    for (size_t i = 0; i < phi.size(); ++i) g.phi_next.push_back(sub(phi[i], mul_scalar(gr[i], opt.inner_lr)));
+  } else {
+    g.phi_next = phi;  // carried unchanged to the next chunk
+  }
+  return g;
+}
+
+}  // namespace
+
+MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& inputs,
+                           const std::vector<int32_t>& targets, const TTTOptions& opt, bool rematerialize) {
+  const auto& cfg = m.config();
+  const auto params = m.parameters();
+  MetaGradient out;
+  if (!rematerialize || !cfg.prime) {
+    Tensor loss = training_loss(m, inputs, targets, opt);
+    out.loss = loss.item();
+    out.grads = grad({loss}, params);
+    return out;
+  }
+  // training_loss validates the tokens and the chunking; do the same checks up front.
+  const int64_t t = static_cast<int64_t>(inputs.size()), L = cfg.num_hidden_layers;
+  const int64_t first = cfg.first_prime_layer(), b = cfg.mini_batch_size;
+  if (inputs.empty() || inputs.size() != targets.size()) throw std::invalid_argument("bad token sequence");
+  for (const auto* seq : {&inputs, &targets})
+    for (size_t i = 0; i < seq->size(); ++i)
+      if ((*seq)[i] < 0 || (*seq)[i] >= cfg.vocab_size)
+        throw std::invalid_argument("token id " + std::to_string((*seq)[i]) + " at position " + std::to_string(i) +
+                                    " is out of range [0, " + std::to_string(cfg.vocab_size) + ")");
+  if (t % b != 0)
+    throw std::invalid_argument("sequence length " + std::to_string(t) + " is not a multiple of mini_batch_size " +
+                                std::to_string(b) + " (required by the meta-learning objective)");
+  const int64_t chunks = t / b;
+  auto part = [&](int64_t c) { return std::vector<int32_t>(targets.begin() + c * b, targets.begin() + (c + 1) * b); };
+
+  // Forward sweep without a graph: keep the chunk-boundary states.
+  Tensor h_first;
+  std::vector<model::Phi> phis(chunks);                   // phi_{c-1}: the weights that score chunk c
+  std::vector<std::vector<model::KVCache>> caches(chunks);  // caches entering chunk c
+  double total = 0;
+  {
+    NoGrad ng;
+    Tensor h = m.embed_tokens(inputs);
+    for (int64_t l = 0; l < first; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
+    h_first = h;
+    model::Phi phi;
+    for (auto& p : m.phi0()) phi.push_back(p.detach());
+    std::vector<model::KVCache> cache(L - first);
+    for (int64_t c = 0; c < chunks; ++c) {
+      phis[c] = phi;
+      caches[c] = cache;
+      const bool step = opt.ttt && c + 1 < chunks;
+      // The inner gradient needs a graph of this chunk (first order only).
+      GradMode on(step);
+      model::Phi phi_leaf;
+      for (auto& p : phi) phi_leaf.push_back(leaf(p));
+      Tensor x = slice(h_first, 0, c * b, (c + 1) * b);
+      std::vector<model::KVCache> cache_in = cache;
+      ChunkGraph g = chunk_graph(m, x, c * b, part(c), cache_in, phi_leaf, false, opt);
+      total += g.loss.item();
+      if (step) {
+        auto gr = grad({g.loss}, phi_leaf);
+        NoGrad ng2;
+        gr = clip_by_global_norm(gr, opt.clip_norm);
+        for (size_t i = 0; i < phi.size(); ++i) phi[i] = sub(phi[i], mul_scalar(gr[i], opt.inner_lr));
+      }
+      for (auto& kv : g.caches_next) {
+        kv.k = contiguous(kv.k.detach());
+        kv.v = contiguous(kv.v.detach());
+      }
+      cache = std::move(g.caches_next);
+    }
+  }
+  out.loss = total / static_cast<double>(chunks);
+
+  // Backward sweep: rebuild each chunk's graph from leaves and pull adjoints through it.
+  std::unordered_map<TensorImpl*, size_t> index;
+  for (size_t i = 0; i < params.size(); ++i) index[params[i].impl()] = i;
+  std::vector<Tensor> acc(params.size());
+  std::vector<Tensor> d_x(chunks);  // adjoint of each chunk's rows of h_first
+  model::Phi d_phi;                          // adjoint of the phi leaving chunk c
+  std::vector<model::KVCache> d_cache(L - first);  // adjoint of the caches leaving chunk c
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    GradMode on(true);
+    model::Phi phi_leaf;
+    for (auto& p : phis[c]) phi_leaf.push_back(leaf(p));
+    std::vector<model::KVCache> cache_leaf(L - first);
+    for (int64_t i = 0; i < L - first; ++i)
+      if (caches[c][i].size() > 0) cache_leaf[i] = {leaf(caches[c][i].k), leaf(caches[c][i].v)};
+    Tensor x = leaf(slice(h_first, 0, c * b, (c + 1) * b));
+    const bool step = opt.ttt && c + 1 < chunks;
+    ChunkGraph g = chunk_graph(m, x, c * b, part(c), cache_leaf, phi_leaf, step, opt);
+
+    std::vector<Tensor> outs = {g.loss}, couts = {full({}, 1.0 / static_cast<double>(chunks), g.loss.dtype())};
+    if (c + 1 < chunks)
+      for (size_t i = 0; i < g.phi_next.size(); ++i) {
+        outs.push_back(g.phi_next[i]);
+        couts.push_back(d_phi[i]);
+      }
+    if (c + 1 < chunks)
+      for (int64_t i = 0; i < L - first; ++i)
+        if (d_cache[i].k.defined()) {
+          outs.push_back(g.caches_next[i].k);
+          couts.push_back(d_cache[i].k);
+          outs.push_back(g.caches_next[i].v);
+          couts.push_back(d_cache[i].v);
+        }
+    std::vector<Tensor> ins = {x};
+    for (auto& p : phi_leaf) ins.push_back(p);
+    for (auto& kv : cache_leaf)
+      if (kv.k.defined()) {
+        ins.push_back(kv.k);
+        ins.push_back(kv.v);
+      }
+    const size_t n_local = ins.size();
+    ins.insert(ins.end(), params.begin(), params.end());
+    std::vector<Tensor> gs = grad(outs, ins, couts);  // create_graph off: plain adjoints
+    NoGrad ng;
+    d_x[c] = gs[0];
+    d_phi.assign(gs.begin() + 1, gs.begin() + 1 + phi_leaf.size());
+    size_t k = 1 + phi_leaf.size();
+    std::vector<model::KVCache> d_prev(L - first);
+    for (int64_t i = 0; i < L - first; ++i)
+      if (cache_leaf[i].k.defined()) {
+        d_prev[i] = {gs[k], gs[k + 1]};
+        k += 2;
+      }
+    d_cache = std::move(d_prev);
+    for (size_t i = n_local; i < gs.size(); ++i) accumulate(acc[i - n_local], gs[i]);
+  }
+  // phi_0 is the prime blocks' checkpoint weights.
+  {
+    const auto phi0 = m.phi0();
+    for (size_t i = 0; i < phi0.size(); ++i) accumulate(acc[index.at(phi0[i].impl())], d_phi[i]);
+  }
+  // Finally the first L-S blocks and the embedding, once, with the accumulated adjoint.
+  {
+    GradMode on(true);
+    Tensor h = m.embed_tokens(inputs);
+    for (int64_t l = 0; l < first; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
+    auto gs = grad({h}, params, {concat(d_x, 0)});
+    for (size_t i = 0; i < gs.size(); ++i) accumulate(acc[i], gs[i]);
+  }
+  out.grads = std::move(acc);
+  return out;
+}
+
+}  // namespace ttt::e2e
