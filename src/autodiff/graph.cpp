@@ -29,9 +29,9 @@ bool needs_graph(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void record(Tensor& out, std::string name, std::vector<Tensor> inputs, Node::Backward backward) {
+void record(Tensor& out, const char* name, std::vector<Tensor> inputs, Node::Backward backward) {
   auto node = std::make_shared<Node>();
-  node->name = std::move(name);
+  node->name = name;
   node->inputs = std::move(inputs);
   node->backward = std::move(backward);
   node->output = out.impl_ptr();
@@ -137,11 +137,11 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     Tensor out(node->output.lock());
     std::vector<Tensor> in_grads = node->backward(g, out, needs);
     if (in_grads.size() != node->inputs.size())
-      throw std::logic_error("backward of " + node->name + " returned the wrong number of grads");
+      throw std::logic_error(std::string("backward of ") + node->name + " returned the wrong number of grads");
     for (size_t i = 0; i < in_grads.size(); ++i) {
       if (!needs[i] || !in_grads[i].defined()) continue;
       if (in_grads[i].shape() != node->inputs[i].shape())
-        throw std::logic_error("backward of " + node->name + " returned shape " +
+        throw std::logic_error(std::string("backward of ") + node->name + " returned shape " +
                                shape_str(in_grads[i].shape()) + " for input of shape " +
                                shape_str(node->inputs[i].shape()));
       accumulate(node->inputs[i].impl(), std::move(in_grads[i]));

@@ -35,7 +35,7 @@ struct Node {
   // grads[i] for inputs[i]; an undefined Tensor means "no gradient" (or not needed).
   using Backward = std::function<std::vector<Tensor>(const Tensor& grad_out, const Tensor& out,
                                                      const std::vector<bool>& needs)>;
-  std::string name;
+  const char* name = "";  // a string literal: no allocation per op
   std::vector<Tensor> inputs;
   Backward backward;
   std::weak_ptr<TensorImpl> output;  // weak: the output owns this node
@@ -46,7 +46,7 @@ bool needs_graph(std::initializer_list<const Tensor*> inputs);
 bool needs_graph(const std::vector<Tensor>& inputs);
 
 // Attaches a node to `out` (which must be freshly created by the op).
-void record(Tensor& out, std::string name, std::vector<Tensor> inputs, Node::Backward backward);
+void record(Tensor& out, const char* name, std::vector<Tensor> inputs, Node::Backward backward);
 
 // Gradients of sum_i <grad_outputs[i], outputs[i]> with respect to `inputs`.
 // grad_outputs may be empty when every output is a scalar (ones are used).

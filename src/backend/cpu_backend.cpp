@@ -5,10 +5,12 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
+#include "kernels/vec_math.h"
 
 namespace ttt {
 namespace {
@@ -23,15 +25,14 @@ void for_dtype(DType dt, F&& f) {
     f.template operator()<double>();
 }
 
+// exp through the vectorized vec::vexp; arguments it does not cover exactly (overflow to inf,
+// NaN) are redone with std::exp, so the op keeps IEEE results at the edges.
 template <class T>
-T silu_d(int order, T x) {
-  const T s = T(1) / (T(1) + std::exp(-x));
-  switch (order) {
-    case 0: return x * s;
-    case 1: return s * (T(1) + x * (T(1) - s));
-    case 2: return s * (T(1) - s) * (T(2) + x * (T(1) - T(2) * s));
-    default: return s * (T(1) - s) * (T(3) * (T(1) - T(2) * s) + x * (T(1) - T(6) * s + T(6) * s * s));
-  }
+void exp_range(const T* x, T* y, int64_t n) {
+  vec::vexp(x, y, n);
+  constexpr T kHi = sizeof(T) == 4 ? T(88.3f) : T(709.0);
+  for (int64_t i = 0; i < n; ++i)
+    if (!(x[i] <= kHi)) y[i] = std::exp(x[i]);
 }
 
 template <class T>
@@ -39,17 +40,17 @@ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t n, T a) {
   parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
     switch (op) {
       case UnaryOp::Neg: for (int64_t i = lo; i < hi; ++i) y[i] = -x[i]; break;
-      case UnaryOp::Exp: for (int64_t i = lo; i < hi; ++i) y[i] = std::exp(x[i]); break;
+      case UnaryOp::Exp: exp_range(x + lo, y + lo, hi - lo); break;
       case UnaryOp::Log: for (int64_t i = lo; i < hi; ++i) y[i] = std::log(x[i]); break;
       case UnaryOp::Sqrt: for (int64_t i = lo; i < hi; ++i) y[i] = std::sqrt(x[i]); break;
       case UnaryOp::Rsqrt: for (int64_t i = lo; i < hi; ++i) y[i] = T(1) / std::sqrt(x[i]); break;
       case UnaryOp::Reciprocal: for (int64_t i = lo; i < hi; ++i) y[i] = T(1) / x[i]; break;
       case UnaryOp::Square: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] * x[i]; break;
-      case UnaryOp::Sigmoid: for (int64_t i = lo; i < hi; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i])); break;
-      case UnaryOp::Silu: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] / (T(1) + std::exp(-x[i])); break;
-      case UnaryOp::SiluGrad: for (int64_t i = lo; i < hi; ++i) y[i] = silu_d<T>(1, x[i]); break;
-      case UnaryOp::SiluGrad2: for (int64_t i = lo; i < hi; ++i) y[i] = silu_d<T>(2, x[i]); break;
-      case UnaryOp::SiluGrad3: for (int64_t i = lo; i < hi; ++i) y[i] = silu_d<T>(3, x[i]); break;
+      case UnaryOp::Sigmoid: vec::vsigmoid(x + lo, y + lo, hi - lo); break;
+      case UnaryOp::Silu: vec::vsilu_deriv(0, x + lo, y + lo, hi - lo); break;
+      case UnaryOp::SiluGrad: vec::vsilu_deriv(1, x + lo, y + lo, hi - lo); break;
+      case UnaryOp::SiluGrad2: vec::vsilu_deriv(2, x + lo, y + lo, hi - lo); break;
+      case UnaryOp::SiluGrad3: vec::vsilu_deriv(3, x + lo, y + lo, hi - lo); break;
       case UnaryOp::AddScalar: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] + a; break;
       case UnaryOp::MulScalar: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] * a; break;
       case UnaryOp::MaxScalar: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] > a ? x[i] : a; break;
@@ -142,7 +143,82 @@ void copy_kernel(const Tensor& S, const Tensor& Y) {
                });
 }
 
-// Sums x over the dimensions where `out` has extent 1. Accumulates in double for float inputs.
+// ---------------------------------------------------------------- reductions
+//
+// Float sums run in vector registers (vec_math.h) over blocks of at most kSumBlock terms, and
+// the block sums are combined in double. Every partition depends only on the shapes, never on
+// the thread count, so results are bitwise reproducible.
+constexpr int64_t kSumBlock = 2048;
+
+template <class T>
+double sum_blocked(const T* x, int64_t n) {
+  if (n <= kSumBlock) return vec::vsum(x, n);
+  double acc = 0;
+  for (int64_t i = 0; i < n; i += kSumBlock) acc += vec::vsum(x + i, std::min(kSumBlock, n - i));
+  return acc;
+}
+
+template <class T>
+double sumsq_blocked(const T* x, int64_t n) {
+  if (n <= kSumBlock) return vec::vdot(x, x, n);
+  double acc = 0;
+  for (int64_t i = 0; i < n; i += kSumBlock) acc += vec::vdot(x + i, x + i, std::min(kSumBlock, n - i));
+  return acc;
+}
+
+// sum of exp(x[i] - shift); with y, also stores the terms.
+template <class T>
+double sum_exp_blocked(const T* x, T shift, T* y, int64_t n) {
+  if (n <= kSumBlock) return y ? vec::vexp_sum(x, shift, y, n) : vec::vsum_exp(x, shift, n);
+  double acc = 0;
+  for (int64_t i = 0; i < n; i += kSumBlock) {
+    const int64_t len = std::min(kSumBlock, n - i);
+    acc += y ? vec::vexp_sum(x + i, shift, y + i, len) : vec::vsum_exp(x + i, shift, len);
+  }
+  return acc;
+}
+
+constexpr int64_t kColRows = 256;    // rows per float partial column sum
+constexpr int64_t kColWidth = 2048;  // columns per column-sum task
+
+// x viewed as [P, Q, S] (contiguous), y [P, S] = sum over Q. Work is split into fixed tiles of
+// kColRows x kColWidth; each tile sums its rows in order into a partial row, and the partials of
+// a column are added in double in tile order.
+template <class T>
+void sum_middle(const T* x, T* y, int64_t P, int64_t Q, int64_t S) {
+  const int64_t nrb = (Q + kColRows - 1) / kColRows;
+  const int64_t ncb = (S + kColWidth - 1) / kColWidth;
+  std::vector<T> part_buf(nrb > 1 ? static_cast<size_t>(P * nrb * S) : 0);
+  T* part = nrb > 1 ? part_buf.data() : y;  // with one row block the partials are the result
+  const int64_t tasks = P * nrb * ncb;
+  const int64_t tile = std::min(Q, kColRows) * std::min(S, kColWidth);
+  parallel_for(0, tasks, std::max<int64_t>(1, kGrain / std::max<int64_t>(tile, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t cb = t % ncb, rb = (t / ncb) % nrb, p = t / (ncb * nrb);
+      const int64_t c0 = cb * kColWidth, w = std::min(kColWidth, S - c0);
+      const int64_t r0 = rb * kColRows, r1 = std::min(Q, r0 + kColRows);
+      T* __restrict acc = part + (p * nrb + rb) * S + c0;
+      const T* base = x + p * Q * S + c0;
+      std::copy(base + r0 * S, base + r0 * S + w, acc);
+      for (int64_t r = r0 + 1; r < r1; ++r) {
+        const T* __restrict row = base + r * S;
+        for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
+      }
+    }
+  });
+  if (nrb == 1) return;
+  parallel_for(0, P * S, kGrain / 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t p = i / S, j = i % S;
+      const T* col = part + p * nrb * S + j;
+      double acc = 0;
+      for (int64_t b = 0; b < nrb; ++b) acc += col[b * S];
+      y[i] = static_cast<T>(acc);
+    }
+  });
+}
+
+// Sums x over the dimensions where `out` has extent 1.
 template <class T>
 void sum_to_kernel(const Tensor& X, const Tensor& Y) {
   const T* x = X.data<T>();
@@ -150,17 +226,16 @@ void sum_to_kernel(const Tensor& X, const Tensor& Y) {
   const int64_t rank = X.dim();
   const int64_t n = X.numel(), m = Y.numel();
   if (m == n) {
-    std::copy(x, x + n, y);
+    parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) { std::copy(x + lo, x + hi, y + lo); });
     return;
   }
-  if (m == 1) {  // full reduction: per-piece partial sums, then a fixed-order total
+  if (m == 1) {  // full reduction: fixed pieces (by size only), then a fixed-order total
     const int64_t pieces = std::max<int64_t>(1, std::min<int64_t>(64, n / kGrain));
     std::vector<double> part(pieces, 0.0);
     parallel_for(0, pieces, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t p = lo; p < hi; ++p) {
-        double acc = 0;
-        for (int64_t i = n * p / pieces; i < n * (p + 1) / pieces; ++i) acc += x[i];
-        part[p] = acc;
+        const int64_t b = n * p / pieces, e = n * (p + 1) / pieces;
+        part[p] = sum_blocked(x + b, e - b);
       }
     });
     double total = 0;
@@ -168,41 +243,28 @@ void sum_to_kernel(const Tensor& X, const Tensor& Y) {
     y[0] = static_cast<T>(total);
     return;
   }
-  // Split x's dims into [outer kept/reduced pattern]. Find the common fast cases first.
-  // Case A: reduce trailing dims only -> rows of length `inner`.
-  int64_t kept_prefix = 0;
-  while (kept_prefix < rank && Y.shape()[kept_prefix] == X.shape()[kept_prefix]) ++kept_prefix;
-  bool trailing_reduced = true;
-  for (int64_t d = kept_prefix; d < rank; ++d)
-    if (Y.shape()[d] != 1) trailing_reduced = false;
-  if (trailing_reduced) {
-    const int64_t inner = n / m;
-    parallel_for(0, m, std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        double acc = 0;
-        const T* row = x + r * inner;
-        for (int64_t i = 0; i < inner; ++i) acc += row[i];
-        y[r] = static_cast<T>(acc);
-      }
-    });
-    return;
-  }
-  // Case B: reduce leading dims only -> columns of length m.
-  int64_t kept_suffix = rank;
-  while (kept_suffix > 0 && Y.shape()[kept_suffix - 1] == X.shape()[kept_suffix - 1]) --kept_suffix;
-  bool leading_reduced = true;
-  for (int64_t d = 0; d < kept_suffix; ++d)
-    if (Y.shape()[d] != 1) leading_reduced = false;
-  if (leading_reduced) {
-    const int64_t outer = n / m;
-    parallel_for(0, m, std::max<int64_t>(64, kGrain / std::max<int64_t>(outer, 1)), [&](int64_t lo, int64_t hi) {
-      std::vector<double> acc(hi - lo, 0.0);
-      for (int64_t o = 0; o < outer; ++o) {
-        const T* row = x + o * m;
-        for (int64_t j = lo; j < hi; ++j) acc[j - lo] += row[j];
-      }
-      for (int64_t j = lo; j < hi; ++j) y[j] = static_cast<T>(acc[j - lo]);
-    });
+  // Common case: the reduced dims form one contiguous group -> x is [P, Q, S], y is [P, S].
+  int64_t first = -1, last = -1;
+  for (int64_t d = 0; d < rank; ++d)
+    if (Y.shape()[d] == 1 && X.shape()[d] != 1) {
+      if (first < 0) first = d;
+      last = d;
+    }
+  bool grouped = first >= 0;
+  for (int64_t d = first + 1; grouped && d < last; ++d)
+    if (Y.shape()[d] != 1) grouped = false;
+  if (grouped) {
+    int64_t P = 1, Q = 1, S = 1;
+    for (int64_t d = 0; d < first; ++d) P *= X.shape()[d];
+    for (int64_t d = first; d <= last; ++d) Q *= X.shape()[d];
+    for (int64_t d = last + 1; d < rank; ++d) S *= X.shape()[d];
+    if (S == 1) {  // trailing reduction: one contiguous row per output
+      parallel_for(0, P, std::max<int64_t>(1, kGrain / std::max<int64_t>(Q, 1)), [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) y[r] = static_cast<T>(sum_blocked(x + r * Q, Q));
+      });
+    } else {
+      sum_middle(x, y, P, Q, S);
+    }
     return;
   }
   // General case (serial): map every element of x to its slot in y.
@@ -220,53 +282,88 @@ void sum_to_kernel(const Tensor& X, const Tensor& Y) {
   for (int64_t j = 0; j < m; ++j) y[j] = static_cast<T>(acc[j]);
 }
 
+// ---------------------------------------------------------------- model kernels
+
 template <class T>
 void rmsnorm_kernel(const T* x, const T* w, T* y, int64_t rows, int64_t n, double eps, bool with_y) {
   parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       const T* xr = x + r * n;
-      double ss = 0;
-      for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-      const T rstd = static_cast<T>(1.0 / std::sqrt(ss / n + eps));
+      const double ss = sumsq_blocked(xr, n);
+      const T rstd = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
       if (!with_y) {
         y[r] = rstd;
         continue;
       }
-      T* yr = y + r * n;
+      T* __restrict yr = y + r * n;
       for (int64_t i = 0; i < n; ++i) yr[i] = xr[i] * rstd * w[i];
     }
   });
 }
 
+// Rotary embedding. The angle of absolute position P and frequency i is P * inv_freq[i]; with
+// P = A * kRopeBlock + b its cosine and sine come from two small tables (positions that are
+// multiples of kRopeBlock, and offsets 0..kRopeBlock-1) by the angle-addition formulas, in
+// double, so only about (T / kRopeBlock + kRopeBlock) * D / 2 sin/cos pairs are evaluated per
+// call instead of T * D / 2. Each position's row is built once and applied to all heads.
+constexpr int64_t kRopeBlock = 64;
+
 template <class T>
 void rope_kernel(const T* x, T* y, int64_t t, int64_t h, int64_t d, int64_t pos0, double theta, bool inverse) {
   const int64_t half = d / 2;
+  if (t == 0 || half == 0) return;
   std::vector<double> inv_freq(half);
-  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * i / d);
-  parallel_for(0, t, std::max<int64_t>(1, kGrain / std::max<int64_t>(h * d, 1)), [&](int64_t lo, int64_t hi) {
-    std::vector<T> c(half), s(half);
-    for (int64_t p = lo; p < hi; ++p) {
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+  auto floor_div = [](int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  const int64_t a0 = floor_div(pos0, kRopeBlock), a1 = floor_div(pos0 + t - 1, kRopeBlock);
+  const int64_t na = a1 - a0 + 1;
+  std::vector<double> cc(na * half), cs(na * half), fc(kRopeBlock * half), fs(kRopeBlock * half);
+  parallel_for(0, na + kRopeBlock, std::max<int64_t>(1, 512 / half), [&](int64_t lo, int64_t hi) {
+    for (int64_t k = lo; k < hi; ++k) {
+      const bool coarse = k < na;
+      const double p = coarse ? static_cast<double>((a0 + k) * kRopeBlock) : static_cast<double>(k - na);
+      double* c = coarse ? &cc[k * half] : &fc[(k - na) * half];
+      double* s = coarse ? &cs[k * half] : &fs[(k - na) * half];
       for (int64_t i = 0; i < half; ++i) {
-        const double ang = static_cast<double>(pos0 + p) * inv_freq[i];
-        c[i] = static_cast<T>(std::cos(ang));
-        s[i] = static_cast<T>(inverse ? -std::sin(ang) : std::sin(ang));
+        const double ang = p * inv_freq[i];
+        c[i] = std::cos(ang);
+        s[i] = std::sin(ang);
+      }
+    }
+  });
+  const double sign = inverse ? -1.0 : 1.0;
+  parallel_for(0, t, std::max<int64_t>(1, kGrain / std::max<int64_t>(h * d, 1)), [&](int64_t lo, int64_t hi) {
+    std::vector<T> cbuf(half), sbuf(half);
+    T* __restrict c = cbuf.data();
+    T* __restrict s = sbuf.data();
+    for (int64_t p = lo; p < hi; ++p) {
+      const int64_t P = pos0 + p, a = floor_div(P, kRopeBlock), b = P - a * kRopeBlock;
+      const double* ca = &cc[(a - a0) * half];
+      const double* sa = &cs[(a - a0) * half];
+      const double* cb = &fc[b * half];
+      const double* sb = &fs[b * half];
+      for (int64_t i = 0; i < half; ++i) {
+        c[i] = static_cast<T>(ca[i] * cb[i] - sa[i] * sb[i]);
+        s[i] = static_cast<T>(sign * (sa[i] * cb[i] + ca[i] * sb[i]));
       }
       for (int64_t hh = 0; hh < h; ++hh) {
-        const T* xr = x + (p * h + hh) * d;
-        T* yr = y + (p * h + hh) * d;
+        const T* __restrict xr = x + (p * h + hh) * d;
+        T* __restrict yr = y + (p * h + hh) * d;
         for (int64_t i = 0; i < half; ++i) {
-          const T a = xr[2 * i], b = xr[2 * i + 1];
-          yr[2 * i] = a * c[i] - b * s[i];
-          yr[2 * i + 1] = a * s[i] + b * c[i];
+          const T u = xr[2 * i], v = xr[2 * i + 1];
+          yr[2 * i] = u * c[i] - v * s[i];
+          yr[2 * i + 1] = u * s[i] + v * c[i];
         }
       }
     }
   });
 }
 
-inline bool visible(const kernels::AttentionShape& s, int64_t i, int64_t j) {
-  const int64_t p = s.q_pos0 + i, q = s.k_pos0 + j;
-  return q <= p && (s.window == 0 || q > p - s.window);
+// Keys [lo, hi) of a row that query i may see (kernels/attention.h rule); lo >= hi: none.
+inline void visible_range(const kernels::AttentionShape& s, int64_t i, int64_t n, int64_t& lo, int64_t& hi) {
+  const int64_t p = s.q_pos0 + i;
+  hi = std::clamp<int64_t>(p - s.k_pos0 + 1, 0, n);
+  lo = s.window == 0 ? 0 : std::clamp<int64_t>(p - s.window - s.k_pos0 + 1, 0, n);
 }
 
 template <class T>
@@ -276,22 +373,17 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n,
     for (int64_t r = lo; r < hi; ++r) {
       const T* xr = x + r * n;
       T* yr = y + r * n;
-      const int64_t qi = mask ? r % mask->tq : 0;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < n; ++j)
-        if (!mask || visible(*mask, qi, j)) mx = std::max(mx, xr[j]);
+      int64_t a = 0, b = n;
+      if (mask) visible_range(*mask, r % mask->tq, n, a, b);
+      const T mx = a < b ? vec::vmax(xr + a, b - a) : -std::numeric_limits<T>::infinity();
       if (mx == -std::numeric_limits<T>::infinity()) {  // nothing visible
         std::fill(yr, yr + n, T(0));
         continue;
       }
-      double sum = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const T e = (!mask || visible(*mask, qi, j)) ? std::exp(xr[j] - mx) : T(0);
-        yr[j] = e;
-        sum += e;
-      }
-      const T inv = static_cast<T>(1.0 / sum);
-      for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+      std::fill(yr, yr + a, T(0));
+      std::fill(yr + b, yr + n, T(0));
+      const double sum = sum_exp_blocked(xr + a, mx, yr + a, b - a);
+      vec::vscale(yr + a, static_cast<T>(1.0 / sum), b - a);
     }
   });
 }
@@ -301,11 +393,9 @@ void cross_entropy_kernel(const T* logits, const std::vector<int32_t>& tg, T* nl
   parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(v, 1)), [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       const T* xr = logits + r * v;
-      T mx = xr[0];
-      for (int64_t j = 1; j < v; ++j) mx = std::max(mx, xr[j]);
-      double sum = 0;
-      for (int64_t j = 0; j < v; ++j) sum += std::exp(static_cast<double>(xr[j] - mx));
-      nll[r] = static_cast<T>(std::log(sum) + mx - xr[tg[r]]);
+      const T mx = vec::vmax(xr, v);
+      const double sum = sum_exp_blocked(xr, mx, static_cast<T*>(nullptr), v);
+      nll[r] = static_cast<T>(std::log(sum) + (static_cast<double>(mx) - static_cast<double>(xr[tg[r]])));
     }
   });
 }

@@ -287,6 +287,8 @@ void print_row(const OpBenchReport& r, const OpBenchRow& row, const Widths& w, s
   std::fflush(out);
 }
 
+}  // namespace
+
 // Best time of one sgemm n^3 call over at least `repeats` calls and `min_time` seconds.
 // `samples` is incremented by the number of timed calls.
 double measure_sgemm_peak(int64_t n64, int repeats, double min_time, int& samples) {
@@ -310,8 +312,6 @@ double measure_sgemm_peak(int64_t n64, int repeats, double min_time, int& sample
   }
   return best;
 }
-
-}  // namespace
 
 OpBenchReport run_op_bench(const OpBenchOptions& opt, std::FILE* progress) {
   if (opt.repeats < 1) throw std::invalid_argument("bench ops: repeats must be >= 1");

@@ -94,6 +94,10 @@ void print_op_bench(const OpBenchReport& report, std::FILE* out);
 // JSON document of the report (setup, sgemm peak, one object per row; null where n/a).
 std::string op_bench_json(const OpBenchReport& report);
 
+// Best time of one float32 sgemm n^3 call over at least `repeats` calls and `min_time` seconds;
+// `samples` is incremented by the number of timed calls.
+double measure_sgemm_peak(int64_t n, int repeats, double min_time, int& samples);
+
 // Visible (query, key) pairs over all heads under the kernels/attention.h mask rule.
 int64_t attention_visible_pairs(int64_t tq, int64_t tk, int64_t heads, int64_t q_pos0, int64_t k_pos0,
                                 int64_t window);

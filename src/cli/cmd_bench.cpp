@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "bench/context_bench.h"
 #include "bench/op_bench.h"
 #include "cli/commands.h"
 
@@ -20,6 +21,28 @@ struct BenchOpsArgs {
   bool tiny = false;
 };
 BenchOpsArgs g_ops;
+
+struct BenchContextArgs {
+  bench::ContextBenchOptions opt;
+  std::vector<std::string> models;
+} g_ctx;
+
+int run_bench_context(const BenchContextArgs& a) {
+  std::vector<bench::NamedModel> models;
+  if (a.models.empty()) {
+    models = bench::builtin_context_models(a.opt.seed);
+  } else {
+    for (auto& dir : a.models) {
+      std::string name = dir;
+      while (name.size() > 1 && name.back() == '/') name.pop_back();
+      name = name.substr(name.find_last_of('/') + 1);
+      models.push_back({name, model::Model::load(dir)});
+    }
+  }
+  const auto rep = bench::run_context_bench(models, a.opt, isatty(fileno(stderr)) ? stderr : nullptr);
+  bench::print_context_bench(rep, models, stdout);
+  return 0;
+}
 
 int run_bench_ops(BenchOpsArgs a) {
   if (a.tiny) a.opt.shapes = bench::OpBenchShapes::tiny();
@@ -66,6 +89,26 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->check(CLI::Range(0.0, 600.0));
   ops->add_flag("--tiny", o.tiny, "tiny shapes (a smoke test, not a measurement)");
   reg.push_back({ops, [] { return run_bench_ops(g_ops); }});
+
+  auto* ctx = bench_app->add_subcommand(
+      "context", "Prefill and decode seconds per 1K tokens vs context length, models side by side");
+  ctx->add_option("--model", g_ctx.models,
+                  "model directory (repeatable; the last is compared with the first). Default: the bench "
+                  "model as TTT-E2E, SWA and full attention, randomly initialized");
+  ctx->add_option("--prefill-lengths", g_ctx.opt.prefill_lengths, "context lengths for prefill")
+      ->delimiter(',')
+      ->capture_default_str();
+  ctx->add_option("--decode-lengths", g_ctx.opt.decode_lengths, "context lengths before timed decoding")
+      ->delimiter(',')
+      ->capture_default_str();
+  ctx->add_option("--decode-tokens", g_ctx.opt.decode_tokens, "decoded tokens timed per length")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  ctx->add_option("--full-attention-max", g_ctx.opt.full_attention_max,
+                  "skip full-attention models beyond this context")
+      ->capture_default_str();
+  ctx->add_option("--seed", g_ctx.opt.seed, "seed of the built-in models and the tokens")->capture_default_str();
+  reg.push_back({ctx, [] { return run_bench_context(g_ctx); }});
 }
 
 }  // namespace ttt::cli

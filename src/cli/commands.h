@@ -18,6 +18,7 @@ void register_info(CLI::App& app, Registry& reg);
 void register_demo(CLI::App& app, Registry& reg);
 void register_bench(CLI::App& app, Registry& reg);
 void register_model_commands(CLI::App& app, Registry& reg);  // init, eval, grad
+void register_generate(CLI::App& app, Registry& reg);
 int run_demo_default();  // what `ttt` with no arguments does
 
 }  // namespace ttt::cli

@@ -1,42 +1,59 @@
 #include "inference/session.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
+
+#include "io/safetensors.h"
+#include "model/config.h"
 
 namespace ttt::inference {
 
-Session::Session(const model::Model& m, const e2e::TTTOptions& opt) : m_(m), opt_(opt) { reset(); }
+Session::Session(const model::Model& m, const e2e::TTTOptions& opt) : m_(m) {
+  s_.opt = opt;
+  reset();
+}
 
 void Session::reset() {
   const auto& cfg = m_.config();
-  use_ttt_ = opt_.ttt && cfg.prime;
-  pos_ = 0;
-  steps_ = 0;
-  caches_.assign(cfg.num_hidden_layers, {});
-  chunk_start_.assign(cfg.num_hidden_layers - cfg.first_prime_layer(), {});
-  phi_.clear();
-  for (auto& p : m_.phi0()) phi_.push_back(p.detach());
-  pending_h_.clear();
-  pending_tokens_.clear();
-  chunk_pos0_ = 0;
+  s_.use_ttt = s_.opt.ttt && cfg.prime;
+  s_.pos = 0;
+  s_.steps = 0;
+  s_.caches.assign(cfg.num_hidden_layers, {});
+  s_.chunk_start.assign(cfg.num_hidden_layers - cfg.first_prime_layer(), {});
+  s_.phi.clear();
+  for (auto& p : m_.phi0()) s_.phi.push_back(p.detach());
+  s_.pending_h.clear();
+  s_.pending_tokens.clear();
+  s_.chunk_pos0 = 0;
+  s_.last_logits.clear();
 }
 
 void Session::ttt_step(int32_t last_target) {
   const auto& cfg = m_.config();
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
-  std::vector<int32_t> targets(pending_tokens_.begin() + 1, pending_tokens_.end());
+  std::vector<int32_t> targets(s_.pending_tokens.begin() + 1, s_.pending_tokens.end());
   targets.push_back(last_target);
   GradMode on(true);
-  for (auto& p : phi_) p = p.detach().set_requires_grad(true);
-  Tensor x = concat(pending_h_, 0);
+  for (auto& p : s_.phi) p = p.detach().set_requires_grad(true);
+  Tensor x = concat(s_.pending_h, 0);
   for (int64_t l = first; l < L; ++l)
-    x = m_.block_forward(l, x, chunk_pos0_, &chunk_start_[l - first], nullptr, &phi_[3 * (l - first)]);
+    x = m_.block_forward(l, x, s_.chunk_pos0, &s_.chunk_start[l - first], nullptr, &s_.phi[3 * (l - first)]);
   Tensor loss = model::masked_mean(m_.token_nll(x, targets), targets, static_cast<int32_t>(cfg.bos_token_id));
-  auto g = grad({loss}, phi_);
+  auto g = grad({loss}, s_.phi);
   NoGrad ng;
-  g = clip_by_global_norm(g, opt_.clip_norm);
-  for (size_t i = 0; i < phi_.size(); ++i) phi_[i] = sub(phi_[i].detach(), mul_scalar(g[i], opt_.inner_lr));
-  ++steps_;
+  g = clip_by_global_norm(g, s_.opt.clip_norm);
+  for (size_t i = 0; i < s_.phi.size(); ++i) s_.phi[i] = sub(s_.phi[i].detach(), mul_scalar(g[i], s_.opt.inner_lr));
+  ++s_.steps;
 }
 
 std::vector<float> Session::step(int32_t token) {
@@ -45,31 +62,74 @@ std::vector<float> Session::step(int32_t token) {
     throw std::invalid_argument("token id " + std::to_string(token) + " is out of range [0, " +
                                 std::to_string(cfg.vocab_size) + ")");
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
-  if (use_ttt_ && static_cast<int64_t>(pending_tokens_.size()) == b) {
+  if (s_.use_ttt && static_cast<int64_t>(s_.pending_tokens.size()) == b) {
     ttt_step(token);
-    pending_h_.clear();
-    pending_tokens_.clear();
+    s_.pending_h.clear();
+    s_.pending_tokens.clear();
   }
-  if (use_ttt_ && pending_tokens_.empty()) {
-    chunk_pos0_ = pos_;
-    for (int64_t l = first; l < L; ++l) chunk_start_[l - first] = caches_[l];
+  if (s_.use_ttt && s_.pending_tokens.empty()) {
+    s_.chunk_pos0 = s_.pos;
+    for (int64_t l = first; l < L; ++l) s_.chunk_start[l - first] = s_.caches[l];
   }
   NoGrad ng;
   Tensor h = m_.embed_tokens({token});
   for (int64_t l = 0; l < L; ++l) {
-    if (use_ttt_ && l == first) {
-      pending_h_.push_back(h);
-      pending_tokens_.push_back(token);
+    if (s_.use_ttt && l == first) {
+      s_.pending_h.push_back(h);
+      s_.pending_tokens.push_back(token);
     }
     model::KVCache next;
-    const Tensor* phi = l >= first && cfg.prime ? &phi_[3 * (l - first)] : nullptr;
-    h = m_.block_forward(l, h, pos_, &caches_[l], &next, phi);
+    const Tensor* phi = l >= first && cfg.prime ? &s_.phi[3 * (l - first)] : nullptr;
+    h = m_.block_forward(l, h, s_.pos, &s_.caches[l], &next, phi);
     // Own the cache rows: a slice would keep the whole concatenated buffer alive.
-    caches_[l].k = contiguous(next.k);
-    caches_[l].v = contiguous(next.v);
+    s_.caches[l].k = contiguous(next.k);
+    s_.caches[l].v = contiguous(next.v);
   }
-  ++pos_;
-  return m_.logits(h).to_floats();
+  ++s_.pos;
+  s_.last_logits = m_.logits(h).to_floats();
+  return s_.last_logits;
+}
+
+std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
+  const auto& cfg = m_.config();
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size)
+      throw std::invalid_argument("token " + std::to_string(i) + " has id " + std::to_string(tokens[i]) +
+                                  ", out of range [0, " + std::to_string(cfg.vocab_size) + ")");
+  const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
+  constexpr int64_t kSegment = 1024;  // without TTT: bounds the attention scores held at once
+  const int64_t total = static_cast<int64_t>(tokens.size());
+  int64_t i = 0;
+  while (i < total) {
+    if (s_.use_ttt && static_cast<int64_t>(s_.pending_tokens.size()) == b) {
+      ttt_step(tokens[i]);
+      s_.pending_h.clear();
+      s_.pending_tokens.clear();
+    }
+    if (s_.use_ttt && s_.pending_tokens.empty()) {
+      s_.chunk_pos0 = s_.pos;
+      for (int64_t l = first; l < L; ++l) s_.chunk_start[l - first] = s_.caches[l];
+    }
+    const int64_t n = std::min(total - i, s_.use_ttt ? b - static_cast<int64_t>(s_.pending_tokens.size()) : kSegment);
+    const std::vector<int32_t> seg(tokens.begin() + i, tokens.begin() + i + n);
+    NoGrad ng;
+    Tensor h = m_.embed_tokens(seg);
+    for (int64_t l = 0; l < L; ++l) {
+      if (s_.use_ttt && l == first) {
+        s_.pending_h.push_back(h);
+        s_.pending_tokens.insert(s_.pending_tokens.end(), seg.begin(), seg.end());
+      }
+      model::KVCache next;
+      const Tensor* phi = l >= first && cfg.prime ? &s_.phi[3 * (l - first)] : nullptr;
+      h = m_.block_forward(l, h, s_.pos, &s_.caches[l], &next, phi);
+      s_.caches[l].k = contiguous(next.k);
+      s_.caches[l].v = contiguous(next.v);
+    }
+    s_.pos += n;
+    i += n;
+    if (i == total) s_.last_logits = m_.logits(slice(h, 0, n - 1, n)).to_floats();
+  }
+  return s_.last_logits;
 }
 
 size_t Session::state_bytes() const {
@@ -77,17 +137,383 @@ size_t Session::state_bytes() const {
   auto add = [&](const Tensor& t) {
     if (t.defined()) n += t.numel() * dtype_size(t.dtype());
   };
-  for (auto& c : caches_) {
+  for (auto& c : s_.caches) {
     add(c.k);
     add(c.v);
   }
-  for (auto& c : chunk_start_) {
+  for (auto& c : s_.chunk_start) {
     add(c.k);
     add(c.v);
   }
-  for (auto& p : phi_) add(p);
-  for (auto& h : pending_h_) add(h);
-  return n + pending_tokens_.size() * sizeof(int32_t);
+  for (auto& p : s_.phi) add(p);
+  for (auto& h : s_.pending_h) add(h);
+  return n + s_.pending_tokens.size() * sizeof(int32_t);
+}
+
+// ---- fork ----
+
+namespace {
+
+Tensor deep_copy(const Tensor& t) {
+  if (!t.defined()) return t;
+  NoGrad ng;
+  return clone(t.detach());
+}
+
+}  // namespace
+
+Session Session::fork() const {
+  Session out(*this);
+  for (auto& c : out.s_.caches) c = {deep_copy(c.k), deep_copy(c.v)};
+  for (auto& c : out.s_.chunk_start) c = {deep_copy(c.k), deep_copy(c.v)};
+  for (auto& p : out.s_.phi) p = deep_copy(p);
+  for (auto& h : out.s_.pending_h) h = deep_copy(h);
+  return out;
+}
+
+// ---- save / restore ----
+
+namespace {
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// A 64-bit hash of a byte range, 8 bytes at a time (not cryptographic: it tells models apart).
+uint64_t mix_bytes(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  auto round = [&](uint64_t w) {
+    h ^= w * 0x9E3779B97F4A7C15ull;
+    h = (h << 31 | h >> 33) * 0xBF58476D1CE4E5B9ull;
+  };
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    round(w);
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, p + i, n - i);
+  round(tail ^ (static_cast<uint64_t>(n) << 56));
+  return h;
+}
+
+std::string join_tokens(const std::vector<int32_t>& t) {
+  std::string s;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (i) s += ' ';
+    s += std::to_string(t[i]);
+  }
+  return s;
+}
+
+Tensor empty_rows(const Shape& row_shape, DType dt) {
+  Shape s{0};
+  s.insert(s.end(), row_shape.begin(), row_shape.end());
+  return Tensor::empty(s, dt);
+}
+
+Tensor or_empty(const Tensor& t, const Shape& row_shape, DType dt) {
+  return t.defined() ? t : empty_rows(row_shape, dt);
+}
+
+// Everything read_state checks, with the file named once at the front.
+class StateReader {
+ public:
+  StateReader(const std::string& path, io::TensorFile file) : path_(path), f_(std::move(file)) {}
+
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw std::runtime_error("session state " + path_ + ": " + msg);
+  }
+
+  const std::string& meta(const std::string& key) const {
+    auto it = f_.metadata.find(key);
+    if (it == f_.metadata.end()) fail("missing metadata field '" + key + "'");
+    return it->second;
+  }
+
+  int64_t meta_int(const std::string& key, int64_t lo, int64_t hi) const {
+    const std::string& s = meta(key);
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size() || s.empty())
+      fail("metadata field '" + key + "' is not an integer: '" + s + "'");
+    if (v < lo || v > hi)
+      fail("metadata field '" + key + "' = " + s + " is out of range [" + std::to_string(lo) + ", " +
+           std::to_string(hi) + "]");
+    return v;
+  }
+
+  double meta_double(const std::string& key) const {
+    const std::string& s = meta(key);
+    char* end = nullptr;
+    errno = 0;
+    const double v = s.empty() ? 0.0 : std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v))
+      fail("metadata field '" + key + "' is not a finite number: '" + s + "'");
+    return v;
+  }
+
+  bool meta_bool(const std::string& key) const {
+    const std::string& s = meta(key);
+    if (s == "true") return true;
+    if (s == "false") return false;
+    fail("metadata field '" + key + "' must be 'true' or 'false', got '" + s + "'");
+  }
+
+  std::vector<int32_t> meta_tokens(const std::string& key, int64_t vocab) const {
+    const std::string& s = meta(key);
+    std::vector<int32_t> out;
+    size_t i = 0;
+    while (i < s.size()) {
+      if (s[i] == ' ') {
+        ++i;
+        continue;
+      }
+      int64_t v = 0;
+      auto [p, ec] = std::from_chars(s.data() + i, s.data() + s.size(), v);
+      if (ec != std::errc() || (p != s.data() + s.size() && *p != ' '))
+        fail("metadata field '" + key + "' is not a list of token ids");
+      if (v < 0 || v >= vocab)
+        fail("pending token id " + std::to_string(v) + " is out of range [0, " + std::to_string(vocab) + ")");
+      out.push_back(static_cast<int32_t>(v));
+      i = static_cast<size_t>(p - s.data());
+    }
+    return out;
+  }
+
+  // Takes the tensor out of the file, checking its shape.
+  Tensor take(const std::string& name, const Shape& shape, DType dt) {
+    auto it = f_.tensors.find(name);
+    if (it == f_.tensors.end()) fail("missing tensor '" + name + "'");
+    Tensor t = std::move(it->second);
+    f_.tensors.erase(it);
+    if (t.shape() != shape)
+      fail("tensor '" + name + "' has shape " + shape_str(t.shape()) + ", expected " + shape_str(shape));
+    if (t.dtype() != dt) {
+      NoGrad ng;
+      t = to_dtype(t, dt);
+    }
+    return t;
+  }
+  // A cache tensor: [rows, H, D] with exactly `rows` rows.
+  Tensor take_rows(const std::string& name, int64_t rows, const Shape& row_shape, DType dt, const std::string& why) {
+    auto it = f_.tensors.find(name);
+    if (it != f_.tensors.end() && it->second.dim() >= 1 && it->second.size(0) != rows &&
+        Shape(it->second.shape().begin() + 1, it->second.shape().end()) == row_shape)
+      fail("tensor '" + name + "' holds " + std::to_string(it->second.size(0)) + " rows, expected " +
+           std::to_string(rows) + " (" + why + ")");
+    Shape s{rows};
+    s.insert(s.end(), row_shape.begin(), row_shape.end());
+    return take(name, s, dt);
+  }
+
+  void check_no_leftovers() const {
+    if (!f_.tensors.empty()) fail("unexpected tensor '" + f_.tensors.begin()->first + "'");
+  }
+
+ private:
+  std::string path_;
+  io::TensorFile f_;
+};
+
+std::string first_config_difference(const std::string& a, const std::string& b) {
+  std::istringstream sa(a), sb(b);
+  std::string la, lb;
+  auto trim = [](std::string s) {
+    while (!s.empty() && (s.back() == ',' || s.back() == ' ')) s.pop_back();
+    size_t i = s.find_first_not_of(' ');
+    return i == std::string::npos ? std::string() : s.substr(i);
+  };
+  while (true) {
+    const bool ga = static_cast<bool>(std::getline(sa, la)), gb = static_cast<bool>(std::getline(sb, lb));
+    if (!ga && !gb) return "";
+    if (!ga || !gb || la != lb) return "state has " + trim(ga ? la : "") + ", model has " + trim(gb ? lb : "");
+  }
+}
+
+}  // namespace
+
+uint64_t Session::param_checksum() const {
+  if (have_checksum_) return checksum_;
+  NoGrad ng;
+  uint64_t h = 0x243F6A8885A308D3ull;
+  for (const auto& [name, t] : m_.named_parameters()) {
+    h = mix_bytes(h, name.data(), name.size());
+    h = mix_bytes(h, t.shape().data(), t.shape().size() * sizeof(int64_t));
+    const Tensor c = t.is_contiguous() ? t : contiguous(t.detach());
+    h = mix_bytes(h, c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+  }
+  checksum_ = h;
+  have_checksum_ = true;
+  return h;
+}
+
+void Session::save_state(const std::string& path) const {
+  const auto& cfg = m_.config();
+  const DType dt = m_.embed().dtype();
+  const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
+  const Shape row{cfg.num_attention_heads, cfg.head_dim()};
+  std::map<std::string, std::string> meta;
+  meta["format"] = kStateFormat;
+  meta["version"] = kStateVersion;
+  meta["model_config"] = model::config_to_json(cfg);
+  meta["param_checksum"] = hex64(param_checksum());
+  meta["model_dtype"] = dtype_name(dt);
+  meta["position"] = std::to_string(s_.pos);
+  meta["ttt_steps"] = std::to_string(s_.steps);
+  meta["chunk_start_position"] = std::to_string(s_.chunk_pos0);
+  meta["pending_tokens"] = join_tokens(s_.pending_tokens);
+  meta["ttt"] = s_.opt.ttt ? "true" : "false";
+  meta["inner_lr"] = fmt_double(s_.opt.inner_lr);
+  meta["clip_norm"] = fmt_double(s_.opt.clip_norm);
+
+  NoGrad ng;
+  std::vector<std::pair<std::string, Tensor>> ts;
+  for (int64_t l = 0; l < L; ++l) {
+    ts.emplace_back("cache." + std::to_string(l) + ".k", or_empty(s_.caches[l].k, row, dt));
+    ts.emplace_back("cache." + std::to_string(l) + ".v", or_empty(s_.caches[l].v, row, dt));
+  }
+  for (int64_t l = first; l < L; ++l) {
+    ts.emplace_back("chunk_start." + std::to_string(l) + ".k", or_empty(s_.chunk_start[l - first].k, row, dt));
+    ts.emplace_back("chunk_start." + std::to_string(l) + ".v", or_empty(s_.chunk_start[l - first].v, row, dt));
+  }
+  if (cfg.prime) {
+    static const char* kNames[3] = {"w1", "w3", "w2"};
+    for (int64_t l = first; l < L; ++l)
+      for (int j = 0; j < 3; ++j)
+        ts.emplace_back("phi." + std::to_string(l) + "." + kNames[j], s_.phi[3 * (l - first) + j].detach());
+  }
+  ts.emplace_back("pending_h", s_.pending_h.empty() ? empty_rows({cfg.hidden_size}, dt) : concat(s_.pending_h, 0));
+  Tensor logits = Tensor::empty({static_cast<int64_t>(s_.last_logits.size())}, DType::F32);
+  if (!s_.last_logits.empty())
+    std::memcpy(logits.raw_data(), s_.last_logits.data(), s_.last_logits.size() * sizeof(float));
+  ts.emplace_back("last_logits", logits);
+  io::write_safetensors(path, ts, dt == DType::F64 ? io::StoreAs::F64 : io::StoreAs::F32, meta);
+}
+
+Session::State Session::read_state(const std::string& path) const {
+  const auto& cfg = m_.config();
+  const DType dt = m_.embed().dtype();
+  const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
+  StateReader r(path, io::read_safetensors(path));
+
+  // Identity first: nothing else is meaningful for a different format or model.
+  const std::string& format = r.meta("format");
+  if (format != kStateFormat) r.fail("not a session state (format '" + format + "', expected '" + kStateFormat + "')");
+  const std::string& version = r.meta("version");
+  if (version != kStateVersion)
+    r.fail("unsupported session state version '" + version + "' (this build reads version " + kStateVersion + ")");
+  const std::string& cfg_text = r.meta("model_config");
+  const std::string own_cfg = model::config_to_json(cfg);
+  if (cfg_text != own_cfg) {
+    model::ModelConfig saved;
+    try {
+      saved = model::config_from_json(cfg_text);
+    } catch (const std::exception& e) {
+      r.fail(std::string("metadata field 'model_config' is not a valid config (") + e.what() + ")");
+    }
+    const std::string diff = first_config_difference(model::config_to_json(saved), own_cfg);
+    if (!diff.empty()) r.fail("saved for a different model config: " + diff);
+  }
+  const std::string& dtype = r.meta("model_dtype");
+  if (dtype != dtype_name(dt))
+    r.fail("saved for a " + dtype + " model, this model is " + dtype_name(dt));
+  const std::string& sum = r.meta("param_checksum");
+  if (sum != hex64(param_checksum()))
+    r.fail("saved for a model with different parameters (checksum " + sum + ", this model " +
+           hex64(param_checksum()) + ")");
+
+  State s;
+  s.opt.ttt = r.meta_bool("ttt");
+  s.opt.inner_lr = r.meta_double("inner_lr");
+  s.opt.clip_norm = r.meta_double("clip_norm");
+  if (!(s.opt.clip_norm > 0)) r.fail("metadata field 'clip_norm' must be positive");
+  s.use_ttt = s.opt.ttt && cfg.prime;
+  constexpr int64_t kMax = int64_t{1} << 62;
+  s.pos = r.meta_int("position", 0, kMax);
+  s.steps = r.meta_int("ttt_steps", 0, kMax);
+  s.chunk_pos0 = r.meta_int("chunk_start_position", 0, kMax);
+  s.pending_tokens = r.meta_tokens("pending_tokens", cfg.vocab_size);
+  const int64_t pending = static_cast<int64_t>(s.pending_tokens.size());
+
+  // The counts must describe a state that stepping could have produced.
+  if (s.use_ttt) {
+    if (s.steps > kMax / b || s.chunk_pos0 != s.steps * b)
+      r.fail("chunk_start_position " + std::to_string(s.chunk_pos0) + " does not equal ttt_steps * b = " +
+             std::to_string(s.steps) + " * " + std::to_string(b));
+    if (s.chunk_pos0 > s.pos || pending != s.pos - s.chunk_pos0)
+      r.fail(std::to_string(pending) + " pending tokens, but position " + std::to_string(s.pos) +
+             " - chunk_start_position " + std::to_string(s.chunk_pos0) + " = " +
+             std::to_string(s.pos - s.chunk_pos0));
+    if (pending > b) r.fail(std::to_string(pending) + " pending tokens exceed the chunk size b = " + std::to_string(b));
+    if (s.pos > 0 && pending == 0) r.fail("no pending tokens at position " + std::to_string(s.pos));
+  } else {
+    if (s.steps != 0) r.fail("ttt_steps is " + std::to_string(s.steps) + " but test-time training is off");
+    if (pending != 0) r.fail(std::to_string(pending) + " pending tokens but test-time training is off");
+    if (s.chunk_pos0 != 0) r.fail("chunk_start_position is nonzero but test-time training is off");
+  }
+
+  const Shape row{cfg.num_attention_heads, cfg.head_dim()};
+  auto rows_at = [&](int64_t l, int64_t pos) {
+    const int64_t w = cfg.window_of(l);
+    return w > 0 ? std::min(w, pos) : pos;
+  };
+  auto cache_at = [&](const std::string& name, int64_t l, int64_t pos, const std::string& why) {
+    model::KVCache c;
+    const int64_t n = rows_at(l, pos);
+    Tensor k = r.take_rows(name + ".k", n, row, dt, why);
+    Tensor v = r.take_rows(name + ".v", n, row, dt, why);
+    if (n > 0) c = {k, v};  // empty caches stay undefined, as after reset()
+    return c;
+  };
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string why = cfg.window_of(l) > 0 ? "window " + std::to_string(cfg.window_of(l)) + " at position " +
+                                                       std::to_string(s.pos)
+                                                 : "full attention at position " + std::to_string(s.pos);
+    s.caches.push_back(cache_at("cache." + std::to_string(l), l, s.pos, why));
+  }
+  for (int64_t l = first; l < L; ++l)
+    s.chunk_start.push_back(cache_at("chunk_start." + std::to_string(l), l, s.use_ttt ? s.chunk_pos0 : 0,
+                                     "the cache at chunk_start_position " + std::to_string(s.chunk_pos0)));
+  const model::Phi phi0 = m_.phi0();
+  if (cfg.prime) {
+    static const char* kNames[3] = {"w1", "w3", "w2"};
+    for (int64_t l = first; l < L; ++l)
+      for (int j = 0; j < 3; ++j)
+        s.phi.push_back(r.take("phi." + std::to_string(l) + "." + kNames[j], phi0[3 * (l - first) + j].shape(), dt));
+  }
+  {
+    Tensor h = r.take_rows("pending_h", pending, {cfg.hidden_size}, dt,
+                           std::to_string(pending) + " pending tokens");
+    NoGrad ng;
+    for (int64_t i = 0; i < pending; ++i) s.pending_h.push_back(contiguous(slice(h, 0, i, i + 1)));
+  }
+  {
+    Tensor lg = r.take("last_logits", {s.pos > 0 ? cfg.vocab_size : 0}, DType::F32);
+    s.last_logits = lg.to_floats();
+  }
+  r.check_no_leftovers();
+  return s;
+}
+
+void Session::restore_state(const std::string& path) {
+  State s = read_state(path);  // throws before anything changes
+  s_ = std::move(s);
+}
+
+Session Session::load_state(const model::Model& m, const std::string& path) {
+  Session out(m);
+  out.restore_state(path);
+  return out;
 }
 
 }  // namespace ttt::inference

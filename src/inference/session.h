@@ -5,8 +5,25 @@
 // first prime block for the tokens since the last step, and the prime blocks' caches as they
 // were when that chunk began). All of it is bounded by W and b: memory does not grow with the
 // context (except for full-attention layers, whose cache is the whole context by definition).
+//
+// The state can be saved to a file and restored (save_state / restore_state / load_state),
+// forked (an independent deep copy) and reset to phi_0. Restoring and continuing gives exactly
+// the same logits, bit for bit, as never having stopped.
+//
+// State file: a safetensors file (io/safetensors.h, written atomically) whose metadata holds
+//   format "ttt-session", version "1", model_config (config_to_json text of the model),
+//   param_checksum (64-bit hash of every parameter's name, shape and values, hex), model_dtype,
+//   position, ttt_steps, chunk_start_position, pending_tokens (space-separated ids),
+//   ttt ("true"/"false"), inner_lr, clip_norm (%.17g)
+// and the tensors (float32; float64 for float64 models)
+//   cache.{l}.k, cache.{l}.v          [n, H, head_dim] for every layer l (n may be 0)
+//   chunk_start.{l}.k, .v             [n, H, head_dim] for every prime layer l
+//   phi.{l}.w1, phi.{l}.w3, phi.{l}.w2  the current fast weights of every prime layer l
+//   pending_h                         [pending, d] inputs of the first prime block
+//   last_logits                       [V] (or [0] at position 0): what the last step returned
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "model/model.h"
@@ -16,6 +33,9 @@ namespace ttt::inference {
 
 class Session {
  public:
+  static constexpr const char* kStateFormat = "ttt-session";
+  static constexpr const char* kStateVersion = "1";
+
   Session(const model::Model& m, const e2e::TTTOptions& opt = {});
 
   // Feeds the token at the next position; returns the logits [V] predicting the one after it.
@@ -23,24 +43,63 @@ class Session {
   // last one is `token`), so one TTT step on them runs first.
   std::vector<float> step(int32_t token);
 
-  void reset();  // back to phi_0 and empty caches
-  int64_t position() const { return pos_; }
-  int64_t ttt_steps() const { return steps_; }
+  // The bulk path: feeds many tokens at once, running every block over segments of up to b
+  // tokens (up to 1024 without TTT) instead of one token at a time; TTT steps happen exactly where
+  // step() would take them. Returns the logits after the last token (last_logits()). The state
+  // afterwards is the one stepping would give, up to float rounding (matrix products over
+  // several rows may round differently from one row at a time). Token ids are checked first: a
+  // bad one throws std::invalid_argument and changes nothing.
+  std::vector<float> feed(const std::vector<int32_t>& tokens);
+
+  void reset();  // back to phi_0 and empty caches (the TTT options are kept)
+
+  // An independent copy (every state tensor is copied): stepping either one never affects the
+  // other, and both continue exactly as this session would.
+  Session fork() const;
+
+  // Writes the whole state atomically (see the file layout above). Throws std::runtime_error.
+  void save_state(const std::string& path) const;
+  // Replaces this session's state (TTT options included) with the one in `path`. Every problem
+  // (unreadable file, wrong format or version, a different model config or parameters, missing
+  // or unexpected tensors, wrong shapes, inconsistent counts) throws a one-line
+  // std::runtime_error naming the file and the problem, and leaves the session unchanged.
+  void restore_state(const std::string& path);
+  static Session load_state(const model::Model& m, const std::string& path);
+
+  int64_t position() const { return s_.pos; }
+  int64_t ttt_steps() const { return s_.steps; }
+  int64_t pending_tokens() const { return static_cast<int64_t>(s_.pending_tokens.size()); }
+  int64_t chunk_start_position() const { return s_.chunk_pos0; }
+  const e2e::TTTOptions& options() const { return s_.opt; }
+  bool ttt_enabled() const { return s_.use_ttt; }
+  // The logits returned by the most recent step (empty at position 0); kept in the state so that
+  // a restored session can sample its next token without feeding another one.
+  const std::vector<float>& last_logits() const { return s_.last_logits; }
+  const model::Model& model() const { return m_; }
   size_t state_bytes() const;  // bytes held by the state tensors
 
  private:
+  struct State {
+    e2e::TTTOptions opt;
+    bool use_ttt = false;
+    int64_t pos = 0, steps = 0;
+    std::vector<model::KVCache> caches;       // per layer
+    std::vector<model::KVCache> chunk_start;  // per prime layer: caches when the pending chunk began
+    model::Phi phi;
+    std::vector<Tensor> pending_h;            // [n, d] row groups: inputs of the first prime block
+    std::vector<int32_t> pending_tokens;      // inputs of the pending chunk
+    int64_t chunk_pos0 = 0;
+    std::vector<float> last_logits;
+  };
+
   void ttt_step(int32_t last_target);
+  State read_state(const std::string& path) const;
+  uint64_t param_checksum() const;
 
   const model::Model& m_;
-  e2e::TTTOptions opt_;
-  bool use_ttt_ = false;
-  int64_t pos_ = 0, steps_ = 0;
-  std::vector<model::KVCache> caches_;      // per layer
-  std::vector<model::KVCache> chunk_start_; // per prime layer: caches when the pending chunk began
-  model::Phi phi_;
-  std::vector<Tensor> pending_h_;           // [1, d] inputs of the first prime block
-  std::vector<int32_t> pending_tokens_;     // inputs of the pending chunk
-  int64_t chunk_pos0_ = 0;
+  State s_;
+  mutable uint64_t checksum_ = 0;  // of m_'s parameters, computed on first use
+  mutable bool have_checksum_ = false;
 };
 
 }  // namespace ttt::inference

@@ -6,7 +6,16 @@
 //   vmax(x, n)                  max of x[0..n), -inf for n == 0
 //   vsum(x, n)                  sum of x[0..n)
 //   vscale(x, a, n)             x[i] *= a
+//   vsum_exp(x, shift, n)       sum of exp(x[i] - shift) (nothing stored)
+//   vdot(x, y, n)               sum of x[i] * y[i]
+//   vsigmoid(x, y, n)           y[i] = 1 / (1 + exp(-x[i]))
+//   vsilu(x, y, n)              y[i] = x[i] * sigmoid(x[i])
+//   vsilu_deriv(k, x, y, n)     y[i] = k-th derivative of silu at x[i], k in 0..3 (0: silu)
 // for float and double; y == x (in place) is allowed everywhere.
+//
+// sigmoid / silu use e = exp(-|x|) in (0, 1] and s = (x < 0 ? e : 1) / (1 + e), so no
+// intermediate overflows: for very negative x (below -87 float, -708 double) s is exactly 0
+// (silu gives -0), for large positive x s is exactly 1.
 //
 // Accuracy: float exp has a relative error below ~1e-7 (Cephes expf range reduction and
 // polynomial, computed in float); double exp a few ulp (degree-13 Taylor on |r| <= ln2/2).
@@ -162,8 +171,8 @@ TTT_VEC_INLINE void loadv(V& v, const T* p) {
   std::memcpy(&v, p, sizeof v);
 }
 
-// y = exp(x - shift), optionally summed.
-template <class V, class T, bool kSum>
+// y = exp(x - shift), optionally summed; with kStore false nothing is written (y unused).
+template <class V, class T, bool kSum, bool kStore = true>
 TTT_VEC_INLINE T exp_shift_impl(const T* x, T shift, T* y, int64_t n) {
   constexpr int L = sizeof(V) / sizeof(T);
   V acc = {};
@@ -173,14 +182,14 @@ TTT_VEC_INLINE T exp_shift_impl(const T* x, T shift, T* y, int64_t n) {
     loadv(e, x + i);
     e -= shift;
     exp_inplace<T>(e);
-    std::memcpy(y + i, &e, sizeof e);
+    if (kStore) std::memcpy(y + i, &e, sizeof e);
     if (kSum) acc += e;
   }
   T s = 0;
   const int64_t rem = n - i;
   for (int64_t j = 0; j < rem; ++j) {
     const T e = exp1(x[i + j] - shift);
-    y[i + j] = e;
+    if (kStore) y[i + j] = e;
     s += e;
   }
   if (kSum)
@@ -238,6 +247,65 @@ TTT_VEC_INLINE void scale_impl(T* x, T a, int64_t n) {
   for (int64_t j = 0; j < rem; ++j) x[i + j] *= a;
 }
 
+template <class V, class T>
+TTT_VEC_INLINE T dot_impl(const T* x, const T* y, int64_t n) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  V acc = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V a, b;
+    loadv(a, x + i);
+    loadv(b, y + i);
+    acc += a * b;
+  }
+  T s = 0;
+  for (int l = 0; l < L; ++l) s += acc[l];
+  const int64_t rem = n - i;
+  for (int64_t j = 0; j < rem; ++j) s += x[i + j] * y[i + j];
+  return s;
+}
+
+// K = -1: sigmoid; K = 0..3: silu and its first three derivatives (see the header comment).
+template <class T, int K, class V>
+TTT_VEC_INLINE void silu_vec(const V& x, V& y) {
+  const V zero = {};
+  const V one = zero + T(1);
+  V e = x < zero ? x : -x;  // -|x|
+  exp_inplace<T>(e);        // in [0, 1]
+  const V num = x < zero ? e : one;
+  const V s = num / (one + e);
+  if constexpr (K == -1) {
+    y = s;
+  } else if constexpr (K == 0) {
+    y = x * s;
+  } else if constexpr (K == 1) {
+    y = s * (one + x * (one - s));
+  } else if constexpr (K == 2) {
+    y = s * (one - s) * (T(2) + x * (one - T(2) * s));
+  } else {
+    y = s * (one - s) * (T(3) * (one - T(2) * s) + x * (one - T(6) * s + T(6) * s * s));
+  }
+}
+
+template <class V, class T, int K>
+TTT_VEC_INLINE void silu_impl(const T* x, T* y, int64_t n) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V v, r;
+    loadv(v, x + i);
+    silu_vec<T, K>(v, r);
+    std::memcpy(y + i, &r, sizeof r);
+  }
+  if (i < n) {  // tail: the same vector code on a zero-padded copy
+    const size_t bytes = static_cast<size_t>(n - i) * sizeof(T);
+    V v = {}, r;
+    std::memcpy(&v, x + i, bytes);
+    silu_vec<T, K>(v, r);
+    std::memcpy(y + i, &r, bytes);
+  }
+}
+
 // Each operation as a functor templated on the float and double vector types to use.
 struct OpExp {
   template <class VF, class VD, class T>
@@ -273,6 +341,33 @@ struct OpScale {
   template <class VF, class VD, class T>
   static TTT_VEC_INLINE void run(T* x, T a, int64_t n) {
     scale_impl<std::conditional_t<sizeof(T) == 4, VF, VD>>(x, a, n);
+  }
+};
+
+struct OpSumExp {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE T run(const T* x, T shift, int64_t n) {
+    return exp_shift_impl<std::conditional_t<sizeof(T) == 4, VF, VD>, T, true, false>(
+        x, shift, static_cast<T*>(nullptr), n);
+  }
+};
+struct OpDot {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE T run(const T* x, const T* y, int64_t n) {
+    return dot_impl<std::conditional_t<sizeof(T) == 4, VF, VD>>(x, y, n);
+  }
+};
+struct OpSilu {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE void run(int kind, const T* x, T* y, int64_t n) {
+    using V = std::conditional_t<sizeof(T) == 4, VF, VD>;
+    switch (kind) {
+      case -1: silu_impl<V, T, -1>(x, y, n); break;
+      case 0: silu_impl<V, T, 0>(x, y, n); break;
+      case 1: silu_impl<V, T, 1>(x, y, n); break;
+      case 2: silu_impl<V, T, 2>(x, y, n); break;
+      default: silu_impl<V, T, 3>(x, y, n); break;
+    }
   }
 };
 
@@ -334,6 +429,34 @@ inline float vsum(const float* x, int64_t n) { return detail::dispatch<detail::O
 inline double vsum(const double* x, int64_t n) { return detail::dispatch<detail::OpSum>(x, n); }
 inline void vscale(float* x, float a, int64_t n) { detail::dispatch<detail::OpScale>(x, a, n); }
 inline void vscale(double* x, double a, int64_t n) { detail::dispatch<detail::OpScale>(x, a, n); }
+
+inline float vsum_exp(const float* x, float shift, int64_t n) {
+  return detail::dispatch<detail::OpSumExp>(x, shift, n);
+}
+inline double vsum_exp(const double* x, double shift, int64_t n) {
+  return detail::dispatch<detail::OpSumExp>(x, shift, n);
+}
+inline float vdot(const float* x, const float* y, int64_t n) {
+  return detail::dispatch<detail::OpDot>(x, y, n);
+}
+inline double vdot(const double* x, const double* y, int64_t n) {
+  return detail::dispatch<detail::OpDot>(x, y, n);
+}
+// order must be in 0..3.
+inline void vsilu_deriv(int order, const float* x, float* y, int64_t n) {
+  detail::dispatch<detail::OpSilu>(order, x, y, n);
+}
+inline void vsilu_deriv(int order, const double* x, double* y, int64_t n) {
+  detail::dispatch<detail::OpSilu>(order, x, y, n);
+}
+inline void vsilu(const float* x, float* y, int64_t n) { vsilu_deriv(0, x, y, n); }
+inline void vsilu(const double* x, double* y, int64_t n) { vsilu_deriv(0, x, y, n); }
+inline void vsigmoid(const float* x, float* y, int64_t n) {
+  detail::dispatch<detail::OpSilu>(-1, x, y, n);
+}
+inline void vsigmoid(const double* x, double* y, int64_t n) {
+  detail::dispatch<detail::OpSilu>(-1, x, y, n);
+}
 
 #undef TTT_VEC_INLINE
 

@@ -1,0 +1,188 @@
+#include "bench/context_bench.h"
+
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "backend/blas.h"
+#include "backend/thread_pool.h"
+#include "bench/op_bench.h"
+#include "inference/session.h"
+#include "ttt/test_time_training.h"
+
+namespace ttt::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  Rng r(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(1 + r.next_u64() % (vocab - 1));  // no BOS
+  return t;
+}
+
+bool is_full_attention(const model::ModelConfig& c) {
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    if (c.window_of(l) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+std::vector<NamedModel> builtin_context_models(uint64_t seed) {
+  model::ModelConfig base;
+  base.vocab_size = 4096;
+  base.hidden_size = 256;
+  base.num_hidden_layers = 8;
+  base.num_attention_heads = 4;
+  base.intermediate_size = 704;
+  base.sliding_window_size = 1024;
+  base.mini_batch_size = 256;
+  base.bos_token_id = 0;
+  std::vector<NamedModel> out;
+  auto ttt = base;
+  ttt.seq_modeling_block = "SWA";
+  ttt.prime = true;
+  ttt.suffix_len = 2;
+  out.push_back({"ttt-e2e", model::Model::init(ttt, seed)});
+  auto swa = base;
+  swa.seq_modeling_block = "SWA";
+  out.push_back({"swa", model::Model::init(swa, seed)});
+  auto full = base;
+  full.seq_modeling_block = "self_attention";
+  out.push_back({"full", model::Model::init(full, seed)});
+  return out;
+}
+
+double prefill_forward_flops(const model::ModelConfig& c, int64_t t) {
+  const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
+  double flops = 2.0 * t * d * c.vocab_size;  // head
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    flops += 2.0 * t * (4 * d * d + 3 * d * f * (c.has_prime(l) ? 2 : 1));
+    flops += 4.0 * c.head_dim() * attention_visible_pairs(t, t, c.num_attention_heads, 0, 0, c.window_of(l));
+  }
+  return flops;
+}
+
+ContextReport run_context_bench(const std::vector<NamedModel>& models, const ContextBenchOptions& opt,
+                                std::FILE* progress) {
+  ContextReport rep;
+  int samples = 0;
+  rep.peak_gflops = 2e-9 * 1024.0 * 1024 * 1024 / measure_sgemm_peak(1024, 10, 0.5, samples);
+  auto note = [&](const char* what, const std::string& name, int64_t t) {
+    if (progress) std::fprintf(progress, "  %s %s at %lld tokens...\n", what, name.c_str(), static_cast<long long>(t));
+  };
+  for (int64_t t : opt.prefill_lengths) {
+    for (auto& nm : models) {
+      ContextRow row;
+      row.model = nm.name;
+      row.mode = "prefill";
+      row.context = t;
+      const auto& cfg = nm.model.config();
+      if (is_full_attention(cfg) && t > opt.full_attention_max) {
+        row.skipped = true;
+      } else {
+        note("prefill", nm.name, t);
+        const auto tok = random_tokens(t + 1, cfg.vocab_size, opt.seed + t);
+        std::vector<int32_t> in(tok.begin(), tok.end() - 1), tg(tok.begin() + 1, tok.end());
+        const auto t0 = Clock::now();
+        e2e::prefill(nm.model, in, tg);
+        row.seconds = since(t0);
+        row.s_per_1k = row.seconds / (static_cast<double>(t) / 1024.0);
+        row.flops = prefill_forward_flops(cfg, t);
+      }
+      rep.rows.push_back(row);
+    }
+  }
+  for (int64_t t : opt.decode_lengths) {
+    for (auto& nm : models) {
+      ContextRow row;
+      row.model = nm.name;
+      row.mode = "decode";
+      row.context = t;
+      const auto& cfg = nm.model.config();
+      if (is_full_attention(cfg) && t > opt.full_attention_max) {
+        row.skipped = true;
+      } else {
+        note("decode", nm.name, t);
+        inference::Session s(nm.model);
+        s.feed(random_tokens(t, cfg.vocab_size, opt.seed + 7 * t));
+        row.state_bytes = static_cast<double>(s.state_bytes());
+        const auto next = random_tokens(opt.decode_tokens, cfg.vocab_size, opt.seed + 11 * t);
+        const auto t0 = Clock::now();
+        for (int32_t x : next) s.step(x);
+        row.seconds = since(t0) / std::max(1, opt.decode_tokens);
+        row.s_per_1k = row.seconds * 1024.0;
+      }
+      rep.rows.push_back(row);
+    }
+  }
+  return rep;
+}
+
+void print_context_bench(const ContextReport& r, const std::vector<NamedModel>& models, std::FILE* out) {
+  const auto& b = blas::info();
+  std::fprintf(out, "## ttt bench context\n\n- BLAS: %s, kernel %s; %d threads; sgemm 1024^3 peak %.1f GFLOP/s\n",
+               b.library.c_str(), b.core.c_str(), num_threads(), r.peak_gflops);
+  std::fprintf(out, "- models:");
+  for (auto& m : models) {
+    const auto& c = m.model.config();
+    std::fprintf(out, " %s (L=%lld d=%lld f=%lld %s%s)", m.name.c_str(), static_cast<long long>(c.num_hidden_layers),
+                 static_cast<long long>(c.hidden_size), static_cast<long long>(c.intermediate_size),
+                 c.seq_modeling_block.c_str(), c.prime ? " prime" : "");
+  }
+  std::fprintf(out, "\n\n");
+  std::map<std::pair<std::string, std::pair<std::string, int64_t>>, const ContextRow*> at;
+  for (auto& row : r.rows) at[{row.mode, {row.model, row.context}}] = &row;
+  for (const char* mode : {"prefill", "decode"}) {
+    std::vector<int64_t> ctx;
+    for (auto& row : r.rows)
+      if (row.mode == mode && (ctx.empty() || ctx.back() != row.context)) ctx.push_back(row.context);
+    if (ctx.empty()) continue;
+    std::fprintf(out, "### %s seconds per 1K tokens\n\n| context |", mode);
+    for (auto& m : models) std::fprintf(out, " %s |", m.name.c_str());
+    const bool ratio = models.size() >= 2;
+    if (ratio) std::fprintf(out, " %s / %s |", models.back().name.c_str(), models.front().name.c_str());
+    std::fprintf(out, "\n|---:|");
+    for (size_t i = 0; i < models.size() + (ratio ? 1 : 0); ++i) std::fprintf(out, "---:|");
+    std::fprintf(out, "\n");
+    for (int64_t t : ctx) {
+      std::fprintf(out, "| %lld |", static_cast<long long>(t));
+      for (auto& m : models) {
+        auto* row = at.count({mode, {m.name, t}}) ? at[{mode, {m.name, t}}] : nullptr;
+        if (!row || row->skipped)
+          std::fprintf(out, " skipped |");
+        else
+          std::fprintf(out, " %.4f |", row->s_per_1k);
+      }
+      if (ratio) {
+        auto* a = at[{mode, {models.back().name, t}}];
+        auto* z = at[{mode, {models.front().name, t}}];
+        if (a && z && !a->skipped && !z->skipped && z->s_per_1k > 0)
+          std::fprintf(out, " %.2fx |", a->s_per_1k / z->s_per_1k);
+        else
+          std::fprintf(out, " - |");
+      }
+      std::fprintf(out, "\n");
+    }
+    std::fprintf(out, "\n");
+    if (std::string(mode) == "prefill") {
+      std::fprintf(out, "### prefill throughput (forward model FLOPs)\n\n| model | context | seconds | GFLOP/s | %% of sgemm peak |\n|---|---:|---:|---:|---:|\n");
+      for (auto& row : r.rows)
+        if (row.mode == mode && !row.skipped)
+          std::fprintf(out, "| %s | %lld | %.3f | %.1f | %.1f%% |\n", row.model.c_str(), static_cast<long long>(row.context),
+                       row.seconds, row.flops / row.seconds * 1e-9, 100.0 * row.flops / row.seconds * 1e-9 / r.peak_gflops);
+      std::fprintf(out, "\n");
+    } else {
+      std::fprintf(out, "### decode state memory (bytes)\n\n| model | context | state bytes |\n|---|---:|---:|\n");
+      for (auto& row : r.rows)
+        if (row.mode == mode && !row.skipped)
+          std::fprintf(out, "| %s | %lld | %.0f |\n", row.model.c_str(), static_cast<long long>(row.context), row.state_bytes);
+      std::fprintf(out, "\n");
+    }
+  }
+}
+
+}  // namespace ttt::bench

@@ -1,0 +1,59 @@
+// `ttt bench context`: prefill and decode cost per 1K tokens as the context grows, for several
+// models side by side (llama-bench style tables). TTT-E2E should stay flat; full attention grows
+// linearly per token.
+//
+// Prefill: e2e::prefill over T random tokens, timed once per (model, T); seconds per 1K tokens =
+// time / (T / 1024). Model FLOPs count the forward pass only (matmuls and visible attention
+// pairs); TTT-E2E also runs an inner backward per chunk, which is extra work the MFU column does
+// not credit. Decode: a Session is fed T tokens through its bulk path, then `decode_tokens` more
+// are decoded one at a time and timed; state bytes are the session's memory after feeding.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace ttt::bench {
+
+struct NamedModel {
+  std::string name;
+  model::Model model;
+};
+
+// The bench model of the issues (vocab 4096, d 256, 8 layers, 4 heads, f 704, W 1024, b 256) as
+// TTT-E2E (suffix 2), SWA and full attention, randomly initialized with `seed`.
+std::vector<NamedModel> builtin_context_models(uint64_t seed);
+
+struct ContextBenchOptions {
+  std::vector<int64_t> prefill_lengths = {1024, 2048, 4096, 8192, 16384, 32768};
+  std::vector<int64_t> decode_lengths = {8192, 65536};
+  int decode_tokens = 32;
+  int64_t full_attention_max = 32768;  // longer contexts are skipped for full-attention models
+  uint64_t seed = 1;
+};
+
+struct ContextRow {
+  std::string model, mode;  // mode: "prefill" or "decode"
+  int64_t context = 0;
+  bool skipped = false;
+  double seconds = 0;        // prefill: whole run; decode: per token
+  double s_per_1k = 0;
+  double flops = 0;          // prefill forward FLOPs
+  double state_bytes = 0;    // decode only
+};
+
+struct ContextReport {
+  double peak_gflops = 0;
+  std::vector<ContextRow> rows;
+};
+
+// Forward FLOPs of a prefill of T tokens (matmuls, visible attention pairs, head).
+double prefill_forward_flops(const model::ModelConfig& c, int64_t t);
+
+ContextReport run_context_bench(const std::vector<NamedModel>& models, const ContextBenchOptions& opt,
+                                std::FILE* progress);
+void print_context_bench(const ContextReport& r, const std::vector<NamedModel>& models, std::FILE* out);
+
+}  // namespace ttt::bench

@@ -1,0 +1,144 @@
+// `ttt generate`: decode with test-time training from a prompt, sampling new tokens.
+//
+// The prompt is fed through a Session (its bulk path; a TTT step runs whenever b tokens have
+// accumulated); then max-new-tokens tokens are sampled, each fed back, so TTT steps continue
+// every b tokens. --state-in continues a saved document (the prompt may then be empty: the
+// state holds the logits of its last step); --state-out saves the document after the last
+// generated token has been fed, so that a later run continues exactly where this one ended.
+#include <charconv>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "inference/sampling.h"
+#include "inference/session.h"
+#include "io/tokens.h"
+#include "model/model.h"
+
+namespace ttt::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model, prompt_tokens, prompt, state_in, state_out, out;
+  bool have_prompt = false;
+  int64_t max_new_tokens = 16;
+  inference::SamplingOptions sampling;
+  bool no_ttt = false;
+} g_gen;
+
+std::vector<int32_t> parse_prompt(const std::string& text) {
+  std::vector<int32_t> out;
+  size_t i = 0;
+  while (i < text.size()) {
+    const char c = text[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',') {
+      ++i;
+      continue;
+    }
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(text.data() + i, text.data() + text.size(), v);
+    const size_t end = static_cast<size_t>(p - text.data());
+    if (ec != std::errc() || (end < text.size() && text[end] != ' ' && text[end] != '\t' && text[end] != ',' &&
+                              text[end] != '\n' && text[end] != '\r')) {
+      size_t stop = i;
+      while (stop < text.size() && text[stop] != ' ' && text[stop] != ',') ++stop;
+      throw std::runtime_error("--prompt: '" + text.substr(i, stop - i) + "' is not a token id");
+    }
+    if (v < INT32_MIN || v > INT32_MAX) throw std::runtime_error("--prompt: token id " + text.substr(i, end - i) + " is out of range");
+    out.push_back(static_cast<int32_t>(v));
+    i = end;
+  }
+  return out;
+}
+
+int run_generate() {
+  const auto& a = g_gen;
+  if (a.max_new_tokens < 0) throw std::runtime_error("--max-new-tokens must be >= 0, got " + std::to_string(a.max_new_tokens));
+  inference::Sampler sampler(a.sampling);  // validates the sampling options before any loading
+  const auto m = model::Model::load(a.model);
+  const auto& cfg = m.config();
+
+  std::vector<int32_t> prompt;
+  if (!a.prompt_tokens.empty()) prompt = io::read_tokens(a.prompt_tokens);
+  else if (a.have_prompt) prompt = parse_prompt(a.prompt);
+  const std::string what = a.prompt_tokens.empty() ? std::string("--prompt") : a.prompt_tokens;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= cfg.vocab_size)
+      throw std::runtime_error(what + ": token " + std::to_string(i) + " has id " + std::to_string(prompt[i]) +
+                               ", outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+
+  e2e::TTTOptions opt;
+  opt.ttt = !a.no_ttt;
+  inference::Session s(m, opt);
+  if (!a.state_in.empty()) {
+    s.restore_state(a.state_in);
+    if (a.no_ttt && s.options().ttt)
+      throw std::runtime_error("--no-ttt: the state in " + a.state_in + " was saved with test-time training on");
+  }
+  if (prompt.empty() && s.last_logits().empty())
+    throw std::runtime_error(a.state_in.empty() ? "the prompt is empty (give at least one token)"
+                                                : "the prompt is empty and the state in " + a.state_in +
+                                                      " is at position 0 (give at least one token)");
+
+  // Context for the repetition penalty: the recent tokens, newest last.
+  std::vector<int32_t> context;
+  const size_t keep = a.sampling.repetition_window > 0 ? static_cast<size_t>(a.sampling.repetition_window) : 0;
+  auto remember = [&](int32_t t) {
+    context.push_back(t);
+    if (keep > 0 && context.size() > 2 * keep) context.erase(context.begin(), context.end() - keep);
+  };
+  // The prompt goes through the bulk path (segments of up to b tokens, TTT steps at the same
+  // places as token-by-token decoding).
+  std::vector<float> logits = prompt.empty() ? s.last_logits() : s.feed(prompt);
+  for (int32_t t : prompt) remember(t);
+  std::vector<int32_t> generated;
+  for (int64_t i = 0; i < a.max_new_tokens; ++i) {
+    const int32_t t = sampler.sample(logits, context);
+    generated.push_back(t);
+    remember(t);
+    // Feed it back; the last one only when the state is saved (its logits are not needed).
+    if (i + 1 < a.max_new_tokens || !a.state_out.empty()) logits = s.step(t);
+  }
+
+  std::string line;
+  for (size_t i = 0; i < generated.size(); ++i) {
+    if (i) line += ' ';
+    line += std::to_string(generated[i]);
+  }
+  std::printf("%s\n", line.c_str());
+  if (!a.out.empty()) io::write_tokens(a.out, generated);
+  if (!a.state_out.empty()) s.save_state(a.state_out);
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+void register_generate(CLI::App& app, Registry& reg) {
+  auto* g = app.add_subcommand("generate", "Sample new tokens after a prompt, with test-time training while decoding");
+  g->add_option("--model", g_gen.model, "model directory")->required();
+  auto* pt = g->add_option("--prompt-tokens", g_gen.prompt_tokens, "prompt as an int32 little-endian token file");
+  auto* pr = g->add_option("--prompt", g_gen.prompt, "prompt as token ids, e.g. \"1 2 3\"")
+                 ->each([](const std::string&) { g_gen.have_prompt = true; });
+  pt->excludes(pr);
+  g->add_option("--max-new-tokens", g_gen.max_new_tokens, "number of tokens to generate")->capture_default_str();
+  g->add_option("--temperature", g_gen.sampling.temperature, "softmax temperature (0 = greedy)")->capture_default_str();
+  g->add_option("--top-k", g_gen.sampling.top_k, "sample among the k most likely tokens (0 = off)")->capture_default_str();
+  g->add_option("--top-p", g_gen.sampling.top_p, "nucleus sampling mass in (0, 1] (1 = off)")->capture_default_str();
+  g->add_option("--repetition-penalty", g_gen.sampling.repetition_penalty,
+                "CTRL-style penalty for recently seen tokens (1 = off)")
+      ->capture_default_str();
+  g->add_option("--repetition-window", g_gen.sampling.repetition_window,
+                "how many recent tokens the penalty looks at (0 = all fed in this run)")
+      ->capture_default_str();
+  g->add_option("--seed", g_gen.sampling.seed, "sampling seed")->capture_default_str();
+  g->add_flag("--no-ttt", g_gen.no_ttt, "keep phi_0 (no inner updates)");
+  g->add_option("--state-in", g_gen.state_in, "restore a saved session state before the prompt");
+  g->add_option("--state-out", g_gen.state_out, "save the session state after generating");
+  g->add_option("--out", g_gen.out, "also write the generated ids as int32 little-endian");
+  reg.push_back({g, run_generate});
+}
+
+}  // namespace ttt::cli

@@ -1,0 +1,63 @@
+#include "kernels/fused_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/thread_pool.h"
+#include "kernels/vec_math.h"
+
+namespace ttt::kernels {
+
+template <class T>
+void rmsnorm_backward(const T* x, const T* w, const T* g, int64_t rows, int64_t n, double eps, T* dx, T* dw) {
+  constexpr int64_t kPieces = 16;  // fixed split: the dw reduction order never depends on threads
+  const int64_t pieces = std::max<int64_t>(1, std::min(kPieces, rows));
+  std::vector<double> partial(static_cast<size_t>(pieces * n), 0.0);
+  parallel_for(0, pieces, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<T> gw(n);
+    for (int64_t p = lo; p < hi; ++p) {
+      double* dwp = partial.data() + p * n;
+      for (int64_t r = rows * p / pieces; r < rows * (p + 1) / pieces; ++r) {
+        const T* xr = x + r * n;
+        const T* gr = g + r * n;
+        T* dxr = dx + r * n;
+        const double ss = vec::vdot(xr, xr, n);
+        const double rstd = 1.0 / std::sqrt(ss / n + eps);
+        for (int64_t i = 0; i < n; ++i) gw[i] = gr[i] * w[i];
+        const double proj = vec::vdot(gw.data(), xr, n) / n;
+        const T a = static_cast<T>(rstd), c = static_cast<T>(rstd * rstd * rstd * proj);
+        for (int64_t i = 0; i < n; ++i) dxr[i] = a * gw[i] - c * xr[i];
+        for (int64_t i = 0; i < n; ++i) dwp[i] += static_cast<double>(gr[i]) * xr[i] * rstd;
+      }
+    }
+  });
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int64_t p = 0; p < pieces; ++p) s += partial[p * n + i];
+    dw[i] = static_cast<T>(s);
+  }
+}
+
+template <class T>
+void cross_entropy_backward(const T* logits, const int32_t* targets, const T* g, int64_t rows, int64_t v,
+                            T* dlogits) {
+  parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(v, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const T* xr = logits + r * v;
+      T* yr = dlogits + r * v;
+      const T mx = vec::vmax(xr, v);
+      const T s = vec::vexp_sum(xr, mx, yr, v);  // yr = exp(x - max), returns the sum
+      vec::vscale(yr, g[r] / s, v);
+      yr[targets[r]] -= g[r];
+    }
+  });
+}
+
+template void rmsnorm_backward<float>(const float*, const float*, const float*, int64_t, int64_t, double, float*, float*);
+template void rmsnorm_backward<double>(const double*, const double*, const double*, int64_t, int64_t, double, double*,
+                                       double*);
+template void cross_entropy_backward<float>(const float*, const int32_t*, const float*, int64_t, int64_t, float*);
+template void cross_entropy_backward<double>(const double*, const int32_t*, const double*, int64_t, int64_t, double*);
+
+}  // namespace ttt::kernels

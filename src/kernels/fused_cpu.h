@@ -1,0 +1,19 @@
+// Fused first-order backward kernels for the CPU backend. The ops layer uses them when no graph
+// of the gradient is needed (create_graph off); otherwise it builds the same gradient from
+// differentiable ops so that it can be differentiated again.
+#pragma once
+#include <cstdint>
+
+namespace ttt::kernels {
+
+// y = x * rstd(x) * w over rows of n. Writes dx [rows, n] and dw [n] (overwritten).
+// Deterministic: dw is reduced over a fixed split of the rows, whatever the thread count.
+template <class T>
+void rmsnorm_backward(const T* x, const T* w, const T* g, int64_t rows, int64_t n, double eps, T* dx, T* dw);
+
+// nll[r] = logsumexp(logits[r]) - logits[r, t_r]. Writes dlogits = (softmax - onehot) * g[r].
+template <class T>
+void cross_entropy_backward(const T* logits, const int32_t* targets, const T* g, int64_t rows, int64_t v,
+                            T* dlogits);
+
+}  // namespace ttt::kernels
