@@ -2,6 +2,7 @@
 // attention through the fused kernels (kernels/attention.h). float and double share the code.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -166,13 +167,24 @@ double sumsq_blocked(const T* x, int64_t n) {
   return acc;
 }
 
-// sum of exp(x[i] - shift); with y, also stores the terms.
+// Prefetches [p, p + n) into the caches (nothing for p == nullptr).
 template <class T>
-double sum_exp_blocked(const T* x, T shift, T* y, int64_t n) {
-  if (n <= kSumBlock) return y ? vec::vexp_sum(x, shift, y, n) : vec::vsum_exp(x, shift, n);
+inline void prefetch_range(const T* p, int64_t n) {
+  if (!p) return;
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t b = 0; b < n * static_cast<int64_t>(sizeof(T)); b += 64) __builtin_prefetch(c + b);
+}
+
+// sum of exp(x[i] - shift); with y, also stores the terms. The exp work is compute-bound, so
+// it is interleaved with prefetches of `next` (the row processed after this one, same length;
+// may be null): its first pass then reads from cache instead of waiting on memory.
+constexpr int64_t kExpBlock = 512;
+template <class T>
+double sum_exp_blocked(const T* x, T shift, T* y, int64_t n, const T* next) {
   double acc = 0;
-  for (int64_t i = 0; i < n; i += kSumBlock) {
-    const int64_t len = std::min(kSumBlock, n - i);
+  for (int64_t i = 0; i < n; i += kExpBlock) {
+    const int64_t len = std::min(kExpBlock, n - i);
+    if (next && !std::getenv("NOPF")) prefetch_range(next + i, len);
     acc += y ? vec::vexp_sum(x + i, shift, y + i, len) : vec::vsum_exp(x + i, shift, len);
   }
   return acc;
@@ -382,7 +394,7 @@ void softmax_rows(const T* x, T* y, int64_t rows, int64_t n,
       }
       std::fill(yr, yr + a, T(0));
       std::fill(yr + b, yr + n, T(0));
-      const double sum = sum_exp_blocked(xr + a, mx, yr + a, b - a);
+      const double sum = sum_exp_blocked(xr + a, mx, yr + a, b - a, r + 1 < hi ? xr + n + a : nullptr);
       vec::vscale(yr + a, static_cast<T>(1.0 / sum), b - a);
     }
   });
@@ -394,7 +406,7 @@ void cross_entropy_kernel(const T* logits, const std::vector<int32_t>& tg, T* nl
     for (int64_t r = lo; r < hi; ++r) {
       const T* xr = logits + r * v;
       const T mx = vec::vmax(xr, v);
-      const double sum = sum_exp_blocked(xr, mx, static_cast<T*>(nullptr), v);
+      const double sum = sum_exp_blocked(xr, mx, static_cast<T*>(nullptr), v, r + 1 < hi ? xr + v : nullptr);
       nll[r] = static_cast<T>(std::log(sum) + (static_cast<double>(mx) - static_cast<double>(xr[tg[r]])));
     }
   });

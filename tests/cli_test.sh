@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# End-to-end checks of the command-line contract (SPEC section 6) through the real `ttt` binary:
+# init, eval (prefill, --no-ttt, --stream, --nll-out), grad, and one-line errors on bad input.
+set -euo pipefail
+TTT="$1"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# int32 little-endian token file from decimal ids
+write_tokens() {
+  local out="$1"; shift
+  : > "$out"
+  for id in "$@"; do
+    printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((id & 255)) $(((id >> 8) & 255)) $(((id >> 16) & 255)) $(((id >> 24) & 255)))" >> "$out"
+  done
+}
+
+cat > "$work/cfg.json" <<'JSON'
+{"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
+ "intermediate_size": 24, "seq_modeling_block": "SWA", "sliding_window_size": 6,
+ "mini_batch_size": 4, "prime": true, "suffix_len": 2, "rope_theta": 10000,
+ "bos_token_id": 0, "initializer_range": 0.2}
+JSON
+"$TTT" init --config "$work/cfg.json" --seed 3 --out "$work/model" > /dev/null
+[ -s "$work/model/config.json" ] && [ -s "$work/model/model.safetensors" ] || fail "init wrote no model"
+
+ids=(); for i in $(seq 0 16); do ids+=($(( (i * 7 + 3) % 40 ))); done
+write_tokens "$work/tok.bin" "${ids[@]}"          # 17 tokens: 16 inputs, 4 whole chunks
+
+prefill=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --nll-out "$work/nll.bin")
+stream=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --stream)
+nottt=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --no-ttt)
+[[ "$prefill" =~ ^loss\ [0-9.eE+-]+$ ]] || fail "eval output '$prefill'"
+[ "$(stat -c %s "$work/nll.bin")" = 64 ] || fail "--nll-out should hold 16 float32 values"
+awk -v a="${prefill#loss }" -v b="${stream#loss }" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4) }' \
+  || fail "--stream ($stream) differs from prefill ($prefill)"
+[ "$prefill" != "$nottt" ] || fail "TTT made no difference"
+
+g=$("$TTT" grad --model "$work/model" --tokens "$work/tok.bin" --out "$work/g.safetensors")
+[[ "$g" =~ ^loss\ [0-9.eE+-]+$ ]] && [ -s "$work/g.safetensors" ] || fail "grad output '$g'"
+
+# Bad input: a one-line message on stderr, non-zero exit, no crash.
+expect_error() {
+  local what="$1"; shift
+  set +e
+  err=$("$@" 2>&1 >/dev/null); rc=$?
+  set -e
+  [ $rc -ne 0 ] && [ $rc -lt 128 ] || fail "$what: exit code $rc"
+  [ "$(printf '%s\n' "$err" | wc -l)" = 1 ] || fail "$what: message is not one line: $err"
+  echo "ok: $what -> $err"
+}
+write_tokens "$work/oob.bin" 1 2 99 3
+expect_error "token id out of range" "$TTT" eval --model "$work/model" --tokens "$work/oob.bin"
+head -c 10 "$work/tok.bin" > "$work/trunc.bin"
+expect_error "truncated token file" "$TTT" eval --model "$work/model" --tokens "$work/trunc.bin"
+expect_error "missing model" "$TTT" eval --model "$work/none" --tokens "$work/tok.bin"
+write_tokens "$work/odd.bin" 1 2 3 4 5 6
+expect_error "T not a multiple of b for grad" "$TTT" grad --model "$work/model" --tokens "$work/odd.bin" --out "$work/x.safetensors"
+[ ! -e "$work/x.safetensors" ] || fail "a failed grad wrote its output"
+cp -r "$work/model" "$work/broken"
+head -c 100 "$work/model/model.safetensors" > "$work/broken/model.safetensors"
+expect_error "truncated checkpoint" "$TTT" eval --model "$work/broken" --tokens "$work/tok.bin"
+printf 'XXXXXXXXXXXXXXXX' > "$work/broken/model.safetensors"
+expect_error "wrong magic" "$TTT" eval --model "$work/broken" --tokens "$work/tok.bin"
+sed 's/"hidden_size": 16/"hidden_size": 32/' "$work/cfg.json" > "$work/broken/config.json"
+cp "$work/model/model.safetensors" "$work/broken/model.safetensors"
+expect_error "shape does not match config" "$TTT" eval --model "$work/broken" --tokens "$work/tok.bin"
+echo "cli_test: all checks passed"
