@@ -8,7 +8,17 @@ PACKAGES=(
   libopenblas0-pthread libopenblas-dev   # GEMM (loaded at run time, AVX-512 kernels chosen by the engine)
   libgtest-dev libbenchmark-dev          # tests and benchmarks
   libcli11-dev nlohmann-json3-dev        # command line, JSON
+  zlib1g-dev                             # PNG charts (src/report)
+  libsentencepiece-dev                   # tokenizer (src/data/tokenizer.cpp)
 )
+# --data: also the corpus of the default data recipe (`ttt data build --linux`): the Debian
+# kernel source tarball, /usr/src/linux-source-6.1.tar.xz. Not needed by the build or the tests.
+for arg in "$@"; do
+  case "$arg" in
+    --data) PACKAGES+=(linux-source-6.1) ;;
+    *) echo "install-deps: unknown option $arg (known: --data)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -2,7 +2,6 @@
 // attention through the fused kernels (kernels/attention.h). float and double share the code.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -184,7 +183,7 @@ double sum_exp_blocked(const T* x, T shift, T* y, int64_t n, const T* next) {
   double acc = 0;
   for (int64_t i = 0; i < n; i += kExpBlock) {
     const int64_t len = std::min(kExpBlock, n - i);
-    if (next && !std::getenv("NOPF")) prefetch_range(next + i, len);
+    if (next) prefetch_range(next + i, len);
     acc += y ? vec::vexp_sum(x + i, shift, y + i, len) : vec::vsum_exp(x + i, shift, len);
   }
   return acc;

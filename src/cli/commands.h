@@ -18,7 +18,9 @@ void register_info(CLI::App& app, Registry& reg);
 void register_demo(CLI::App& app, Registry& reg);
 void register_bench(CLI::App& app, Registry& reg);
 void register_model_commands(CLI::App& app, Registry& reg);  // init, eval, grad
+void register_train_commands(CLI::App& app, Registry& reg);  // train, convert
 void register_generate(CLI::App& app, Registry& reg);
+void register_data_commands(CLI::App& app, Registry& reg);  // tokenizer train, tokenize, detokenize, data
 int run_demo_default();  // what `ttt` with no arguments does
 
 }  // namespace ttt::cli

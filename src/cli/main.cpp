@@ -14,7 +14,9 @@ int main(int argc, char** argv) {
   ttt::cli::register_info(app, reg);
   ttt::cli::register_demo(app, reg);
   ttt::cli::register_model_commands(app, reg);
+  ttt::cli::register_train_commands(app, reg);
   ttt::cli::register_generate(app, reg);
+  ttt::cli::register_data_commands(app, reg);
   ttt::cli::register_bench(app, reg);
   try {
     app.parse(argc, argv);

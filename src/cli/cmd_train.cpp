@@ -1,0 +1,101 @@
+// `ttt train` and `ttt convert`.
+#include <cstdio>
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "model/model.h"
+#include "train/convert.h"
+#include "train/trainer.h"
+
+namespace ttt::cli {
+namespace {
+
+struct TrainArgs {
+  std::string model, config, tokens, out;
+  uint64_t seed = 0;
+  double val_fraction = 0.1;
+  bool no_remat = false, quiet = false;
+  train::TrainOptions o;
+} g_train;
+
+struct ConvertArgs {
+  std::string model, out;
+  train::ConvertOptions o;
+} g_convert;
+
+int run_train(TrainArgs a) {
+  if (a.model.empty() == a.config.empty()) throw std::invalid_argument("give exactly one of --model and --config");
+  if (a.tokens.empty()) throw std::invalid_argument("give the training data with --tokens");
+  model::Model m = a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
+                                   : model::Model::load(a.model);
+  auto data = train::token_file_source(a.tokens, a.val_fraction, a.seed);
+  a.o.remat = !a.no_remat;
+  a.o.seed = a.seed;
+  const auto& c = m.config();
+  std::fprintf(stderr, "training %s model (%s%s, L=%lld, d=%lld) on %s for %lld steps of %lld x %lld tokens -> %s\n",
+               c.prime ? "TTT-E2E (meta-learning)" : "a pretraining", c.seq_modeling_block.c_str(),
+               c.full_attention_every ? " hybrid" : "", static_cast<long long>(c.num_hidden_layers),
+               static_cast<long long>(c.hidden_size), data->describe().c_str(), static_cast<long long>(a.o.steps),
+               static_cast<long long>(a.o.batch), static_cast<long long>(a.o.seq_len), a.o.out_dir.c_str());
+  const auto s = train::train(m, *data, a.o, a.quiet ? nullptr : stderr);
+  std::printf("trained %lld steps: loss %.4f", static_cast<long long>(s.steps_done), s.last_loss);
+  if (s.last_val >= 0) std::printf(", validation loss %.4f", s.last_val);
+  std::printf("\n");
+  return 0;
+}
+
+int run_convert(const ConvertArgs& a) {
+  const auto m = model::Model::load(a.model);
+  const auto t = train::convert_to_ttt(m, a.o);
+  std::filesystem::create_directories(a.out);
+  t.save(a.out);
+  std::printf("wrote TTT-E2E model to %s (suffix_len %lld, window %lld, b %lld)\n", a.out.c_str(),
+              static_cast<long long>(t.config().suffix_len), static_cast<long long>(t.config().sliding_window_size),
+              static_cast<long long>(t.config().mini_batch_size));
+  return 0;
+}
+
+}  // namespace
+
+void register_train_commands(CLI::App& app, Registry& reg) {
+  auto* tr = app.add_subcommand("train", "Pretrain (full attention, SWA, hybrid) or meta-learn (TTT-E2E) a model");
+  auto& a = g_train;
+  tr->add_option("--model", a.model, "start from this model directory (also: context extension)");
+  tr->add_option("--config", a.config, "or initialize from this config.json");
+  tr->add_option("--seed", a.seed, "seed of the initialization and of the data sampler")->capture_default_str();
+  tr->add_option("--tokens", a.tokens, "training data: an int32 token file (the last --val-fraction is held out)");
+  tr->add_option("--val-fraction", a.val_fraction, "held-out share of --tokens")->capture_default_str();
+  tr->add_option("--out", a.o.out_dir, "output directory (checkpoints, metrics.jsonl, loss.png)")->required();
+  tr->add_option("--steps", a.o.steps, "optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
+  tr->add_option("--seq-len", a.o.seq_len, "tokens per sequence (a multiple of b for TTT-E2E)")->capture_default_str();
+  tr->add_option("--batch", a.o.batch, "sequences per step (gradient accumulation)")->capture_default_str();
+  tr->add_option("--lr", a.o.lr, "peak learning rate")->capture_default_str();
+  tr->add_option("--min-lr", a.o.min_lr, "final learning rate of the cosine decay")->capture_default_str();
+  tr->add_option("--warmup-frac", a.o.warmup_frac, "share of steps with linear warmup")->capture_default_str();
+  tr->add_option("--weight-decay", a.o.adamw.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  tr->add_option("--clip", a.o.clip, "global-norm clip of the outer gradient")->capture_default_str();
+  tr->add_option("--ilr-init", a.o.ilr_init, "initial inner learning rate (meta-learning)")->capture_default_str();
+  tr->add_option("--ilr-warmup-frac", a.o.ilr_warmup_frac,
+                 "share of steps over which the inner learning rate warms up to 1 (0: 1 throughout)")
+      ->capture_default_str();
+  tr->add_option("--val-every", a.o.val_every, "steps between validations (0: none)")->capture_default_str();
+  tr->add_option("--val-seqs", a.o.val_seqs, "validation sequences")->capture_default_str();
+  tr->add_option("--ckpt-every", a.o.ckpt_every, "steps between checkpoints (0: only at the end)")->capture_default_str();
+  tr->add_flag("--resume", a.o.resume, "continue from the checkpoint in --out exactly");
+  tr->add_option("--stop-after", a.o.stop_after, "stop (with a checkpoint) after this step; --resume continues")
+      ->capture_default_str();
+  tr->add_flag("--no-remat", a.no_remat, "keep every chunk's graph (faster, more memory)");
+  tr->add_flag("--quiet", a.quiet, "no progress output");
+  reg.push_back({tr, [] { return run_train(g_train); }});
+
+  auto* cv = app.add_subcommand("convert", "Turn a pretrained full-attention or SWA model into TTT-E2E, function unchanged");
+  cv->add_option("--model", g_convert.model, "pretrained model directory")->required();
+  cv->add_option("--out", g_convert.out, "output model directory")->required();
+  cv->add_option("--suffix-len", g_convert.o.suffix_len, "prime blocks (0: a quarter of the layers)")->capture_default_str();
+  cv->add_option("--window", g_convert.o.window, "SWA window (required when converting full attention)");
+  cv->add_option("--mini-batch-size", g_convert.o.mini_batch_size, "TTT chunk b (0: keep)");
+  cv->add_option("--seed", g_convert.o.seed, "seed of the new prime weights")->capture_default_str();
+  reg.push_back({cv, [] { return run_convert(g_convert); }});
+}
+
+}  // namespace ttt::cli

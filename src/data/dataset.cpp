@@ -1,0 +1,276 @@
+#include "data/dataset.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "data/format.h"
+#include "data/text.h"
+
+namespace ttt::data {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+uint64_t SequenceSampler::next_u64() { return splitmix64(splitmix64(seed_) ^ (counter_++ * 0xD1B54A32D192ED03ull)); }
+
+std::string SequenceSampler::state() const { return std::to_string(seed_) + " " + std::to_string(counter_); }
+
+void SequenceSampler::restore(const std::string& state) {
+  unsigned long long s = 0, c = 0;
+  char extra = 0;
+  if (std::sscanf(state.c_str(), "%llu %llu %c", &s, &c, &extra) != 2)
+    throw std::runtime_error("sampler state '" + state + "' is not \"seed counter\"");
+  seed_ = s;
+  counter_ = c;
+}
+
+namespace {
+
+__extension__ typedef unsigned __int128 u128;
+
+// A read-only memory map of one shard.
+struct Mapped {
+  const int32_t* data = nullptr;
+  size_t bytes = 0;
+  Mapped() = default;
+  Mapped(const Mapped&) = delete;
+  Mapped& operator=(const Mapped&) = delete;
+  ~Mapped() {
+    if (data && bytes) munmap(const_cast<int32_t*>(data), bytes);
+  }
+};
+
+}  // namespace
+
+struct Dataset::Impl {
+  std::string dir;
+  int32_t vocab = 0, bos = 0;
+  SplitInfo splits[3];
+  std::vector<std::unique_ptr<Mapped>> maps[3];
+
+  size_t split_index(std::string_view name) const {
+    for (size_t i = 0; i < 3; ++i)
+      if (name == format::kSplits[i]) return i;
+    throw std::runtime_error("unknown split '" + std::string(name) + "' (train, val or val-long)");
+  }
+};
+
+Dataset::Dataset() : impl_(std::make_unique<Impl>()) {}
+Dataset::~Dataset() = default;
+Dataset::Dataset(Dataset&&) noexcept = default;
+Dataset& Dataset::operator=(Dataset&&) noexcept = default;
+
+Dataset Dataset::open(const std::string& dir, bool verify) {
+  Dataset ds;
+  Impl& im = *ds.impl_;
+  im.dir = dir;
+  const std::string index_path = (fs::path(dir) / format::kIndexFile).string();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw std::runtime_error("corpus " + dir + " does not exist");
+  if (!fs::exists(index_path, ec))
+    throw std::runtime_error("corpus " + dir + " has no index.json (not a corpus, or its build did not finish; build it with `ttt data build`)");
+  json idx;
+  try {
+    idx = json::parse(read_file(index_path));
+  } catch (const json::parse_error&) {
+    throw std::runtime_error(index_path + " is truncated or not valid JSON");
+  }
+  const std::string where = index_path + ": ";
+  try {
+    if (!idx.is_object() || idx.value("format", std::string()) != format::kFormatName)
+      throw std::runtime_error(where + "not a ttt corpus index (format is not \"" + format::kFormatName + "\")");
+    if (idx.at("version").get<int>() != format::kFormatVersion)
+      throw std::runtime_error(where + "format version " + idx.at("version").dump() + ", this build reads version " +
+                               std::to_string(format::kFormatVersion));
+    const auto& t = idx.at("tokenizer");
+    im.vocab = t.at("vocab_size").get<int32_t>();
+    im.bos = t.at("bos_id").get<int32_t>();
+    if (im.vocab <= 0 || im.bos < 0 || im.bos >= im.vocab) throw std::runtime_error(where + "invalid tokenizer vocab_size/bos_id");
+    int64_t total = 0;
+    for (size_t s = 0; s < 3; ++s) {
+      SplitInfo& sp = im.splits[s];
+      sp.name = format::kSplits[s];
+      const auto& js = idx.at("splits").at(sp.name);
+      sp.tokens = js.at("tokens").get<int64_t>();
+      int64_t shard_sum = 0;
+      for (const auto& sh : js.at("shards")) {
+        ShardRef r;
+        r.file = sh.at("file").get<std::string>();
+        r.tokens = sh.at("tokens").get<int64_t>();
+        const std::string cs = sh.at("checksum").get<std::string>();
+        char* end = nullptr;
+        r.checksum = std::strtoull(cs.c_str(), &end, 16);
+        if (cs.size() != 16 || *end != '\0') throw std::runtime_error(where + "shard " + r.file + " has a malformed checksum");
+        if (r.file.find('/') != std::string::npos || r.file.empty() || r.tokens <= 0)
+          throw std::runtime_error(where + "invalid shard entry '" + r.file + "'");
+        shard_sum += r.tokens;
+        sp.shards.push_back(r);
+      }
+      if (shard_sum != sp.tokens)
+        throw std::runtime_error(where + sp.name + " holds " + std::to_string(sp.tokens) + " tokens but its shards add up to " +
+                                 std::to_string(shard_sum));
+      for (const auto& d : js.at("documents")) {
+        DocumentRef r;
+        r.name = d.at(0).get<std::string>();
+        r.shard = d.at(1).get<int64_t>();
+        r.offset = d.at(2).get<int64_t>();
+        r.length = d.at(3).get<int64_t>();
+        r.files = d.at(4).get<int64_t>();
+        if (r.shard < 0 || r.shard >= static_cast<int64_t>(sp.shards.size()) || r.offset < 0 || r.length <= 0 ||
+            r.offset + r.length > sp.shards[static_cast<size_t>(r.shard)].tokens)
+          throw std::runtime_error(where + "document '" + r.name + "' lies outside its shard");
+        sp.documents.push_back(std::move(r));
+      }
+      total += sp.tokens;
+    }
+    if (total == 0) throw std::runtime_error("corpus " + dir + " is empty (no documents)");
+  } catch (const json::exception& e) {
+    throw std::runtime_error(where + "missing or invalid field (" + std::string(e.what()) + ")");
+  }
+
+  // Map the shards.
+  for (size_t s = 0; s < 3; ++s) {
+    for (const auto& sh : im.splits[s].shards) {
+      const std::string path = (fs::path(dir) / sh.file).string();
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) throw std::runtime_error("corpus " + dir + ": shard " + sh.file + " is missing");
+      struct stat st {};
+      if (fstat(fd, &st) != 0) {
+        ::close(fd);
+        throw std::runtime_error("corpus " + dir + ": cannot stat shard " + sh.file);
+      }
+      const auto want = static_cast<uint64_t>(sh.tokens) * 4;
+      if (static_cast<uint64_t>(st.st_size) != want) {
+        ::close(fd);
+        throw std::runtime_error("corpus " + dir + ": shard " + sh.file + " has " + std::to_string(st.st_size) +
+                                 " bytes, the index says " + std::to_string(want) + " (truncated or corrupt)");
+      }
+      auto m = std::make_unique<Mapped>();
+      void* p = mmap(nullptr, want, PROT_READ, MAP_PRIVATE, fd, 0);
+      ::close(fd);
+      if (p == MAP_FAILED) throw std::runtime_error("corpus " + dir + ": cannot map shard " + sh.file);
+      m->data = static_cast<const int32_t*>(p);
+      m->bytes = want;
+      if (verify) {
+        if (format::checksum(m->data, want) != sh.checksum)
+          throw std::runtime_error("corpus " + dir + ": shard " + sh.file + " is corrupt (checksum mismatch)");
+        for (int64_t i = 0; i < sh.tokens; ++i) {
+          const int32_t v = m->data[i];
+          if (v < 0 || v >= im.vocab)
+            throw std::runtime_error("corpus " + dir + ": shard " + sh.file + " holds token id " + std::to_string(v) + " at " +
+                                     std::to_string(i) + ", outside the vocabulary [0, " + std::to_string(im.vocab) + ")");
+        }
+      }
+      im.maps[s].push_back(std::move(m));
+    }
+    if (verify)
+      for (const auto& d : im.splits[s].documents)
+        if (im.maps[s][static_cast<size_t>(d.shard)]->data[d.offset] != im.bos)
+          throw std::runtime_error("corpus " + dir + ": document '" + d.name + "' does not start with BOS");
+  }
+  return ds;
+}
+
+const std::string& Dataset::dir() const { return impl_->dir; }
+int32_t Dataset::vocab_size() const { return impl_->vocab; }
+int32_t Dataset::bos_id() const { return impl_->bos; }
+std::string Dataset::tokenizer_path() const { return (fs::path(impl_->dir) / format::kTokenizerFile).string(); }
+
+void Dataset::check_model(int64_t model_vocab_size, int64_t model_bos_token_id) const {
+  if (model_vocab_size != impl_->vocab)
+    throw std::runtime_error("corpus " + impl_->dir + " was built with a tokenizer of vocab_size " + std::to_string(impl_->vocab) +
+                             ", the model has vocab_size " + std::to_string(model_vocab_size));
+  if (model_bos_token_id != impl_->bos)
+    throw std::runtime_error("corpus " + impl_->dir + " uses BOS id " + std::to_string(impl_->bos) +
+                             ", the model has bos_token_id " + std::to_string(model_bos_token_id));
+}
+
+const SplitInfo& Dataset::split(std::string_view name) const { return impl_->splits[impl_->split_index(name)]; }
+
+const int32_t* Dataset::shard_data(std::string_view split, size_t shard) const {
+  const size_t s = impl_->split_index(split);
+  if (shard >= impl_->maps[s].size()) throw std::runtime_error("shard index out of range");
+  return impl_->maps[s][shard]->data;
+}
+
+std::vector<int32_t> Dataset::sample_train(int64_t len, SequenceSampler& rng) const {
+  if (len < 2) throw std::runtime_error("training sequences need at least 2 tokens, got " + std::to_string(len));
+  const SplitInfo& sp = impl_->splits[0];
+  uint64_t total = 0;
+  for (const auto& sh : sp.shards)
+    if (sh.tokens >= len) total += static_cast<uint64_t>(sh.tokens - len + 1);
+  if (total == 0)
+    throw std::runtime_error("corpus " + impl_->dir + ": no training shard holds a sequence of " + std::to_string(len) + " tokens (train holds " +
+                             std::to_string(sp.tokens) + ")");
+  uint64_t r = static_cast<uint64_t>((static_cast<u128>(rng.next_u64()) * total) >> 64);
+  for (size_t s = 0; s < sp.shards.size(); ++s) {
+    const int64_t t = sp.shards[s].tokens;
+    if (t < len) continue;
+    const auto n = static_cast<uint64_t>(t - len + 1);
+    if (r < n) {
+      const int32_t* p = impl_->maps[0][s]->data + r;
+      return std::vector<int32_t>(p, p + len);
+    }
+    r -= n;
+  }
+  throw std::logic_error("sample_train: unreachable");
+}
+
+int64_t Dataset::num_sequences(std::string_view split, int64_t len) const {
+  if (len < 2) throw std::runtime_error("sequences need at least 2 tokens, got " + std::to_string(len));
+  int64_t n = 0;
+  for (const auto& sh : this->split(split).shards)
+    if (sh.tokens >= len) n += (sh.tokens - len) / (len - 1) + 1;
+  return n;
+}
+
+std::vector<int32_t> Dataset::sequence(std::string_view split, int64_t len, int64_t i) const {
+  const size_t si = impl_->split_index(split);
+  const SplitInfo& sp = impl_->splits[si];
+  if (len < 2) throw std::runtime_error("sequences need at least 2 tokens, got " + std::to_string(len));
+  if (i < 0) throw std::runtime_error("sequence index out of range");
+  for (size_t s = 0; s < sp.shards.size(); ++s) {
+    const int64_t t = sp.shards[s].tokens;
+    if (t < len) continue;
+    const int64_t n = (t - len) / (len - 1) + 1;
+    if (i < n) {
+      const int32_t* p = impl_->maps[si][s]->data + i * (len - 1);
+      return std::vector<int32_t>(p, p + len);
+    }
+    i -= n;
+  }
+  throw std::runtime_error("sequence index out of range for split " + std::string(split));
+}
+
+std::vector<int32_t> Dataset::document(std::string_view split, size_t i) const {
+  const size_t si = impl_->split_index(split);
+  const SplitInfo& sp = impl_->splits[si];
+  if (i >= sp.documents.size())
+    throw std::runtime_error("document " + std::to_string(i) + " out of range: " + std::string(split) + " has " +
+                             std::to_string(sp.documents.size()));
+  const auto& d = sp.documents[i];
+  const int32_t* p = impl_->maps[si][static_cast<size_t>(d.shard)]->data + d.offset;
+  return std::vector<int32_t>(p, p + d.length);
+}
+
+std::string Dataset::describe() const {
+  const auto& s = impl_->splits;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "corpus %s: vocab %d, train %zu documents / %" PRId64 " tokens, val %zu / %" PRId64 ", val-long %zu / %" PRId64,
+                impl_->dir.c_str(), impl_->vocab, s[0].documents.size(), s[0].tokens, s[1].documents.size(), s[1].tokens,
+                s[2].documents.size(), s[2].tokens);
+  return buf;
+}
+
+}  // namespace ttt::data

@@ -1,0 +1,90 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+#include <map>
+#include <stdexcept>
+
+#include "autodiff/ops.h"
+#include "backend/thread_pool.h"
+
+namespace ttt::train {
+
+AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOptions& opt)
+    : params_(std::move(params)), opt_(opt) {
+  for (auto& [n, p] : params_) {
+    if (p.dtype() != DType::F32 || !p.is_contiguous()) throw std::invalid_argument("AdamW: parameters must be contiguous F32");
+    m_.push_back(zeros(p.shape()));
+    v_.push_back(zeros(p.shape()));
+  }
+}
+
+void AdamW::step(const std::vector<Tensor>& grads, double lr) {
+  if (grads.size() != params_.size()) throw std::invalid_argument("AdamW: wrong number of gradients");
+  ++t_;
+  const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
+  const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = grads[i].is_contiguous() && grads[i].dtype() == DType::F32 ? grads[i] : to_dtype(contiguous(grads[i]), DType::F32);
+    float* p = params_[i].second.data<float>();
+    float* m = m_[i].data<float>();
+    float* v = v_[i].data<float>();
+    const float* gp = g.data<float>();
+    const float b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
+    const float step = static_cast<float>(lr / bc1), inv_bc2 = static_cast<float>(1.0 / bc2);
+    const float eps = static_cast<float>(opt_.eps);
+    const float decay = params_[i].second.dim() >= 2 ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
+    parallel_for(0, params_[i].second.numel(), 16384, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi; ++j) {
+        m[j] = b1 * m[j] + (1.0f - b1) * gp[j];
+        v[j] = b2 * v[j] + (1.0f - b2) * gp[j] * gp[j];
+        p[j] = p[j] * decay - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
+      }
+    });
+  }
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back("m." + params_[i].first, m_[i]);
+    out.emplace_back("v." + params_[i].first, v_[i]);
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, int64_t steps) {
+  std::map<std::string, Tensor> by(tensors.begin(), tensors.end());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    for (auto [prefix, dst] : {std::pair<const char*, Tensor*>{"m.", &m_[i]}, {"v.", &v_[i]}}) {
+      auto it = by.find(prefix + params_[i].first);
+      if (it == by.end()) throw std::runtime_error(std::string("optimizer state is missing ") + prefix + params_[i].first);
+      if (it->second.shape() != params_[i].second.shape())
+        throw std::runtime_error(std::string("optimizer state ") + prefix + params_[i].first + " has the wrong shape");
+      *dst = clone(to_dtype(it->second, DType::F32));
+    }
+  }
+  t_ = steps;
+}
+
+double cosine_lr(int64_t step, int64_t total, int64_t warmup, double peak, double floor) {
+  if (step < warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (total <= warmup) return peak;
+  const double p = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
+  return floor + 0.5 * (peak - floor) * (1.0 + std::cos(M_PI * p));
+}
+
+double inner_lr_warmup(int64_t step, int64_t warmup, double init) {
+  if (warmup <= 0 || step >= warmup) return 1.0;
+  return init + (1.0 - init) * static_cast<double>(step) / static_cast<double>(warmup);
+}
+
+double clip_global_norm(std::vector<Tensor>& grads, double max_norm) {
+  NoGrad ng;
+  const double norm = global_norm(grads).item();
+  if (norm > max_norm && norm > 0) {
+    for (auto& g : grads) g = mul_scalar(g, max_norm / norm);
+  }
+  return norm;
+}
+
+}  // namespace ttt::train

@@ -1,0 +1,45 @@
+// AdamW with decoupled weight decay (SPEC section 4: beta 0.9 / 0.95, weight decay 0.1), the
+// learning-rate schedule (linear warmup, cosine decay to a floor) and the inner learning-rate
+// warmup of meta-learning.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace ttt::train {
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+};
+
+class AdamW {
+ public:
+  // params: name and tensor (updated in place). Weight decay applies to matrices (rank >= 2:
+  // projections, MLPs, embedding), not to norm weights, as is usual for Transformers.
+  AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOptions& opt);
+  void step(const std::vector<Tensor>& grads, double lr);
+  int64_t steps() const { return t_; }
+
+  // Moments as named tensors ("m.<name>", "v.<name>") for checkpoints, and back.
+  std::vector<std::pair<std::string, Tensor>> state_tensors() const;
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, int64_t steps);
+
+ private:
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<Tensor> m_, v_;
+  AdamWOptions opt_;
+  int64_t t_ = 0;
+};
+
+// Linear warmup from 0 over `warmup` steps to `peak`, then cosine decay to `floor` at `total`.
+double cosine_lr(int64_t step, int64_t total, int64_t warmup, double peak, double floor);
+// Inner learning rate: linear from `init` to 1.0 over `warmup` steps, then 1.0.
+double inner_lr_warmup(int64_t step, int64_t warmup, double init);
+
+// sqrt of the sum of squares of all gradients, and scaling them in place to at most max_norm.
+double clip_global_norm(std::vector<Tensor>& grads, double max_norm);
+
+}  // namespace ttt::train

@@ -1,0 +1,62 @@
+#include "train/sequence_source.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "io/tokens.h"
+#include "tensor/random.h"
+
+namespace ttt::train {
+namespace {
+
+class TokenFileSource final : public SequenceSource {
+ public:
+  TokenFileSource(const std::string& path, double val_fraction, uint64_t seed)
+      : path_(path), tokens_(io::read_tokens(path)), rng_(seed) {
+    if (tokens_.empty()) throw std::runtime_error("token file " + path + " is empty");
+    if (!(val_fraction >= 0 && val_fraction < 1)) throw std::invalid_argument("validation fraction must be in [0, 1)");
+    split_ = static_cast<int64_t>(static_cast<double>(tokens_.size()) * (1.0 - val_fraction));
+    for (int32_t t : tokens_) {
+      if (t < 0) throw std::runtime_error("token file " + path + " holds a negative token id");
+      max_id_ = std::max<int64_t>(max_id_, t);
+    }
+  }
+
+  std::vector<int32_t> next_train(int64_t len) override {
+    if (split_ < len)
+      throw std::runtime_error("token file " + path_ + ": the training part (" + std::to_string(split_) +
+                               " tokens) is shorter than one sequence of " + std::to_string(len));
+    const int64_t start = static_cast<int64_t>(rng_.next_u64() % static_cast<uint64_t>(split_ - len + 1));
+    return std::vector<int32_t>(tokens_.begin() + start, tokens_.begin() + start + len);
+  }
+
+  std::vector<std::vector<int32_t>> validation(int64_t len, int64_t count) const override {
+    const int64_t avail = static_cast<int64_t>(tokens_.size()) - split_;
+    std::vector<std::vector<int32_t>> out;
+    for (int64_t i = 0; i < count && (i + 1) * len <= avail; ++i)
+      out.emplace_back(tokens_.begin() + split_ + i * len, tokens_.begin() + split_ + (i + 1) * len);
+    return out;
+  }
+
+  std::string state() const override { return std::to_string(rng_.state()); }
+  void restore(const std::string& s) override { rng_.set_state(std::stoull(s)); }
+  int64_t max_token_id() const override { return max_id_; }
+  std::string describe() const override {
+    return path_ + " (" + std::to_string(split_) + " training tokens, " +
+           std::to_string(tokens_.size() - split_) + " validation)";
+  }
+
+ private:
+  std::string path_;
+  std::vector<int32_t> tokens_;
+  Rng rng_;
+  int64_t split_ = 0, max_id_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<SequenceSource> token_file_source(const std::string& path, double val_fraction, uint64_t seed) {
+  return std::make_unique<TokenFileSource>(path, val_fraction, seed);
+}
+
+}  // namespace ttt::train

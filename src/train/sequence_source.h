@@ -1,0 +1,28 @@
+// Where training sequences come from. The trainer only needs: the next training sequence of
+// T+1 tokens, a fixed set of validation sequences, and a sampler state that a checkpoint can
+// save so that a resumed run draws exactly the same sequences.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ttt::train {
+
+class SequenceSource {
+ public:
+  virtual ~SequenceSource() = default;
+  virtual std::vector<int32_t> next_train(int64_t len) = 0;
+  // Deterministic: the same `count` sequences every call.
+  virtual std::vector<std::vector<int32_t>> validation(int64_t len, int64_t count) const = 0;
+  virtual std::string state() const = 0;  // opaque, for checkpoints
+  virtual void restore(const std::string& state) = 0;
+  virtual int64_t max_token_id() const = 0;
+  virtual std::string describe() const = 0;
+};
+
+// One int32 token file: the last `val_fraction` of it is held out for validation; training
+// sequences start at random offsets in the rest.
+std::unique_ptr<SequenceSource> token_file_source(const std::string& path, double val_fraction, uint64_t seed);
+
+}  // namespace ttt::train

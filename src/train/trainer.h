@@ -1,0 +1,59 @@
+// `ttt train`: pretraining (full attention, SWA, hybrid) and meta-learning (TTT-E2E) of SPEC
+// section 4, with gradient accumulation, periodic validation, atomic checkpoints and exact resume.
+//
+// Output directory:
+//   config.json, model.safetensors   the latest weights (rewritten at every checkpoint and at the end)
+//   checkpoint/                      model, optimizer moments and trainer.json (step, sampler state);
+//                                    written to a temporary directory and renamed into place
+//   metrics.jsonl                    one JSON object per step and per validation
+//   loss.png                         training and validation loss curves
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "model/model.h"
+#include "train/optimizer.h"
+#include "train/sequence_source.h"
+
+namespace ttt::train {
+
+struct TrainOptions {
+  int64_t steps = 200;
+  int64_t seq_len = 1024;  // T: inputs per sequence (T+1 tokens are drawn)
+  int64_t batch = 1;       // sequences per step (gradient accumulation)
+  double lr = 3e-3, min_lr = 1e-5, warmup_frac = 0.1;
+  AdamWOptions adamw;
+  double clip = 1.0;
+  // Meta mode: inner learning rate from ilr_init to 1.0 over the first ilr_warmup_frac of steps
+  // (0: 1.0 throughout, as for context extension).
+  double ilr_init = 0.1, ilr_warmup_frac = 0.1;
+  bool remat = true;
+  int64_t val_every = 50, val_seqs = 4;  // val_every 0: no validation
+  int64_t ckpt_every = 50;               // 0: only at the end
+  std::string out_dir;
+  bool resume = false;
+  int64_t stop_after = 0;  // stop once this step is reached (checkpointed), to resume later; 0: never
+  uint64_t seed = 0;  // recorded; the data source carries its own seeded sampler
+  bool plot = true;
+};
+
+struct StepResult {
+  double loss = 0, grad_norm = 0, lr = 0, inner_lr = 1;
+};
+
+struct TrainSummary {
+  int64_t steps_done = 0;
+  double last_loss = 0, last_val = -1;
+};
+
+// One optimizer step over `batch` sequences of seq_len+1 tokens (exposed for the benchmark).
+StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector<int32_t>>& seqs,
+                      const TrainOptions& o, int64_t step);
+
+// Mean validation loss (prefill; with test-time training for models with prime blocks).
+double validation_loss(const model::Model& m, const std::vector<std::vector<int32_t>>& seqs);
+
+TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o, std::FILE* progress);
+
+}  // namespace ttt::train

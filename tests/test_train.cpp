@@ -1,0 +1,178 @@
+// Training: a tiny run learns, resume continues exactly, conversion keeps the function.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/tokens.h"
+#include "model/model.h"
+#include "train/convert.h"
+#include "train/trainer.h"
+#include "ttt/test_time_training.h"
+
+namespace ttt::test {
+namespace fs = std::filesystem;
+
+namespace {
+
+model::ModelConfig train_config(bool prime) {
+  model::ModelConfig c;
+  c.vocab_size = 24;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 48;
+  c.seq_modeling_block = "SWA";
+  c.sliding_window_size = 16;
+  c.mini_batch_size = 8;
+  c.prime = prime;
+  c.suffix_len = prime ? 1 : 0;
+  c.rope_theta = 10000;
+  c.bos_token_id = 0;
+  return c;
+}
+
+// Learnable synthetic data: documents of a noisy deterministic chain (a bigram model learns it).
+std::string synthetic_tokens(const fs::path& dir) {
+  Rng r(17);
+  std::vector<int32_t> t;
+  while (t.size() < 20000) {
+    t.push_back(0);  // BOS
+    int32_t x = static_cast<int32_t>(1 + r.next_u64() % 23);
+    for (int i = 0; i < 60; ++i) {
+      t.push_back(x);
+      x = r.uniform() < 0.1 ? static_cast<int32_t>(1 + r.next_u64() % 23) : (3 * x + 1) % 23 + 1;
+    }
+  }
+  const auto path = (dir / "tokens.bin").string();
+  io::write_tokens(path, t);
+  return path;
+}
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path p = fs::path(::testing::TempDir()) / ("ttt_train_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+train::TrainOptions small_options(const fs::path& out, int64_t steps) {
+  train::TrainOptions o;
+  o.steps = steps;
+  o.seq_len = 32;
+  o.batch = 2;
+  o.lr = 1e-2;
+  o.val_every = steps;
+  o.val_seqs = 4;
+  o.ckpt_every = 0;
+  o.out_dir = out.string();
+  o.plot = false;
+  return o;
+}
+
+std::vector<double> losses(const fs::path& metrics) {
+  std::vector<double> out;
+  std::ifstream f(metrics);
+  std::string line;
+  while (std::getline(f, line)) out.push_back(nlohmann::json::parse(line).at("loss").get<double>());
+  return out;
+}
+
+}  // namespace
+
+TEST(Train, TinyRunLowersValidationLoss) {
+  const auto dir = temp_dir("learn");
+  const auto tokens = synthetic_tokens(dir);
+  for (bool prime : {false, true}) {
+    auto m = model::Model::init(train_config(prime), 1);
+    auto data = train::token_file_source(tokens, 0.1, 3);
+    const auto val = data->validation(33, 4);
+    const double before = train::validation_loss(m, val);
+    const auto s = train::train(m, *data, small_options(dir / (prime ? "meta" : "pre"), 40), nullptr);
+    EXPECT_LT(s.last_val, before - 0.5) << (prime ? "meta" : "pretrain") << ": " << before << " -> " << s.last_val;
+    EXPECT_TRUE(fs::exists(dir / (prime ? "meta" : "pre") / "checkpoint" / "trainer.json"));
+  }
+}
+
+TEST(Train, ResumeContinuesExactly) {
+  const auto dir = temp_dir("resume");
+  const auto tokens = synthetic_tokens(dir);
+  for (bool prime : {false, true}) {
+    const auto tag = std::string(prime ? "meta" : "pre");
+    auto straight = model::Model::init(train_config(prime), 2);
+    auto d1 = train::token_file_source(tokens, 0.1, 5);
+    train::train(straight, *d1, small_options(dir / (tag + "_a"), 8), nullptr);
+
+    auto first = model::Model::init(train_config(prime), 2);
+    auto d2 = train::token_file_source(tokens, 0.1, 5);
+    auto o = small_options(dir / (tag + "_b"), 8);
+    o.stop_after = 3;
+    train::train(first, *d2, o, nullptr);
+    auto resumed = model::Model::init(train_config(prime), 99);  // weights come from the checkpoint
+    auto d3 = train::token_file_source(tokens, 0.1, 1234);       // so does the sampler state
+    o.stop_after = 0;
+    o.resume = true;
+    train::train(resumed, *d3, o, nullptr);
+
+    EXPECT_EQ(losses(dir / (tag + "_a") / "metrics.jsonl"), losses(dir / (tag + "_b") / "metrics.jsonl")) << tag;
+    for (size_t i = 0; i < straight.named_parameters().size(); ++i)
+      EXPECT_EQ(straight.named_parameters()[i].second.to_vector(), resumed.named_parameters()[i].second.to_vector())
+          << tag << " " << straight.named_parameters()[i].first;
+  }
+}
+
+TEST(Train, BadInputIsRejectedWithoutOverwriting) {
+  const auto dir = temp_dir("bad");
+  const auto tokens = synthetic_tokens(dir);
+  auto meta = model::Model::init(train_config(true), 1);
+  auto data = train::token_file_source(tokens, 0.1, 1);
+  auto o = small_options(dir / "x", 2);
+  o.seq_len = 30;  // not a multiple of b = 8
+  EXPECT_THROW(train::train(meta, *data, o, nullptr), std::invalid_argument);
+  auto small_vocab = train_config(false);
+  small_vocab.vocab_size = 10;
+  auto m2 = model::Model::init(small_vocab, 1);
+  EXPECT_THROW(train::train(m2, *data, small_options(dir / "y", 2), nullptr), std::invalid_argument);
+  // A finished run is not overwritten without --resume; a resume with other options is refused.
+  auto m3 = model::Model::init(train_config(false), 1);
+  train::train(m3, *data, small_options(dir / "z", 2), nullptr);
+  EXPECT_THROW(train::train(m3, *data, small_options(dir / "z", 2), nullptr), std::runtime_error);
+  auto changed = small_options(dir / "z", 2);
+  changed.resume = true;
+  changed.lr = 5e-3;
+  EXPECT_THROW(train::train(m3, *data, changed, nullptr), std::runtime_error);
+  io::write_tokens((dir / "empty.bin").string(), {});
+  EXPECT_THROW(train::token_file_source((dir / "empty.bin").string(), 0.1, 1), std::runtime_error);
+}
+
+TEST(Train, ScheduleShapes) {
+  EXPECT_NEAR(train::cosine_lr(0, 100, 10, 1.0, 0.0), 0.1, 1e-12);
+  EXPECT_NEAR(train::cosine_lr(9, 100, 10, 1.0, 0.0), 1.0, 1e-12);
+  EXPECT_NEAR(train::cosine_lr(55, 100, 10, 1.0, 0.0), 0.5, 1e-12);
+  EXPECT_NEAR(train::cosine_lr(100, 100, 10, 1.0, 1e-5), 1e-5, 1e-12);
+  EXPECT_NEAR(train::inner_lr_warmup(0, 10, 0.1), 0.1, 1e-12);
+  EXPECT_NEAR(train::inner_lr_warmup(5, 10, 0.1), 0.55, 1e-12);
+  EXPECT_EQ(train::inner_lr_warmup(10, 10, 0.1), 1.0);
+  EXPECT_EQ(train::inner_lr_warmup(0, 0, 0.1), 1.0);
+}
+
+TEST(Convert, TTTModelStartsAsTheSameFunction) {
+  auto swa = model::Model::init(train_config(false), 4);
+  train::ConvertOptions co;
+  co.suffix_len = 1;
+  const auto ttt_model = train::convert_to_ttt(swa, co);
+  EXPECT_TRUE(ttt_model.config().prime);
+  Rng r(2);
+  std::vector<int32_t> seq(41);
+  for (auto& t : seq) t = static_cast<int32_t>(r.next_u64() % 24);
+  std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+  const auto a = e2e::prefill(swa, in, tg), b = e2e::prefill(ttt_model, in, tg);
+  for (size_t i = 0; i < a.nll.size(); ++i) EXPECT_NEAR(a.nll[i], b.nll[i], 1e-5) << i;
+  auto full = train_config(false);
+  full.seq_modeling_block = "self_attention";
+  EXPECT_THROW(train::convert_to_ttt(model::Model::init(full, 1), co), std::invalid_argument);
+  EXPECT_THROW(train::convert_to_ttt(ttt_model, co), std::invalid_argument);
+}
+
+}  // namespace ttt::test
