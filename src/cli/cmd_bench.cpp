@@ -9,6 +9,7 @@
 
 #include "bench/context_bench.h"
 #include "bench/op_bench.h"
+#include "bench/train_bench.h"
 #include "cli/commands.h"
 
 namespace ttt::cli {
@@ -26,6 +27,18 @@ struct BenchContextArgs {
   bench::ContextBenchOptions opt;
   std::vector<std::string> models;
 } g_ctx;
+
+bench::TrainBenchOptions g_train_bench;
+bool g_train_bench_no_remat = false;
+
+int run_bench_train() {
+  auto o = g_train_bench;
+  o.remat = !g_train_bench_no_remat;
+  double peak = 0;
+  const auto rows = bench::run_train_bench(o, peak, isatty(fileno(stderr)) ? stderr : nullptr);
+  bench::print_train_bench(rows, peak, o, stdout);
+  return 0;
+}
 
 int run_bench_context(const BenchContextArgs& a) {
   std::vector<bench::NamedModel> models;
@@ -109,6 +122,12 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->capture_default_str();
   ctx->add_option("--seed", g_ctx.opt.seed, "seed of the built-in models and the tokens")->capture_default_str();
   reg.push_back({ctx, [] { return run_bench_context(g_ctx); }});
+
+  auto* tr = bench_app->add_subcommand("train", "Training tokens/s and MFU: SWA pretrain step vs TTT-E2E meta step");
+  tr->add_option("--seq-len", g_train_bench.seq_len, "tokens per sequence")->capture_default_str();
+  tr->add_option("--steps", g_train_bench.steps, "timed steps (after one warm-up)")->capture_default_str();
+  tr->add_flag("--no-remat", g_train_bench_no_remat, "meta-gradient without per-chunk rematerialization");
+  reg.push_back({tr, run_bench_train});
 }
 
 }  // namespace ttt::cli
