@@ -171,13 +171,15 @@ TEST_F(CorpusTest, ModesCodeAndProse) {
   c.prose_prefixes = {"docs/api"};
   ttt::data::build_corpus(c);
   std::set<std::string> names;
-  for (const auto& d : Dataset::open(c.out).split("train").documents) names.insert(d.name);
+  const auto ds = Dataset::open(c.out);
+  for (const auto& d : ds.split("train").documents) names.insert(d.name);
   const std::set<std::string> want = {"kernel", "lib", "drivers/net", "drivers/gpio", "docs", "docs/api/clk.rst", "."};
   EXPECT_EQ(names, want);
 }
 
 TEST_F(CorpusTest, DocumentsStartWithBosAndTileTheShards) {
   auto c = options("tile");
+  c.shard_tokens = 1500;
   ttt::data::build_corpus(c);
   const auto ds = Dataset::open(c.out);
   int64_t total = 0;
@@ -265,7 +267,10 @@ TEST_F(CorpusTest, MaxTokensCapsTheCorpus) {
   EXPECT_GT(s.documents_capped, 0);
 }
 
-TEST_F(CorpusTest, SamplerAndValidationAreDeterministic) {
+// The reader's tests share the builder's fixture.
+class DatasetTest : public CorpusTest {};
+
+TEST_F(DatasetTest, SamplerAndValidationAreDeterministic) {
   auto c = options("sample");
   c.val_fraction = 0.5;
   ttt::data::build_corpus(c);
@@ -334,7 +339,7 @@ TEST_F(CorpusTest, BadInputGivesClearErrors) {
   expect_error([] { ttt::data::parse_group_mode("poetry"); }, "--mode");
 }
 
-TEST_F(CorpusTest, ReaderDetectsCorruption) {
+TEST_F(DatasetTest, DetectsCorruptionAndMismatches) {
   auto c = options("corrupt");
   ttt::data::build_corpus(c);
   const fs::path out(c.out);

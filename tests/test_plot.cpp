@@ -248,11 +248,11 @@ TEST(Plot, WritesValidPngWithLinesAndLegend) {
     const Rgb c = ttt::report::palette_color(i);
     EXPECT_GT(count_near(img, 0, 0, img.width, img.height, c, 12), 300) << "series " << i;
   }
-  // The first series starts at the left edge of the data: around x = 1024 there must be its colour,
-  // somewhere in a narrow band of columns just right of the left axis.
-  int blue_left = 0;
-  for (int x = 60; x < 160; ++x) blue_left += count_near(img, x, 40, x + 1, img.height - 60, ttt::report::palette_color(0), 12);
-  EXPECT_GT(blue_left, 20);
+  // The lines start at the left edge of the data: around x = 1K there must be the colour of the
+  // last-drawn (top-most) series, in a narrow band of columns just right of the left axis.
+  int green_left = 0;
+  for (int x = 60; x < 160; ++x) green_left += count_near(img, x, 40, x + 1, img.height - 60, ttt::report::palette_color(2), 12);
+  EXPECT_GT(green_left, 20) << "the top-most (last) line near x = 1K";
   // Title text near the top centre (dark pixels).
   EXPECT_GT(count_near(img, 200, 5, 700, 45, Rgb{25, 25, 25}, 30), 100);
   // Not everything is drawn: most pixels stay white.
@@ -329,6 +329,28 @@ TEST(Plot, ExplicitRangesAndStylesRender) {
   EXPECT_TRUE(is_white(img.at(img.width - 3, img.height / 2)));
 }
 
+TEST(Plot, LegendMovesOutsideWhenEveryCornerIsBusy) {
+  // Ten wavy series cover the whole plot: the legend goes to the right of the plot frame, so the
+  // right margin holds legend text (dark pixels) and its border.
+  std::vector<Series> many;
+  for (int i = 0; i < 10; ++i) {
+    Series s;
+    s.label = std::string("series ") + std::to_string(i);
+    for (int k = 0; k < 50; ++k) {
+      s.x.push_back(k);
+      s.y.push_back(i + std::sin(k * 0.2 + i));
+    }
+    many.push_back(s);
+  }
+  ChartOptions opt;
+  const Image img = ttt::report::render_line_chart(many, opt);
+  const int right_strip = count_near(img, img.width - 90, 0, img.width, img.height, Rgb{190, 190, 190}, 0);
+  EXPECT_GT(right_strip, 100);
+  opt.legend_may_go_outside = false;
+  const Image inside = ttt::report::render_line_chart(many, opt);
+  EXPECT_EQ(count_near(inside, inside.width - 20, 0, inside.width, inside.height, Rgb{190, 190, 190}, 0), 0);
+}
+
 TEST(Plot, BadInputThrowsInvalidArgument) {
   const auto s = loss_vs_context();
   auto message_of = [](auto&& fn) -> std::string {
@@ -365,6 +387,9 @@ TEST(Plot, BadInputThrowsInvalidArgument) {
   ChartOptions nan_bound;
   nan_bound.y_max = std::nan("");
   EXPECT_NE(message_of([&] { ttt::report::render_line_chart(s, nan_bound); }).find("finite"), std::string::npos);
+  ChartOptions big_text;
+  big_text.text_scale = 9;
+  EXPECT_NE(message_of([&] { ttt::report::render_line_chart(s, big_text); }).find("text_scale"), std::string::npos);
 }
 
 TEST(Plot, UnwritablePathThrowsAndLeavesNoTempFile) {
@@ -465,6 +490,17 @@ TEST(PlotSample, DISABLED_WriteSamples) {
   ttt::report::write_line_chart_png((dir / "edge_small.png").string(),
                                     {Series{"flat", {1, 2, 3}, {5, 5, 5}}, Series{"single", {2}, {5.2}}, Series{"empty", {}, {}}},
                                     eo);
+  ChartOptions none;
+  none.log_y = true;
+  none.title = "No data";
+  ttt::report::write_line_chart_png((dir / "empty.png").string(), {Series{"nothing yet", {}, {}}}, none);
+
+  mo.text_scale = 3;
+  mo.width = 1800;
+  mo.height = 1100;
+  mo.title = "Glyphs !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+  mo.x_label = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789";
+  ttt::report::write_line_chart_png((dir / "text_scale3.png").string(), many, mo);
   std::cout << "sample charts in " << dir << "\n";
 }
 

@@ -32,7 +32,7 @@ struct TokenizeArgs {
 struct DataBuildArgs {
   data::CorpusOptions c;
   std::string mode = "auto";
-  bool linux_recipe = false, quiet = false;
+  bool linux_recipe = false, quiet = false, val_fraction_given = false;
   data::LinuxRecipeOptions linux;
 } g_db;
 
@@ -87,6 +87,7 @@ int run_data_build() {
   data::CorpusSummary s;
   if (a.linux_recipe) {
     if (!a.c.source.empty()) throw std::runtime_error("--linux builds from the linux-source tarball; drop --source");
+    if (!a.val_fraction_given) a.c.val_fraction = 0.05;  // the recipe holds out more: long validation documents
     a.linux.corpus = a.c;
     if (!a.c.out.empty()) a.linux.out = a.c.out;
     a.linux.tokenizer = a.c.tokenizer;
@@ -160,7 +161,9 @@ void register_data_commands(CLI::App& app, Registry& reg) {
   b->add_option("--tokenizer", g_db.c.tokenizer, "PREFIX.model (with --linux: optional, trained if absent)");
   b->add_option("--out", g_db.c.out, "output directory (with --linux default data/linux-6.1)");
   b->add_option("--shard-tokens", g_db.c.shard_tokens, "tokens per shard (documents are never split)")->capture_default_str();
-  b->add_option("--val-fraction", g_db.c.val_fraction, "share of documents held out (by hash of name and seed)")->capture_default_str();
+  b->add_option("--val-fraction", g_db.c.val_fraction, "share of documents held out, by hash of name and seed (--linux: 0.05)")
+      ->capture_default_str()
+      ->each([](const std::string&) { g_db.val_fraction_given = true; });
   b->add_option("--seed", g_db.c.seed, "split and order seed")->capture_default_str();
   b->add_option("--min-val-doc-tokens", g_db.c.min_val_doc_tokens, "validation documents at least this long go to val-long")
       ->capture_default_str();

@@ -5,13 +5,17 @@
 // every b tokens. --state-in continues a saved document (the prompt may then be empty: the
 // state holds the logits of its last step); --state-out saves the document after the last
 // generated token has been fed, so that a later run continues exactly where this one ended.
+// With --tokenizer, --prompt-text is encoded (after BOS, unless --state-in continues a
+// document) and the generated tokens are printed as text (their ids go to stderr).
 #include <charconv>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "data/tokenizer.h"
 #include "inference/sampling.h"
 #include "inference/session.h"
 #include "io/tokens.h"
@@ -21,8 +25,8 @@ namespace ttt::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model, prompt_tokens, prompt, state_in, state_out, out;
-  bool have_prompt = false;
+  std::string model, prompt_tokens, prompt, state_in, state_out, out, tokenizer, prompt_text;
+  bool have_prompt = false, have_prompt_text = false;
   int64_t max_new_tokens = 16;
   inference::SamplingOptions sampling;
   bool no_ttt = false;
@@ -60,9 +64,25 @@ int run_generate() {
   const auto m = model::Model::load(a.model);
   const auto& cfg = m.config();
 
+  std::optional<data::Tokenizer> tok;
+  if (!a.tokenizer.empty()) {
+    tok = data::Tokenizer::load(a.tokenizer);
+    if (tok->vocab_size() != cfg.vocab_size)
+      throw std::runtime_error("tokenizer " + a.tokenizer + " has vocab_size " + std::to_string(tok->vocab_size()) +
+                               ", the model has vocab_size " + std::to_string(cfg.vocab_size));
+    if (tok->bos_id() != cfg.bos_token_id)
+      throw std::runtime_error("tokenizer " + a.tokenizer + " has BOS id " + std::to_string(tok->bos_id()) +
+                               ", the model has bos_token_id " + std::to_string(cfg.bos_token_id));
+  }
+  if (a.have_prompt_text && !tok) throw std::runtime_error("--prompt-text needs --tokenizer PREFIX.model");
+
   std::vector<int32_t> prompt;
   if (!a.prompt_tokens.empty()) prompt = io::read_tokens(a.prompt_tokens);
   else if (a.have_prompt) prompt = parse_prompt(a.prompt);
+  else if (a.have_prompt_text) {
+    if (a.state_in.empty()) prompt.push_back(tok->bos_id());  // a new document starts with BOS
+    tok->encode_append(a.prompt_text, prompt);
+  }
   const std::string what = a.prompt_tokens.empty() ? std::string("--prompt") : a.prompt_tokens;
   for (size_t i = 0; i < prompt.size(); ++i)
     if (prompt[i] < 0 || prompt[i] >= cfg.vocab_size)
@@ -107,7 +127,14 @@ int run_generate() {
     if (i) line += ' ';
     line += std::to_string(generated[i]);
   }
-  std::printf("%s\n", line.c_str());
+  if (tok) {
+    const std::string text = tok->decode(generated);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::printf("\n");
+    std::fprintf(stderr, "ids: %s\n", line.c_str());
+  } else {
+    std::printf("%s\n", line.c_str());
+  }
   if (!a.out.empty()) io::write_tokens(a.out, generated);
   if (!a.state_out.empty()) s.save_state(a.state_out);
   std::fflush(stdout);
@@ -123,6 +150,11 @@ void register_generate(CLI::App& app, Registry& reg) {
   auto* pr = g->add_option("--prompt", g_gen.prompt, "prompt as token ids, e.g. \"1 2 3\"")
                  ->each([](const std::string&) { g_gen.have_prompt = true; });
   pt->excludes(pr);
+  auto* ptx = g->add_option("--prompt-text", g_gen.prompt_text, "prompt as text (needs --tokenizer)")
+                  ->each([](const std::string&) { g_gen.have_prompt_text = true; });
+  ptx->excludes(pt);
+  ptx->excludes(pr);
+  g->add_option("--tokenizer", g_gen.tokenizer, "PREFIX.model: print the generated tokens as text (ids on stderr)");
   g->add_option("--max-new-tokens", g_gen.max_new_tokens, "number of tokens to generate")->capture_default_str();
   g->add_option("--temperature", g_gen.sampling.temperature, "softmax temperature (0 = greedy)")->capture_default_str();
   g->add_option("--top-k", g_gen.sampling.top_k, "sample among the k most likely tokens (0 = off)")->capture_default_str();

@@ -251,7 +251,7 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
   const unsigned threads = opt.threads > 0 ? static_cast<unsigned>(opt.threads) : std::max(1u, std::thread::hardware_concurrency());
   const bool capped = opt.max_tokens > 0;
   auto last_report = clock::now();
-  uint64_t bytes_seen = 0;
+  uint64_t bytes_seen = 0, bytes_read = 0;  // documents passed (for the ETA) / actually read
   int64_t total_tokens = 0;
   size_t docs_done = 0;
   auto report = [&](bool final_line) {
@@ -260,11 +260,11 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
     if (capped) frac = std::max(frac, static_cast<double>(total_tokens) / static_cast<double>(opt.max_tokens));
     const double eta = frac > 0 ? el * (1 - frac) / frac : 0;
     std::fprintf(stderr, "data: %zu/%zu documents, %lld files, %s read, %s tokens (train %s, val %s, val-long %s), %s/s, %s %s\n",
-                 docs_done, docs.size(), static_cast<long long>(sum.files_used), human_bytes(static_cast<double>(bytes_seen)).c_str(),
+                 docs_done, docs.size(), static_cast<long long>(sum.files_used), human_bytes(static_cast<double>(bytes_read)).c_str(),
                  human_count(static_cast<double>(total_tokens)).c_str(), human_count(static_cast<double>(train.summary().tokens)).c_str(),
                  human_count(static_cast<double>(val.summary().tokens)).c_str(),
                  human_count(static_cast<double>(val_long.summary().tokens)).c_str(),
-                 human_bytes(el > 0 ? static_cast<double>(bytes_seen) / el : 0).c_str(), final_line ? "done in" : "ETA",
+                 human_bytes(el > 0 ? static_cast<double>(bytes_read) / el : 0).c_str(), final_line ? "done in" : "ETA",
                  human_seconds(final_line ? el : eta).c_str());
   };
 
@@ -315,6 +315,7 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
       Encoded& e = results[k];
       ++docs_done;
       bytes_seen += d.bytes;
+      bytes_read += d.bytes;
       const auto n = static_cast<int64_t>(e.tokens.size());
       if (capped && total_tokens + n > opt.max_tokens) {
         ++sum.documents_capped;

@@ -18,7 +18,7 @@ namespace {
 
 constexpr char kSpaceMark[] = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 constexpr char kTabMark[] = "\xE2\x90\x89";    // U+2409, the wrapper's tab
-constexpr size_t kSegmentBytes = 64 << 10;     // encode: cut after a newline past this size
+constexpr size_t kSegmentBytes = 4 << 10;      // encode: cut after a newline past this size
 constexpr size_t kHardSegmentBytes = 1 << 20;  // encode: cut anywhere (char boundary) past this
 
 std::string one_line(std::string s) {

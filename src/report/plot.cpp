@@ -460,23 +460,27 @@ void stroke_polyline(Mask& m, const Rect& clip, const std::vector<Pt>& pts, doub
     return;
   }
   const double on = 4 * r + 4, off = 2 * r + 4, period = on + off;
-  double phase = 0;  // distance into the current period
+  const double pad = r + 2;
+  double phase = 0;  // arc length from the start of the current dash period, in [0, period)
   for (size_t i = 0; i + 1 < pts.size(); ++i) {
     const Pt a = pts[i], b = pts[i + 1];
     const double len = std::hypot(b.x - a.x, b.y - a.y);
     if (!(len > 0) || !std::isfinite(len)) continue;
-    double s = 0;
-    while (s < len) {
-      const double left_in_state = phase < on ? on - phase : period - phase;
-      const double e = std::min(len, s + left_in_state);
-      if (phase < on) {
-        const double t0 = s / len, t1 = e / len;
-        stroke_segment(m, clip, a.x + t0 * (b.x - a.x), a.y + t0 * (b.y - a.y), a.x + t1 * (b.x - a.x),
-                       a.y + t1 * (b.y - a.y), r);
+    // Only the visible part is walked (off-screen parts may be astronomically long).
+    double x0 = a.x, y0 = a.y, x1 = b.x, y1 = b.y;
+    if (clip_segment(x0, y0, x1, y1, clip.x0 - pad, clip.y0 - pad, clip.x1 + pad, clip.y1 + pad)) {
+      const double ux = (b.x - a.x) / len, uy = (b.y - a.y) / len;
+      const double s0 = std::hypot(x0 - a.x, y0 - a.y), s1 = std::hypot(x1 - a.x, y1 - a.y);
+      // Dash k covers [base + k * period, base + k * period + on) in this segment's arc length.
+      const double base = s0 - std::fmod(phase + s0, period);
+      for (long k = 0;; ++k) {
+        const double d0 = base + static_cast<double>(k) * period, d1 = d0 + on;
+        if (d0 >= s1) break;
+        const double e0 = std::max(d0, s0), e1 = std::min(d1, s1);
+        if (e1 > e0) stroke_segment(m, clip, a.x + ux * e0, a.y + uy * e0, a.x + ux * e1, a.y + uy * e1, r);
       }
-      phase = std::fmod(phase + (e - s), period);
-      s = e;
     }
+    phase = std::fmod(phase + len, period);
   }
 }
 
@@ -570,6 +574,8 @@ void check_options(const std::vector<Series>& series, const ChartOptions& opt) {
   };
   check_axis("x", opt.log_x, opt.x_min, opt.x_max);
   check_axis("y", opt.log_y, opt.y_min, opt.y_max);
+  if (opt.text_scale < 1 || opt.text_scale > 4)
+    throw std::invalid_argument("line chart text_scale must be in 1..4, got " + std::to_string(opt.text_scale));
 }
 
 }  // namespace
@@ -601,92 +607,166 @@ Image render_line_chart(const std::vector<Series>& series, const ChartOptions& o
   ax.base = auto_base_from_data(opt.log_base_x, xs, ax.lo, ax.hi);
   ay.base = auto_base_from_data(opt.log_base_y, ys, ay.lo, ay.hi);
 
-  // Layout.
-  const int ts = 1, title_scale = 2, tick_len = 5, gap = 6;
+  // Layout. Text metrics first; the plot rectangle follows from them.
+  const int ts = opt.text_scale, tick_len = 3 + 2 * ts, gap = 4 + 2 * ts;
   const int th = text_height(ts);
-  const int top = opt.title.empty() ? 16 : 14 + text_height(title_scale) + 14;
-  const int bottom = tick_len + gap + th + (opt.x_label.empty() ? 0 : 12 + th) + 12;
-  const int plot_h = H - top - bottom;
-  const auto yticks = axis_ticks(ay, std::clamp(plot_h / 45, 2, 10));
-  int ytick_w = 0;
-  for (const auto& t : yticks) ytick_w = std::max(ytick_w, text_width(t.label, ts));
-  const int left = 14 + (opt.y_label.empty() ? 0 : th + 12) + ytick_w + gap + tick_len;
-  int right = 24;
-  int plot_w = W - left - right;
+  int title_scale = 2 * ts;
+  if (text_width(opt.title, title_scale) > W - 8) title_scale = ts;
+  const int title_h = text_height(title_scale);
 
-  ax.p0 = left;
-  ax.p1 = left + plot_w;
-  std::vector<Tick> xticks;
-  for (int max_ticks = std::clamp(plot_w / 70, 2, 12);; --max_ticks) {
-    xticks = axis_ticks(ax, max_ticks);
-    bool fits = true;
-    for (size_t i = 0; i + 1 < xticks.size(); ++i) {
-      const double d = ax.to_px(xticks[i + 1].value) - ax.to_px(xticks[i].value);
-      if (d < (text_width(xticks[i].label, ts) + text_width(xticks[i + 1].label, ts)) / 2.0 + 14) fits = false;
-    }
-    if (fits || max_ticks <= 2) break;
-  }
-  // Room for the last x label to overhang the plot on the right.
-  if (!xticks.empty()) {
-    const double overhang = ax.to_px(xticks.back().value) + text_width(xticks.back().label, ts) / 2.0 - (W - 6);
-    if (overhang > 0) {
-      right += static_cast<int>(std::ceil(overhang));
-      plot_w = W - left - right;
-      ax.p1 = left + plot_w;
-    }
-  }
-  const Rect plot{left, top, left + plot_w, top + plot_h};
-  ay.p0 = plot.y1;  // y grows upwards
-  ay.p1 = plot.y0;
+  std::vector<size_t> entries;  // series with a legend entry
+  for (size_t i = 0; i < series.size(); ++i)
+    if (!series[i].label.empty()) entries.push_back(i);
+  const bool want_legend = opt.legend && !entries.empty();
+  const int lpad = 4 + 4 * ts, lsample = 14 + 16 * ts, lrow = th + 3 + 4 * ts;
+  int label_w = 0;
+  for (size_t i : entries) label_w = std::max(label_w, text_width(series[i].label, ts));
+  const int legend_w = lpad + lsample + lpad + label_w + lpad;
+  const int legend_h = lpad * 2 + static_cast<int>(entries.size()) * lrow - (lrow - th);
 
-  auto tick_px = [](double p) { return static_cast<int>(std::floor(p)); };
-
-  // Grid.
-  if (opt.grid) {
-    for (const auto& t : xticks) {
-      const int x = tick_px(ax.to_px(t.value));
-      if (x > plot.x0 && x < plot.x1 - 1) cv.vline(x, plot.y0, plot.y1 - 1, kGrid);
+  struct Layout {
+    Rect plot{0, 0, 1, 1};
+    Axis ax, ay;
+    std::vector<Tick> xticks, yticks;
+  };
+  auto layout = [&](int extra_right) {
+    Layout L;
+    L.ax = ax;
+    L.ay = ay;
+    const int top = opt.title.empty() ? 8 + 4 * ts : 12 + title_h + 6 + 4 * ts;
+    const int bottom = tick_len + gap + th + (opt.x_label.empty() ? 0 : 6 + 6 * ts + th) + 12;
+    const int plot_h = std::max(10, H - top - bottom);
+    L.yticks = axis_ticks(L.ay, std::clamp(plot_h / (36 + 9 * ts), 2, 10));
+    int ytick_w = 0;
+    for (const auto& t : L.yticks) ytick_w = std::max(ytick_w, text_width(t.label, ts));
+    const int left = 12 + (opt.y_label.empty() ? 0 : th + 6 + 6 * ts) + ytick_w + gap + tick_len;
+    int right = 12 + 12 * ts + extra_right;
+    int plot_w = std::max(10, W - left - right);
+    L.ax.p0 = left;
+    L.ax.p1 = left + plot_w;
+    for (int max_ticks = std::clamp(plot_w / (50 + 20 * ts), 2, 12);; --max_ticks) {
+      L.xticks = axis_ticks(L.ax, max_ticks);
+      bool fits = true;
+      for (size_t i = 0; i + 1 < L.xticks.size(); ++i) {
+        const double d = L.ax.to_px(L.xticks[i + 1].value) - L.ax.to_px(L.xticks[i].value);
+        if (d < (text_width(L.xticks[i].label, ts) + text_width(L.xticks[i + 1].label, ts)) / 2.0 + 8 + 6 * ts)
+          fits = false;
+      }
+      if (fits || max_ticks <= 2) break;
     }
-    for (const auto& t : yticks) {
-      const int y = tick_px(ay.to_px(t.value));
-      if (y > plot.y0 && y < plot.y1 - 1) cv.hline(plot.x0, plot.x1 - 1, y, kGrid);
+    if (!L.xticks.empty() && extra_right == 0) {  // room for the last x label to overhang on the right
+      const double overhang = L.ax.to_px(L.xticks.back().value) + text_width(L.xticks.back().label, ts) / 2.0 - (W - 6);
+      if (overhang > 0) {
+        right += static_cast<int>(std::ceil(overhang));
+        plot_w = std::max(10, W - left - right);
+        L.ax.p1 = left + plot_w;
+      }
     }
-  }
+    L.plot = Rect{left, top, left + plot_w, top + plot_h};
+    L.ay.p0 = L.plot.y1;  // y grows upwards
+    L.ay.p1 = L.plot.y0;
+    return L;
+  };
 
-  // Series, in pixel space; each entry of `runs` is one unbroken polyline.
+  // Series in pixel space; each run is one unbroken polyline.
   struct Drawn {
     std::vector<std::vector<Pt>> runs;
     Rgb color;
     bool dashed, markers;
     double r;
   };
-  std::vector<Drawn> drawn;
-  for (size_t si = 0; si < series.size(); ++si) {
-    const Series& s = series[si];
-    Drawn d;
-    const int ci = s.color >= 0 ? s.color : static_cast<int>(si);
-    d.color = palette_color(ci);
-    d.dashed = s.dashed || (s.color < 0 && (si / 8) % 2 == 1);
-    d.markers = s.markers;
-    d.r = std::clamp(std::isfinite(s.line_width) ? s.line_width : 2.0, 1.0, 12.0) / 2;
-    std::vector<Pt> run;
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      Pt p{0, 0};
-      bool ok = ax.valid(s.x[i]) && ay.valid(s.y[i]);
-      if (ok) {
-        p = {ax.to_px(s.x[i]), ay.to_px(s.y[i])};
-        ok = std::isfinite(p.x) && std::isfinite(p.y);
+  auto project = [&](const Layout& L) {
+    std::vector<Drawn> drawn;
+    for (size_t si = 0; si < series.size(); ++si) {
+      const Series& s = series[si];
+      Drawn d;
+      d.color = palette_color(s.color >= 0 ? s.color : static_cast<int>(si));
+      d.dashed = s.dashed || (s.color < 0 && (si / 8) % 2 == 1);
+      d.markers = s.markers;
+      d.r = std::clamp(std::isfinite(s.line_width) ? s.line_width : 2.0, 1.0, 12.0) / 2;
+      std::vector<Pt> run;
+      for (size_t i = 0; i < s.x.size(); ++i) {
+        Pt p{0, 0};
+        bool ok = L.ax.valid(s.x[i]) && L.ay.valid(s.y[i]);
+        if (ok) {
+          p = {L.ax.to_px(s.x[i]), L.ay.to_px(s.y[i])};
+          ok = std::isfinite(p.x) && std::isfinite(p.y);
+        }
+        if (ok) {
+          run.push_back(p);
+        } else if (!run.empty()) {
+          d.runs.push_back(std::move(run));
+          run.clear();
+        }
       }
-      if (ok) {
-        run.push_back(p);
-      } else if (!run.empty()) {
-        d.runs.push_back(std::move(run));
-        run.clear();
+      if (!run.empty()) d.runs.push_back(std::move(run));
+      drawn.push_back(std::move(d));
+    }
+    return drawn;
+  };
+  // How many line samples (every ~2 px) fall in or near the box.
+  auto overlap = [](const std::vector<Drawn>& drawn, const Rect& plot, int x0, int y0, int w, int h) {
+    long count = 0;
+    for (const Drawn& d : drawn)
+      for (const auto& run : d.runs)
+        for (size_t i = 0; i < run.size(); ++i) {
+          const Pt a = run[i], b = i + 1 < run.size() ? run[i + 1] : run[i];
+          double x0c = a.x, y0c = a.y, x1c = b.x, y1c = b.y;
+          if (!clip_segment(x0c, y0c, x1c, y1c, plot.x0, plot.y0, plot.x1, plot.y1)) continue;
+          const double len = std::hypot(x1c - x0c, y1c - y0c);
+          const int n = std::clamp(static_cast<int>(len / 2), 1, 4000);
+          for (int k = 0; k <= n; ++k) {
+            const double px = x0c + (x1c - x0c) * k / n, py = y0c + (y1c - y0c) * k / n;
+            if (px >= x0 - 4 && px <= x0 + w + 4 && py >= y0 - 4 && py <= y0 + h + 4) ++count;
+          }
+        }
+    return count;
+  };
+
+  Layout L = layout(0);
+  std::vector<Drawn> drawn = project(L);
+  int legend_x = 0, legend_y = 0;
+  if (want_legend) {
+    const Rect& p = L.plot;
+    const int inset = 6 + 4 * ts;
+    const int lx = p.x0 + inset, rx = p.x1 - inset - legend_w, cx = (p.x0 + p.x1 - legend_w) / 2;
+    const int ty = p.y0 + inset, by = p.y1 - inset - legend_h;
+    const std::pair<int, int> candidates[] = {{rx, ty}, {lx, ty}, {rx, by}, {lx, by}, {cx, ty}, {cx, by}};
+    long best = -1;
+    for (const auto& [x0, y0] : candidates) {
+      const long c = overlap(drawn, p, x0, y0, legend_w, legend_h);
+      if (best < 0 || c < best) {
+        best = c;
+        legend_x = x0;
+        legend_y = y0;
       }
     }
-    if (!run.empty()) d.runs.push_back(std::move(run));
-    drawn.push_back(std::move(d));
+    const int outside_w = legend_w + 8 + 4 * ts;
+    if (best > 0 && opt.legend_may_go_outside && (p.x1 - p.x0) - outside_w >= W / 2) {
+      L = layout(outside_w);
+      drawn = project(L);
+      legend_x = L.plot.x1 + 8 + 4 * ts;
+      legend_y = L.plot.y0;
+    }
   }
+  const Rect plot = L.plot;
+  const Axis& X = L.ax;
+  const Axis& Y = L.ay;
+  auto tick_px = [](double p) { return static_cast<int>(std::floor(p)); };
+
+  // Grid.
+  if (opt.grid) {
+    for (const auto& t : L.xticks) {
+      const int x = tick_px(X.to_px(t.value));
+      if (x > plot.x0 && x < plot.x1 - 1) cv.vline(x, plot.y0, plot.y1 - 1, kGrid);
+    }
+    for (const auto& t : L.yticks) {
+      const int y = tick_px(Y.to_px(t.value));
+      if (y > plot.y0 && y < plot.y1 - 1) cv.hline(plot.x0, plot.x1 - 1, y, kGrid);
+    }
+  }
+
+  // Lines and markers, clipped to the plot.
   Mask mask(W, H);
   for (const Drawn& d : drawn) {
     const double marker_r = std::max(3.0, d.r + 1.5);
@@ -701,13 +781,13 @@ Image render_line_chart(const std::vector<Series>& series, const ChartOptions& o
 
   // Frame, ticks, tick labels.
   cv.outline(plot.x0 - 1, plot.y0 - 1, plot.x1, plot.y1, kFrame);
-  for (const auto& t : xticks) {
-    const int x = tick_px(ax.to_px(t.value));
+  for (const auto& t : L.xticks) {
+    const int x = tick_px(X.to_px(t.value));
     cv.vline(x, plot.y1 + 1, plot.y1 + tick_len, kFrame);
     draw_text(cv, x - text_width(t.label, ts) / 2, plot.y1 + tick_len + gap, t.label, ts, kText);
   }
-  for (const auto& t : yticks) {
-    const int y = tick_px(ay.to_px(t.value));
+  for (const auto& t : L.yticks) {
+    const int y = tick_px(Y.to_px(t.value));
     cv.hline(plot.x0 - 1 - tick_len, plot.x0 - 2, y, kFrame);
     draw_text(cv, plot.x0 - 1 - tick_len - gap - text_width(t.label, ts), y - th / 2, t.label, ts, kText);
   }
@@ -716,70 +796,34 @@ Image render_line_chart(const std::vector<Series>& series, const ChartOptions& o
   const int plot_cx = (plot.x0 + plot.x1) / 2, plot_cy = (plot.y0 + plot.y1) / 2;
   if (!opt.x_label.empty()) {
     const int w = text_width(opt.x_label, ts);
-    draw_text(cv, std::max(2, plot_cx - w / 2), plot.y1 + tick_len + gap + th + 12, opt.x_label, ts, kText);
+    draw_text(cv, std::max(2, plot_cx - w / 2), plot.y1 + tick_len + gap + th + 6 + 6 * ts, opt.x_label, ts, kText);
   }
   if (!opt.y_label.empty()) {
     const int w = text_width(opt.y_label, ts);
-    draw_text_up(cv, 14, std::min(H - 2, plot_cy + w / 2), opt.y_label, ts, kText);
+    draw_text_up(cv, 12, std::min(H - 2, plot_cy + w / 2), opt.y_label, ts, kText);
   }
   if (!opt.title.empty()) {
     const int w = text_width(opt.title, title_scale);
     int x = plot_cx - w / 2;
     if (x < 4 || x + w > W - 4) x = std::max(4, (W - w) / 2);
-    draw_text(cv, x, 14, opt.title, title_scale, kText);
+    draw_text(cv, x, 12, opt.title, title_scale, kText);
   }
 
-  // Legend, in the plot corner whose box covers the fewest line samples.
-  std::vector<size_t> entries;
-  for (size_t i = 0; i < series.size(); ++i)
-    if (!series[i].label.empty()) entries.push_back(i);
-  if (opt.legend && !entries.empty()) {
-    const int pad = 8, sample = 30, row_h = th + 7;
-    int label_w = 0;
-    for (size_t i : entries) label_w = std::max(label_w, text_width(series[i].label, ts));
-    const int bw = pad + sample + 8 + label_w + pad;
-    const int bh = pad * 2 + static_cast<int>(entries.size()) * row_h - (row_h - th);
-    const int inset = 10;
-    const int lx = plot.x0 + inset, rx = plot.x1 - inset - bw, cx = (plot.x0 + plot.x1 - bw) / 2;
-    const int ty = plot.y0 + inset, by = plot.y1 - inset - bh;
-    const std::pair<int, int> candidates[] = {{rx, ty}, {lx, ty}, {rx, by}, {lx, by}, {cx, ty}, {cx, by}};
-    auto overlap = [&](int x0, int y0) {
-      long count = 0;
-      for (const Drawn& d : drawn)
-        for (const auto& run : d.runs)
-          for (size_t i = 0; i < run.size(); ++i) {
-            const Pt a = run[i], b = i + 1 < run.size() ? run[i + 1] : run[i];
-            const double len = std::hypot(b.x - a.x, b.y - a.y);
-            const int n = std::isfinite(len) ? std::clamp(static_cast<int>(len / 2), 1, 4000) : 1;
-            for (int k = 0; k <= n; ++k) {
-              const double px = a.x + (b.x - a.x) * k / n, py = a.y + (b.y - a.y) * k / n;
-              if (px >= x0 - 4 && px <= x0 + bw + 4 && py >= y0 - 4 && py <= y0 + bh + 4) ++count;
-            }
-          }
-      return count;
-    };
-    int bx = candidates[0].first, byy = candidates[0].second;
-    long best = -1;
-    for (const auto& [x0, y0] : candidates) {
-      const long c = overlap(x0, y0);
-      if (best < 0 || c < best) {
-        best = c;
-        bx = x0;
-        byy = y0;
-      }
-    }
-    cv.fill(bx, byy, bx + bw, byy + bh, kWhite, 0.88);
-    cv.outline(bx, byy, bx + bw - 1, byy + bh - 1, kLegendBorder);
-    Rect legend_clip{bx + 1, byy + 1, bx + bw - 1, byy + bh - 1};
+  // Legend: translucent white box, a line sample (with marker) per entry, then the label.
+  if (want_legend) {
+    const int bx = legend_x, by = legend_y;
+    cv.fill(bx, by, bx + legend_w, by + legend_h, kWhite, 0.88);
+    cv.outline(bx, by, bx + legend_w - 1, by + legend_h - 1, kLegendBorder);
+    const Rect clip{bx + 1, by + 1, bx + legend_w - 1, by + legend_h - 1};
     for (size_t k = 0; k < entries.size(); ++k) {
       const Drawn& d = drawn[entries[k]];
-      const int ry = byy + pad + static_cast<int>(k) * row_h;
+      const int ry = by + lpad + static_cast<int>(k) * lrow;
       const double cy = ry + th / 2.0;  // centre row of the text
-      const double sx0 = bx + pad, sx1 = bx + pad + sample;
-      stroke_polyline(mask, legend_clip, {{sx0, cy}, {sx1, cy}}, d.r, d.dashed);
-      if (d.markers) stamp_disk(mask, legend_clip, (sx0 + sx1) / 2, cy, std::max(3.0, d.r + 1.5));
+      const double sx0 = bx + lpad, sx1 = bx + lpad + lsample;
+      stroke_polyline(mask, clip, {{sx0, cy}, {sx1, cy}}, d.r, d.dashed);
+      if (d.markers) stamp_disk(mask, clip, (sx0 + sx1) / 2, cy, std::max(3.0, d.r + 1.5));
       mask.composite(cv, d.color);
-      draw_text(cv, bx + pad + sample + 8, ry, series[entries[k]].label, ts, kText);
+      draw_text(cv, bx + lpad + lsample + lpad, ry, series[entries[k]].label, ts, kText);
     }
   }
   return std::move(cv.img);

@@ -45,6 +45,9 @@ struct ChartOptions {
   std::optional<double> x_min, x_max, y_min, y_max;
   bool legend = true;  // boxed legend in the plot corner that covers the fewest line pixels
   bool grid = true;    // light grid lines at the major ticks
+  // Legend outside the plot (on the right) when every corner inside would cover some line.
+  bool legend_may_go_outside = true;
+  int text_scale = 1;  // 1..4: labels use the 5x7 font at this scale, the title at twice it
 };
 
 inline constexpr int kMinWidth = 200, kMinHeight = 150, kMaxSize = 8192;

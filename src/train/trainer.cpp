@@ -12,6 +12,7 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "report/plot.h"
 #include "ttt/meta_gradient.h"
 #include "ttt/test_time_training.h"
 
@@ -115,6 +116,35 @@ void truncate_metrics(const fs::path& path, int64_t step) {
     }
   }
   io::write_file_atomic(path.string(), kept.data(), kept.size());
+}
+
+// loss.png from metrics.jsonl: training loss per step and validation loss.
+void write_loss_plot(const fs::path& out) {
+  std::ifstream in(out / "metrics.jsonl");
+  report::Series train{"training loss", {}, {}}, val{"validation loss", {}, {}};
+  val.markers = true;
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const json j = json::parse(line);
+      const double step = j.at("step").get<double>();
+      train.x.push_back(step);
+      train.y.push_back(j.at("loss").get<double>());
+      if (j.contains("val_loss")) {
+        val.x.push_back(step);
+        val.y.push_back(j.at("val_loss").get<double>());
+      }
+    } catch (...) {
+    }
+  }
+  if (train.x.empty()) return;
+  report::ChartOptions c;
+  c.title = "Training: " + out.filename().string();
+  c.x_label = "step";
+  c.y_label = "loss (nats/token)";
+  std::vector<report::Series> series = {train};
+  if (!val.x.empty()) series.push_back(val);
+  report::write_line_chart_png((out / "loss.png").string(), series, c);
 }
 
 }  // namespace
@@ -225,7 +255,10 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     }
     const bool stop = o.stop_after > 0 && step + 1 >= o.stop_after;
     const bool do_ckpt = (o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0) || step + 1 == o.steps || stop;
-    if (do_ckpt) write_checkpoint(out, m, opt, data, o, step + 1);
+    if (do_ckpt) {
+      write_checkpoint(out, m, opt, data, o, step + 1);
+      if (o.plot) write_loss_plot(out);
+    }
     if (stop) break;
   }
   if (tty) std::fprintf(progress, "\n");

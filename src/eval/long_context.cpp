@@ -1,0 +1,94 @@
+#include "eval/long_context.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "tensor/random.h"
+#include "ttt/test_time_training.h"
+
+namespace ttt::eval {
+
+PositionCurve position_nll(const model::Model& m, const std::vector<std::vector<int32_t>>& docs, int64_t length,
+                           bool ttt) {
+  PositionCurve c;
+  c.mean_nll.assign(length, 0.0);
+  std::vector<double> count(length, 0.0);
+  e2e::TTTOptions opt;
+  opt.ttt = ttt;
+  const int32_t bos = static_cast<int32_t>(m.config().bos_token_id);
+  for (auto& d : docs) {
+    if (static_cast<int64_t>(d.size()) < length + 1)
+      throw std::invalid_argument("position_nll: a document holds " + std::to_string(d.size()) + " tokens, fewer than " +
+                                  std::to_string(length + 1));
+    std::vector<int32_t> in(d.begin(), d.begin() + length), tg(d.begin() + 1, d.begin() + length + 1);
+    const auto res = e2e::prefill(m, in, tg, opt);
+    for (int64_t i = 0; i < length; ++i)
+      if (tg[i] != bos) {
+        c.mean_nll[i] += res.nll[i];
+        count[i] += 1;
+      }
+    ++c.documents;
+  }
+  for (int64_t i = 0; i < length; ++i) c.mean_nll[i] = count[i] > 0 ? c.mean_nll[i] / count[i] : std::nan("");
+  return c;
+}
+
+double mean_range(const PositionCurve& c, int64_t lo, int64_t hi) {
+  double s = 0, n = 0;
+  for (int64_t i = lo; i < hi && i < static_cast<int64_t>(c.mean_nll.size()); ++i)
+    if (!std::isnan(c.mean_nll[i])) {
+      s += c.mean_nll[i];
+      n += 1;
+    }
+  return n > 0 ? s / n : std::nan("");
+}
+
+std::vector<std::pair<double, double>> binned(const PositionCurve& c, int64_t bin) {
+  std::vector<std::pair<double, double>> out;
+  const int64_t n = static_cast<int64_t>(c.mean_nll.size());
+  for (int64_t lo = 0; lo < n; lo += bin) {
+    const int64_t hi = std::min(n, lo + bin);
+    out.emplace_back(0.5 * static_cast<double>(lo + hi), mean_range(c, lo, hi));
+  }
+  return out;
+}
+
+std::vector<SpanProbe> repeated_span_probe(const model::Model& m, const std::vector<int32_t>& text,
+                                           const std::vector<int64_t>& gaps, int64_t span_len, int64_t span_pos,
+                                           int trials, uint64_t seed) {
+  const auto& cfg = m.config();
+  std::vector<SpanProbe> out;
+  for (int64_t gap : gaps) {
+    const int64_t total = span_pos + 2 * span_len + gap + 1;
+    if (static_cast<int64_t>(text.size()) < total)
+      throw std::invalid_argument("repeated_span_probe: filler text of " + std::to_string(text.size()) +
+                                  " tokens is shorter than the probe (" + std::to_string(total) + ")");
+    SpanProbe p;
+    p.gap = gap;
+    for (int t = 0; t < trials; ++t) {
+      Rng r(seed + 1000 * t + gap);
+      std::vector<int32_t> span(span_len), other(span_len);
+      for (auto& x : span) x = static_cast<int32_t>(1 + r.next_u64() % (cfg.vocab_size - 1));
+      for (auto& x : other) x = static_cast<int32_t>(1 + r.next_u64() % (cfg.vocab_size - 1));
+      const int64_t off = static_cast<int64_t>(r.next_u64() % (text.size() - total + 1));
+      for (int variant = 0; variant < 2; ++variant) {
+        std::vector<int32_t> seq(text.begin() + off, text.begin() + off + total);
+        const auto& first = variant == 0 ? span : other;
+        std::copy(first.begin(), first.end(), seq.begin() + span_pos);
+        const int64_t rep = span_pos + span_len + gap;
+        std::copy(span.begin(), span.end(), seq.begin() + rep);
+        std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+        const auto res = e2e::prefill(m, in, tg);
+        // Targets rep+1 .. rep+span_len-1 are predicted from inputs inside the repeat.
+        double s = 0;
+        for (int64_t i = rep; i < rep + span_len - 1; ++i) s += res.nll[i];
+        (variant == 0 ? p.repeat_nll : p.control_nll) += s / static_cast<double>(span_len - 1) / trials;
+      }
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace ttt::eval
