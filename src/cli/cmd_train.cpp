@@ -11,7 +11,7 @@ namespace ttt::cli {
 namespace {
 
 struct TrainArgs {
-  std::string model, config, tokens, out;
+  std::string model, config, tokens, data, out;
   uint64_t seed = 0;
   double val_fraction = 0.1;
   bool no_remat = false, quiet = false;
@@ -25,10 +25,11 @@ struct ConvertArgs {
 
 int run_train(TrainArgs a) {
   if (a.model.empty() == a.config.empty()) throw std::invalid_argument("give exactly one of --model and --config");
-  if (a.tokens.empty()) throw std::invalid_argument("give the training data with --tokens");
+  if (a.tokens.empty() == a.data.empty()) throw std::invalid_argument("give the training data with --data or --tokens");
   model::Model m = a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
                                    : model::Model::load(a.model);
-  auto data = train::token_file_source(a.tokens, a.val_fraction, a.seed);
+  auto data = a.data.empty() ? train::token_file_source(a.tokens, a.val_fraction, a.seed)
+                             : train::corpus_source(a.data, a.seed);
   a.o.remat = !a.no_remat;
   a.o.seed = a.seed;
   const auto& c = m.config();
@@ -63,6 +64,7 @@ void register_train_commands(CLI::App& app, Registry& reg) {
   tr->add_option("--model", a.model, "start from this model directory (also: context extension)");
   tr->add_option("--config", a.config, "or initialize from this config.json");
   tr->add_option("--seed", a.seed, "seed of the initialization and of the data sampler")->capture_default_str();
+  tr->add_option("--data", a.data, "training data: a corpus directory from `ttt data build`");
   tr->add_option("--tokens", a.tokens, "training data: an int32 token file (the last --val-fraction is held out)");
   tr->add_option("--val-fraction", a.val_fraction, "held-out share of --tokens")->capture_default_str();
   tr->add_option("--out", a.o.out_dir, "output directory (checkpoints, metrics.jsonl, loss.png)")->required();

@@ -3,11 +3,47 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "data/dataset.h"
 #include "io/tokens.h"
 #include "tensor/random.h"
 
 namespace ttt::train {
+
+void SequenceSource::check_model(int64_t vocab_size, int64_t) const {
+  if (max_token_id() >= vocab_size)
+    throw std::invalid_argument("the data holds token id " + std::to_string(max_token_id()) +
+                                " but the model's vocabulary has " + std::to_string(vocab_size) +
+                                " entries (tokenizer and model do not match)");
+}
+
 namespace {
+
+class CorpusSource final : public SequenceSource {
+ public:
+  CorpusSource(const std::string& dir, uint64_t seed) : ds_(data::Dataset::open(dir)), sampler_(seed) {}
+  std::vector<int32_t> next_train(int64_t len) override { return ds_.sample_train(len, sampler_); }
+  std::vector<std::vector<int32_t>> validation(int64_t len, int64_t count) const override {
+    std::vector<std::vector<int32_t>> out;
+    const int64_t n = std::min(count, ds_.num_sequences("val", len));
+    for (int64_t i = 0; i < n; ++i) out.push_back(ds_.sequence("val", len, i));
+    return out;
+  }
+  std::string state() const override { return sampler_.state(); }
+  void restore(const std::string& s) override { sampler_.restore(s); }
+  int64_t max_token_id() const override { return ds_.vocab_size() - 1; }
+  void check_model(int64_t vocab_size, int64_t bos) const override {
+    try {
+      ds_.check_model(vocab_size, bos);
+    } catch (const std::runtime_error& e) {
+      throw std::invalid_argument(e.what());
+    }
+  }
+  std::string describe() const override { return ds_.describe(); }
+
+ private:
+  data::Dataset ds_;
+  data::SequenceSampler sampler_;
+};
 
 class TokenFileSource final : public SequenceSource {
  public:
@@ -54,6 +90,10 @@ class TokenFileSource final : public SequenceSource {
 };
 
 }  // namespace
+
+std::unique_ptr<SequenceSource> corpus_source(const std::string& dir, uint64_t seed) {
+  return std::make_unique<CorpusSource>(dir, seed);
+}
 
 std::unique_ptr<SequenceSource> token_file_source(const std::string& path, double val_fraction, uint64_t seed) {
   return std::make_unique<TokenFileSource>(path, val_fraction, seed);

@@ -18,8 +18,14 @@ class SequenceSource {
   virtual std::string state() const = 0;  // opaque, for checkpoints
   virtual void restore(const std::string& state) = 0;
   virtual int64_t max_token_id() const = 0;
+  // Throws std::invalid_argument when the data cannot train this model (vocabulary, BOS id).
+  virtual void check_model(int64_t vocab_size, int64_t bos_token_id) const;
   virtual std::string describe() const = 0;
 };
+
+// A corpus directory built by `ttt data build` (data/dataset.h): random windows of the train
+// split, validation windows of the val split; checks the model's vocabulary and BOS id.
+std::unique_ptr<SequenceSource> corpus_source(const std::string& dir, uint64_t seed);
 
 // One int32 token file: the last `val_fraction` of it is held out for validation; training
 // sequences start at random offsets in the rest.

@@ -193,10 +193,7 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
   if (cfg.prime && o.seq_len % cfg.mini_batch_size != 0)
     throw std::invalid_argument("train: seq-len " + std::to_string(o.seq_len) + " is not a multiple of mini_batch_size " +
                                 std::to_string(cfg.mini_batch_size) + " (meta-learning trains on whole chunks)");
-  if (data.max_token_id() >= cfg.vocab_size)
-    throw std::invalid_argument("train: the data holds token id " + std::to_string(data.max_token_id()) +
-                                " but the model's vocabulary has " + std::to_string(cfg.vocab_size) +
-                                " entries (tokenizer and model do not match)");
+  data.check_model(cfg.vocab_size, cfg.bos_token_id);
   const fs::path out(o.out_dir);
   fs::create_directories(out);
   m.set_requires_grad(true);
