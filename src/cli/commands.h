@@ -20,6 +20,7 @@ void register_bench(CLI::App& app, Registry& reg);
 void register_model_commands(CLI::App& app, Registry& reg);  // init, eval, grad
 void register_train_commands(CLI::App& app, Registry& reg);  // train, convert
 void register_eval_commands(CLI::App& app, Registry& reg);   // eval-long, probe
+void register_experiment(CLI::App& app, Registry& reg);      // the main job
 void register_generate(CLI::App& app, Registry& reg);
 void register_data_commands(CLI::App& app, Registry& reg);  // tokenizer train, tokenize, detokenize, data
 int run_demo_default();  // what `ttt` with no arguments does

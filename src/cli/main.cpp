@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   ttt::cli::register_model_commands(app, reg);
   ttt::cli::register_train_commands(app, reg);
   ttt::cli::register_eval_commands(app, reg);
+  ttt::cli::register_experiment(app, reg);
   ttt::cli::register_generate(app, reg);
   ttt::cli::register_data_commands(app, reg);
   ttt::cli::register_bench(app, reg);

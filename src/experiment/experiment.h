@@ -1,0 +1,25 @@
+// `ttt experiment`: the project's main job. On the default corpus (Linux kernel source), it
+// trains small full-attention, SWA and TTT-E2E models of the same shape on the same tokens,
+// evaluates them (loss vs context length, loss by position, repeated-span recall, prefill and
+// decode latency vs context), writes REPORT.md with tables and PNG plots, and prints the
+// headline table. Every stage resumes: an interrupted run picks up where it stopped.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace ttt::experiment {
+
+struct ExperimentOptions {
+  bool quick = false;             // about 10 minutes instead of about 30
+  std::string data_dir = "data/linux-6.1";
+  std::string out_dir;            // default: runs/experiment or runs/quick
+  int64_t steps = 0;              // 0: 400 (quick: 100)
+  int64_t batch = 4;
+  int64_t seq_len = 1024;
+  int64_t max_corpus_tokens = 0;  // cap when the corpus must be built; 0: 20M (quick: 5M)
+  uint64_t seed = 1;
+};
+
+int run_experiment(ExperimentOptions opt);
+
+}  // namespace ttt::experiment
