@@ -157,7 +157,7 @@ int run_experiment(ExperimentOptions o) {
       std::fprintf(stderr, "%s: already trained (%lld steps)\n", v.name.c_str(), static_cast<long long>(done));
     } else {
       to.resume = done > 0;
-      std::fprintf(stderr, "%s: %s training, %lld steps of %lld x %lld tokens%s\n", v.name.c_str(),
+      std::fprintf(stderr, "%s: %s, %lld steps of %lld x %lld tokens%s\n", v.name.c_str(),
                    v.cfg.prime ? "meta-learning" : "pretraining", static_cast<long long>(o.steps),
                    static_cast<long long>(o.batch), static_cast<long long>(o.seq_len),
                    to.resume ? (" (resuming at step " + std::to_string(done) + ")").c_str() : "");

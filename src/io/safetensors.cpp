@@ -1,3 +1,4 @@
+#include "io/messages.h"
 #include "io/safetensors.h"
 
 #include <fcntl.h>
@@ -27,17 +28,6 @@ using json = nlohmann::json;
 constexpr uint64_t kMaxHeader = 100ull * 1024 * 1024;
 
 // Error text must stay on one line: names and parser messages may hold control characters.
-std::string one_line(const std::string& s, size_t max_len = 200) {
-  std::string out;
-  for (char c : s) {
-    if (out.size() >= max_len) {
-      out += "...";
-      break;
-    }
-    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
-  }
-  return out;
-}
 
 std::string q_name(const std::string& name) {
   std::string out(1, '\'');  // built by appends: GCC 12 warns falsely (-Wrestrict) on "'" + s

@@ -1,3 +1,4 @@
+#include "io/messages.h"
 #include "model/config.h"
 
 #include <cerrno>
@@ -20,17 +21,7 @@ using json = nlohmann::json;
 constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
 constexpr int64_t kMaxLayers = 100000;
 
-std::string one_line(const std::string& s, size_t max_len = 200) {
-  std::string out;
-  for (char c : s) {
-    if (out.size() >= max_len) {
-      out += "...";
-      break;
-    }
-    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? ' ' : c;
-  }
-  return out;
-}
+using io::one_line;
 
 [[noreturn]] void bad(const std::string& problem) { throw std::runtime_error("config: " + problem); }
 
