@@ -163,7 +163,7 @@ int run_experiment(ExperimentOptions o) {
                    to.resume ? (" (resuming at step " + std::to_string(done) + ")").c_str() : "");
       auto m = model::Model::init(v.cfg, o.seed);
       auto src = train::corpus_source(o.data_dir, o.seed);
-      train::train(m, *src, to, isatty(fileno(stderr)) ? stderr : nullptr);
+      train::train(m, *src, to, stderr);
     }
     r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     r.tokens = o.steps * o.batch * o.seq_len;

@@ -235,7 +235,9 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
       line["val_loss"] = sum.last_val;
     }
     metrics << line.dump() << "\n" << std::flush;
-    if (progress) {
+    // On a terminal the bar redraws every step; in a log, about 50 lines per run plus validations.
+    const int64_t every = tty ? 1 : std::max<int64_t>(1, o.steps / 50);
+    if (progress && ((step + 1) % every == 0 || do_val || step + 1 == o.steps)) {
       const int width = 24;
       const int filled = static_cast<int>(width * static_cast<double>(step + 1) / static_cast<double>(o.steps));
       char bar[width + 3], val_txt[32] = "", ilr_txt[32] = "";
