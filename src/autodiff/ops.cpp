@@ -550,6 +550,12 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
   be(x).rmsnorm(dense(x), dense(w), eps, y);
   if (needs_graph({&x, &w})) {
     record(y, "rmsnorm", {x, w}, [x, w, eps](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
+      if (!grad_enabled()) {  // first order only: one fused pass
+        Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+        Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
+        be(x).rmsnorm_backward(dense(x), dense(w), dense(g), eps, dx, dw);
+        return std::vector<Tensor>{n[0] ? dx : Tensor(), n[1] ? dw : Tensor()};
+      }
       Tensor r = rms_rstd(x, eps);
       Tensor gx, gw;
       if (n[0]) {
@@ -642,6 +648,11 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets) 
   be(logits).cross_entropy(dense(logits), targets, y);
   if (needs_graph({&logits}))
     record(y, "cross_entropy", {logits}, [logits, targets](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+      if (!grad_enabled()) {  // first order only: one fused pass over the logits
+        Tensor d = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
+        be(logits).cross_entropy_backward(dense(logits), targets, dense(g), d);
+        return std::vector<Tensor>{d};
+      }
       return std::vector<Tensor>{mul(onehot_sub(softmax(logits), targets), reshape(g, {-1, 1}))};
     });
   return y;

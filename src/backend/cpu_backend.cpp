@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
+#include "kernels/fused_cpu.h"
 #include "kernels/vec_math.h"
 
 namespace ttt {
@@ -548,6 +549,23 @@ class CpuBackend final : public Backend {
                          const Tensor& v, const Tensor& o, const Tensor& lse) override {
     for_dtype(o.dtype(), [&]<class T>() {
       kernels::attention_forward<T>(s, q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.data<T>());
+    });
+  }
+
+  void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& g, double eps, const Tensor& dx,
+                        const Tensor& dw) override {
+    const int64_t n = x.size(-1);
+    for_dtype(dx.dtype(), [&]<class T>() {
+      kernels::rmsnorm_backward<T>(x.data<T>(), w.data<T>(), g.data<T>(), x.numel() / n, n, eps, dx.data<T>(),
+                                   dw.data<T>());
+    });
+  }
+
+  void cross_entropy_backward(const Tensor& logits, const std::vector<int32_t>& targets, const Tensor& g,
+                              const Tensor& dlogits) override {
+    for_dtype(dlogits.dtype(), [&]<class T>() {
+      kernels::cross_entropy_backward<T>(logits.data<T>(), targets.data(), g.data<T>(), logits.size(0), logits.size(1),
+                                         dlogits.data<T>());
     });
   }
 

@@ -216,7 +216,7 @@ int run_experiment(ExperimentOptions o) {
   stage("5/5 latency");
   std::vector<bench::NamedModel> bm;
   for (size_t i = 0; i < vs.size(); ++i) bm.push_back({vs[i].name, models[i]});
-  std::rotate(bm.begin(), bm.begin() + 2, bm.end());  // ttt-e2e first: the table's ratio is full / ttt-e2e
+  std::reverse(bm.begin(), bm.end());  // ttt-e2e, swa, full: the table's ratio is full / ttt-e2e
   bench::ContextBenchOptions co;
   co.prefill_lengths = o.quick ? std::vector<int64_t>{1024, 2048, 4096, 8192} : std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768};
   co.decode_lengths = o.quick ? std::vector<int64_t>{1024, 8192} : std::vector<int64_t>{1024, 8192, 32768};
