@@ -17,6 +17,9 @@ void set_num_threads(int n);  // call before heavy work; resizes the pool
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn);
 
+// True inside a parallel_for body (where nested parallel calls run serially).
+bool in_parallel_region();
+
 // Index of the executing pool thread in [0, num_threads()), for per-thread scratch buffers.
 int thread_index();
 

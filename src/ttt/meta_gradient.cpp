@@ -69,16 +69,21 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   const int64_t chunks = t / b;
   auto part = [&](int64_t c) { return std::vector<int32_t>(targets.begin() + c * b, targets.begin() + (c + 1) * b); };
 
-  // Forward sweep without a graph: keep the chunk-boundary states.
-  Tensor h_first;
+  // The first L-S blocks run once, with their graph kept for the final backward (it is the
+  // same memory a pretraining gradient needs); the chunks start from a detached copy.
+  Tensor h_graph;
+  {
+    GradMode on(true);
+    h_graph = m.embed_tokens(inputs);
+    for (int64_t l = 0; l < first; ++l) h_graph = m.block_forward(l, h_graph, 0, nullptr, nullptr);
+  }
+  const Tensor h_first = h_graph.detach();
+  // Forward sweep over the chunks without an outer graph: keep the chunk-boundary states.
   std::vector<model::Phi> phis(chunks);                   // phi_{c-1}: the weights that score chunk c
   std::vector<std::vector<model::KVCache>> caches(chunks);  // caches entering chunk c
   double total = 0;
   {
     NoGrad ng;
-    Tensor h = m.embed_tokens(inputs);
-    for (int64_t l = 0; l < first; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
-    h_first = h;
     model::Phi phi;
     for (auto& p : m.phi0()) phi.push_back(p.detach());
     std::vector<model::KVCache> cache(L - first);
@@ -171,10 +176,7 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   }
   // Finally the first L-S blocks and the embedding, once, with the accumulated adjoint.
   {
-    GradMode on(true);
-    Tensor h = m.embed_tokens(inputs);
-    for (int64_t l = 0; l < first; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
-    auto gs = grad({h}, params, {concat(d_x, 0)});
+    auto gs = grad({h_graph}, params, {concat(d_x, 0)});
     for (size_t i = 0; i < gs.size(); ++i) accumulate(acc[i], gs[i]);
   }
   out.grads = std::move(acc);

@@ -4,7 +4,8 @@
 // Without rematerialization the graph of every chunk (including the second-order graph of every
 // inner step) is alive at once. With it, a forward sweep without a graph keeps only the
 // chunk-boundary states (the input of the first prime block for the sequence, and phi and the
-// window caches at each chunk boundary); a backward sweep over the chunks in reverse rebuilds one
+// window caches at each chunk boundary) besides the graph of the first L-S blocks, which any
+// gradient needs; a backward sweep over the chunks in reverse rebuilds one
 // chunk's graph at a time and pulls the adjoints of phi and of the caches back through it. The
 // result is the same gradient (tests check it against the full graph).
 #pragma once
