@@ -41,6 +41,7 @@ struct ContextRow {
   double seconds = 0;        // prefill: whole run; decode: per token
   double s_per_1k = 0;
   double flops = 0;          // prefill forward FLOPs
+  double inner_flops = 0;    // prefill inner-step FLOPs (TTT-E2E)
   double state_bytes = 0;    // decode only
 };
 
@@ -51,6 +52,10 @@ struct ContextReport {
 
 // Forward FLOPs of a prefill of T tokens (matmuls, visible attention pairs, head).
 double prefill_forward_flops(const model::ModelConfig& c, int64_t t);
+// FLOPs of the inner steps a TTT-E2E prefill of T tokens also takes: per updated chunk, the
+// backward through the head (input gradient) and the prime blocks (input gradients, attention
+// backward, weight gradients of phi). Zero for models without prime blocks.
+double prefill_inner_flops(const model::ModelConfig& c, int64_t t);
 
 ContextReport run_context_bench(const std::vector<NamedModel>& models, const ContextBenchOptions& opt,
                                 std::FILE* progress);
