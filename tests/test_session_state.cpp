@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "inference/session.h"
 #include "test_configs.h"
 #include "io/safetensors.h"
@@ -20,7 +22,10 @@ namespace {
 model::ModelConfig state_config(bool prime, int64_t full_every = 0) { return session_config(prime, full_every); }
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::path(::testing::TempDir()) / ("ttt_state_" + name + ".safetensors")).string();
+  // Unique per process: ctest runs the tests of this file in parallel processes.
+  return (std::filesystem::path(::testing::TempDir()) /
+          ("ttt_state_" + std::to_string(::getpid()) + "_" + name + ".safetensors"))
+      .string();
 }
 
 std::vector<int32_t> tokens(int n, int64_t vocab, uint64_t seed) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <unistd.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -51,7 +52,8 @@ std::string synthetic_tokens(const fs::path& dir) {
 }
 
 fs::path temp_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("ttt_train_" + name);
+  // Unique per process: ctest runs tests in parallel processes.
+  const fs::path p = fs::path(::testing::TempDir()) / ("ttt_train_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
