@@ -172,6 +172,23 @@ TEST(ThreadPool, ParallelForCoversTheRangeOnceAndPropagatesErrors) {
                std::runtime_error);
 }
 
+TEST(ThreadPool, BackToBackJobsNeverRunAPieceTwice) {
+  // Regression: a worker finishing the last piece of one job could claim a piece of the next
+  // job with a stale counter and run it twice, after its caller had returned.
+  for (int job = 0; job < 20000; ++job) {
+    std::atomic<int> ran{0};
+    int local[8] = {0};
+    parallel_for(0, 8, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        ++local[i];
+        ran.fetch_add(1);
+      }
+    });
+    ASSERT_EQ(ran.load(), 8) << "job " << job;
+    for (int i = 0; i < 8; ++i) ASSERT_EQ(local[i], 1) << "job " << job << " piece " << i;
+  }
+}
+
 TEST(Blas, ReportsItsKernelAndComputesCorrectly) {
   const auto& info = blas::info();
   EXPECT_FALSE(info.library.empty());

@@ -40,41 +40,60 @@ class Pool {
       return;
     }
     std::unique_lock<std::mutex> job_lock(job_mu_);  // one parallel region at a time
+    Job job;
     {
       std::lock_guard<std::mutex> g(mu_);
-      fn_ = &fn;
-      begin_ = begin;
-      end_ = end;
-      pieces_ = pieces;
-      next_.store(0);
+      job = {++generation_, &fn, begin, end, pieces};
+      current_ = job;
       done_pieces_ = 0;
       error_ = nullptr;
-      ++generation_;
+      claim_.store(job.id << 32);
     }
     cv_.notify_all();
-    work();
+    work(job);
     std::unique_lock<std::mutex> g(mu_);
-    done_cv_.wait(g, [&] { return done_pieces_ == pieces_; });
-    fn_ = nullptr;
+    done_cv_.wait(g, [&] { return done_pieces_ == pieces; });
+    current_.fn = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  void work() {
-    tl_in_parallel = true;
+  // One parallel_for call. Pieces are claimed through `claim_`, which packs the job id with the
+  // next piece index: a worker holding a stale snapshot of an earlier job fails to claim and
+  // never touches a function whose caller has already returned.
+  struct Job {
+    uint64_t id = 0;
+    const std::function<void(int64_t, int64_t)>* fn = nullptr;
+    int64_t begin = 0, end = 0, pieces = 0;
+  };
+
+  bool claim(const Job& job, int64_t& piece) {
+    uint64_t v = claim_.load();
     for (;;) {
-      const int64_t p = next_.fetch_add(1);
-      if (p >= pieces_) break;
-      const int64_t total = end_ - begin_;
-      const int64_t lo = begin_ + total * p / pieces_, hi = begin_ + total * (p + 1) / pieces_;
+      if ((v >> 32) != (job.id & 0xffffffffu)) return false;
+      const int64_t p = static_cast<int64_t>(v & 0xffffffffu);
+      if (p >= job.pieces) return false;
+      if (claim_.compare_exchange_weak(v, v + 1)) {
+        piece = p;
+        return true;
+      }
+    }
+  }
+
+  void work(const Job& job) {
+    tl_in_parallel = true;
+    int64_t p = 0;
+    while (claim(job, p)) {
+      const int64_t total = job.end - job.begin;
+      const int64_t lo = job.begin + total * p / job.pieces, hi = job.begin + total * (p + 1) / job.pieces;
       try {
-        (*fn_)(lo, hi);
+        (*job.fn)(lo, hi);
       } catch (...) {
         std::lock_guard<std::mutex> g(mu_);
         if (!error_) error_ = std::current_exception();
       }
       std::lock_guard<std::mutex> g(mu_);
-      if (++done_pieces_ == pieces_) done_cv_.notify_all();
+      if (++done_pieces_ == job.pieces) done_cv_.notify_all();
     }
     tl_in_parallel = false;
   }
@@ -83,13 +102,15 @@ class Pool {
     tl_index = index;
     uint64_t seen = 0;
     for (;;) {
+      Job job;
       {
         std::unique_lock<std::mutex> g(mu_);
-        cv_.wait(g, [&] { return quit_ || (generation_ != seen && fn_ != nullptr); });
+        cv_.wait(g, [&] { return quit_ || (generation_ != seen && current_.fn != nullptr); });
         if (quit_) return;
         seen = generation_;
+        job = current_;  // a consistent snapshot, taken under the lock
       }
-      work();
+      work(job);
     }
   }
 
@@ -107,9 +128,9 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex job_mu_, mu_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t begin_ = 0, end_ = 0, pieces_ = 0, done_pieces_ = 0;
-  std::atomic<int64_t> next_{0};
+  Job current_;
+  int64_t done_pieces_ = 0;
+  std::atomic<uint64_t> claim_{0};
   uint64_t generation_ = 0;
   bool quit_ = false;
   std::exception_ptr error_;
