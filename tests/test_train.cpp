@@ -1,6 +1,7 @@
 // Training: a tiny run learns, resume continues exactly, conversion keeps the function.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <unistd.h>
 #include <fstream>
@@ -177,4 +178,23 @@ TEST(Convert, TTTModelStartsAsTheSameFunction) {
   EXPECT_THROW(train::convert_to_ttt(ttt_model, co), std::invalid_argument);
 }
 
+}  // namespace ttt::test
+
+namespace ttt::test {
+TEST(Convert, MetaGradientOfAConvertedModelIsFinite) {
+  // The prime post-norm weight starts at 0, so the first inner gradients are exactly zero; the
+  // clip must not differentiate sqrt at 0 (that gave NaN and a diverged warm start).
+  auto swa = model::Model::init(train_config(false), 6);
+  train::ConvertOptions co;
+  co.suffix_len = 1;
+  auto m = train::convert_to_ttt(swa, co);
+  m.set_requires_grad(true);
+  Rng r(3);
+  std::vector<int32_t> seq(33);
+  for (auto& t : seq) t = static_cast<int32_t>(1 + r.next_u64() % 23);
+  std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
+  auto g = grad({e2e::training_loss(m, in, tg)}, m.parameters());
+  for (size_t i = 0; i < g.size(); ++i)
+    for (double v : g[i].to_vector()) ASSERT_TRUE(std::isfinite(v)) << m.named_parameters()[i].first;
+}
 }  // namespace ttt::test

@@ -774,8 +774,15 @@ Tensor global_norm(const std::vector<Tensor>& xs) {
 
 std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& gs, double max_norm) {
   if (!(max_norm > 0)) fail("clip_by_global_norm: max_norm must be positive");
-  // scale = max_norm / max(norm, max_norm) = min(1, max_norm / norm)
-  Tensor scale = mul_scalar(reciprocal(maximum_scalar(global_norm(gs), max_norm)), max_norm);
+  // scale = max_norm / max(norm, max_norm) = 1 / sqrt(max(sum of squares / max_norm^2, 1)).
+  // Written without sqrt(sum of squares): its derivative is infinite at a zero gradient (a
+  // converted model's first inner steps), and 0 * inf would poison the meta-gradient.
+  Tensor sumsq;
+  for (auto& g : gs) {
+    Tensor s = sum(square(g));
+    sumsq = sumsq.defined() ? add(sumsq, s) : s;
+  }
+  Tensor scale = rsqrt(maximum_scalar(mul_scalar(sumsq, 1.0 / (max_norm * max_norm)), 1.0));
   std::vector<Tensor> out;
   out.reserve(gs.size());
   for (auto& g : gs) out.push_back(mul(g, scale));
