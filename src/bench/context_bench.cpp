@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "backend/blas.h"
@@ -88,55 +89,47 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
   ContextReport rep;
   int samples = 0;
   rep.peak_gflops = 2e-9 * 1024.0 * 1024 * 1024 / measure_sgemm_peak(1024, 10, 0.5, samples);
-  auto note = [&](const char* what, const std::string& name, int64_t t) {
-    if (progress) std::fprintf(progress, "  %s %s at %lld tokens...\n", what, name.c_str(), static_cast<long long>(t));
+  // One row per (length, model); full-attention models beyond full_attention_max are skipped.
+  auto rows = [&](const char* mode, const std::vector<int64_t>& lengths,
+                  const std::function<void(const NamedModel&, int64_t, ContextRow&)>& measure) {
+    for (int64_t t : lengths)
+      for (auto& nm : models) {
+        ContextRow row;
+        row.model = nm.name;
+        row.mode = mode;
+        row.context = t;
+        if (is_full_attention(nm.model.config()) && t > opt.full_attention_max) {
+          row.skipped = true;
+        } else {
+          if (progress)
+            std::fprintf(progress, "  %s %s at %lld tokens...\n", mode, nm.name.c_str(), static_cast<long long>(t));
+          measure(nm, t, row);
+        }
+        rep.rows.push_back(row);
+      }
   };
-  for (int64_t t : opt.prefill_lengths) {
-    for (auto& nm : models) {
-      ContextRow row;
-      row.model = nm.name;
-      row.mode = "prefill";
-      row.context = t;
-      const auto& cfg = nm.model.config();
-      if (is_full_attention(cfg) && t > opt.full_attention_max) {
-        row.skipped = true;
-      } else {
-        note("prefill", nm.name, t);
-        const auto tok = random_tokens(t + 1, cfg.vocab_size, opt.seed + t);
-        std::vector<int32_t> in(tok.begin(), tok.end() - 1), tg(tok.begin() + 1, tok.end());
-        const auto t0 = Clock::now();
-        e2e::prefill(nm.model, in, tg);
-        row.seconds = since(t0);
-        row.s_per_1k = row.seconds / (static_cast<double>(t) / 1024.0);
-        row.flops = prefill_forward_flops(cfg, t);
-        row.inner_flops = prefill_inner_flops(cfg, t);
-      }
-      rep.rows.push_back(row);
-    }
-  }
-  for (int64_t t : opt.decode_lengths) {
-    for (auto& nm : models) {
-      ContextRow row;
-      row.model = nm.name;
-      row.mode = "decode";
-      row.context = t;
-      const auto& cfg = nm.model.config();
-      if (is_full_attention(cfg) && t > opt.full_attention_max) {
-        row.skipped = true;
-      } else {
-        note("decode", nm.name, t);
-        inference::Session s(nm.model);
-        s.feed(random_tokens(t, cfg.vocab_size, opt.seed + 7 * t));
-        row.state_bytes = static_cast<double>(s.state_bytes());
-        const auto next = random_tokens(opt.decode_tokens, cfg.vocab_size, opt.seed + 11 * t);
-        const auto t0 = Clock::now();
-        for (int32_t x : next) s.step(x);
-        row.seconds = since(t0) / std::max(1, opt.decode_tokens);
-        row.s_per_1k = row.seconds * 1024.0;
-      }
-      rep.rows.push_back(row);
-    }
-  }
+  rows("prefill", opt.prefill_lengths, [&](const NamedModel& nm, int64_t t, ContextRow& row) {
+    const auto& cfg = nm.model.config();
+    const auto tok = random_tokens(t + 1, cfg.vocab_size, opt.seed + t);
+    std::vector<int32_t> in(tok.begin(), tok.end() - 1), tg(tok.begin() + 1, tok.end());
+    const auto t0 = Clock::now();
+    e2e::prefill(nm.model, in, tg);
+    row.seconds = since(t0);
+    row.s_per_1k = row.seconds / (static_cast<double>(t) / 1024.0);
+    row.flops = prefill_forward_flops(cfg, t);
+    row.inner_flops = prefill_inner_flops(cfg, t);
+  });
+  rows("decode", opt.decode_lengths, [&](const NamedModel& nm, int64_t t, ContextRow& row) {
+    const auto& cfg = nm.model.config();
+    inference::Session s(nm.model);
+    s.feed(random_tokens(t, cfg.vocab_size, opt.seed + 7 * t));
+    row.state_bytes = static_cast<double>(s.state_bytes());
+    const auto next = random_tokens(opt.decode_tokens, cfg.vocab_size, opt.seed + 11 * t);
+    const auto t0 = Clock::now();
+    for (int32_t x : next) s.step(x);
+    row.seconds = since(t0) / std::max(1, opt.decode_tokens);
+    row.s_per_1k = row.seconds * 1024.0;
+  });
   return rep;
 }
 

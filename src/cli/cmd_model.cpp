@@ -1,12 +1,11 @@
 // Model subcommands of SPEC section 6: init, eval, grad.
-#include <chrono>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <filesystem>
 
 #include "cli/commands.h"
 #include "inference/session.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "io/tokens.h"
 #include "model/model.h"
@@ -70,9 +69,8 @@ int run_eval() {
   opt.ttt = !g_eval.no_ttt;
   const auto res = g_eval.stream ? stream_eval(m, tok, opt) : e2e::prefill(m, tok.inputs, tok.targets, opt);
   if (!g_eval.nll_out.empty()) {
-    std::vector<int32_t> raw(res.nll.size());
-    std::memcpy(raw.data(), res.nll.data(), raw.size() * 4);
-    io::write_tokens(g_eval.nll_out, raw);  // same little-endian 4-byte layout as float32
+    // float32 in host order, which is little-endian on every platform the engine builds for.
+    io::write_file_atomic(g_eval.nll_out, res.nll.data(), res.nll.size() * sizeof(float));
   }
   std::printf("loss %.9g\n", res.loss);
   return 0;

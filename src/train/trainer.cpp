@@ -212,7 +212,6 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
   const bool tty = progress && isatty(fileno(progress));
   TrainSummary sum;
   const auto t_begin = Clock::now();
-  double tokens_done = 0;
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();
     std::vector<std::vector<int32_t>> seqs;
@@ -220,7 +219,6 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     const StepResult r = train_step(m, opt, seqs, o, step);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double toks = static_cast<double>(o.batch * o.seq_len);
-    tokens_done += toks;
     const double elapsed = std::chrono::duration<double>(Clock::now() - t_begin).count();
     const double eta = elapsed / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
     sum.steps_done = step + 1;
@@ -261,7 +259,6 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     if (stop) break;
   }
   if (tty) std::fprintf(progress, "\n");
-  (void)tokens_done;
   return sum;
 }
 
