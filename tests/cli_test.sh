@@ -66,4 +66,8 @@ expect_error "wrong magic" "$TTT" eval --model "$work/broken" --tokens "$work/to
 sed 's/"hidden_size": 16/"hidden_size": 32/' "$work/cfg.json" > "$work/broken/config.json"
 cp "$work/model/model.safetensors" "$work/broken/model.safetensors"
 expect_error "shape does not match config" "$TTT" eval --model "$work/broken" --tokens "$work/tok.bin"
+expect_error "unknown needle task" "$TTT" eval-needle --model "$work/model" --data "$work/none" --tasks passkey,haystack
+expect_error "needle test without a corpus" "$TTT" eval-needle --model "$work/model" --data "$work/none"
+expect_error "needle mix without a tokenizer" "$TTT" train --model "$work/model" --tokens "$work/tok.bin" --needle-mix 0.5 --steps 1 --out "$work/nt"
+[ ! -e "$work/nt" ] || fail "a failed train wrote its output directory"
 echo "cli_test: all checks passed"

@@ -1,12 +1,16 @@
-// `ttt eval-long` and `ttt probe`: the long-context comparisons of several models on a corpus.
+// `ttt eval-long`, `ttt probe` and `ttt eval-needle`: the long-context comparisons of several
+// models on a corpus.
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
 #include "cli/commands.h"
 #include "data/dataset.h"
+#include "eval/needle_eval.h"
 #include "eval/report_tables.h"
+#include "io/atomic_file.h"
 #include "model/model.h"
 
 namespace ttt::cli {
@@ -26,6 +30,14 @@ struct ProbeArgs {
   int64_t span = 64;
   int trials = 4;
 } g_probe;
+
+struct NeedleArgs {
+  std::vector<std::string> models;
+  std::string data, tokenizer, tasks = "all", out, records;
+  std::vector<int64_t> lengths = {1024, 2048, 4096, 8192};
+  int depths = 5, trials = 2;
+  uint64_t seed = 1;
+} g_needle;
 
 std::string base_name(std::string dir) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
@@ -63,6 +75,51 @@ int run_probe(const ProbeArgs& a) {
   return 0;
 }
 
+int run_eval_needle(NeedleArgs a) {
+  eval::NeedleEvalOptions o;
+  o.tasks = data::parse_needle_tasks(a.tasks);  // before any loading: a typo fails fast
+  const auto ds = data::Dataset::open(a.data);
+  if (a.tokenizer.empty()) a.tokenizer = (std::filesystem::path(a.data) / "tokenizer.model").string();
+  const auto tok = data::Tokenizer::load(a.tokenizer);
+  std::vector<model::Model> ms;
+  for (auto& d : a.models) {
+    ms.push_back(model::Model::load(d));
+    ds.check_model(ms.back().config().vocab_size, ms.back().config().bos_token_id);
+  }
+  std::vector<eval::NamedModel> named;
+  for (size_t i = 0; i < ms.size(); ++i) named.push_back({base_name(a.models[i]), &ms[i]});
+  o.lengths = a.lengths;
+  o.depths = a.depths;
+  o.trials = a.trials;
+  o.seed = a.seed;
+  std::vector<std::vector<int32_t>> docs;
+  for (size_t i = 0; i < ds.split("val-long").documents.size(); ++i) docs.push_back(ds.document("val-long", i));
+  const auto r = eval::needle_eval(named, tok, eval::needle_haystack(docs, tok.bos_id()), o, progress());
+  int64_t window = 0;
+  for (auto& m : ms)
+    if (m.config().seq_modeling_block == "SWA") window = window ? std::min(window, m.config().sliding_window_size) : m.config().sliding_window_size;
+  eval::print_needle_eval(r, window, stdout);
+  if (!a.records.empty()) {
+    std::string text;
+    for (auto& rec : r.records)
+      text += nlohmann::json{{"model", r.models[rec.model]}, {"task", data::needle_task_name(rec.task)},
+                             {"length", rec.length},          {"depth", rec.depth},
+                             {"distance", rec.distance},      {"value", rec.value},
+                             {"generated", rec.generated},    {"correct", rec.correct},
+                             {"answer_nll", rec.answer_nll}}
+                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+              "\n";
+    io::write_file_atomic(a.records, text.data(), text.size());
+    std::printf("\nwrote %zu records to %s\n", r.records.size(), a.records.c_str());
+  }
+  if (!a.out.empty()) {
+    std::filesystem::create_directories(a.out);
+    eval::plot_needle_eval(r, a.out + "/needle_accuracy.png");
+    std::printf("\nwrote %s/needle_accuracy.png\n", a.out.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 void register_eval_commands(CLI::App& app, Registry& reg) {
@@ -81,6 +138,25 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
   pr->add_option("--span", g_probe.span, "span length")->capture_default_str();
   pr->add_option("--trials", g_probe.trials, "random spans per gap")->capture_default_str();
   reg.push_back({pr, [] { return run_probe(g_probe); }});
+
+  auto* nd = app.add_subcommand("eval-needle",
+                                "RULER-style single-needle tests (pass-key, number, UUID): accuracy vs context length");
+  nd->add_option("--model", g_needle.models, "model directory (repeatable)")->required();
+  nd->add_option("--data", g_needle.data, "corpus directory (haystack text from its val-long split, its tokenizer)")
+      ->required();
+  nd->add_option("--tokenizer", g_needle.tokenizer, "tokenizer PREFIX.model (default: the corpus's)");
+  nd->add_option("--tasks", g_needle.tasks, "passkey, number, uuid (comma list) or all")->capture_default_str();
+  nd->add_option("--lengths", g_needle.lengths, "context lengths (prompt tokens)")->delimiter(',')->capture_default_str();
+  nd->add_option("--depths", g_needle.depths, "needle depths spread over the context")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  nd->add_option("--trials", g_needle.trials, "random instances per task, length and depth")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  nd->add_option("--seed", g_needle.seed, "seed of the instances and haystack offsets")->capture_default_str();
+  nd->add_option("--records", g_needle.records, "write every case (value, generated text, NLL) as JSON lines here");
+  nd->add_option("--out", g_needle.out, "write needle_accuracy.png here");
+  reg.push_back({nd, [] { return run_eval_needle(g_needle); }});
 }
 
 }  // namespace ttt::cli

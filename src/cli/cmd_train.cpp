@@ -11,9 +11,10 @@ namespace ttt::cli {
 namespace {
 
 struct TrainArgs {
-  std::string model, config, tokens, data, out;
+  std::string model, config, tokens, data, out, tokenizer;
   uint64_t seed = 0;
-  double val_fraction = 0.1;
+  double val_fraction = 0.1, needle_mix = 0;
+  int64_t needle_pairs = 4;
   bool no_remat = false, quiet = false;
   train::TrainOptions o;
 } g_train;
@@ -30,6 +31,13 @@ int run_train(TrainArgs a) {
                                    : model::Model::load(a.model);
   auto data = a.data.empty() ? train::token_file_source(a.tokens, a.val_fraction, a.seed)
                              : train::corpus_source(a.data, a.seed);
+  if (a.needle_mix > 0) {
+    if (a.tokenizer.empty()) {
+      if (a.data.empty()) throw std::invalid_argument("--needle-mix with --tokens needs --tokenizer PREFIX.model");
+      a.tokenizer = (std::filesystem::path(a.data) / "tokenizer.model").string();
+    }
+    data = train::needle_mix_source(std::move(data), a.tokenizer, a.needle_mix, a.needle_pairs, a.seed);
+  }
   a.o.remat = !a.no_remat;
   a.o.seed = a.seed;
   const auto& c = m.config();
@@ -67,6 +75,14 @@ void register_train_commands(CLI::App& app, Registry& reg) {
   tr->add_option("--data", a.data, "training data: a corpus directory from `ttt data build`");
   tr->add_option("--tokens", a.tokens, "training data: an int32 token file (the last --val-fraction is held out)");
   tr->add_option("--val-fraction", a.val_fraction, "held-out share of --tokens")->capture_default_str();
+  tr->add_option("--needle-mix", a.needle_mix,
+                 "share of training sequences that get RULER-style needle tasks spliced in (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  tr->add_option("--needle-pairs", a.needle_pairs, "needle/question pairs per mixed sequence")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  tr->add_option("--tokenizer", a.tokenizer, "tokenizer for --needle-mix (default: the corpus's tokenizer.model)");
   tr->add_option("--out", a.o.out_dir, "output directory (checkpoints, metrics.jsonl, loss.png)")->required();
   tr->add_option("--steps", a.o.steps, "optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
   tr->add_option("--seq-len", a.o.seq_len, "tokens per sequence (a multiple of b for TTT-E2E)")->capture_default_str();

@@ -1,7 +1,8 @@
 // `ttt experiment`: the project's main job. On the default corpus (Linux kernel source), it
 // trains small full-attention, SWA and TTT-E2E models of the same shape on the same tokens,
-// evaluates them (loss vs context length, loss by position, repeated-span recall, prefill and
-// decode latency vs context), writes REPORT.md with tables and PNG plots, and prints the
+// evaluates them (loss vs context length, loss by position, repeated-span recall, RULER-style
+// needle tests after a short needle-task tuning, prefill and decode latency vs context), writes
+// REPORT.md with tables and PNG plots, and prints the
 // headline table. Every stage resumes: an interrupted run picks up where it stopped.
 #pragma once
 #include <cstdint>
@@ -17,6 +18,9 @@ struct ExperimentOptions {
   int64_t batch = 4;
   int64_t seq_len = 1024;
   int64_t max_corpus_tokens = 0;  // cap when the corpus must be built; 0: 20M (quick: 5M)
+  // Needle tests: each trained model is tuned this many more steps on a needle-task mix, then
+  // evaluated on pass-key / number / UUID retrieval. 0: the default (1000, quick 200); -1: skip.
+  int64_t needle_steps = 0;
   uint64_t seed = 1;
 };
 

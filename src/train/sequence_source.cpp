@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "data/dataset.h"
+#include "data/needle_task.h"
 #include "io/tokens.h"
 #include "tensor/random.h"
 
@@ -75,7 +76,11 @@ class TokenFileSource final : public SequenceSource {
   }
 
   std::string state() const override { return std::to_string(rng_.state()); }
-  void restore(const std::string& s) override { rng_.set_state(std::stoull(s)); }
+  void restore(const std::string& s) override {
+    if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos)
+      throw std::runtime_error("checkpoint's data sampler state is not a token-file sampler state");
+    rng_.set_state(std::stoull(s));
+  }
   int64_t max_token_id() const override { return max_id_; }
   std::string describe() const override {
     return path_ + " (" + std::to_string(split_) + " training tokens, " +
@@ -89,6 +94,56 @@ class TokenFileSource final : public SequenceSource {
   int64_t split_ = 0, max_id_ = 0;
 };
 
+class NeedleMixSource final : public SequenceSource {
+ public:
+  NeedleMixSource(std::unique_ptr<SequenceSource> inner, const std::string& tokenizer_path, double fraction,
+                  int64_t pairs, uint64_t seed)
+      : inner_(std::move(inner)),
+        tok_(data::Tokenizer::load(tokenizer_path)),
+        maker_(tok_),
+        fraction_(fraction),
+        pairs_(pairs),
+        rng_(seed ^ 0x6e6565646c65ull) {
+    if (!(fraction >= 0 && fraction <= 1)) throw std::invalid_argument("needle mix fraction must be in [0, 1]");
+    if (pairs < 1) throw std::invalid_argument("needle pairs per sequence must be at least 1");
+  }
+
+  std::vector<int32_t> next_train(int64_t len) override {
+    auto seq = inner_->next_train(len);
+    if (rng_.uniform() < fraction_) data::splice_needles(seq, maker_, pairs_, rng_);
+    return seq;
+  }
+  std::vector<std::vector<int32_t>> validation(int64_t len, int64_t count) const override {
+    return inner_->validation(len, count);
+  }
+  // "<mix rng state> <inner state>": the inner state is the rest of the string, whatever it holds.
+  std::string state() const override { return std::to_string(rng_.state()) + " " + inner_->state(); }
+  void restore(const std::string& s) override {
+    const size_t sp = s.find(' ');
+    if (sp == std::string::npos || sp == 0 || s.find_first_not_of("0123456789") != sp)
+      throw std::runtime_error("checkpoint's data sampler state is not a needle-mix state (was the run started without --needle-mix?)");
+    inner_->restore(s.substr(sp + 1));
+    rng_.set_state(std::stoull(s.substr(0, sp)));
+  }
+  int64_t max_token_id() const override { return std::max<int64_t>(inner_->max_token_id(), tok_.vocab_size() - 1); }
+  void check_model(int64_t vocab_size, int64_t bos) const override {
+    inner_->check_model(vocab_size, bos);
+    SequenceSource::check_model(vocab_size, bos);
+  }
+  std::string describe() const override {
+    return inner_->describe() + "; needle tasks spliced into " + std::to_string(static_cast<int>(fraction_ * 100 + 0.5)) +
+           "% of training sequences (" + std::to_string(pairs_) + " pairs each)";
+  }
+
+ private:
+  std::unique_ptr<SequenceSource> inner_;
+  data::Tokenizer tok_;
+  data::NeedleTaskMaker maker_;
+  double fraction_;
+  int64_t pairs_;
+  Rng rng_;
+};
+
 }  // namespace
 
 std::unique_ptr<SequenceSource> corpus_source(const std::string& dir, uint64_t seed) {
@@ -97,6 +152,12 @@ std::unique_ptr<SequenceSource> corpus_source(const std::string& dir, uint64_t s
 
 std::unique_ptr<SequenceSource> token_file_source(const std::string& path, double val_fraction, uint64_t seed) {
   return std::make_unique<TokenFileSource>(path, val_fraction, seed);
+}
+
+std::unique_ptr<SequenceSource> needle_mix_source(std::unique_ptr<SequenceSource> inner,
+                                                  const std::string& tokenizer_path, double fraction,
+                                                  int64_t pairs, uint64_t seed) {
+  return std::make_unique<NeedleMixSource>(std::move(inner), tokenizer_path, fraction, pairs, seed);
 }
 
 }  // namespace ttt::train

@@ -31,4 +31,12 @@ std::unique_ptr<SequenceSource> corpus_source(const std::string& dir, uint64_t s
 // sequences start at random offsets in the rest.
 std::unique_ptr<SequenceSource> token_file_source(const std::string& path, double val_fraction, uint64_t seed);
 
+// Needle-task mix (data/needle_task.h): a `fraction` of the training sequences of `inner` get
+// `pairs` (needle, question + answer) spans of RULER-style retrieval tasks spliced in, so that a
+// small model learns the format the needle tests ask about. Validation sequences stay unchanged
+// (pure corpus text); the mix's own sampler state is part of state(), so a resume is exact.
+std::unique_ptr<SequenceSource> needle_mix_source(std::unique_ptr<SequenceSource> inner,
+                                                  const std::string& tokenizer_path, double fraction,
+                                                  int64_t pairs, uint64_t seed);
+
 }  // namespace ttt::train

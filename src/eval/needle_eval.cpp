@@ -1,0 +1,256 @@
+#include "eval/needle_eval.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include "inference/session.h"
+#include "report/plot.h"
+
+namespace ttt::eval {
+
+namespace {
+
+double nll_of(const std::vector<float>& logits, int32_t target) {
+  float mx = -INFINITY;
+  for (float v : logits) mx = std::max(mx, v);
+  double s = 0;
+  for (float v : logits) s += std::exp(static_cast<double>(v) - mx);
+  return std::log(s) + mx - logits[static_cast<size_t>(target)];
+}
+
+int32_t argmax(const std::vector<float>& logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+std::string short_len(int64_t n) {
+  return n >= 1024 && n % 1024 == 0 ? std::to_string(n / 1024) + "K" : std::to_string(n);
+}
+
+template <class F>
+double mean_of(const std::vector<NeedleRecord>& rs, F&& keep, double (*value)(const NeedleRecord&)) {
+  double s = 0, n = 0;
+  for (auto& r : rs)
+    if (keep(r)) {
+      s += value(r);
+      n += 1;
+    }
+  return n > 0 ? s / n : std::nan("");
+}
+
+}  // namespace
+
+double NeedleEvalResult::accuracy(size_t model, const data::NeedleTask* task, int64_t length) const {
+  return mean_of(
+      records,
+      [&](const NeedleRecord& r) { return r.model == model && (!task || r.task == *task) && (length < 0 || r.length == length); },
+      [](const NeedleRecord& r) { return r.correct ? 1.0 : 0.0; });
+}
+
+double NeedleEvalResult::answer_nll(size_t model, const data::NeedleTask* task, int64_t length) const {
+  return mean_of(
+      records,
+      [&](const NeedleRecord& r) { return r.model == model && (!task || r.task == *task) && (length < 0 || r.length == length); },
+      [](const NeedleRecord& r) { return r.answer_nll; });
+}
+
+double NeedleEvalResult::accuracy_by_distance(size_t model, int64_t lo, int64_t hi) const {
+  return mean_of(
+      records, [&](const NeedleRecord& r) { return r.model == model && r.distance >= lo && r.distance < hi; },
+      [](const NeedleRecord& r) { return r.correct ? 1.0 : 0.0; });
+}
+
+std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& docs, int32_t bos) {
+  std::vector<int32_t> out;
+  for (auto& d : docs)
+    for (int32_t t : d)
+      if (t != bos) out.push_back(t);
+  return out;
+}
+
+NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
+                               const data::NeedlePrompt& prompt, int64_t extra_tokens) {
+  NeedleRecord rec;
+  rec.length = static_cast<int64_t>(prompt.tokens.size());
+  rec.distance = prompt.distance;
+  rec.value = inst.value;
+  inference::Session s(m);
+  s.feed(prompt.tokens);
+  // Teacher-forced NLL of the answer ids, on a fork so that the greedy answer starts from the prompt.
+  {
+    auto f = s.fork();
+    std::vector<float> logits = f.last_logits();
+    double nll = 0;
+    for (size_t i = 0; i < inst.answer.size(); ++i) {
+      nll += nll_of(logits, inst.answer[i]);
+      if (i + 1 < inst.answer.size()) logits = f.step(inst.answer[i]);
+    }
+    rec.answer_nll = nll / static_cast<double>(inst.answer.size());
+  }
+  std::vector<int32_t> gen;
+  std::vector<float> logits = s.last_logits();
+  const int64_t n = static_cast<int64_t>(inst.answer.size()) + extra_tokens;
+  for (int64_t i = 0; i < n; ++i) {
+    gen.push_back(argmax(logits));
+    if (i + 1 < n) logits = s.step(gen.back());
+  }
+  rec.generated = tok.decode(gen);
+  rec.correct = rec.generated.find(inst.value) != std::string::npos;
+  return rec;
+}
+
+NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::Tokenizer& tok,
+                             const std::vector<int32_t>& haystack, const NeedleEvalOptions& o, std::FILE* progress) {
+  if (o.tasks.empty()) throw std::invalid_argument("needle eval: no tasks");
+  if (o.lengths.empty()) throw std::invalid_argument("needle eval: no context lengths");
+  if (o.depths < 1 || o.trials < 1) throw std::invalid_argument("needle eval: depths and trials must be at least 1");
+  for (auto& nm : models)
+    if (nm.model->config().vocab_size != tok.vocab_size())
+      throw std::invalid_argument("model " + nm.name + " has a vocabulary of " +
+                                  std::to_string(nm.model->config().vocab_size) + " but the tokenizer has " +
+                                  std::to_string(tok.vocab_size()) + " pieces");
+  NeedleEvalResult r;
+  r.tasks = o.tasks;
+  r.lengths = o.lengths;
+  std::sort(r.lengths.begin(), r.lengths.end());
+  for (auto& nm : models) r.models.push_back(nm.name);
+  const data::NeedleTaskMaker maker(tok);
+  const int32_t bos = static_cast<int32_t>(tok.bos_id());
+
+  // All cases first (the same for every model), then each model answers them.
+  struct Case {
+    data::NeedleTask task;
+    double depth;
+    data::NeedleInstance inst;
+    data::NeedlePrompt prompt;
+  };
+  std::vector<Case> cases;
+  Rng rng(o.seed);
+  for (auto task : r.tasks)
+    for (int64_t len : r.lengths)
+      for (int d = 0; d < o.depths; ++d)
+        for (int t = 0; t < o.trials; ++t) {
+          Case c{task, o.depths == 1 ? 0.5 : static_cast<double>(d) / (o.depths - 1), maker.make(task, rng), {}};
+          std::vector<int32_t> hay;
+          if (task == data::NeedleTask::kPassKey) {
+            hay = maker.filler(len);
+          } else {
+            if (static_cast<int64_t>(haystack.size()) < len)
+              throw std::invalid_argument("the held-out haystack has " + std::to_string(haystack.size()) +
+                                          " tokens, fewer than the context length " + std::to_string(len));
+            const int64_t off = static_cast<int64_t>(rng.next_u64() % static_cast<uint64_t>(haystack.size() - len + 1));
+            hay.assign(haystack.begin() + off, haystack.begin() + off + len);
+          }
+          c.prompt = data::build_needle_prompt(c.inst, hay, len, c.depth, bos);
+          cases.push_back(std::move(c));
+        }
+
+  for (size_t mi = 0; mi < models.size(); ++mi) {
+    const auto t0 = std::chrono::steady_clock::now();
+    int correct = 0;
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+      const auto& c = cases[ci];
+      NeedleRecord rec = score_needle_case(*models[mi].model, tok, c.inst, c.prompt, o.extra_tokens);
+      rec.model = mi;
+      rec.task = c.task;
+      rec.depth = c.depth;
+      correct += rec.correct;
+      r.records.push_back(std::move(rec));
+      if (progress && ((ci + 1) % 10 == 0 || ci + 1 == cases.size())) {
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::fprintf(progress, "\r  needle: %s %zu/%zu cases, %d correct, %.0f s", models[mi].name.c_str(), ci + 1,
+                     cases.size(), correct, secs);
+        if (ci + 1 == cases.size()) std::fprintf(progress, "\n");
+        std::fflush(progress);
+      }
+    }
+  }
+  return r;
+}
+
+void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out) {
+  auto header = [&](const char* first) {
+    std::fprintf(out, "\n| %s |", first);
+    for (auto& m : r.models) std::fprintf(out, " %s |", m.c_str());
+    std::fprintf(out, "\n|---:|");
+    for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, "---:|");
+    std::fprintf(out, "\n");
+  };
+  int64_t per_cell = 0;
+  for (auto& rec : r.records)
+    per_cell += rec.model == 0 && rec.task == r.tasks[0] && rec.length == r.lengths[0];
+  std::string names;
+  for (auto t : r.tasks) names += std::string(names.empty() ? "" : ", ") + data::needle_task_name(t);
+  std::fprintf(out, "\nNeedle accuracy vs context length, all tasks (%s; %lld cases per task and length: needle depths "
+               "spread over the context; greedy answer must contain the value)\n",
+               names.c_str(), static_cast<long long>(per_cell));
+  header("context");
+  for (int64_t len : r.lengths) {
+    std::fprintf(out, "| %s |", short_len(len).c_str());
+    for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, " %.2f |", r.accuracy(i, nullptr, len));
+    std::fprintf(out, "\n");
+  }
+  if (r.tasks.size() > 1)
+    for (auto t : r.tasks) {
+      std::fprintf(out, "\nNeedle accuracy, %s\n", data::needle_task_name(t));
+      header("context");
+      for (int64_t len : r.lengths) {
+        std::fprintf(out, "| %s |", short_len(len).c_str());
+        for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, " %.2f |", r.accuracy(i, &t, len));
+        std::fprintf(out, "\n");
+      }
+    }
+  std::fprintf(out, "\nTeacher-forced NLL of the answer (nats per answer token), all tasks\n");
+  header("context");
+  for (int64_t len : r.lengths) {
+    std::fprintf(out, "| %s |", short_len(len).c_str());
+    for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, " %.3f |", r.answer_nll(i, nullptr, len));
+    std::fprintf(out, "\n");
+  }
+  if (window > 0) {
+    std::fprintf(out, "\nNeedle accuracy by distance from the needle's value to the question (window %lld), all tasks and lengths\n",
+                 static_cast<long long>(window));
+    header("distance");
+    const std::pair<int64_t, int64_t> bands[] = {{0, window}, {window, 4 * window}, {4 * window, INT64_MAX}};
+    const std::string labels[] = {"< " + std::to_string(window),
+                                  std::to_string(window) + " to " + std::to_string(4 * window),
+                                  ">= " + std::to_string(4 * window)};
+    for (int b = 0; b < 3; ++b) {
+      int64_t n = 0;
+      for (auto& rec : r.records) n += rec.model == 0 && rec.distance >= bands[b].first && rec.distance < bands[b].second;
+      std::fprintf(out, "| %s (%lld cases) |", labels[b].c_str(), static_cast<long long>(n));
+      for (size_t i = 0; i < r.models.size(); ++i) {
+        const double a = r.accuracy_by_distance(i, bands[b].first, bands[b].second);
+        if (std::isnan(a))
+          std::fprintf(out, " - |");
+        else
+          std::fprintf(out, " %.2f |", a);
+      }
+      std::fprintf(out, "\n");
+    }
+  }
+}
+
+void plot_needle_eval(const NeedleEvalResult& r, const std::string& path) {
+  std::vector<report::Series> s;
+  for (size_t i = 0; i < r.models.size(); ++i) {
+    report::Series t{r.models[i], {}, {}};
+    t.markers = true;
+    for (int64_t len : r.lengths) {
+      t.x.push_back(static_cast<double>(len));
+      t.y.push_back(r.accuracy(i, nullptr, len));
+    }
+    s.push_back(t);
+  }
+  report::ChartOptions c;
+  c.title = "Needle-in-a-haystack accuracy (pass-key, number, UUID)";
+  c.x_label = "context length (tokens)";
+  c.y_label = "accuracy";
+  c.log_x = true;
+  c.y_min = 0;
+  c.y_max = 1;
+  report::write_line_chart_png(path, s, c);
+}
+
+}  // namespace ttt::eval

@@ -1,0 +1,76 @@
+// RULER-style single-needle tests (pass-key, number, UUID; data/needle_task.h): accuracy vs
+// context length for several models, as `ttt eval-needle` and the main job run them.
+//
+// One case: a prompt of exactly L tokens (BOS, haystack with the needle at some depth, the
+// question) is fed through an inference::Session (prefill path; TTT-E2E models keep training on
+// the context as they read it), then the model answers greedily. Scored like RULER: correct when
+// the decoded answer (the answer's length in tokens plus a few more) contains the value. The
+// teacher-forced NLL of the answer ids is reported beside it: a graded signal where accuracy is
+// all 0 or all 1.
+//
+// Haystacks: the pass-key test uses its repeated filler sentences; the number and UUID tests use
+// held-out corpus text (BOS separators removed), at a seeded random offset per case, the same for
+// every model.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "data/needle_task.h"
+#include "eval/report_tables.h"
+
+namespace ttt::eval {
+
+struct NeedleEvalOptions {
+  std::vector<data::NeedleTask> tasks;
+  std::vector<int64_t> lengths;
+  int depths = 5;            // needle depths evenly spaced over [0, 1] (1: a single depth of 0.5)
+  int trials = 2;            // instances per (task, length, depth)
+  int64_t extra_tokens = 4;  // generated beyond the answer's own length
+  uint64_t seed = 1;
+};
+
+struct NeedleRecord {
+  size_t model = 0;
+  data::NeedleTask task = data::NeedleTask::kPassKey;
+  int64_t length = 0;
+  double depth = 0;
+  int64_t distance = 0;  // tokens from the needle's value to the end of the prompt
+  bool correct = false;
+  double answer_nll = 0;  // mean NLL per answer token, teacher-forced
+  std::string value, generated;
+};
+
+struct NeedleEvalResult {
+  std::vector<std::string> models;
+  std::vector<data::NeedleTask> tasks;
+  std::vector<int64_t> lengths;
+  std::vector<NeedleRecord> records;
+
+  // Means over the records matching model (and task and length when given; -1 / nullptr: all).
+  double accuracy(size_t model, const data::NeedleTask* task, int64_t length) const;
+  double answer_nll(size_t model, const data::NeedleTask* task, int64_t length) const;
+  // Accuracy over records whose distance lies in [lo, hi); NaN when none do.
+  double accuracy_by_distance(size_t model, int64_t lo, int64_t hi) const;
+};
+
+// The haystack of held-out text: the given documents concatenated without BOS tokens.
+std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& docs, int32_t bos);
+
+// Scores one prompt: feeds it, answers greedily, returns (correct, answer NLL, generated text).
+NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
+                               const data::NeedlePrompt& prompt, int64_t extra_tokens);
+
+// Throws std::invalid_argument when a model's vocabulary does not match the tokenizer, a length
+// is too short for a needle and its question, or the haystack is too short.
+NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::Tokenizer& tok,
+                             const std::vector<int32_t>& haystack, const NeedleEvalOptions& o, std::FILE* progress);
+
+// Tables: accuracy vs context length per task and over all tasks, answer NLL, and accuracy by
+// the needle's distance from the question (below the window, up to 4 windows, beyond).
+void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out);
+// Accuracy vs context length, one line per model (all tasks), to `path`.
+void plot_needle_eval(const NeedleEvalResult& r, const std::string& path);
+
+}  // namespace ttt::eval
