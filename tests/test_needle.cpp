@@ -186,9 +186,11 @@ TEST_F(NeedleTest, NeedleMixSourceResumesExactlyAndKeepsValidationClean) {
 }
 
 // The evaluation's answer NLL (a session: bulk feed, then stepping the answer) must equal the
-// prefill's NLL of the same positions, with and without TTT.
+// prefill's NLL of the same positions: for a model without prime blocks, a TTT-E2E model, and the
+// TTT-E2E model with its inner steps off (the ablation).
 TEST_F(NeedleTest, ScoredAnswerNllMatchesPrefill) {
-  for (bool prime : {false, true}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool prime = variant > 0, ttt = variant != 2;
     auto cfg = test::session_config(prime);
     cfg.vocab_size = tok_->vocab_size();
     const auto m = model::Model::init(cfg, 4);
@@ -196,15 +198,21 @@ TEST_F(NeedleTest, ScoredAnswerNllMatchesPrefill) {
     Rng r(2);
     const auto x = maker.make(NeedleTask::kNumber, r);
     const auto p = data::build_needle_prompt(x, maker.filler(300), 290, 0.3, 0);
-    const auto rec = eval::score_needle_case(m, *tok_, x, p, 3);
+    const auto rec = eval::score_needle_case(m, *tok_, x, p, 3, ttt);
     std::vector<int32_t> all = p.tokens;
     all.insert(all.end(), x.answer.begin(), x.answer.end());
     const std::vector<int32_t> in(all.begin(), all.end() - 1), tg(all.begin() + 1, all.end());
-    const auto pre = e2e::prefill(m, in, tg);
+    e2e::TTTOptions opt;
+    opt.ttt = ttt;
+    const auto pre = e2e::prefill(m, in, tg, opt);
+    if (variant == 2) {
+      const auto with_ttt = e2e::prefill(m, in, tg);
+      EXPECT_NE(with_ttt.loss, pre.loss);  // the ablation really changes something
+    }
     double nll = 0;
     for (size_t i = p.tokens.size() - 1; i < in.size(); ++i) nll += pre.nll[i];
     nll /= static_cast<double>(x.answer.size());
-    EXPECT_NEAR(rec.answer_nll, nll, 1e-4) << "prime " << prime;
+    EXPECT_NEAR(rec.answer_nll, nll, 1e-4) << "variant " << variant;
     EXPECT_EQ(rec.correct, rec.generated.find(x.value) != std::string::npos);
     EXPECT_EQ(rec.distance, p.distance);
   }

@@ -37,6 +37,7 @@ struct NeedleArgs {
   std::vector<int64_t> lengths = {1024, 2048, 4096, 8192};
   int depths = 5, trials = 2;
   uint64_t seed = 1;
+  bool ttt_off_too = false;
 } g_needle;
 
 std::string base_name(std::string dir) {
@@ -88,6 +89,9 @@ int run_eval_needle(NeedleArgs a) {
   }
   std::vector<eval::NamedModel> named;
   for (size_t i = 0; i < ms.size(); ++i) named.push_back({base_name(a.models[i]), &ms[i]});
+  if (a.ttt_off_too)
+    for (size_t i = 0; i < ms.size(); ++i)
+      if (ms[i].config().prime) named.push_back({base_name(a.models[i]) + " (TTT off)", &ms[i], false});
   o.lengths = a.lengths;
   o.depths = a.depths;
   o.trials = a.trials;
@@ -154,6 +158,8 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   nd->add_option("--seed", g_needle.seed, "seed of the instances and haystack offsets")->capture_default_str();
+  nd->add_flag("--ttt-off-too", g_needle.ttt_off_too,
+               "also evaluate every TTT-E2E model with test-time training off (phi_0 throughout): what the inner steps add");
   nd->add_option("--records", g_needle.records, "write every case (value, generated text, NLL) as JSON lines here");
   nd->add_option("--out", g_needle.out, "write needle_accuracy.png here");
   reg.push_back({nd, [] { return run_eval_needle(g_needle); }});

@@ -18,7 +18,7 @@ void register_experiment(CLI::App& app, Registry& reg) {
   ex->add_option("--seq-len", g_exp.seq_len, "training sequence length")->capture_default_str();
   ex->add_option("--max-corpus-tokens", g_exp.max_corpus_tokens, "cap when building the corpus (default 20M, quick 5M)");
   ex->add_option("--needle-steps", g_exp.needle_steps,
-                 "needle-task tuning steps per model before the needle tests (default 1000, quick 200; -1: skip the needle tests)");
+                 "needle-task tuning steps per model before the needle tests (default 300, quick 100; -1: skip the needle tests)");
   ex->add_option("--seed", g_exp.seed, "seed")->capture_default_str();
   reg.push_back({ex, [] { return experiment::run_experiment(g_exp); }});
 }

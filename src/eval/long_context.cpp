@@ -56,8 +56,10 @@ std::vector<std::pair<double, double>> binned(const PositionCurve& c, int64_t bi
 
 std::vector<SpanProbe> repeated_span_probe(const model::Model& m, const std::vector<int32_t>& text,
                                            const std::vector<int64_t>& gaps, int64_t span_len, int64_t span_pos,
-                                           int trials, uint64_t seed) {
+                                           int trials, uint64_t seed, bool ttt) {
   const auto& cfg = m.config();
+  e2e::TTTOptions opt;
+  opt.ttt = ttt;
   std::vector<SpanProbe> out;
   for (int64_t gap : gaps) {
     const int64_t total = span_pos + 2 * span_len + gap + 1;
@@ -79,7 +81,7 @@ std::vector<SpanProbe> repeated_span_probe(const model::Model& m, const std::vec
         const int64_t rep = span_pos + span_len + gap;
         std::copy(span.begin(), span.end(), seq.begin() + rep);
         std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
-        const auto res = e2e::prefill(m, in, tg);
+        const auto res = e2e::prefill(m, in, tg, opt);
         // Targets rep+1 .. rep+span_len-1 are predicted from inputs inside the repeat.
         double s = 0;
         for (int64_t i = rep; i < rep + span_len - 1; ++i) s += res.nll[i];

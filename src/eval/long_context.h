@@ -43,6 +43,6 @@ struct SpanProbe {
 // `span_pos`, repeated after the gap; averaged over `trials` seeds.
 std::vector<SpanProbe> repeated_span_probe(const model::Model& m, const std::vector<int32_t>& text,
                                            const std::vector<int64_t>& gaps, int64_t span_len, int64_t span_pos,
-                                           int trials, uint64_t seed);
+                                           int trials, uint64_t seed, bool ttt = true);
 
 }  // namespace ttt::eval

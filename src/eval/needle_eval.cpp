@@ -70,12 +70,14 @@ std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& do
 }
 
 NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
-                               const data::NeedlePrompt& prompt, int64_t extra_tokens) {
+                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt) {
   NeedleRecord rec;
   rec.length = static_cast<int64_t>(prompt.tokens.size());
   rec.distance = prompt.distance;
   rec.value = inst.value;
-  inference::Session s(m);
+  e2e::TTTOptions opt;
+  opt.ttt = ttt;
+  inference::Session s(m, opt);
   s.feed(prompt.tokens);
   // Teacher-forced NLL of the answer ids, on a fork so that the greedy answer starts from the prompt.
   {
@@ -151,7 +153,7 @@ NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::
     int correct = 0;
     for (size_t ci = 0; ci < cases.size(); ++ci) {
       const auto& c = cases[ci];
-      NeedleRecord rec = score_needle_case(*models[mi].model, tok, c.inst, c.prompt, o.extra_tokens);
+      NeedleRecord rec = score_needle_case(*models[mi].model, tok, c.inst, c.prompt, o.extra_tokens, models[mi].ttt);
       rec.model = mi;
       rec.task = c.task;
       rec.depth = c.depth;

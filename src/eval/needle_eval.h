@@ -59,8 +59,9 @@ struct NeedleEvalResult {
 std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& docs, int32_t bos);
 
 // Scores one prompt: feeds it, answers greedily, returns (correct, answer NLL, generated text).
+// ttt false: the model reads and answers with phi_0 (no inner steps).
 NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
-                               const data::NeedlePrompt& prompt, int64_t extra_tokens);
+                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt = true);
 
 // Throws std::invalid_argument when a model's vocabulary does not match the tokenizer, a length
 // is too short for a needle and its question, or the haystack is too short.

@@ -38,7 +38,7 @@ LongEvalResult long_context_eval(const std::vector<NamedModel>& models, const da
     if (progress) std::fprintf(progress, "  eval-long: %s on %zu documents of %lld tokens...\n", nm.name.c_str(), docs.size(),
                                static_cast<long long>(lmax));
     r.models.push_back(nm.name);
-    r.curves.push_back(position_nll(*nm.model, docs, lmax));
+    r.curves.push_back(position_nll(*nm.model, docs, lmax, nm.ttt));
     std::vector<double> upto, late;
     for (int64_t l : r.lengths) {
       upto.push_back(mean_range(r.curves.back(), 0, l));
@@ -109,7 +109,7 @@ SpanProbeResult span_probe_eval(const std::vector<NamedModel>& models, const dat
   for (auto& nm : models) {
     if (progress) std::fprintf(progress, "  span probe: %s...\n", nm.name.c_str());
     r.models.push_back(nm.name);
-    r.probes.push_back(repeated_span_probe(*nm.model, docs[0], gaps, span_len, 64, trials, 7));
+    r.probes.push_back(repeated_span_probe(*nm.model, docs[0], gaps, span_len, 64, trials, 7, nm.ttt));
   }
   return r;
 }

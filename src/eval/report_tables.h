@@ -15,6 +15,7 @@ namespace ttt::eval {
 struct NamedModel {
   std::string name;
   const model::Model* model;
+  bool ttt = true;  // false: test-time training off (phi_0 throughout), the ablation of the inner loop
 };
 
 struct LongEvalResult {

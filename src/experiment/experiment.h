@@ -19,7 +19,7 @@ struct ExperimentOptions {
   int64_t seq_len = 1024;
   int64_t max_corpus_tokens = 0;  // cap when the corpus must be built; 0: 20M (quick: 5M)
   // Needle tests: each trained model is tuned this many more steps on a needle-task mix, then
-  // evaluated on pass-key / number / UUID retrieval. 0: the default (1000, quick 200); -1: skip.
+  // evaluated on pass-key / number / UUID retrieval. 0: the default (300, quick 100); -1: skip.
   int64_t needle_steps = 0;
   uint64_t seed = 1;
 };
