@@ -116,7 +116,10 @@ NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::
   r.tasks = o.tasks;
   r.lengths = o.lengths;
   std::sort(r.lengths.begin(), r.lengths.end());
-  for (auto& nm : models) r.models.push_back(nm.name);
+  for (auto& nm : models) {
+    r.models.push_back(nm.name);
+    r.models_ttt.push_back(nm.ttt);
+  }
   const data::NeedleTaskMaker maker(tok);
   const int32_t bos = static_cast<int32_t>(tok.bos_id());
 
@@ -239,6 +242,7 @@ void plot_needle_eval(const NeedleEvalResult& r, const std::string& path) {
   for (size_t i = 0; i < r.models.size(); ++i) {
     report::Series t{r.models[i], {}, {}};
     t.markers = true;
+    t.dashed = i < r.models_ttt.size() && !r.models_ttt[i];  // ablations dashed (and visible over a line they share)
     for (int64_t len : r.lengths) {
       t.x.push_back(static_cast<double>(len));
       t.y.push_back(r.accuracy(i, nullptr, len));
@@ -246,7 +250,9 @@ void plot_needle_eval(const NeedleEvalResult& r, const std::string& path) {
     s.push_back(t);
   }
   report::ChartOptions c;
-  c.title = "Needle-in-a-haystack accuracy (pass-key, number, UUID)";
+  std::string names;
+  for (auto t : r.tasks) names += std::string(names.empty() ? "" : ", ") + data::needle_task_name(t);
+  c.title = "Needle-in-a-haystack accuracy (" + names + ")";
   c.x_label = "context length (tokens)";
   c.y_label = "accuracy";
   c.log_x = true;

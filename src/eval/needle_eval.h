@@ -44,6 +44,7 @@ struct NeedleRecord {
 
 struct NeedleEvalResult {
   std::vector<std::string> models;
+  std::vector<bool> models_ttt;  // per model: read with test-time training (false: the ablation)
   std::vector<data::NeedleTask> tasks;
   std::vector<int64_t> lengths;
   std::vector<NeedleRecord> records;
