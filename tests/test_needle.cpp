@@ -213,7 +213,6 @@ TEST_F(NeedleTest, ScoredAnswerNllMatchesPrefill) {
     for (size_t i = p.tokens.size() - 1; i < in.size(); ++i) nll += pre.nll[i];
     nll /= static_cast<double>(x.answer.size());
     EXPECT_NEAR(rec.answer_nll, nll, 1e-4) << "variant " << variant;
-    EXPECT_EQ(rec.correct, rec.generated.find(x.value) != std::string::npos);
     EXPECT_EQ(rec.distance, p.distance);
   }
 }

@@ -329,11 +329,10 @@ TEST(Plot, ExplicitRangesAndStylesRender) {
   EXPECT_TRUE(is_white(img.at(img.width - 3, img.height / 2)));
 }
 
-TEST(Plot, LegendMovesOutsideWhenEveryCornerIsBusy) {
-  // Ten wavy series cover the whole plot: the legend goes to the right of the plot frame, so the
-  // right margin holds legend text (dark pixels) and its border.
+// n overlapping sine waves over the whole plot, labelled "series i".
+std::vector<Series> wavy_series(int n) {
   std::vector<Series> many;
-  for (int i = 0; i < 10; ++i) {
+  for (int i = 0; i < n; ++i) {
     Series s;
     s.label = std::string("series ") + std::to_string(i);
     for (int k = 0; k < 50; ++k) {
@@ -342,6 +341,13 @@ TEST(Plot, LegendMovesOutsideWhenEveryCornerIsBusy) {
     }
     many.push_back(s);
   }
+  return many;
+}
+
+TEST(Plot, LegendMovesOutsideWhenEveryCornerIsBusy) {
+  // Ten wavy series cover the whole plot: the legend goes to the right of the plot frame, so the
+  // right margin holds legend text (dark pixels) and its border.
+  const std::vector<Series> many = wavy_series(10);
   ChartOptions opt;
   const Image img = ttt::report::render_line_chart(many, opt);
   const int right_strip = count_near(img, img.width - 90, 0, img.width, img.height, Rgb{190, 190, 190}, 0);
@@ -467,16 +473,7 @@ TEST(PlotSample, DISABLED_WriteSamples) {
                                     {Series{"train", steps, loss}, Series{"validation", val_steps, val, -1, false, true}},
                                     tr);
 
-  std::vector<Series> many;
-  for (int i = 0; i < 10; ++i) {
-    Series s;
-    s.label = std::string("series ") + std::to_string(i);
-    for (int k = 0; k < 50; ++k) {
-      s.x.push_back(k);
-      s.y.push_back(i + std::sin(k * 0.2 + i));
-    }
-    many.push_back(s);
-  }
+  const std::vector<Series> many = wavy_series(10);
   ChartOptions mo;
   mo.title = "Ten series; glyphs: !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ abcdefghijklmnopqrstuvwxyz";
   mo.x_label = "ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789";

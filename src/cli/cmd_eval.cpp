@@ -47,15 +47,27 @@ std::string base_name(std::string dir) {
 
 std::FILE* progress() { return isatty(fileno(stderr)) ? stderr : nullptr; }
 
-int run_eval_long(const EvalLongArgs& a) {
-  const auto ds = data::Dataset::open(a.data);
+// Loads every model directory and checks it against the corpus (vocabulary, BOS id).
+std::vector<model::Model> load_models(const std::vector<std::string>& dirs, const data::Dataset& ds) {
   std::vector<model::Model> ms;
-  for (auto& d : a.models) {
+  for (auto& d : dirs) {
     ms.push_back(model::Model::load(d));
     ds.check_model(ms.back().config().vocab_size, ms.back().config().bos_token_id);
   }
+  return ms;
+}
+
+// Models named after their directories (pointers into ms, which must outlive the result).
+std::vector<eval::NamedModel> named_models(const std::vector<std::string>& dirs, const std::vector<model::Model>& ms) {
   std::vector<eval::NamedModel> named;
-  for (size_t i = 0; i < ms.size(); ++i) named.push_back({base_name(a.models[i]), &ms[i]});
+  for (size_t i = 0; i < ms.size(); ++i) named.push_back({base_name(dirs[i]), &ms[i]});
+  return named;
+}
+
+int run_eval_long(const EvalLongArgs& a) {
+  const auto ds = data::Dataset::open(a.data);
+  const auto ms = load_models(a.models, ds);
+  const auto named = named_models(a.models, ms);
   const auto r = eval::long_context_eval(named, ds, a.lengths, a.docs, progress());
   eval::print_long_eval(r, stdout);
   if (!a.out.empty()) {
@@ -68,11 +80,8 @@ int run_eval_long(const EvalLongArgs& a) {
 
 int run_probe(const ProbeArgs& a) {
   const auto ds = data::Dataset::open(a.data);
-  std::vector<model::Model> ms;
-  for (auto& d : a.models) ms.push_back(model::Model::load(d));
-  std::vector<eval::NamedModel> named;
-  for (size_t i = 0; i < ms.size(); ++i) named.push_back({base_name(a.models[i]), &ms[i]});
-  eval::print_span_probe(eval::span_probe_eval(named, ds, a.gaps, a.span, a.trials, progress()), stdout);
+  const auto ms = load_models(a.models, ds);
+  eval::print_span_probe(eval::span_probe_eval(named_models(a.models, ms), ds, a.gaps, a.span, a.trials, progress()), stdout);
   return 0;
 }
 
@@ -82,13 +91,8 @@ int run_eval_needle(NeedleArgs a) {
   const auto ds = data::Dataset::open(a.data);
   if (a.tokenizer.empty()) a.tokenizer = (std::filesystem::path(a.data) / "tokenizer.model").string();
   const auto tok = data::Tokenizer::load(a.tokenizer);
-  std::vector<model::Model> ms;
-  for (auto& d : a.models) {
-    ms.push_back(model::Model::load(d));
-    ds.check_model(ms.back().config().vocab_size, ms.back().config().bos_token_id);
-  }
-  std::vector<eval::NamedModel> named;
-  for (size_t i = 0; i < ms.size(); ++i) named.push_back({base_name(a.models[i]), &ms[i]});
+  const auto ms = load_models(a.models, ds);
+  auto named = named_models(a.models, ms);
   if (a.ttt_off_too)
     for (size_t i = 0; i < ms.size(); ++i)
       if (ms[i].config().prime) named.push_back({base_name(a.models[i]) + " (TTT off)", &ms[i], false});
