@@ -62,12 +62,38 @@ e2e::PrefillResult stream_eval(const model::Model& m, const io::TokenPairs& tok,
   return res;
 }
 
+// Name of the first parameter holding a NaN or infinity ("" if none).
+std::string first_nonfinite_parameter(const model::Model& m) {
+  for (const auto& [name, t] : m.named_parameters()) {
+    const float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(p[i])) return name;
+  }
+  return "";
+}
+
+// A non-finite result is an error naming where it appeared, never a printed "loss nan".
+void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
+  if (std::isfinite(res.loss)) return;
+  std::string where;
+  for (size_t i = 0; i < res.nll.size(); ++i)
+    if (!std::isfinite(res.nll[i])) {
+      where = "first at position " + std::to_string(i) + " (NLL " + std::to_string(res.nll[i]) + ")";
+      break;
+    }
+  const std::string bad = first_nonfinite_parameter(m);
+  throw std::runtime_error("the loss is not finite" + (where.empty() ? "" : ", " + where) +
+                           (bad.empty() ? "; every weight is finite (an overflow in the computation)"
+                                        : "; parameter " + bad + " holds non-finite values"));
+}
+
 int run_eval() {
   const auto m = model::Model::load(g_eval.model);
   const auto tok = io::split_tokens(io::read_tokens(g_eval.tokens), m.config().vocab_size, g_eval.tokens);
   e2e::TTTOptions opt;
   opt.ttt = !g_eval.no_ttt;
   const auto res = g_eval.stream ? stream_eval(m, tok, opt) : e2e::prefill(m, tok.inputs, tok.targets, opt);
+  check_finite_loss(m, res);
   if (!g_eval.nll_out.empty()) {
     // float32 in host order, which is little-endian on every platform the engine builds for.
     io::write_file_atomic(g_eval.nll_out, res.nll.data(), res.nll.size() * sizeof(float));
@@ -84,6 +110,19 @@ int run_grad() {
   opt.ttt = !g_grad.no_ttt;
   opt.inner_lr = g_grad.inner_lr;
   const auto res = e2e::meta_gradient(m, tok.inputs, tok.targets, opt, !g_grad.no_remat);
+  if (!std::isfinite(res.loss)) {
+    const std::string bad = first_nonfinite_parameter(m);
+    throw std::runtime_error("the loss is not finite" + (bad.empty() ? std::string("; every weight is finite (an overflow in the computation)")
+                                                                     : "; parameter " + bad + " holds non-finite values"));
+  }
+  for (size_t i = 0; i < res.grads.size(); ++i) {
+    const Tensor g = contiguous(res.grads[i]);
+    const float* p = g.data<float>();
+    for (int64_t j = 0; j < g.numel(); ++j)
+      if (!std::isfinite(p[j]))
+        throw std::runtime_error("the gradient of " + m.named_parameters()[i].first + " is not finite (element " +
+                                 std::to_string(j) + "); nothing was written");
+  }
   std::vector<std::pair<std::string, Tensor>> out;
   for (size_t i = 0; i < res.grads.size(); ++i) out.emplace_back(m.named_parameters()[i].first, res.grads[i]);
   io::write_safetensors(g_grad.out, out, io::StoreAs::F32);

@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "io/messages.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"ttt: End-to-End Test-Time Training (TTT-E2E) engine in C++.\n"
@@ -30,7 +31,8 @@ int main(int argc, char** argv) {
       if (c.app->parsed()) return c.run();
     return ttt::cli::run_demo_default();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "ttt: error: %s\n", e.what());
+    // One line, always: messages may quote names and values from hostile files.
+    std::fprintf(stderr, "ttt: error: %s\n", ttt::io::one_line(e.what(), 4000).c_str());
     return 1;
   }
 }

@@ -16,10 +16,14 @@
 
 #include "data/format.h"
 #include "data/text.h"
+#include "io/file_read.h"
+#include "io/json_read.h"
+#include "io/messages.h"
 
 namespace ttt::data {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using io::one_line;
 
 uint64_t SequenceSampler::next_u64() { return splitmix64(splitmix64(seed_) ^ (counter_++ * 0xD1B54A32D192ED03ull)); }
 
@@ -70,6 +74,87 @@ Dataset::~Dataset() = default;
 Dataset::Dataset(Dataset&&) noexcept = default;
 Dataset& Dataset::operator=(Dataset&&) noexcept = default;
 
+CorpusIndex parse_corpus_index(std::string_view text, const std::string& index_path) {
+  const std::string where = one_line(index_path) + ": ";
+  json idx;
+  try {
+    idx = io::parse_json(text, one_line(index_path));
+  } catch (const io::JsonError& e) {
+    if (e.problem.rfind("invalid JSON", 0) == 0)
+      throw std::runtime_error(one_line(index_path) + " is truncated or not valid JSON (" + e.problem + ")");
+    throw;
+  }
+  CorpusIndex ci;
+  CorpusIndex& im = ci;
+  // Token counts stay below 2^61 so that byte sizes (x4) and sums cannot wrap.
+  constexpr int64_t kMaxTokens = int64_t{1} << 61;
+  try {
+    if (!idx.is_object() || idx.value("format", std::string()) != format::kFormatName)
+      throw std::runtime_error(where + "not a ttt corpus index (format is not \"" + format::kFormatName + "\")");
+    const json& ver = io::json_field(idx, "version", where + "version");
+    if (!ver.is_number_integer() || ver != format::kFormatVersion)
+      throw std::runtime_error(where + "format version " + one_line(ver.dump(), 40) + ", this build reads version " +
+                               std::to_string(format::kFormatVersion));
+    const auto& t = io::json_field(idx, "tokenizer", where + "tokenizer");
+    im.vocab = static_cast<int32_t>(io::json_int(io::json_field(t, "vocab_size", where + "tokenizer"), 1, INT32_MAX,
+                                                 where + "tokenizer vocab_size"));
+    im.bos = static_cast<int32_t>(io::json_int(io::json_field(t, "bos_id", where + "tokenizer"), 0, im.vocab - 1,
+                                               where + "tokenizer bos_id"));
+    int64_t total = 0;
+    for (size_t s = 0; s < 3; ++s) {
+      SplitInfo& sp = im.splits[s];
+      sp.name = format::kSplits[s];
+      const std::string sw = where + "split " + sp.name;
+      const auto& js = io::json_field(io::json_field(idx, "splits", where + "splits"), sp.name, where + "splits");
+      sp.tokens = io::json_int(io::json_field(js, "tokens", sw), 0, kMaxTokens, sw + " tokens");
+      int64_t shard_sum = 0;
+      const auto& shards = io::json_field(js, "shards", sw);
+      if (!shards.is_array()) throw std::runtime_error(sw + ": shards is not an array");
+      for (const auto& sh : shards) {
+        ShardRef r;
+        r.file = io::json_string(io::json_field(sh, "file", sw + " shard"), sw + " shard file");
+        const std::string shw = sw + " shard '" + one_line(r.file) + "'";
+        r.tokens = io::json_int(io::json_field(sh, "tokens", shw), 1, kMaxTokens, shw + " tokens");
+        const std::string cs = io::json_string(io::json_field(sh, "checksum", shw), shw + " checksum");
+        char* end = nullptr;
+        r.checksum = std::strtoull(cs.c_str(), &end, 16);
+        if (cs.size() != 16 || *end != '\0') throw std::runtime_error(shw + " has a malformed checksum");
+        if (r.file.find('/') != std::string::npos || r.file.empty() || r.file == "." || r.file == ".." ||
+            r.file.find('\0') != std::string::npos)
+          throw std::runtime_error(where + "invalid shard entry '" + one_line(r.file) + "'");
+        if (__builtin_add_overflow(shard_sum, r.tokens, &shard_sum) || shard_sum > kMaxTokens)
+          throw std::runtime_error(sw + ": shard token counts add up to more than 2^61");
+        sp.shards.push_back(r);
+      }
+      if (shard_sum != sp.tokens)
+        throw std::runtime_error(where + sp.name + " holds " + std::to_string(sp.tokens) + " tokens but its shards add up to " +
+                                 std::to_string(shard_sum));
+      const auto& docs = io::json_field(js, "documents", sw);
+      if (!docs.is_array()) throw std::runtime_error(sw + ": documents is not an array");
+      for (const auto& d : docs) {
+        if (!d.is_array() || d.size() != 5)
+          throw std::runtime_error(sw + ": a document entry is not [name, shard, offset, length, files]");
+        DocumentRef r;
+        r.name = io::json_string(d[0], sw + " document name");
+        const std::string dw = sw + " document '" + one_line(r.name) + "'";
+        r.shard = io::json_int(d[1], 0, static_cast<int64_t>(sp.shards.size()) - 1, dw + " shard");
+        const int64_t shard_tokens = sp.shards[static_cast<size_t>(r.shard)].tokens;
+        r.offset = io::json_int(d[2], 0, kMaxTokens, dw + " offset");
+        r.length = io::json_int(d[3], 1, kMaxTokens, dw + " length");
+        r.files = io::json_int(d[4], 0, INT64_MAX, dw + " files");
+        if (r.offset >= shard_tokens || r.length > shard_tokens - r.offset)  // no overflow: both below 2^61
+          throw std::runtime_error(where + "document '" + one_line(r.name) + "' lies outside its shard");
+        sp.documents.push_back(std::move(r));
+      }
+      total += sp.tokens;
+    }
+    if (total == 0) throw std::runtime_error(where + "the corpus is empty (no documents)");
+  } catch (const json::exception& e) {
+    throw std::runtime_error(where + "missing or invalid field (" + one_line(e.what()) + ")");
+  }
+  return ci;
+}
+
 Dataset Dataset::open(const std::string& dir, bool verify) {
   Dataset ds;
   Impl& im = *ds.impl_;
@@ -79,75 +164,26 @@ Dataset Dataset::open(const std::string& dir, bool verify) {
   if (!fs::is_directory(dir, ec)) throw std::runtime_error("corpus " + dir + " does not exist");
   if (!fs::exists(index_path, ec))
     throw std::runtime_error("corpus " + dir + " has no index.json (not a corpus, or its build did not finish; build it with `ttt data build`)");
-  json idx;
-  try {
-    idx = json::parse(read_file(index_path));
-  } catch (const json::parse_error&) {
-    throw std::runtime_error(index_path + " is truncated or not valid JSON");
-  }
-  const std::string where = index_path + ": ";
-  try {
-    if (!idx.is_object() || idx.value("format", std::string()) != format::kFormatName)
-      throw std::runtime_error(where + "not a ttt corpus index (format is not \"" + format::kFormatName + "\")");
-    if (idx.at("version").get<int>() != format::kFormatVersion)
-      throw std::runtime_error(where + "format version " + idx.at("version").dump() + ", this build reads version " +
-                               std::to_string(format::kFormatVersion));
-    const auto& t = idx.at("tokenizer");
-    im.vocab = t.at("vocab_size").get<int32_t>();
-    im.bos = t.at("bos_id").get<int32_t>();
-    if (im.vocab <= 0 || im.bos < 0 || im.bos >= im.vocab) throw std::runtime_error(where + "invalid tokenizer vocab_size/bos_id");
-    int64_t total = 0;
-    for (size_t s = 0; s < 3; ++s) {
-      SplitInfo& sp = im.splits[s];
-      sp.name = format::kSplits[s];
-      const auto& js = idx.at("splits").at(sp.name);
-      sp.tokens = js.at("tokens").get<int64_t>();
-      int64_t shard_sum = 0;
-      for (const auto& sh : js.at("shards")) {
-        ShardRef r;
-        r.file = sh.at("file").get<std::string>();
-        r.tokens = sh.at("tokens").get<int64_t>();
-        const std::string cs = sh.at("checksum").get<std::string>();
-        char* end = nullptr;
-        r.checksum = std::strtoull(cs.c_str(), &end, 16);
-        if (cs.size() != 16 || *end != '\0') throw std::runtime_error(where + "shard " + r.file + " has a malformed checksum");
-        if (r.file.find('/') != std::string::npos || r.file.empty() || r.tokens <= 0)
-          throw std::runtime_error(where + "invalid shard entry '" + r.file + "'");
-        shard_sum += r.tokens;
-        sp.shards.push_back(r);
-      }
-      if (shard_sum != sp.tokens)
-        throw std::runtime_error(where + sp.name + " holds " + std::to_string(sp.tokens) + " tokens but its shards add up to " +
-                                 std::to_string(shard_sum));
-      for (const auto& d : js.at("documents")) {
-        DocumentRef r;
-        r.name = d.at(0).get<std::string>();
-        r.shard = d.at(1).get<int64_t>();
-        r.offset = d.at(2).get<int64_t>();
-        r.length = d.at(3).get<int64_t>();
-        r.files = d.at(4).get<int64_t>();
-        if (r.shard < 0 || r.shard >= static_cast<int64_t>(sp.shards.size()) || r.offset < 0 || r.length <= 0 ||
-            r.offset + r.length > sp.shards[static_cast<size_t>(r.shard)].tokens)
-          throw std::runtime_error(where + "document '" + r.name + "' lies outside its shard");
-        sp.documents.push_back(std::move(r));
-      }
-      total += sp.tokens;
-    }
-    if (total == 0) throw std::runtime_error("corpus " + dir + " is empty (no documents)");
-  } catch (const json::exception& e) {
-    throw std::runtime_error(where + "missing or invalid field (" + std::string(e.what()) + ")");
-  }
+  const std::string text = io::read_regular_file(index_path, "corpus index", io::kMaxJsonFileBytes);
+  CorpusIndex ci = parse_corpus_index(text, index_path);
+  im.vocab = ci.vocab;
+  im.bos = ci.bos;
+  for (size_t i = 0; i < 3; ++i) im.splits[i] = std::move(ci.splits[i]);
 
   // Map the shards.
   for (size_t s = 0; s < 3; ++s) {
     for (const auto& sh : im.splits[s].shards) {
       const std::string path = (fs::path(dir) / sh.file).string();
-      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block
       if (fd < 0) throw std::runtime_error("corpus " + dir + ": shard " + sh.file + " is missing");
       struct stat st {};
       if (fstat(fd, &st) != 0) {
         ::close(fd);
         throw std::runtime_error("corpus " + dir + ": cannot stat shard " + sh.file);
+      }
+      if (!S_ISREG(st.st_mode)) {
+        ::close(fd);
+        throw std::runtime_error("corpus " + one_line(dir) + ": shard " + sh.file + " is not a regular file");
       }
       const auto want = static_cast<uint64_t>(sh.tokens) * 4;
       if (static_cast<uint64_t>(st.st_size) != want) {
@@ -176,7 +212,7 @@ Dataset Dataset::open(const std::string& dir, bool verify) {
     if (verify)
       for (const auto& d : im.splits[s].documents)
         if (im.maps[s][static_cast<size_t>(d.shard)]->data[d.offset] != im.bos)
-          throw std::runtime_error("corpus " + dir + ": document '" + d.name + "' does not start with BOS");
+          throw std::runtime_error("corpus " + one_line(dir) + ": document '" + one_line(d.name) + "' does not start with BOS");
   }
   return ds;
 }

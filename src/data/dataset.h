@@ -27,6 +27,15 @@ struct SplitInfo {
   std::vector<DocumentRef> documents;
 };
 
+// The parsed index.json of a corpus: every count range-checked (token counts below 2^61, so byte
+// sizes and sums cannot wrap), every document inside its shard. Throws std::runtime_error (one
+// line, naming `index_path`) for anything else; never reads a file.
+struct CorpusIndex {
+  int32_t vocab = 0, bos = 0;
+  SplitInfo splits[3];  // train, val, val-long
+};
+CorpusIndex parse_corpus_index(std::string_view text, const std::string& index_path);
+
 // Random training windows: a counter-based generator, so its whole state is (seed, counter)
 // and a resumed run draws exactly the sequences an uninterrupted one would.
 class SequenceSampler {

@@ -1,5 +1,7 @@
 #include "data/text.h"
 
+#include "io/file_read.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -54,14 +56,7 @@ size_t count_invalid_utf8(std::string_view s) {
   return bad;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw std::runtime_error("cannot read " + path);
-  return ss.str();
-}
+std::string read_file(const std::string& path) { return io::read_regular_file(path, "file"); }
 
 std::string binary_reason(std::string_view bytes, double max_invalid_fraction) {
   if (bytes.find('\0') != std::string_view::npos) return "contains NUL bytes";

@@ -234,17 +234,21 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
   std::string bytes;
   try {
     bytes = read_file(model_path);
-  } catch (const std::exception&) {
-    throw std::runtime_error("cannot open tokenizer model " + model_path);
+  } catch (const std::exception& e) {
+    // read_file names the problem: missing, a FIFO or device, over the size limit
+    std::string why = e.what();
+    const auto colon = why.rfind(": ");
+    throw std::runtime_error("cannot open tokenizer model " + one_line(model_path) +
+                             (colon == std::string::npos ? "" : why.substr(colon)));
   }
   const auto st = im.sp.LoadFromSerializedProto(bytes);
   if (!st.ok() || im.sp.GetPieceSize() <= 0)
-    throw std::runtime_error("tokenizer model " + model_path + " is not a SentencePiece model (" + one_line(st.ToString()) + ")");
+    throw std::runtime_error("tokenizer model " + one_line(model_path) + " is not a SentencePiece model (" + one_line(st.ToString()) + ")");
   im.path = model_path;
   im.fingerprint = fnv1a64(bytes);
   im.vocab = im.sp.GetPieceSize();
   if (im.sp.bos_id() != kBosId || im.sp.unk_id() != kUnkId || im.vocab < kFirstByteId + 256)
-    throw std::runtime_error("tokenizer model " + model_path + " does not follow this project's id convention (BOS 0, UNK 1, EOS 2, bytes 3..258): BOS is " +
+    throw std::runtime_error("tokenizer model " + one_line(model_path) + " does not follow this project's id convention (BOS 0, UNK 1, EOS 2, bytes 3..258): BOS is " +
                              std::to_string(im.sp.bos_id()) + "; train it with `ttt tokenizer train`");
   for (int b = 0; b < 256; ++b) {
     char want[8];

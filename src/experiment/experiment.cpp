@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -19,6 +20,8 @@
 #include "eval/needle_eval.h"
 #include "eval/report_tables.h"
 #include "io/atomic_file.h"
+#include "io/file_read.h"
+#include "io/json_read.h"
 #include "report/plot.h"
 #include "train/trainer.h"
 
@@ -71,10 +74,12 @@ int64_t param_count(const model::Model& m) {
 
 // Steps finished by the run in dir (0 if none).
 int64_t finished_steps(const fs::path& dir) {
-  std::ifstream f(dir / "checkpoint" / "trainer.json");
-  if (!f) return 0;
   try {
-    return json::parse(f).value("step", int64_t{0});
+    const json j = io::parse_json(io::read_regular_file((dir / "checkpoint" / "trainer.json").string(), "training state",
+                                                       uint64_t{1} << 24),
+                                  "trainer.json");
+    const auto it = j.find("step");
+    return it != j.end() && it->is_number_integer() ? std::max<int64_t>(0, it->get<int64_t>()) : 0;
   } catch (...) {
     return 0;
   }
@@ -87,11 +92,17 @@ struct TrainRecord {
 
 std::vector<std::pair<double, double>> read_losses(const fs::path& metrics, const char* key) {
   std::vector<std::pair<double, double>> out;
-  std::ifstream f(metrics);
+  std::string text;
+  try {
+    text = io::read_regular_file(metrics.string(), "metrics file", uint64_t{1} << 30);
+  } catch (...) {
+    return out;
+  }
+  std::istringstream f(text);
   std::string line;
   while (std::getline(f, line)) {
     try {
-      const json j = json::parse(line);
+      const json j = io::parse_json(line, "metrics line");
       if (j.contains(key)) out.emplace_back(j.at("step").get<double>(), j.at(key).get<double>());
     } catch (...) {
     }

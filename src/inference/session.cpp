@@ -13,12 +13,14 @@
 #include <string>
 #include <utility>
 
+#include "io/messages.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 
 namespace ttt::inference {
 
 Session::Session(const model::Model& m, const e2e::TTTOptions& opt) : m_(m) {
+  e2e::validate(opt);
   s_.opt = opt;
   reset();
 }
@@ -231,7 +233,7 @@ class StateReader {
   StateReader(const std::string& path, io::TensorFile file) : path_(path), f_(std::move(file)) {}
 
   [[noreturn]] void fail(const std::string& msg) const {
-    throw std::runtime_error("session state " + path_ + ": " + msg);
+    throw std::runtime_error("session state " + io::one_line(path_) + ": " + io::one_line(msg, 400));
   }
 
   const std::string& meta(const std::string& key) const {

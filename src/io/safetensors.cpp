@@ -1,3 +1,5 @@
+#include "io/file_read.h"
+#include "io/json_read.h"
 #include "io/messages.h"
 #include "io/safetensors.h"
 
@@ -157,32 +159,16 @@ TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string
     fail(what, "header length " + std::to_string(n) + " exceeds the file size (" +
                    std::to_string(size) + " bytes): truncated file");
 
-  // Parse, tracking keys per open object to detect duplicates (nlohmann keeps the last one).
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  int duplicate_depth = -1;
+  // Linear-time parse with a depth limit and duplicate keys refused (nlohmann keeps the last).
   json header;
-  const char* hb = reinterpret_cast<const char*>(data + 8);
   try {
-    header = json::parse(hb, hb + n, [&](int depth, json::parse_event_t ev, json& parsed) {
-      if (ev == json::parse_event_t::object_start) {
-        open_objects.emplace_back();
-      } else if (ev == json::parse_event_t::object_end) {
-        if (!open_objects.empty()) open_objects.pop_back();
-      } else if (ev == json::parse_event_t::key && !open_objects.empty() && duplicate_depth < 0) {
-        if (parsed.is_string() && !open_objects.back().insert(parsed.get<std::string>()).second) {
-          duplicate = parsed.get<std::string>();
-          duplicate_depth = depth;
-        }
-      }
-      return true;
-    });
-  } catch (const json::exception& e) {
-    fail(what, std::string("header is not valid JSON: ") + one_line(e.what()));
+    header = parse_json(std::string_view(reinterpret_cast<const char*>(data + 8), static_cast<size_t>(n)), "header");
+  } catch (const JsonError& e) {
+    if (e.duplicate_depth == 1) fail(what, "duplicate tensor name " + q_name(e.duplicate_key) + " in header");
+    if (e.duplicate_depth > 1) fail(what, "duplicate key " + q_name(e.duplicate_key) + " in header");
+    fail(what, "header is not valid JSON: " + e.problem);
   }
   if (!header.is_object()) fail(what, "header is not a JSON object");
-  if (duplicate_depth == 1) fail(what, "duplicate tensor name " + q_name(duplicate) + " in header");
-  if (duplicate_depth > 1) fail(what, "duplicate key " + q_name(duplicate) + " in header");
 
   const uint64_t data_size = size - 8 - n;
   const uint8_t* buf = data + 8 + n;
@@ -242,7 +228,7 @@ TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string
 }
 
 TensorFile read_safetensors(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block the open
   if (fd < 0) throw std::runtime_error("cannot open safetensors file " + path + ": " + std::strerror(errno));
   struct FdGuard {
     int fd;
@@ -251,7 +237,8 @@ TensorFile read_safetensors(const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0)
     throw std::runtime_error("cannot stat safetensors file " + path + ": " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw std::runtime_error("cannot read safetensors file " + path + ": not a regular file");
+  if (!S_ISREG(st.st_mode))
+    throw std::runtime_error("cannot read safetensors file " + one_line(path) + ": " + not_regular_reason(path));
   const size_t size = static_cast<size_t>(st.st_size);
   if (size < 8) {
     uint8_t small[8] = {};

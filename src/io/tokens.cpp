@@ -6,17 +6,15 @@
 #include <stdexcept>
 
 #include "io/atomic_file.h"
+#include "io/file_read.h"
+#include "io/messages.h"
 
 namespace ttt::io {
 
 std::vector<int32_t> read_tokens(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open token file " + path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  const std::string bytes = ss.str();
+  const std::string bytes = read_regular_file(path, "token file");
   if (bytes.size() % 4 != 0)
-    throw std::runtime_error("token file " + path + " has " + std::to_string(bytes.size()) +
+    throw std::runtime_error("token file " + one_line(path) + " has " + std::to_string(bytes.size()) +
                              " bytes, not a whole number of int32 tokens");
   std::vector<int32_t> tokens(bytes.size() / 4);
   for (size_t i = 0; i < tokens.size(); ++i) {

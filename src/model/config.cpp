@@ -12,6 +12,8 @@
 #include <stdexcept>
 
 #include "io/atomic_file.h"
+#include "io/file_read.h"
+#include "io/json_read.h"
 
 namespace ttt::model {
 namespace {
@@ -20,6 +22,7 @@ using json = nlohmann::json;
 
 constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
 constexpr int64_t kMaxLayers = 100000;
+constexpr uint64_t kMaxConfigBytes = uint64_t{1} << 24;  // 16 MB: a config is a few hundred bytes
 
 using io::one_line;
 
@@ -173,22 +176,16 @@ void validate_config(const ModelConfig& c) {
 }
 
 ModelConfig config_from_json(const std::string& text) {
-  // Track top-level keys to reject duplicates (nlohmann silently keeps the last one).
-  std::set<std::string> top_keys;
-  std::string duplicate;
+  // Linear-time parse with a depth limit; duplicates refused (nlohmann silently keeps the last).
   json j;
   try {
-    j = json::parse(text, [&](int depth, json::parse_event_t ev, json& parsed) {
-      if (ev == json::parse_event_t::key && depth == 1 && parsed.is_string() && duplicate.empty() &&
-          !top_keys.insert(parsed.get<std::string>()).second)
-        duplicate = parsed.get<std::string>();
-      return true;
-    });
-  } catch (const json::exception& e) {
-    bad(std::string("invalid JSON: ") + one_line(e.what()));
+    j = io::parse_json(text, "config");
+  } catch (const io::JsonError& e) {
+    if (e.duplicate_depth == 1) bad("duplicate field " + one_line(e.duplicate_key));
+    if (e.duplicate_depth > 1) bad("duplicate key " + one_line(e.duplicate_key));
+    bad(e.problem);
   }
   if (!j.is_object()) bad("top level is not a JSON object");
-  if (!duplicate.empty()) bad("duplicate field " + one_line(duplicate));
 
   ModelConfig c;
   get_int(j, "vocab_size", c.vocab_size, true);
@@ -239,17 +236,13 @@ std::string config_to_json(const ModelConfig& c) {
 }
 
 ModelConfig load_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open config file " + path + ": " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw std::runtime_error("cannot read config file " + path);
+  const std::string text = io::read_regular_file(path, "config file", kMaxConfigBytes);
   try {
-    return config_from_json(ss.str());
+    return config_from_json(text);
   } catch (const std::runtime_error& e) {
     std::string msg = e.what();
     if (msg.rfind("config: ", 0) == 0) msg = msg.substr(8);
-    throw std::runtime_error("config file " + path + ": " + msg);
+    throw std::runtime_error("config file " + one_line(path) + ": " + msg);
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include "autodiff/ops.h"
 #include "backend/thread_pool.h"
+#include "io/messages.h"
 
 namespace ttt::train {
 
@@ -53,16 +54,36 @@ std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
 }
 
 void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, int64_t steps) {
+  // Everything is checked before anything is replaced: a bad file leaves the optimizer as it was.
+  if (steps < 0) throw std::runtime_error("optimizer state: negative step count");
   std::map<std::string, Tensor> by(tensors.begin(), tensors.end());
+  std::vector<Tensor> m(params_.size()), v(params_.size());
+  size_t used = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
-    for (auto [prefix, dst] : {std::pair<const char*, Tensor*>{"m.", &m_[i]}, {"v.", &v_[i]}}) {
+    for (auto [prefix, dst] : {std::pair<const char*, Tensor*>{"m.", &m[i]}, {"v.", &v[i]}}) {
       auto it = by.find(prefix + params_[i].first);
       if (it == by.end()) throw std::runtime_error(std::string("optimizer state is missing ") + prefix + params_[i].first);
       if (it->second.shape() != params_[i].second.shape())
         throw std::runtime_error(std::string("optimizer state ") + prefix + params_[i].first + " has the wrong shape");
       *dst = clone(to_dtype(it->second, DType::F32));
+      const float* p = dst->data<float>();
+      const bool second = prefix[0] == 'v';
+      for (int64_t j = 0; j < dst->numel(); ++j)
+        if (!std::isfinite(p[j]) || (second && p[j] < 0))
+          throw std::runtime_error(std::string("optimizer state ") + prefix + params_[i].first +
+                                   (second ? " is not finite and >= 0" : " is not finite"));
+      ++used;
     }
   }
+  if (used != by.size()) {
+    for (const auto& [name, t] : by) {
+      bool known = false;
+      for (const auto& p : params_) known |= name == "m." + p.first || name == "v." + p.first;
+      if (!known) throw std::runtime_error("optimizer state holds an unknown tensor " + io::one_line(name));
+    }
+  }
+  m_ = std::move(m);
+  v_ = std::move(v);
   t_ = steps;
 }
 

@@ -8,9 +8,15 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include "io/atomic_file.h"
+#include "io/file_read.h"
+#include "io/json_read.h"
+#include "io/messages.h"
 #include "io/safetensors.h"
 #include "report/plot.h"
 #include "ttt/meta_gradient.h"
@@ -23,6 +29,7 @@ using json = nlohmann::json;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr uint64_t kMaxMetricsBytes = uint64_t{1} << 30;
 
 std::string fmt_duration(double s) {
   if (!(s >= 0) || s > 1e7) return "?";
@@ -45,15 +52,32 @@ json options_json(const TrainOptions& o) {
 
 // Options that must not change across a resume for it to continue exactly.
 void check_resume_options(const json& saved, const TrainOptions& o) {
+  if (!saved.is_object()) throw std::runtime_error("cannot resume: the checkpoint's options are not an object");
   const json now = options_json(o);
   for (auto& [k, v] : now.items())
     if (!saved.contains(k) || saved[k] != v)
-      throw std::runtime_error("cannot resume: option " + k + " was " + (saved.contains(k) ? saved[k].dump() : "unset") +
-                               " in the checkpoint, now " + v.dump());
+      throw std::runtime_error("cannot resume: option " + k + " was " +
+                               (saved.contains(k) ? io::one_line(saved[k].dump(), 60) : "unset") + " in the checkpoint, now " +
+                               v.dump());
+}
+
+// Name of the first parameter holding a NaN or infinity ("" if none).
+std::string first_nonfinite_parameter(const model::Model& m) {
+  for (const auto& [name, t] : m.named_parameters()) {
+    const float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(p[i])) return name;
+  }
+  return "";
 }
 
 void write_checkpoint(const fs::path& out, const model::Model& m, const AdamW& opt, const SequenceSource& data,
                       const TrainOptions& o, int64_t step) {
+  // The last good checkpoint is worth more than this one: never replace it with poisoned weights.
+  const std::string bad = first_nonfinite_parameter(m);
+  if (!bad.empty())
+    throw std::runtime_error("train: parameter " + bad + " is not finite at step " + std::to_string(step) +
+                             "; the last checkpoint was kept");
   const fs::path dir = out / "checkpoint";
   const fs::path tmp = out / ("checkpoint.tmp-" + std::to_string(getpid()));
   fs::remove_all(tmp);
@@ -77,17 +101,13 @@ int64_t read_checkpoint(const fs::path& out, model::Model& m, AdamW& opt, Sequen
   fs::path dir = out / "checkpoint";
   if (!fs::exists(dir / "trainer.json") && fs::exists(out / "checkpoint.old" / "trainer.json")) dir = out / "checkpoint.old";
   if (!fs::exists(dir / "trainer.json")) throw std::runtime_error("cannot resume: no checkpoint in " + out.string());
-  std::ifstream f(dir / "trainer.json");
-  json st;
-  try {
-    st = json::parse(f);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("cannot resume: " + (dir / "trainer.json").string() + " is corrupt: " + e.what());
-  }
-  if (st.value("format", "") != "ttt-train-checkpoint")
-    throw std::runtime_error("cannot resume: " + (dir / "trainer.json").string() + " is not a training checkpoint");
-  check_resume_options(st.at("options"), o);
+  const std::string tj = (dir / "trainer.json").string();
+  const TrainerState st = parse_trainer_state(io::read_regular_file(tj, "training state", uint64_t{1} << 24), o, tj);
+  const int64_t step = st.step, opt_steps = st.optimizer_steps;
+  const std::string& data_state = st.data_state;
   const auto saved = model::Model::load(dir.string());
+  if (const std::string bad = first_nonfinite_parameter(saved); !bad.empty())
+    throw std::runtime_error("cannot resume: the checkpoint's parameter " + bad + " is not finite");
   if (model::config_to_json(saved.config()) != model::config_to_json(m.config()))
     throw std::runtime_error("cannot resume: the checkpoint's model config differs from the model being trained");
   // Copy the weights into the live parameters (the optimizer holds references to them).
@@ -98,35 +118,34 @@ int64_t read_checkpoint(const fs::path& out, model::Model& m, AdamW& opt, Sequen
   }
   auto file = io::read_safetensors((dir / "optimizer.safetensors").string());
   std::vector<std::pair<std::string, Tensor>> moments(file.tensors.begin(), file.tensors.end());
-  opt.load_state(moments, st.at("optimizer_steps").get<int64_t>());
-  data.restore(st.at("data_state").get<std::string>());
-  return st.at("step").get<int64_t>();
+  opt.load_state(moments, opt_steps);
+  data.restore(data_state);
+  return step;
 }
 
 // Keeps metrics.jsonl consistent with a resumed run: drops lines after the checkpoint's step.
 void truncate_metrics(const fs::path& path, int64_t step) {
-  if (!fs::exists(path)) return;
-  std::ifstream in(path);
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      if (json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
-    } catch (...) {
-      // a torn last line from a crash: dropped
-    }
-  }
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(path, ec))) return;
+  const std::string kept = metrics_through_step(io::read_regular_file(path.string(), "metrics file", kMaxMetricsBytes), step);
   io::write_file_atomic(path.string(), kept.data(), kept.size());
 }
 
 // loss.png from metrics.jsonl: training loss per step and validation loss.
 void write_loss_plot(const fs::path& out) {
-  std::ifstream in(out / "metrics.jsonl");
+  std::string text;
+  try {
+    text = io::read_regular_file((out / "metrics.jsonl").string(), "metrics file", kMaxMetricsBytes);
+  } catch (const std::exception&) {
+    return;  // a plot is a convenience, never a reason to stop training
+  }
   report::Series train{"training loss", {}, {}}, val{"validation loss", {}, {}};
   val.markers = true;
+  std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     try {
-      const json j = json::parse(line);
+      const json j = io::parse_json(line, "metrics line");
       const double step = j.at("step").get<double>();
       train.x.push_back(step);
       train.y.push_back(j.at("loss").get<double>());
@@ -147,7 +166,108 @@ void write_loss_plot(const fs::path& out) {
   report::write_line_chart_png((out / "loss.png").string(), series, c);
 }
 
+// What a kill -9 leaves in an output directory: temporary checkpoint directories of dead
+// processes, temporary files of interrupted atomic writes, and, if the kill fell between the two
+// renames of write_checkpoint, the previous checkpoint under checkpoint.old only.
+void recover_output_dir(const fs::path& out, std::FILE* progress) {
+  std::error_code ec;
+  size_t removed = io::remove_stale_temp_files(out.string()) + io::remove_stale_temp_files((out / "checkpoint").string());
+  const std::string prefix = "checkpoint.tmp-";
+  for (const auto& e : fs::directory_iterator(out, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.empty() || digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(digits);
+    const bool dead = pid == static_cast<long>(getpid()) || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH);
+    if (dead && fs::is_directory(fs::symlink_status(e.path(), ec))) {
+      fs::remove_all(e.path(), ec);
+      ++removed;
+    }
+  }
+  const fs::path dir = out / "checkpoint", old = out / "checkpoint.old";
+  if (fs::exists(old / "trainer.json", ec) && !fs::exists(dir / "trainer.json", ec)) {
+    fs::remove_all(dir, ec);
+    fs::rename(old, dir);  // the only complete checkpoint: put it back where it belongs
+  } else if (fs::exists(old, ec)) {
+    fs::remove_all(old, ec);
+  }
+  if (removed > 0 && progress)
+    std::fprintf(progress, "removed %zu leftover temporary file(s) of an interrupted run\n", removed);
+}
+
 }  // namespace
+
+TrainerState parse_trainer_state(std::string_view text, const TrainOptions& o, const std::string& path) {
+  const std::string w = "cannot resume: " + io::one_line(path);
+  json st;
+  try {
+    st = io::parse_json(text, w);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(w + " is corrupt: " + e.what());
+  }
+  if (!st.is_object() || st.value("format", "") != "ttt-train-checkpoint")
+    throw std::runtime_error(w + " is not a training checkpoint");
+  TrainerState out;
+  // A step outside [0, --steps] would train with a schedule outside its range (negative
+  // learning rates) or not at all.
+  out.step = io::json_int(io::json_field(st, "step", w), 0, o.steps, w + ": step");
+  out.optimizer_steps = io::json_int(io::json_field(st, "optimizer_steps", w), 0, out.step, w + ": optimizer_steps");
+  out.data_state = io::json_string(io::json_field(st, "data_state", w), w + ": data_state");
+  check_resume_options(io::json_field(st, "options", w), o);
+  return out;
+}
+
+std::string metrics_through_step(std::string_view text, int64_t step) {
+  std::string kept;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t nl = text.find('\n', at);
+    const bool torn = nl == std::string_view::npos;  // no newline: a line cut short by a kill
+    if (torn) nl = text.size();
+    const std::string_view line = text.substr(at, nl - at);
+    at = nl + 1;
+    if (torn) break;
+    try {
+      const json j = io::parse_json(line, "metrics line");
+      if (!j.is_object()) continue;
+      const auto it = j.find("step");
+      if (it == j.end() || !it->is_number_integer()) continue;
+      if (it->is_number_unsigned() ? it->get<uint64_t>() <= static_cast<uint64_t>(std::max<int64_t>(step, 0))
+                                   : it->get<int64_t>() <= step) {
+        kept.append(line);
+        kept += '\n';
+      }
+    } catch (const std::exception&) {
+      // not a metrics line: dropped
+    }
+  }
+  return kept;
+}
+
+void validate_options(const TrainOptions& o) {
+  auto bad = [](const std::string& what) { throw std::invalid_argument("train: " + what); };
+  auto finite_in = [&](double v, double lo, double hi, const char* name, const char* range) {
+    if (!std::isfinite(v) || v < lo || v > hi) bad(std::string(name) + " must be " + range + ", got " + std::to_string(v));
+  };
+  if (o.out_dir.empty()) bad("an output directory is required");
+  if (o.steps < 1 || o.batch < 1 || o.seq_len < 1) bad("steps, batch and seq-len must be positive");
+  if (o.seq_len > (int64_t{1} << 30) || o.batch > (int64_t{1} << 20) || o.steps > (int64_t{1} << 40))
+    bad("steps, batch or seq-len is implausibly large");
+  finite_in(o.lr, 0, 1e6, "--lr", "a finite number >= 0");
+  finite_in(o.min_lr, 0, 1e6, "--min-lr", "a finite number >= 0");
+  finite_in(o.warmup_frac, 0, 1, "--warmup-frac", "in [0, 1]");
+  finite_in(o.adamw.beta1, 0, 0.999999, "beta1", "in [0, 1)");
+  finite_in(o.adamw.beta2, 0, 0.999999, "beta2", "in [0, 1)");
+  if (!std::isfinite(o.adamw.eps) || !(o.adamw.eps > 0)) bad("AdamW eps must be a finite number > 0");
+  finite_in(o.adamw.weight_decay, 0, 1e6, "--weight-decay", "a finite number >= 0");
+  if (!std::isfinite(o.clip) || !(o.clip > 0)) bad("--clip must be a finite number > 0, got " + std::to_string(o.clip));
+  finite_in(o.ilr_init, 0, 1e6, "--ilr-init", "a finite number >= 0");
+  finite_in(o.ilr_warmup_frac, 0, 1, "--ilr-warmup-frac", "in [0, 1]");
+  if (o.val_every < 0 || o.ckpt_every < 0 || o.stop_after < 0) bad("--val-every, --ckpt-every and --stop-after must be >= 0");
+  if (o.val_every > 0 && o.val_seqs < 1) bad("--val-seqs must be positive");
+  if (o.max_bad_steps < 1) bad("--max-bad-steps must be positive");
+}
 
 StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector<int32_t>>& seqs,
                       const TrainOptions& o, int64_t step) {
@@ -173,6 +293,10 @@ StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector
     }
   }
   r.grad_norm = clip_global_norm(total, o.clip);
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+    r.skipped = true;  // one NaN in the moments would poison every later step
+    return r;
+  }
   opt.step(total, r.lr);
   return r;
 }
@@ -188,8 +312,7 @@ double validation_loss(const model::Model& m, const std::vector<std::vector<int3
 
 TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o, std::FILE* progress) {
   const auto& cfg = m.config();
-  if (o.out_dir.empty()) throw std::invalid_argument("train: an output directory is required");
-  if (o.steps < 1 || o.batch < 1 || o.seq_len < 1) throw std::invalid_argument("train: steps, batch and seq-len must be positive");
+  validate_options(o);
   if (cfg.prime && o.seq_len % cfg.mini_batch_size != 0)
     throw std::invalid_argument("train: seq-len " + std::to_string(o.seq_len) + " is not a multiple of mini_batch_size " +
                                 std::to_string(cfg.mini_batch_size) + " (meta-learning trains on whole chunks)");
@@ -199,18 +322,22 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
   m.set_requires_grad(true);
   AdamW opt(m.named_parameters(), o.adamw);
   int64_t start = 0;
+  recover_output_dir(out, progress);
   if (o.resume) {
     start = read_checkpoint(out, m, opt, data, o);
     truncate_metrics(out / "metrics.jsonl", start);
     if (progress) std::fprintf(progress, "resumed from step %lld\n", static_cast<long long>(start));
   } else if (fs::exists(out / "checkpoint")) {
     throw std::runtime_error("train: " + out.string() + " already holds a checkpoint; use --resume or another --out");
+  } else {
+    truncate_metrics(out / "metrics.jsonl", 0);  // lines of a run killed before its first checkpoint
   }
   const auto val = o.val_every > 0 ? data.validation(o.seq_len + 1, o.val_seqs) : std::vector<std::vector<int32_t>>{};
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
   if (!metrics) throw std::runtime_error("train: cannot write " + (out / "metrics.jsonl").string());
   const bool tty = progress && isatty(fileno(progress));
   TrainSummary sum;
+  int64_t bad_in_a_row = 0;
   const auto t_begin = Clock::now();
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();
@@ -226,7 +353,23 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     json line = {{"step", step + 1}, {"loss", r.loss},         {"lr", r.lr},
                  {"inner_lr", r.inner_lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", toks / secs},
                  {"seconds", secs}};
-    if (!std::isfinite(r.loss)) throw std::runtime_error("train: loss is not finite at step " + std::to_string(step + 1));
+    if (r.skipped) {
+      line["skipped"] = true;
+      ++sum.steps_skipped;
+      ++bad_in_a_row;
+      if (progress)
+        std::fprintf(progress, "%sstep %lld skipped: %s is not finite (%lld in a row)\n", tty ? "\n" : "",
+                     static_cast<long long>(step + 1), std::isfinite(r.loss) ? "the gradient norm" : "the loss",
+                     static_cast<long long>(bad_in_a_row));
+      if (bad_in_a_row >= o.max_bad_steps) {
+        metrics << line.dump() << "\n" << std::flush;
+        throw std::runtime_error("train: " + std::to_string(bad_in_a_row) + " steps in a row with a non-finite " +
+                                 (std::isfinite(r.loss) ? "gradient" : "loss") + " (last: step " +
+                                 std::to_string(step + 1) + "); stopped, the last checkpoint is intact");
+      }
+    } else {
+      bad_in_a_row = 0;
+    }
     const bool do_val = o.val_every > 0 && !val.empty() && ((step + 1) % o.val_every == 0 || step + 1 == o.steps);
     if (do_val) {
       sum.last_val = validation_loss(m, val);

@@ -6,11 +6,15 @@
 //   checkpoint/                      model, optimizer moments and trainer.json (step, sampler state);
 //                                    written to a temporary directory and renamed into place
 //   metrics.jsonl                    one JSON object per step and per validation
+//
+// A fresh run (no --resume) starts metrics.jsonl anew; every start removes what a killed run
+// left behind (temporary checkpoint directories and files of dead processes).
 //   loss.png                         training and validation loss curves
 #pragma once
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 #include "model/model.h"
 #include "train/optimizer.h"
@@ -36,18 +40,40 @@ struct TrainOptions {
   int64_t stop_after = 0;  // stop once this step is reached (checkpointed), to resume later; 0: never
   uint64_t seed = 0;  // recorded; the data source carries its own seeded sampler
   bool plot = true;
+  // A step whose loss or gradient norm is not finite is skipped (no update, logged in
+  // metrics.jsonl as "skipped"); this many skips in a row stop training with an error.
+  int64_t max_bad_steps = 5;
 };
+
+// checkpoint/trainer.json: the step reached, the optimizer's step count and the data sampler's
+// state. parse_trainer_state checks the format, every field's type and range (step within
+// [0, o.steps]) and that the options that fix the run's trajectory equal `o`; errors are one
+// line starting "cannot resume: <path>".
+struct TrainerState {
+  int64_t step = 0, optimizer_steps = 0;
+  std::string data_state;
+};
+TrainerState parse_trainer_state(std::string_view text, const TrainOptions& o, const std::string& path);
+
+// The lines of metrics.jsonl text to keep when resuming at `step`: whole JSON-object lines whose
+// integer "step" is at most `step`; anything else (a torn last line, garbage) is dropped.
+std::string metrics_through_step(std::string_view text, int64_t step);
+
+// Throws std::invalid_argument naming the first option that is out of range or not finite.
+void validate_options(const TrainOptions& o);
 
 struct StepResult {
   double loss = 0, grad_norm = 0, lr = 0, inner_lr = 1;
+  bool skipped = false;  // loss or gradient not finite: nothing was applied
 };
 
 struct TrainSummary {
-  int64_t steps_done = 0;
+  int64_t steps_done = 0, steps_skipped = 0;
   double last_loss = 0, last_val = -1;
 };
 
-// One optimizer step over `batch` sequences of seq_len+1 tokens (exposed for the benchmark).
+// One optimizer step over `batch` sequences of seq_len+1 tokens (exposed for the benchmark);
+// not applied (skipped = true) if the loss or the gradient norm is not finite.
 StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector<int32_t>>& seqs,
                       const TrainOptions& o, int64_t step);
 

@@ -45,6 +45,7 @@ ChunkGraph chunk_graph(const model::Model& m, const Tensor& x_in, int64_t pos0, 
 
 MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& inputs,
                            const std::vector<int32_t>& targets, const TTTOptions& opt, bool rematerialize) {
+  validate(opt);
   const auto& cfg = m.config();
   const auto params = m.parameters();
   MetaGradient out;

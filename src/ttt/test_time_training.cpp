@@ -1,5 +1,6 @@
 #include "ttt/test_time_training.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -23,8 +24,16 @@ std::vector<int32_t> part(const std::vector<int32_t>& v, int64_t s, int64_t e) {
 
 }  // namespace
 
+void validate(const TTTOptions& opt) {
+  if (!std::isfinite(opt.inner_lr) || opt.inner_lr < 0)
+    throw std::invalid_argument("inner learning rate must be a finite number >= 0, got " + std::to_string(opt.inner_lr));
+  if (!std::isfinite(opt.clip_norm) || !(opt.clip_norm > 0))
+    throw std::invalid_argument("inner gradient clip norm must be a finite number > 0, got " + std::to_string(opt.clip_norm));
+}
+
 PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets,
                       const TTTOptions& opt) {
+  validate(opt);
   check_tokens(m, inputs, targets);
   const auto& cfg = m.config();
   const int64_t t = static_cast<int64_t>(inputs.size()), L = cfg.num_hidden_layers;
@@ -87,6 +96,7 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
 
 Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets,
                      const TTTOptions& opt) {
+  validate(opt);
   check_tokens(m, inputs, targets);
   const auto& cfg = m.config();
   const int64_t t = static_cast<int64_t>(inputs.size()), L = cfg.num_hidden_layers;

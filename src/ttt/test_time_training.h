@@ -18,6 +18,10 @@ struct TTTOptions {
   double clip_norm = 1.0; // global-norm clip of the inner gradient
 };
 
+// Throws std::invalid_argument unless inner_lr is finite and >= 0 and clip_norm finite and > 0
+// (a NaN or infinite inner step would silently poison every later chunk).
+void validate(const TTTOptions& opt);
+
 struct PrefillResult {
   std::vector<float> nll;  // per input position (masked positions included)
   double loss = 0;         // mean NLL over positions whose target is not BOS
