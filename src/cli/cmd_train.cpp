@@ -27,6 +27,7 @@ struct ConvertArgs {
 int run_train(TrainArgs a) {
   if (a.model.empty() == a.config.empty()) throw std::invalid_argument("give exactly one of --model and --config");
   if (a.tokens.empty() == a.data.empty()) throw std::invalid_argument("give the training data with --data or --tokens");
+  train::validate_options(a.o);  // before anything is read or created
   model::Model m = a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
                                    : model::Model::load(a.model);
   auto data = a.data.empty() ? train::token_file_source(a.tokens, a.val_fraction, a.seed)
@@ -41,7 +42,8 @@ int run_train(TrainArgs a) {
   a.o.remat = !a.no_remat;
   a.o.seed = a.seed;
   const auto& c = m.config();
-  std::fprintf(stderr, "training %s model (%s%s, L=%lld, d=%lld) on %s for %lld steps of %lld x %lld tokens -> %s\n",
+  if (!a.quiet)
+    std::fprintf(stderr, "training %s model (%s%s, L=%lld, d=%lld) on %s for %lld steps of %lld x %lld tokens -> %s\n",
                c.prime ? "TTT-E2E (meta-learning)" : "a pretraining", c.seq_modeling_block.c_str(),
                c.full_attention_every ? " hybrid" : "", static_cast<long long>(c.num_hidden_layers),
                static_cast<long long>(c.hidden_size), data->describe().c_str(), static_cast<long long>(a.o.steps),

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "io/messages.h"
 #include "io/safetensors.h"
 
 namespace ttt::model {
@@ -39,7 +40,7 @@ Model Model::from_tensors(const ModelConfig& cfg, std::map<std::string, Tensor> 
     m.params_.emplace_back(name, v.detach());
     tensors.erase(it);
   }
-  if (!tensors.empty()) throw std::runtime_error("checkpoint has unexpected tensor " + tensors.begin()->first);
+  if (!tensors.empty()) throw std::runtime_error("checkpoint has unexpected tensor " + io::one_line(tensors.begin()->first));
   m.bind();
   return m;
 }

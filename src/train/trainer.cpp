@@ -202,9 +202,9 @@ TrainerState parse_trainer_state(std::string_view text, const TrainOptions& o, c
   const std::string w = "cannot resume: " + io::one_line(path);
   json st;
   try {
-    st = io::parse_json(text, w);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(w + " is corrupt: " + e.what());
+    st = io::parse_json(text, "JSON");
+  } catch (const io::JsonError& e) {
+    throw std::runtime_error(w + " is corrupt: " + e.problem);
   }
   if (!st.is_object() || st.value("format", "") != "ttt-train-checkpoint")
     throw std::runtime_error(w + " is not a training checkpoint");
@@ -332,6 +332,8 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
   } else {
     truncate_metrics(out / "metrics.jsonl", 0);  // lines of a run killed before its first checkpoint
   }
+  if (const std::string bad = first_nonfinite_parameter(m); !bad.empty())
+    throw std::runtime_error("train: parameter " + bad + " of the starting model is not finite");
   const auto val = o.val_every > 0 ? data.validation(o.seq_len + 1, o.val_seqs) : std::vector<std::vector<int32_t>>{};
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
   if (!metrics) throw std::runtime_error("train: cannot write " + (out / "metrics.jsonl").string());
