@@ -11,6 +11,7 @@
 #include "bench/op_bench.h"
 #include "bench/train_bench.h"
 #include "cli/commands.h"
+#include "io/atomic_file.h"
 
 namespace ttt::cli {
 namespace {
@@ -65,10 +66,8 @@ int run_bench_ops(BenchOpsArgs a) {
   bench::print_op_bench(rep, stdout);
   if (rep.rows.empty()) std::printf("(no op matches --filter '%s')\n", a.opt.filter.c_str());
   if (!a.json_path.empty()) {
-    std::ofstream f(a.json_path);
-    if (!f) throw std::runtime_error("bench ops: cannot write " + a.json_path);
-    f << bench::op_bench_json(rep);
-    if (!f) throw std::runtime_error("bench ops: error writing " + a.json_path);
+    const std::string text = bench::op_bench_json(rep);
+    io::write_file_atomic(a.json_path, text.data(), text.size());
     std::fprintf(stderr, "wrote %s\n", a.json_path.c_str());
   }
   return 0;

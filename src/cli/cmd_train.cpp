@@ -101,8 +101,11 @@ void register_train_commands(CLI::App& app, Registry& reg) {
   tr->add_option("--val-every", a.o.val_every, "steps between validations (0: none)")->capture_default_str();
   tr->add_option("--val-seqs", a.o.val_seqs, "validation sequences")->capture_default_str();
   tr->add_option("--ckpt-every", a.o.ckpt_every, "steps between checkpoints (0: only at the end)")->capture_default_str();
-  tr->add_flag("--resume", a.o.resume, "continue from the checkpoint in --out exactly");
+  tr->add_flag("--resume", a.o.resume, "continue exactly from the checkpoint in --out (none yet: start from step 0)");
   tr->add_option("--stop-after", a.o.stop_after, "stop (with a checkpoint) after this step; --resume continues")
+      ->capture_default_str();
+  tr->add_option("--max-bad-steps", a.o.max_bad_steps,
+                 "stop after this many steps in a row with a non-finite loss or gradient (each is skipped)")
       ->capture_default_str();
   tr->add_flag("--no-remat", a.no_remat, "keep every chunk's graph (faster, more memory)");
   tr->add_flag("--quiet", a.quiet, "no progress output");

@@ -323,13 +323,17 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
   AdamW opt(m.named_parameters(), o.adamw);
   int64_t start = 0;
   recover_output_dir(out, progress);
-  if (o.resume) {
+  const bool have_checkpoint = fs::exists(out / "checkpoint");
+  if (o.resume && have_checkpoint) {
     start = read_checkpoint(out, m, opt, data, o);
     truncate_metrics(out / "metrics.jsonl", start);
     if (progress) std::fprintf(progress, "resumed from step %lld\n", static_cast<long long>(start));
-  } else if (fs::exists(out / "checkpoint")) {
+  } else if (have_checkpoint) {
     throw std::runtime_error("train: " + out.string() + " already holds a checkpoint; use --resume or another --out");
   } else {
+    // --resume of a run killed before its first checkpoint starts it again, so a supervisor can
+    // always pass --resume.
+    if (o.resume && progress) std::fprintf(progress, "no checkpoint in %s yet: starting from step 0\n", out.c_str());
     truncate_metrics(out / "metrics.jsonl", 0);  // lines of a run killed before its first checkpoint
   }
   if (const std::string bad = first_nonfinite_parameter(m); !bad.empty())
