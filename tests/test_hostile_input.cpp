@@ -299,6 +299,15 @@ TEST(HostileTrainerState, DeeplyNestedOptionsDoNotOverflowTheStack) {
   expect_error([&] { train::parse_trainer_state(text, o, "trainer.json"); }, "nested deeper");
 }
 
+TEST(HostileTrainerState, SamplerStatesAreStrict) {
+  data::SequenceSampler smp(3);
+  EXPECT_NO_THROW(smp.restore("7 11"));
+  EXPECT_EQ(smp.counter(), 11u);
+  for (const char* bad : {"-5 1", "18446744073709551616 0", "1 2 3", "1  2", "1", " 1 2", "1 2 ", "x y"})
+    expect_error([&] { smp.restore(bad); }, "is not \"seed counter\"");
+  EXPECT_EQ(smp.seed(), 7u) << "a failed restore changed the sampler";
+}
+
 TEST(HostileTrainerState, OptimizerStateIsCheckedBeforeItIsApplied) {
   auto m = model::Model::init(tiny_config(), 1);
   m.set_requires_grad(true);

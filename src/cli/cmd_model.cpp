@@ -62,16 +62,6 @@ e2e::PrefillResult stream_eval(const model::Model& m, const io::TokenPairs& tok,
   return res;
 }
 
-// Name of the first parameter holding a NaN or infinity ("" if none).
-std::string first_nonfinite_parameter(const model::Model& m) {
-  for (const auto& [name, t] : m.named_parameters()) {
-    const float* p = t.data<float>();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      if (!std::isfinite(p[i])) return name;
-  }
-  return "";
-}
-
 // A non-finite result is an error naming where it appeared, never a printed "loss nan".
 void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
   if (std::isfinite(res.loss)) return;
@@ -81,7 +71,7 @@ void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
       where = "first at position " + std::to_string(i) + " (NLL " + std::to_string(res.nll[i]) + ")";
       break;
     }
-  const std::string bad = first_nonfinite_parameter(m);
+  const std::string bad = model::first_nonfinite_parameter(m);
   throw std::runtime_error("the loss is not finite" + (where.empty() ? "" : ", " + where) +
                            (bad.empty() ? "; every weight is finite (an overflow in the computation)"
                                         : "; parameter " + bad + " holds non-finite values"));
@@ -111,7 +101,7 @@ int run_grad() {
   opt.inner_lr = g_grad.inner_lr;
   const auto res = e2e::meta_gradient(m, tok.inputs, tok.targets, opt, !g_grad.no_remat);
   if (!std::isfinite(res.loss)) {
-    const std::string bad = first_nonfinite_parameter(m);
+    const std::string bad = model::first_nonfinite_parameter(m);
     throw std::runtime_error("the loss is not finite" + (bad.empty() ? std::string("; every weight is finite (an overflow in the computation)")
                                                                      : "; parameter " + bad + " holds non-finite values"));
   }

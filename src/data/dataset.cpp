@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
@@ -30,12 +31,18 @@ uint64_t SequenceSampler::next_u64() { return splitmix64(splitmix64(seed_) ^ (co
 std::string SequenceSampler::state() const { return std::to_string(seed_) + " " + std::to_string(counter_); }
 
 void SequenceSampler::restore(const std::string& state) {
-  unsigned long long s = 0, c = 0;
-  char extra = 0;
-  if (std::sscanf(state.c_str(), "%llu %llu %c", &s, &c, &extra) != 2)
-    throw std::runtime_error("sampler state '" + state + "' is not \"seed counter\"");
-  seed_ = s;
-  counter_ = c;
+  // Strict: two unsigned decimal integers and one space ("-5" or 2^64 is not a state).
+  uint64_t v[2] = {0, 0};
+  const char* p = state.data();
+  const char* end = state.data() + state.size();
+  for (int i = 0; i < 2; ++i) {
+    const auto [q, ec] = std::from_chars(p, end, v[i]);
+    if (ec != std::errc() || q == p || (i == 0 ? (q == end || *q != ' ') : q != end))
+      throw std::runtime_error("sampler state '" + one_line(state, 60) + "' is not \"seed counter\"");
+    p = q + 1;
+  }
+  seed_ = v[0];
+  counter_ = v[1];
 }
 
 namespace {

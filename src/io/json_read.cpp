@@ -103,10 +103,6 @@ json parse_json(std::string_view text, const std::string& what, const JsonLimits
   return parse_impl<json>(text, what, limits);
 }
 
-nlohmann::ordered_json parse_json_ordered(std::string_view text, const std::string& what, const JsonLimits& limits) {
-  return parse_impl<nlohmann::ordered_json>(text, what, limits);
-}
-
 const json& json_field(const json& obj, const std::string& key, const std::string& what) {
   if (!obj.is_object()) fail(what, "expected an object, got " + std::string(type_of(obj)));
   auto it = obj.find(key);

@@ -28,8 +28,6 @@ struct JsonError : std::runtime_error {
 // Parses `text`; throws std::runtime_error "<what>: <problem>" (one line) for invalid JSON,
 // nesting over the limit or a duplicate key (named, with its depth: 1 is the top level).
 nlohmann::json parse_json(std::string_view text, const std::string& what, const JsonLimits& limits = {});
-nlohmann::ordered_json parse_json_ordered(std::string_view text, const std::string& what,
-                                          const JsonLimits& limits = {});
 
 // Typed field access; every failure is "<what>: field <key> ..." on one line.
 const nlohmann::json& json_field(const nlohmann::json& obj, const std::string& key, const std::string& what);

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "io/messages.h"
@@ -179,6 +180,20 @@ Tensor masked_mean(const Tensor& nll, const std::vector<int32_t>& targets, int32
   for (double v : m) count += v;
   Tensor mask = from_vector(m, {static_cast<int64_t>(m.size())}, nll.dtype());
   return mul_scalar(sum(mul(nll, mask)), 1.0 / std::max(1.0, count));
+}
+
+std::string first_nonfinite_parameter(const Model& m) {
+  for (const auto& [name, t] : m.named_parameters()) {
+    if (t.dtype() == DType::F32 && t.is_contiguous()) {
+      const float* p = t.data<float>();
+      for (int64_t i = 0; i < t.numel(); ++i)
+        if (!std::isfinite(p[i])) return name;
+    } else {
+      for (double v : t.to_vector())  // F64 models of the gradient checks
+        if (!std::isfinite(v)) return name;
+    }
+  }
+  return "";
 }
 
 }  // namespace ttt::model

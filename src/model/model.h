@@ -72,4 +72,7 @@ std::vector<double> target_mask(const std::vector<int32_t>& targets, int32_t bos
 // sum(nll * mask) / max(1, count): mean masked loss as a 0-d tensor (differentiable in nll).
 Tensor masked_mean(const Tensor& nll, const std::vector<int32_t>& targets, int32_t bos);
 
+// Name of the first parameter holding a NaN or an infinity ("" if every weight is finite).
+std::string first_nonfinite_parameter(const Model& m);
+
 }  // namespace ttt::model

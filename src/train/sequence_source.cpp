@@ -1,5 +1,6 @@
 #include "train/sequence_source.h"
 
+#include <charconv>
 #include <algorithm>
 #include <stdexcept>
 
@@ -77,9 +78,11 @@ class TokenFileSource final : public SequenceSource {
 
   std::string state() const override { return std::to_string(rng_.state()); }
   void restore(const std::string& s) override {
-    if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos)
+    uint64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || p != s.data() + s.size())
       throw std::runtime_error("checkpoint's data sampler state is not a token-file sampler state");
-    rng_.set_state(std::stoull(s));
+    rng_.set_state(v);
   }
   int64_t max_token_id() const override { return max_id_; }
   std::string describe() const override {
@@ -120,10 +123,12 @@ class NeedleMixSource final : public SequenceSource {
   std::string state() const override { return std::to_string(rng_.state()) + " " + inner_->state(); }
   void restore(const std::string& s) override {
     const size_t sp = s.find(' ');
-    if (sp == std::string::npos || sp == 0 || s.find_first_not_of("0123456789") != sp)
+    uint64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + (sp == std::string::npos ? 0 : sp), v);
+    if (sp == std::string::npos || sp == 0 || ec != std::errc() || p != s.data() + sp)
       throw std::runtime_error("checkpoint's data sampler state is not a needle-mix state (was the run started without --needle-mix?)");
-    inner_->restore(s.substr(sp + 1));
-    rng_.set_state(std::stoull(s.substr(0, sp)));
+    inner_->restore(s.substr(sp + 1));  // throws before anything changes, or applies wholly
+    rng_.set_state(v);
   }
   int64_t max_token_id() const override { return std::max<int64_t>(inner_->max_token_id(), tok_.vocab_size() - 1); }
   void check_model(int64_t vocab_size, int64_t bos) const override {

@@ -61,20 +61,10 @@ void check_resume_options(const json& saved, const TrainOptions& o) {
                                v.dump());
 }
 
-// Name of the first parameter holding a NaN or infinity ("" if none).
-std::string first_nonfinite_parameter(const model::Model& m) {
-  for (const auto& [name, t] : m.named_parameters()) {
-    const float* p = t.data<float>();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      if (!std::isfinite(p[i])) return name;
-  }
-  return "";
-}
-
 void write_checkpoint(const fs::path& out, const model::Model& m, const AdamW& opt, const SequenceSource& data,
                       const TrainOptions& o, int64_t step) {
   // The last good checkpoint is worth more than this one: never replace it with poisoned weights.
-  const std::string bad = first_nonfinite_parameter(m);
+  const std::string bad = model::first_nonfinite_parameter(m);
   if (!bad.empty())
     throw std::runtime_error("train: parameter " + bad + " is not finite at step " + std::to_string(step) +
                              "; the last checkpoint was kept");
@@ -106,7 +96,7 @@ int64_t read_checkpoint(const fs::path& out, model::Model& m, AdamW& opt, Sequen
   const int64_t step = st.step, opt_steps = st.optimizer_steps;
   const std::string& data_state = st.data_state;
   const auto saved = model::Model::load(dir.string());
-  if (const std::string bad = first_nonfinite_parameter(saved); !bad.empty())
+  if (const std::string bad = model::first_nonfinite_parameter(saved); !bad.empty())
     throw std::runtime_error("cannot resume: the checkpoint's parameter " + bad + " is not finite");
   if (model::config_to_json(saved.config()) != model::config_to_json(m.config()))
     throw std::runtime_error("cannot resume: the checkpoint's model config differs from the model being trained");
@@ -336,7 +326,7 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     if (o.resume && progress) std::fprintf(progress, "no checkpoint in %s yet: starting from step 0\n", out.c_str());
     truncate_metrics(out / "metrics.jsonl", 0);  // lines of a run killed before its first checkpoint
   }
-  if (const std::string bad = first_nonfinite_parameter(m); !bad.empty())
+  if (const std::string bad = model::first_nonfinite_parameter(m); !bad.empty())
     throw std::runtime_error("train: parameter " + bad + " of the starting model is not finite");
   const auto val = o.val_every > 0 ? data.validation(o.seq_len + 1, o.val_seqs) : std::vector<std::vector<int32_t>>{};
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
