@@ -29,8 +29,9 @@ for i in $(seq 0 19999); do
   if (( i % 100 == 0 )); then t=0; elif (( seed % 10 == 0 )); then x=$(( 1 + seed % 63 )); t=$x; else x=$(( (3 * x + 1) % 63 + 1 )); t=$x; fi
   printf '%d\n' "$t" >> "$work/tokens.txt"
 done
-python_free_le32() { while read -r id; do printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((id & 255)) $(((id >> 8) & 255)) 0 0)"; done; }
-python_free_le32 < "$work/tokens.txt" > "$work/tokens.bin"
+source tests/cli_lib.sh
+mapfile -t ids < "$work/tokens.txt"
+write_tokens "$work/tokens.bin" "${ids[@]}"
 
 steps=1200
 args=(--config "$work/cfg.json" --seed 7 --tokens "$work/tokens.bin" --steps "$steps" --seq-len 64 --batch 2

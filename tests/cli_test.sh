@@ -7,21 +7,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# int32 little-endian token file from decimal ids
-write_tokens() {
-  local out="$1"; shift
-  : > "$out"
-  for id in "$@"; do
-    printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((id & 255)) $(((id >> 8) & 255)) $(((id >> 16) & 255)) $(((id >> 24) & 255)))" >> "$out"
-  done
-}
-
-cat > "$work/cfg.json" <<'JSON'
-{"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
- "intermediate_size": 24, "seq_modeling_block": "SWA", "sliding_window_size": 6,
- "mini_batch_size": 4, "prime": true, "suffix_len": 2, "rope_theta": 10000,
- "bos_token_id": 0, "initializer_range": 0.2}
-JSON
+source "$(dirname "$0")/cli_lib.sh"
+write_tiny_config "$work/cfg.json"
 "$TTT" init --config "$work/cfg.json" --seed 3 --out "$work/model" > /dev/null
 [ -s "$work/model/config.json" ] && [ -s "$work/model/model.safetensors" ] || fail "init wrote no model"
 

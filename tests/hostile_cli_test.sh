@@ -10,10 +10,7 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 T() { timeout 60 "$TTT" "$@"; }  # a hang is a failure, not a stalled suite
 
-# little-endian helpers: int32 token files and the 8-byte safetensors header length
-le32() { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $((($1 >> 8) & 255)) $((($1 >> 16) & 255)) $((($1 >> 24) & 255)))"; }
-le64() { le32 $(($1 & 0xffffffff)); le32 $((($1 >> 32) & 0xffffffff)); }
-write_tokens() { local out="$1"; shift; : > "$out"; for id in "$@"; do le32 "$id" >> "$out"; done; }
+source "$(dirname "$0")/cli_lib.sh"
 header_len() { od -An -tu8 -N8 "$1" | tr -d ' '; }
 
 expect_error() {
@@ -28,12 +25,7 @@ expect_error() {
   echo "ok: $what -> $err"
 }
 
-cat > "$work/cfg.json" <<'JSON'
-{"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
- "intermediate_size": 24, "seq_modeling_block": "SWA", "sliding_window_size": 6,
- "mini_batch_size": 4, "prime": true, "suffix_len": 2, "rope_theta": 10000,
- "bos_token_id": 0, "initializer_range": 0.2}
-JSON
+write_tiny_config "$work/cfg.json"
 T init --config "$work/cfg.json" --seed 3 --out "$work/model" > /dev/null
 ids=(); for i in $(seq 0 16); do ids+=($(( (i * 7 + 3) % 40 ))); done
 write_tokens "$work/tok.bin" "${ids[@]}"

@@ -28,6 +28,7 @@
 #include "train/optimizer.h"
 #include "train/sequence_source.h"
 #include "train/trainer.h"
+#include "test_configs.h"
 #include "ttt/test_time_training.h"
 
 namespace ttt::test {
@@ -85,21 +86,10 @@ json good_index() {
               {"splits", {{"train", split("train")}, {"val", split("val")}, {"val-long", split("val-long")}}}};
 }
 
+// The CLI tests' tiny model: vocab 40 so that the ids below fit.
 model::ModelConfig tiny_config() {
-  model::ModelConfig c;
+  auto c = session_config(true);
   c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 24;
-  c.seq_modeling_block = "SWA";
-  c.sliding_window_size = 6;
-  c.mini_batch_size = 4;
-  c.prime = true;
-  c.suffix_len = 2;
-  c.rope_theta = 10000;
-  c.bos_token_id = 0;
-  c.initializer_range = 0.2;
   return c;
 }
 
