@@ -9,7 +9,7 @@
 #include "backend/thread_pool.h"
 #include "bench/op_bench.h"
 #include "inference/session.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::bench {
 namespace {

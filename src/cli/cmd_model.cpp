@@ -10,7 +10,7 @@
 #include "io/tokens.h"
 #include "model/model.h"
 #include "ttt/meta_gradient.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::cli {
 namespace {

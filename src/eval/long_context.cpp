@@ -5,7 +5,7 @@
 #include <string>
 
 #include "tensor/random.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::eval {
 

@@ -51,46 +51,11 @@ void Session::ttt_step(int32_t last_target) {
   for (int64_t l = first; l < L; ++l)
     x = m_.block_forward(l, x, s_.chunk_pos0, &s_.chunk_start[l - first], nullptr, &s_.phi[3 * (l - first)]);
   Tensor loss = model::masked_mean(m_.token_nll(x, targets), targets, static_cast<int32_t>(cfg.bos_token_id));
-  auto g = grad({loss}, s_.phi);
-  NoGrad ng;
-  g = clip_by_global_norm(g, s_.opt.clip_norm);
-  for (size_t i = 0; i < s_.phi.size(); ++i) s_.phi[i] = sub(s_.phi[i].detach(), mul_scalar(g[i], s_.opt.inner_lr));
+  s_.phi = e2e::inner_step(loss, s_.phi, s_.opt, /*create_graph=*/false);
   ++s_.steps;
 }
 
-std::vector<float> Session::step(int32_t token) {
-  const auto& cfg = m_.config();
-  if (token < 0 || token >= cfg.vocab_size)
-    throw std::invalid_argument("token id " + std::to_string(token) + " is out of range [0, " +
-                                std::to_string(cfg.vocab_size) + ")");
-  const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
-  if (s_.use_ttt && static_cast<int64_t>(s_.pending_tokens.size()) == b) {
-    ttt_step(token);
-    s_.pending_h.clear();
-    s_.pending_tokens.clear();
-  }
-  if (s_.use_ttt && s_.pending_tokens.empty()) {
-    s_.chunk_pos0 = s_.pos;
-    for (int64_t l = first; l < L; ++l) s_.chunk_start[l - first] = s_.caches[l];
-  }
-  NoGrad ng;
-  Tensor h = m_.embed_tokens({token});
-  for (int64_t l = 0; l < L; ++l) {
-    if (s_.use_ttt && l == first) {
-      s_.pending_h.push_back(h);
-      s_.pending_tokens.push_back(token);
-    }
-    model::KVCache next;
-    const Tensor* phi = l >= first && cfg.prime ? &s_.phi[3 * (l - first)] : nullptr;
-    h = m_.block_forward(l, h, s_.pos, &s_.caches[l], &next, phi);
-    // Own the cache rows: a slice would keep the whole concatenated buffer alive.
-    s_.caches[l].k = contiguous(next.k);
-    s_.caches[l].v = contiguous(next.v);
-  }
-  ++s_.pos;
-  s_.last_logits = m_.logits(h).to_floats();
-  return s_.last_logits;
-}
+std::vector<float> Session::step(int32_t token) { return feed({token}); }
 
 std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
   const auto& cfg = m_.config();
@@ -99,7 +64,9 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
       throw std::invalid_argument("token " + std::to_string(i) + " has id " + std::to_string(tokens[i]) +
                                   ", out of range [0, " + std::to_string(cfg.vocab_size) + ")");
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
-  constexpr int64_t kSegment = 1024;  // without TTT: bounds the attention scores held at once
+  // Segments end where a TTT step is due (b tokens pending), or after kSegment tokens without
+  // TTT (bounding the attention scores held at once); one token is the decode step.
+  constexpr int64_t kSegment = 1024;
   const int64_t total = static_cast<int64_t>(tokens.size());
   int64_t i = 0;
   while (i < total) {
@@ -124,6 +91,7 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
       model::KVCache next;
       const Tensor* phi = l >= first && cfg.prime ? &s_.phi[3 * (l - first)] : nullptr;
       h = m_.block_forward(l, h, s_.pos, &s_.caches[l], &next, phi);
+      // Own the cache rows: a slice would keep the whole concatenated buffer alive.
       s_.caches[l].k = contiguous(next.k);
       s_.caches[l].v = contiguous(next.v);
     }

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "model/model.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::inference {
 
@@ -40,7 +40,7 @@ class Session {
 
   // Feeds the token at the next position; returns the logits [V] predicting the one after it.
   // When b tokens have accumulated since the last step, their targets are now all known (the
-  // last one is `token`), so one TTT step on them runs first.
+  // last one is `token`), so one TTT step on them runs first. The same as feed({token}).
   std::vector<float> step(int32_t token);
 
   // The bulk path: feeds many tokens at once, running every block over segments of up to b

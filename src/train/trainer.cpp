@@ -20,7 +20,7 @@
 #include "io/safetensors.h"
 #include "report/plot.h"
 #include "ttt/meta_gradient.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::train {
 namespace fs = std::filesystem;

@@ -32,9 +32,7 @@ ChunkGraph chunk_graph(const model::Model& m, const Tensor& x_in, int64_t pos0, 
     x = m.block_forward(l, x, pos0, &caches[l - first], &g.caches_next[l - first], &phi[3 * (l - first)]);
   g.loss = model::masked_mean(m.token_nll(x, tg), tg, static_cast<int32_t>(cfg.bos_token_id));
   if (step) {
-    auto gr = grad({g.loss}, phi, {}, /*create_graph=*/grad_enabled());
-    gr = clip_by_global_norm(gr, opt.clip_norm);
-    for (size_t i = 0; i < phi.size(); ++i) g.phi_next.push_back(sub(phi[i], mul_scalar(gr[i], opt.inner_lr)));
+    g.phi_next = inner_step(g.loss, phi, opt, /*create_graph=*/grad_enabled());
   } else {
     g.phi_next = phi;  // carried unchanged to the next chunk
   }
@@ -100,12 +98,7 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
       std::vector<model::KVCache> cache_in = cache;
       ChunkGraph g = chunk_graph(m, x, c * b, part(c), cache_in, phi_leaf, false, opt);
       total += g.loss.item();
-      if (step) {
-        auto gr = grad({g.loss}, phi_leaf);
-        NoGrad ng2;
-        gr = clip_by_global_norm(gr, opt.clip_norm);
-        for (size_t i = 0; i < phi.size(); ++i) phi[i] = sub(phi[i], mul_scalar(gr[i], opt.inner_lr));
-      }
+      if (step) phi = inner_step(g.loss, phi_leaf, opt, /*create_graph=*/false);
       for (auto& kv : g.caches_next) {
         kv.k = contiguous(kv.k.detach());
         kv.v = contiguous(kv.v.detach());

@@ -1,4 +1,4 @@
-// The gradient of the training objective (test_time_training.h) with respect to every
+// The gradient of the training objective (inner_loop.h) with respect to every
 // parameter, with per-chunk rematerialization.
 //
 // Without rematerialization the graph of every chunk (including the second-order graph of every
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "model/model.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::e2e {
 

@@ -1,4 +1,5 @@
-// Test-time training (SPEC section 3) and the meta-learning objective (SPEC section 4).
+// The chunk loop of test-time training: prefill (SPEC section 3) and the meta-learning
+// objective (SPEC section 4).
 //
 // The first L-S blocks run once over the whole sequence. The last S blocks run chunk by chunk
 // (b tokens) with per-block key/value caches, so every chunk sees exactly its window. Chunk c is
@@ -9,18 +10,9 @@
 #include <vector>
 
 #include "model/model.h"
+#include "ttt/inner_step.h"
 
 namespace ttt::e2e {
-
-struct TTTOptions {
-  bool ttt = true;        // false: keep phi_0 (no inner updates)
-  double inner_lr = 1.0;  // eta
-  double clip_norm = 1.0; // global-norm clip of the inner gradient
-};
-
-// Throws std::invalid_argument unless inner_lr is finite and >= 0 and clip_norm finite and > 0
-// (a NaN or infinite inner step would silently poison every later chunk).
-void validate(const TTTOptions& opt);
 
 struct PrefillResult {
   std::vector<float> nll;  // per input position (masked positions included)

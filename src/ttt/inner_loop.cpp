@@ -1,4 +1,4 @@
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 #include <cmath>
 #include <stdexcept>
@@ -23,13 +23,6 @@ std::vector<int32_t> part(const std::vector<int32_t>& v, int64_t s, int64_t e) {
 }
 
 }  // namespace
-
-void validate(const TTTOptions& opt) {
-  if (!std::isfinite(opt.inner_lr) || opt.inner_lr < 0)
-    throw std::invalid_argument("inner learning rate must be a finite number >= 0, got " + std::to_string(opt.inner_lr));
-  if (!std::isfinite(opt.clip_norm) || !(opt.clip_norm > 0))
-    throw std::invalid_argument("inner gradient clip norm must be a finite number > 0, got " + std::to_string(opt.clip_norm));
-}
 
 PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs, const std::vector<int32_t>& targets,
                       const TTTOptions& opt) {
@@ -68,10 +61,7 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
           x = m.block_forward(l, x, s, &caches[l - first], &next[l - first], &phi[3 * (l - first)]);
         nll = m.token_nll(x, tg);
         if (update) {
-          auto g = grad({model::masked_mean(nll, tg, static_cast<int32_t>(cfg.bos_token_id))}, phi);
-          NoGrad ng;
-          g = clip_by_global_norm(g, opt.clip_norm);
-          for (size_t i = 0; i < phi.size(); ++i) phi[i] = sub(phi[i].detach(), mul_scalar(g[i], opt.inner_lr));
+          phi = inner_step(model::masked_mean(nll, tg, static_cast<int32_t>(cfg.bos_token_id)), phi, opt, false);
           ++res.updates;
         }
       }
@@ -124,11 +114,7 @@ Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs, 
       x = m.block_forward(l, x, s, &caches[l - first], &next[l - first], &phi[3 * (l - first)]);
     Tensor loss = model::masked_mean(m.token_nll(x, tg), tg, bos);
     total = total.defined() ? add(total, loss) : loss;
-    if (opt.ttt && c + 1 < chunks) {
-      auto g = grad({loss}, phi, {}, /*create_graph=*/true);
-      g = clip_by_global_norm(g, opt.clip_norm);
-      for (size_t i = 0; i < phi.size(); ++i) phi[i] = sub(phi[i], mul_scalar(g[i], opt.inner_lr));
-    }
+    if (opt.ttt && c + 1 < chunks) phi = inner_step(loss, phi, opt, /*create_graph=*/true);
     caches = std::move(next);
   }
   return mul_scalar(total, 1.0 / static_cast<double>(chunks));
