@@ -88,12 +88,10 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
         s_.pending_h.push_back(h);
         s_.pending_tokens.insert(s_.pending_tokens.end(), seg.begin(), seg.end());
       }
-      model::KVCache next;
+      model::MixerState next;
       const Tensor* phi = l >= first && cfg.prime ? &s_.phi[3 * (l - first)] : nullptr;
       h = m_.block_forward(l, h, s_.pos, &s_.caches[l], &next, phi);
-      // Own the cache rows: a slice would keep the whole concatenated buffer alive.
-      s_.caches[l].k = contiguous(next.k);
-      s_.caches[l].v = contiguous(next.v);
+      s_.caches[l] = next.detached();  // owns its rows: a slice would keep the whole buffer alive
     }
     s_.pos += n;
     i += n;
@@ -107,14 +105,8 @@ size_t Session::state_bytes() const {
   auto add = [&](const Tensor& t) {
     if (t.defined()) n += t.numel() * dtype_size(t.dtype());
   };
-  for (auto& c : s_.caches) {
-    add(c.k);
-    add(c.v);
-  }
-  for (auto& c : s_.chunk_start) {
-    add(c.k);
-    add(c.v);
-  }
+  for (auto& c : s_.caches) n += c.bytes();
+  for (auto& c : s_.chunk_start) n += c.bytes();
   for (auto& p : s_.phi) add(p);
   for (auto& h : s_.pending_h) add(h);
   return n + s_.pending_tokens.size() * sizeof(int32_t);
@@ -134,8 +126,8 @@ Tensor deep_copy(const Tensor& t) {
 
 Session Session::fork() const {
   Session out(*this);
-  for (auto& c : out.s_.caches) c = {deep_copy(c.k), deep_copy(c.v)};
-  for (auto& c : out.s_.chunk_start) c = {deep_copy(c.k), deep_copy(c.v)};
+  for (auto& c : out.s_.caches) c = c.deep_copy();
+  for (auto& c : out.s_.chunk_start) c = c.deep_copy();
   for (auto& p : out.s_.phi) p = deep_copy(p);
   for (auto& h : out.s_.pending_h) h = deep_copy(h);
   return out;
@@ -189,10 +181,6 @@ Tensor empty_rows(const Shape& row_shape, DType dt) {
   Shape s{0};
   s.insert(s.end(), row_shape.begin(), row_shape.end());
   return Tensor::empty(s, dt);
-}
-
-Tensor or_empty(const Tensor& t, const Shape& row_shape, DType dt) {
-  return t.defined() ? t : empty_rows(row_shape, dt);
 }
 
 // Everything read_state checks, with the file named once at the front.
@@ -274,7 +262,13 @@ class StateReader {
     }
     return t;
   }
-  // A cache tensor: [rows, H, D] with exactly `rows` rows.
+  // A mixer state tensor: a row count that differs is named as such (e.g. a window cache cut
+  // at the wrong position).
+  Tensor take_state(const std::string& name, const Shape& shape, DType dt, const std::string& why) {
+    if (shape.empty()) return take(name, shape, dt);
+    return take_rows(name, shape[0], Shape(shape.begin() + 1, shape.end()), dt, why);
+  }
+  // [rows, ...row_shape] with exactly `rows` rows.
   Tensor take_rows(const std::string& name, int64_t rows, const Shape& row_shape, DType dt, const std::string& why) {
     auto it = f_.tensors.find(name);
     if (it != f_.tensors.end() && it->second.dim() >= 1 && it->second.size(0) != rows &&
@@ -331,7 +325,6 @@ void Session::save_state(const std::string& path) const {
   const auto& cfg = m_.config();
   const DType dt = m_.embed().dtype();
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
-  const Shape row{cfg.num_attention_heads, cfg.head_dim()};
   std::map<std::string, std::string> meta;
   meta["format"] = kStateFormat;
   meta["version"] = kStateVersion;
@@ -348,14 +341,17 @@ void Session::save_state(const std::string& path) const {
 
   NoGrad ng;
   std::vector<std::pair<std::string, Tensor>> ts;
-  for (int64_t l = 0; l < L; ++l) {
-    ts.emplace_back("cache." + std::to_string(l) + ".k", or_empty(s_.caches[l].k, row, dt));
-    ts.emplace_back("cache." + std::to_string(l) + ".v", or_empty(s_.caches[l].v, row, dt));
-  }
-  for (int64_t l = first; l < L; ++l) {
-    ts.emplace_back("chunk_start." + std::to_string(l) + ".k", or_empty(s_.chunk_start[l - first].k, row, dt));
-    ts.emplace_back("chunk_start." + std::to_string(l) + ".v", or_empty(s_.chunk_start[l - first].v, row, dt));
-  }
+  // Each block's mixer state under its own names; an empty state as its shapes at position 0.
+  auto add_state = [&](const std::string& prefix, int64_t l, const model::MixerState& st) {
+    const auto& mx = m_.mixer(l);
+    const auto names = mx.state_names();
+    const auto empty_shapes = mx.state_shapes(0);
+    for (size_t j = 0; j < names.size(); ++j)
+      ts.emplace_back(prefix + std::to_string(l) + "." + names[j],
+                      st.empty() ? zeros(empty_shapes[j], dt) : st.tensors[j]);
+  };
+  for (int64_t l = 0; l < L; ++l) add_state("cache.", l, s_.caches[l]);
+  for (int64_t l = first; l < L; ++l) add_state("chunk_start.", l, s_.chunk_start[l - first]);
   if (cfg.prime) {
     static const char* kNames[3] = {"w1", "w3", "w2"};
     for (int64_t l = first; l < L; ++l)
@@ -432,28 +428,25 @@ Session::State Session::read_state(const std::string& path) const {
     if (s.chunk_pos0 != 0) r.fail("chunk_start_position is nonzero but test-time training is off");
   }
 
-  const Shape row{cfg.num_attention_heads, cfg.head_dim()};
-  auto rows_at = [&](int64_t l, int64_t pos) {
-    const int64_t w = cfg.window_of(l);
-    return w > 0 ? std::min(w, pos) : pos;
+  // Each block's mixer state, with the shapes its mixer gives for the position.
+  auto state_at = [&](const std::string& prefix, int64_t l, int64_t pos, const std::string& why) {
+    const auto& mx = m_.mixer(l);
+    const auto names = mx.state_names();
+    const auto shapes = mx.state_shapes(pos);
+    model::MixerState st;
+    bool any = false;
+    for (size_t j = 0; j < names.size(); ++j) {
+      st.tensors.push_back(r.take_state(prefix + std::to_string(l) + "." + names[j], shapes[j], dt, why));
+      any |= st.tensors.back().numel() > 0;
+    }
+    if (!any) st.tensors.clear();  // an empty state stays empty, as after reset()
+    return st;
   };
-  auto cache_at = [&](const std::string& name, int64_t l, int64_t pos, const std::string& why) {
-    model::KVCache c;
-    const int64_t n = rows_at(l, pos);
-    Tensor k = r.take_rows(name + ".k", n, row, dt, why);
-    Tensor v = r.take_rows(name + ".v", n, row, dt, why);
-    if (n > 0) c = {k, v};  // empty caches stay undefined, as after reset()
-    return c;
-  };
-  for (int64_t l = 0; l < L; ++l) {
-    const std::string why = cfg.window_of(l) > 0 ? "window " + std::to_string(cfg.window_of(l)) + " at position " +
-                                                       std::to_string(s.pos)
-                                                 : "full attention at position " + std::to_string(s.pos);
-    s.caches.push_back(cache_at("cache." + std::to_string(l), l, s.pos, why));
-  }
+  for (int64_t l = 0; l < L; ++l)
+    s.caches.push_back(state_at("cache.", l, s.pos, m_.mixer(l).describe() + " at position " + std::to_string(s.pos)));
   for (int64_t l = first; l < L; ++l)
-    s.chunk_start.push_back(cache_at("chunk_start." + std::to_string(l), l, s.use_ttt ? s.chunk_pos0 : 0,
-                                     "the cache at chunk_start_position " + std::to_string(s.chunk_pos0)));
+    s.chunk_start.push_back(state_at("chunk_start.", l, s.use_ttt ? s.chunk_pos0 : 0,
+                                     "the state at chunk_start_position " + std::to_string(s.chunk_pos0)));
   const model::Phi phi0 = m_.phi0();
   if (cfg.prime) {
     static const char* kNames[3] = {"w1", "w3", "w2"};

@@ -1,6 +1,7 @@
 // Token-by-token decoding with test-time training (SPEC section 3, "Decoding").
 //
-// A session is the model's memory of one document: the window caches of every layer, the
+// A session is the model's memory of one document: every block's mixer state (sequence_memory.h:
+// for attention the window caches), the
 // current fast weights phi, and what the next TTT step needs (the hidden states entering the
 // first prime block for the tokens since the last step, and the prime blocks' caches as they
 // were when that chunk began). All of it is bounded by W and b: memory does not grow with the
@@ -16,8 +17,9 @@
 //   position, ttt_steps, chunk_start_position, pending_tokens (space-separated ids),
 //   ttt ("true"/"false"), inner_lr, clip_norm (%.17g)
 // and the tensors (float32; float64 for float64 models)
-//   cache.{l}.k, cache.{l}.v          [n, H, head_dim] for every layer l (n may be 0)
-//   chunk_start.{l}.k, .v             [n, H, head_dim] for every prime layer l
+//   cache.{l}.{name}                  every layer l's mixer state, one tensor per name of its
+//                                     mixer (attention: k, v [n, H, head_dim], n may be 0)
+//   chunk_start.{l}.{name}            the same for every prime layer l when the chunk began
 //   phi.{l}.w1, phi.{l}.w3, phi.{l}.w2  the current fast weights of every prime layer l
 //   pending_h                         [pending, d] inputs of the first prime block
 //   last_logits                       [V] (or [0] at position 0): what the last step returned
@@ -83,8 +85,8 @@ class Session {
     e2e::TTTOptions opt;
     bool use_ttt = false;
     int64_t pos = 0, steps = 0;
-    std::vector<model::KVCache> caches;       // per layer
-    std::vector<model::KVCache> chunk_start;  // per prime layer: caches when the pending chunk began
+    std::vector<model::MixerState> caches;       // per layer: its mixer's state
+    std::vector<model::MixerState> chunk_start;  // per prime layer: states when the pending chunk began
     model::Phi phi;
     std::vector<Tensor> pending_h;            // [n, d] row groups: inputs of the first prime block
     std::vector<int32_t> pending_tokens;      // inputs of the pending chunk

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "io/messages.h"
+#include "model/attention_mixer.h"
 #include "io/safetensors.h"
 
 namespace ttt::model {
@@ -88,6 +89,12 @@ void Model::bind() {
       b.prime_post_norm = by.at(p + "prime_post_norm.weight");
     }
   }
+  mixers_.clear();
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    const auto& b = blocks_[l];
+    mixers_.push_back(std::make_shared<AttentionMixer>(cfg_, AttentionParams{b.wq, b.wk, b.wv, b.wo, b.q_norm, b.k_norm},
+                                                       cfg_.window_of(l)));
+  }
 }
 
 std::vector<Tensor> Model::parameters() const {
@@ -112,33 +119,12 @@ Phi Model::phi0() const {
 
 Tensor Model::embed_tokens(const std::vector<int32_t>& ids) const { return embedding(embed_, ids); }
 
-Tensor Model::block_forward(int64_t l, const Tensor& h, int64_t pos0, const KVCache* cache, KVCache* new_cache,
+Tensor Model::block_forward(int64_t l, const Tensor& h, int64_t pos0, const MixerState* state, MixerState* new_state,
                             const Tensor* phi) const {
+  static const MixerState kEmpty;
   const auto& b = blocks_[l];
-  const int64_t t = h.size(0), heads = cfg_.num_attention_heads, hd = cfg_.head_dim();
   const double eps = cfg_.rms_norm_eps;
-  const int64_t window = cfg_.window_of(l);
-
-  Tensor a = rmsnorm(h, b.attn_norm, eps);
-  Tensor q = rmsnorm(reshape(matmul(a, b.wq), {t, heads, hd}), b.q_norm, eps);
-  Tensor k = rmsnorm(reshape(matmul(a, b.wk), {t, heads, hd}), b.k_norm, eps);
-  Tensor v = reshape(matmul(a, b.wv), {t, heads, hd});
-  q = rope(q, pos0, cfg_.rope_theta);
-  k = rope(k, pos0, cfg_.rope_theta);
-  const int64_t cached = cache ? cache->size() : 0;
-  Tensor keys = cached ? concat({cache->k, k}, 0) : k;
-  Tensor vals = cached ? concat({cache->v, v}, 0) : v;
-  if (new_cache) {
-    const int64_t n = keys.size(0);
-    const int64_t keep = window > 0 ? std::min(window, n) : n;
-    new_cache->k = keep == n ? keys : slice(keys, 0, n - keep, n);
-    new_cache->v = keep == n ? vals : slice(vals, 0, n - keep, n);
-  }
-  AttentionOptions opt;
-  opt.q_pos0 = pos0;
-  opt.k_pos0 = pos0 - cached;
-  opt.window = window;
-  Tensor o = matmul(reshape(attention(q, keys, vals, opt), {t, heads * hd}), b.wo);
+  Tensor o = mixers_[l]->forward(rmsnorm(h, b.attn_norm, eps), pos0, state ? *state : kEmpty, new_state);
   Tensor x = add(h, rmsnorm(o, b.attn_post_norm, eps));
   if (cfg_.has_prime(l)) {
     const Tensor& w1 = phi ? phi[0] : b.prime_w1;

@@ -9,6 +9,7 @@
 
 #include "autodiff/ops.h"
 #include "model/config.h"
+#include "model/sequence_memory.h"
 
 namespace ttt::model {
 
@@ -18,11 +19,6 @@ struct BlockParams {
   Tensor prime_norm, prime_w1, prime_w2, prime_w3, prime_post_norm;  // undefined outside the suffix
 };
 
-// Keys (after qk-norm and RoPE) and values of the most recent tokens of one block.
-struct KVCache {
-  Tensor k, v;  // [n, H, D]; undefined when empty
-  int64_t size() const { return k.defined() ? k.size(0) : 0; }
-};
 
 // Inner (fast) weights: for each prime block, in order, {w1, w3, w2} of its prime MLP.
 using Phi = std::vector<Tensor>;
@@ -47,11 +43,14 @@ class Model {
   const BlockParams& block(int64_t l) const { return blocks_[l]; }
   Phi phi0() const;  // the checkpoint's prime weights (the tensors themselves)
 
-  // h [T, d] at absolute positions pos0..pos0+T-1 through block l. cache: earlier keys/values of
-  // this block (may be null); new_cache, if given, receives the keys/values the next call needs
-  // (the last W, or all for full attention). phi: {w1, w3, w2} for a prime block (else ignored;
-  // null uses the checkpoint's).
-  Tensor block_forward(int64_t l, const Tensor& h, int64_t pos0, const KVCache* cache, KVCache* new_cache,
+  // The sequence mixer of block l (sequence_memory.h): it defines the block's state.
+  const SequenceMixer& mixer(int64_t l) const { return *mixers_[l]; }
+
+  // h [T, d] at absolute positions pos0..pos0+T-1 through block l. state: what the block's mixer
+  // carried from earlier tokens (may be null: none); new_state, if given, receives the state the
+  // next call needs. phi: {w1, w3, w2} for a prime block (else ignored; null uses the
+  // checkpoint's).
+  Tensor block_forward(int64_t l, const Tensor& h, int64_t pos0, const MixerState* state, MixerState* new_state,
                        const Tensor* phi = nullptr) const;
   Tensor embed_tokens(const std::vector<int32_t>& ids) const;
   Tensor logits(const Tensor& h) const;  // final norm and (tied) head: [T, V]
@@ -64,6 +63,7 @@ class Model {
   std::vector<std::pair<std::string, Tensor>> params_;
   Tensor embed_, final_norm_, lm_head_;
   std::vector<BlockParams> blocks_;
+  std::vector<std::shared_ptr<const SequenceMixer>> mixers_;  // immutable, shared by copies
   void bind();
 };
 

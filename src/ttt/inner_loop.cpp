@@ -45,12 +45,12 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
   } else {
     model::Phi phi;
     for (auto& p : m.phi0()) phi.push_back(p.detach());
-    std::vector<model::KVCache> caches(L - first);
+    std::vector<model::MixerState> caches(L - first);
     for (int64_t s = 0; s < t; s += b) {
       const int64_t e = std::min(t, s + b);
       const bool update = (e - s == b) && e < t;  // a step after the last chunk would change nothing here
       const auto tg = part(targets, s, e);
-      std::vector<model::KVCache> next(L - first);
+      std::vector<model::MixerState> next(L - first);
       Tensor nll;
       {
         GradMode mode(update);
@@ -65,10 +65,7 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
           ++res.updates;
         }
       }
-      for (auto& c : next) {
-        c.k = contiguous(c.k.detach());
-        c.v = contiguous(c.v.detach());
-      }
+      for (auto& c : next) c = c.detached();
       caches = std::move(next);
       auto v = nll.to_floats();
       res.nll.insert(res.nll.end(), v.begin(), v.end());
@@ -102,13 +99,13 @@ Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs, 
                                 std::to_string(b) + " (required by the meta-learning objective)");
   for (int64_t l = 0; l < first; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
   model::Phi phi = m.phi0();
-  std::vector<model::KVCache> caches(L - first);
+  std::vector<model::MixerState> caches(L - first);
   Tensor total;
   const int64_t chunks = t / b;
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t s = c * b, e = s + b;
     const auto tg = part(targets, s, e);
-    std::vector<model::KVCache> next(L - first);
+    std::vector<model::MixerState> next(L - first);
     Tensor x = slice(h, 0, s, e);
     for (int64_t l = first; l < L; ++l)
       x = m.block_forward(l, x, s, &caches[l - first], &next[l - first], &phi[3 * (l - first)]);

@@ -18,11 +18,11 @@ void accumulate(Tensor& acc, const Tensor& g) {
 struct ChunkGraph {
   Tensor loss;                     // chunk mean loss
   model::Phi phi_next;             // phi after the inner step (phi itself if no step)
-  std::vector<model::KVCache> caches_next;
+  std::vector<model::MixerState> caches_next;
 };
 
 ChunkGraph chunk_graph(const model::Model& m, const Tensor& x_in, int64_t pos0, const std::vector<int32_t>& tg,
-                       std::vector<model::KVCache>& caches, model::Phi& phi, bool step, const TTTOptions& opt) {
+                       std::vector<model::MixerState>& caches, model::Phi& phi, bool step, const TTTOptions& opt) {
   const auto& cfg = m.config();
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
   ChunkGraph g;
@@ -79,13 +79,13 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   const Tensor h_first = h_graph.detach();
   // Forward sweep over the chunks without an outer graph: keep the chunk-boundary states.
   std::vector<model::Phi> phis(chunks);                   // phi_{c-1}: the weights that score chunk c
-  std::vector<std::vector<model::KVCache>> caches(chunks);  // caches entering chunk c
+  std::vector<std::vector<model::MixerState>> caches(chunks);  // caches entering chunk c
   double total = 0;
   {
     NoGrad ng;
     model::Phi phi;
     for (auto& p : m.phi0()) phi.push_back(p.detach());
-    std::vector<model::KVCache> cache(L - first);
+    std::vector<model::MixerState> cache(L - first);
     for (int64_t c = 0; c < chunks; ++c) {
       phis[c] = phi;
       caches[c] = cache;
@@ -95,14 +95,11 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
       model::Phi phi_leaf;
       for (auto& p : phi) phi_leaf.push_back(leaf(p));
       Tensor x = slice(h_first, 0, c * b, (c + 1) * b);
-      std::vector<model::KVCache> cache_in = cache;
+      std::vector<model::MixerState> cache_in = cache;
       ChunkGraph g = chunk_graph(m, x, c * b, part(c), cache_in, phi_leaf, false, opt);
       total += g.loss.item();
       if (step) phi = inner_step(g.loss, phi_leaf, opt, /*create_graph=*/false);
-      for (auto& kv : g.caches_next) {
-        kv.k = contiguous(kv.k.detach());
-        kv.v = contiguous(kv.v.detach());
-      }
+      for (auto& st : g.caches_next) st = st.detached();
       cache = std::move(g.caches_next);
     }
   }
@@ -114,14 +111,14 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   std::vector<Tensor> acc(params.size());
   std::vector<Tensor> d_x(chunks);  // adjoint of each chunk's rows of h_first
   model::Phi d_phi;                          // adjoint of the phi leaving chunk c
-  std::vector<model::KVCache> d_cache(L - first);  // adjoint of the caches leaving chunk c
+  std::vector<model::MixerState> d_cache(L - first);  // adjoint of the caches leaving chunk c
   for (int64_t c = chunks - 1; c >= 0; --c) {
     GradMode on(true);
     model::Phi phi_leaf;
     for (auto& p : phis[c]) phi_leaf.push_back(leaf(p));
-    std::vector<model::KVCache> cache_leaf(L - first);
+    std::vector<model::MixerState> cache_leaf(L - first);
     for (int64_t i = 0; i < L - first; ++i)
-      if (caches[c][i].size() > 0) cache_leaf[i] = {leaf(caches[c][i].k), leaf(caches[c][i].v)};
+      for (const auto& t : caches[c][i].tensors) cache_leaf[i].tensors.push_back(leaf(t));
     Tensor x = leaf(slice(h_first, 0, c * b, (c + 1) * b));
     const bool step = opt.ttt && c + 1 < chunks;
     ChunkGraph g = chunk_graph(m, x, c * b, part(c), cache_leaf, phi_leaf, step, opt);
@@ -134,19 +131,13 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
       }
     if (c + 1 < chunks)
       for (int64_t i = 0; i < L - first; ++i)
-        if (d_cache[i].k.defined()) {
-          outs.push_back(g.caches_next[i].k);
-          couts.push_back(d_cache[i].k);
-          outs.push_back(g.caches_next[i].v);
-          couts.push_back(d_cache[i].v);
+        for (size_t j = 0; j < d_cache[i].tensors.size(); ++j) {
+          outs.push_back(g.caches_next[i].tensors[j]);
+          couts.push_back(d_cache[i].tensors[j]);
         }
     std::vector<Tensor> ins = {x};
     for (auto& p : phi_leaf) ins.push_back(p);
-    for (auto& kv : cache_leaf)
-      if (kv.k.defined()) {
-        ins.push_back(kv.k);
-        ins.push_back(kv.v);
-      }
+    for (auto& st : cache_leaf) ins.insert(ins.end(), st.tensors.begin(), st.tensors.end());
     const size_t n_local = ins.size();
     ins.insert(ins.end(), params.begin(), params.end());
     std::vector<Tensor> gs = grad(outs, ins, couts);  // create_graph off: plain adjoints
@@ -154,12 +145,9 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
     d_x[c] = gs[0];
     d_phi.assign(gs.begin() + 1, gs.begin() + 1 + phi_leaf.size());
     size_t k = 1 + phi_leaf.size();
-    std::vector<model::KVCache> d_prev(L - first);
+    std::vector<model::MixerState> d_prev(L - first);  // adjoint of each state entering chunk c
     for (int64_t i = 0; i < L - first; ++i)
-      if (cache_leaf[i].k.defined()) {
-        d_prev[i] = {gs[k], gs[k + 1]};
-        k += 2;
-      }
+      for (size_t j = 0; j < cache_leaf[i].tensors.size(); ++j) d_prev[i].tensors.push_back(gs[k++]);
     d_cache = std::move(d_prev);
     for (size_t i = n_local; i < gs.size(); ++i) accumulate(acc[i - n_local], gs[i]);
   }
