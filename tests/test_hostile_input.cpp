@@ -29,7 +29,7 @@
 #include "train/sequence_source.h"
 #include "train/trainer.h"
 #include "test_configs.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::test {
 namespace fs = std::filesystem;

@@ -7,7 +7,7 @@
 #include "gradcheck.h"
 #include "model/model.h"
 #include "ttt/meta_gradient.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::test {
 namespace {

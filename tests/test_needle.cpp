@@ -15,7 +15,7 @@
 #include "model/model.h"
 #include "test_configs.h"
 #include "train/sequence_source.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace {
 

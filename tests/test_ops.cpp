@@ -83,6 +83,7 @@ std::vector<OpCase> all_cases() {
   cs.push_back({"reciprocal", [=](Rng& r) { return V{pos(r, shape2(r))}; }, [](const V& x) { return reciprocal(x[0]); }, ref1([](double v) { return 1 / v; })});
   cs.push_back({"square", [=](Rng& r) { return V{rn(r, shape2(r))}; }, [](const V& x) { return square(x[0]); }, ref1([](double v) { return v * v; })});
   cs.push_back({"sigmoid", [=](Rng& r) { return V{rn(r, shape2(r), 2.0)}; }, [](const V& x) { return sigmoid(x[0]); }, ref1([](double v) { return 1 / (1 + std::exp(-v)); })});
+  cs.push_back({"softplus", [=](Rng& r) { return V{rn(r, shape2(r), 3.0)}; }, [](const V& x) { return softplus(x[0]); }, ref1([](double v) { return std::log1p(std::exp(v)); })});
   cs.push_back({"silu", [=](Rng& r) { return V{rn(r, shape2(r), 2.0)}; }, [](const V& x) { return silu(x[0]); }, ref1([](double v) { return v / (1 + std::exp(-v)); })});
   // silu'' and silu''' are exercised by differentiating silu twice through a product.
   cs.push_back({"silu_third_order_path", [=](Rng& r) { return V{rn(r, {3, 3}, 2.0)}; },

@@ -6,7 +6,7 @@
 #include "inference/session.h"
 #include "test_configs.h"
 #include "model/model.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::test {
 namespace {

@@ -11,7 +11,7 @@
 #include "model/model.h"
 #include "train/convert.h"
 #include "train/trainer.h"
-#include "ttt/test_time_training.h"
+#include "ttt/inner_loop.h"
 
 namespace ttt::test {
 namespace fs = std::filesystem;

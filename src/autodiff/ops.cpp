@@ -421,6 +421,7 @@ TTT_UNARY(reciprocal, Reciprocal, neg(mul(g, mul(out, out))))
 TTT_UNARY(square, Square, mul_scalar(mul(g, x), 2.0))
 TTT_UNARY(sigmoid, Sigmoid, mul(g, mul(out, add_scalar(neg(out), 1.0))))
 TTT_UNARY(silu, Silu, mul(g, silu_derivative(x, 1)))
+TTT_UNARY(softplus, Softplus, mul(g, sigmoid(x)))
 #undef TTT_UNARY
 
 namespace {

@@ -50,6 +50,7 @@ Tensor reciprocal(const Tensor& x);
 Tensor square(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor silu(const Tensor& x);
+Tensor softplus(const Tensor& x);  // log(1 + e^x), stable for large |x|
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }

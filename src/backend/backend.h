@@ -13,7 +13,7 @@
 namespace ttt {
 
 enum class UnaryOp {
-  Neg, Exp, Log, Sqrt, Rsqrt, Reciprocal, Square, Sigmoid,
+  Neg, Exp, Log, Sqrt, Rsqrt, Reciprocal, Square, Sigmoid, Softplus,
   Silu, SiluGrad, SiluGrad2, SiluGrad3,  // silu and its first three derivatives
   AddScalar, MulScalar, MaxScalar,       // x + a, x * a, max(x, a)
   StepScalar,                            // 1 where x > a else 0

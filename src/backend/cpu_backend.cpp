@@ -48,6 +48,9 @@ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t n, T a) {
       case UnaryOp::Reciprocal: for (int64_t i = lo; i < hi; ++i) y[i] = T(1) / x[i]; break;
       case UnaryOp::Square: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] * x[i]; break;
       case UnaryOp::Sigmoid: vec::vsigmoid(x + lo, y + lo, hi - lo); break;
+      case UnaryOp::Softplus:  // log(1 + e^x) without overflow: x + log1p(e^-x) for x > 0
+        for (int64_t i = lo; i < hi; ++i) y[i] = x[i] > T(0) ? x[i] + std::log1p(std::exp(-x[i])) : std::log1p(std::exp(x[i]));
+        break;
       case UnaryOp::Silu: vec::vsilu_deriv(0, x + lo, y + lo, hi - lo); break;
       case UnaryOp::SiluGrad: vec::vsilu_deriv(1, x + lo, y + lo, hi - lo); break;
       case UnaryOp::SiluGrad2: vec::vsilu_deriv(2, x + lo, y + lo, hi - lo); break;

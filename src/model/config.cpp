@@ -99,7 +99,12 @@ int64_t ModelConfig::first_prime_layer() const {
   return prime ? num_hidden_layers - suffix_len : num_hidden_layers;
 }
 
+bool ModelConfig::is_recurrent(int64_t layer) const {
+  return seq_modeling_block == "mamba2" && !(swa_every > 0 && (layer + 1) % swa_every == 0);
+}
+
 int64_t ModelConfig::window_of(int64_t layer) const {
+  if (seq_modeling_block == "mamba2") return is_recurrent(layer) ? 0 : sliding_window_size;
   if (seq_modeling_block != "SWA") return 0;
   if (full_attention_every > 0 && (layer + 1) % full_attention_every == 0) return 0;
   return sliding_window_size;
@@ -125,8 +130,22 @@ void validate_config(const ModelConfig& c) {
   if (c.head_dim() % 2 != 0)
     bad("head_dim = hidden_size / num_attention_heads = " + std::to_string(c.head_dim()) +
         " must be even (RoPE rotates pairs)");
-  if (c.seq_modeling_block != "self_attention" && c.seq_modeling_block != "SWA")
-    bad("seq_modeling_block must be \"self_attention\" or \"SWA\" (got \"" + one_line(c.seq_modeling_block) + "\")");
+  if (c.seq_modeling_block != "self_attention" && c.seq_modeling_block != "SWA" && c.seq_modeling_block != "mamba2")
+    bad("seq_modeling_block must be \"self_attention\", \"SWA\" or \"mamba2\" (got \"" +
+        one_line(c.seq_modeling_block) + "\")");
+  if (c.swa_every < 0) bad("swa_every must not be negative (got " + std::to_string(c.swa_every) + ")");
+  if (c.seq_modeling_block == "mamba2") {
+    const std::pair<const char*, int64_t> m[] = {{"d_state", c.d_state}, {"d_conv", c.d_conv}, {"expand", c.expand},
+                                                 {"headdim", c.headdim}, {"ngroups", c.ngroups}, {"chunk_size", c.chunk_size}};
+    for (const auto& [name, v] : m)
+      if (v < 1 || v > (int64_t{1} << 20)) bad(std::string(name) + " must be in [1, 2^20] (got " + std::to_string(v) + ")");
+    if (c.ngroups != 1) bad("ngroups must be 1 (the only Mamba 2 variant this engine implements)");
+    if (c.hidden_size > (int64_t{1} << 24) || c.mamba_d_inner() % c.headdim != 0)
+      bad("expand * hidden_size = " + std::to_string(c.mamba_d_inner()) + " must be divisible by headdim (" +
+          std::to_string(c.headdim) + ")");
+    if (c.swa_every > 0 && c.sliding_window_size < 1)
+      bad("sliding_window_size must be >= 1 when swa_every adds SWA blocks (got " + std::to_string(c.sliding_window_size) + ")");
+  }
   if (c.sliding_window_size < 0)
     bad("sliding_window_size must not be negative (got " + std::to_string(c.sliding_window_size) + ")");
   if (c.seq_modeling_block == "SWA" && c.sliding_window_size < 1)
@@ -167,7 +186,13 @@ void validate_config(const ModelConfig& c) {
     overflow |= __builtin_add_overflow(a, b, &r);
     return r;
   };
-  const int64_t block = add(add(mul(4, mul(d, d)), mul(3, mul(d, f))), add(mul(2, c.head_dim()), mul(4, d)));
+  int64_t block = add(add(mul(4, mul(d, d)), mul(3, mul(d, f))), add(mul(2, c.head_dim()), mul(4, d)));
+  if (c.seq_modeling_block == "mamba2") {  // bound by the larger of the two block kinds
+    const int64_t di = mul(c.expand, d), cd = add(di, mul(2, c.d_state));
+    const int64_t mamba = add(add(mul(d, add(add(di, cd), c.mamba_heads())), mul(cd, add(c.d_conv, 1))),
+                              add(mul(di, add(d, 1)), mul(3, c.mamba_heads())));
+    block = add(block, mamba);
+  }
   const int64_t prime_block = add(mul(3, mul(d, f)), mul(2, d));
   int64_t total = add(mul(V, d), d);
   if (!c.tie_word_embeddings) total = add(total, mul(d, V));
@@ -207,6 +232,13 @@ ModelConfig config_from_json(const std::string& text) {
   get_bool(j, "tie_word_embeddings", c.tie_word_embeddings);
   get_int(j, "bos_token_id", c.bos_token_id, false);
   get_double(j, "initializer_range", c.initializer_range);
+  get_int(j, "swa_every", c.swa_every, false);
+  get_int(j, "d_state", c.d_state, false);
+  get_int(j, "d_conv", c.d_conv, false);
+  get_int(j, "expand", c.expand, false);
+  get_int(j, "headdim", c.headdim, false);
+  get_int(j, "ngroups", c.ngroups, false);
+  get_int(j, "chunk_size", c.chunk_size, false);
   validate_config(c);
   return c;
 }
@@ -232,6 +264,15 @@ std::string config_to_json(const ModelConfig& c) {
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["bos_token_id"] = c.bos_token_id;
   j["initializer_range"] = c.initializer_range;
+  if (c.seq_modeling_block == "mamba2") {  // attention-only configs keep their exact text
+    j["swa_every"] = c.swa_every;
+    j["d_state"] = c.d_state;
+    j["d_conv"] = c.d_conv;
+    j["expand"] = c.expand;
+    j["headdim"] = c.headdim;
+    j["ngroups"] = c.ngroups;
+    j["chunk_size"] = c.chunk_size;
+  }
   return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
@@ -259,12 +300,24 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
     out.push_back({p + "attn_norm.weight", {d}});
-    out.push_back({p + "attn.wq", {d, d}});
-    out.push_back({p + "attn.wk", {d, d}});
-    out.push_back({p + "attn.wv", {d, d}});
-    out.push_back({p + "attn.wo", {d, d}});
-    out.push_back({p + "attn.q_norm.weight", {hd}});
-    out.push_back({p + "attn.k_norm.weight", {hd}});
+    if (c.is_recurrent(l)) {  // Mamba 2 (state-spaces/mamba modules/mamba2.py, ngroups 1)
+      const int64_t di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_heads();
+      out.push_back({p + "mamba.in_proj", {d, di + cd + nh}});  // -> z, x B C, dt
+      out.push_back({p + "mamba.conv1d.weight", {cd, c.d_conv}});
+      out.push_back({p + "mamba.conv1d.bias", {cd}});
+      out.push_back({p + "mamba.dt_bias", {nh}});
+      out.push_back({p + "mamba.A_log", {nh}});
+      out.push_back({p + "mamba.D", {nh}});
+      out.push_back({p + "mamba.norm.weight", {di}});
+      out.push_back({p + "mamba.out_proj", {di, d}});
+    } else {
+      out.push_back({p + "attn.wq", {d, d}});
+      out.push_back({p + "attn.wk", {d, d}});
+      out.push_back({p + "attn.wv", {d, d}});
+      out.push_back({p + "attn.wo", {d, d}});
+      out.push_back({p + "attn.q_norm.weight", {hd}});
+      out.push_back({p + "attn.k_norm.weight", {hd}});
+    }
     out.push_back({p + "attn_post_norm.weight", {d}});
     out.push_back({p + "mlp_norm.weight", {d}});
     out.push_back({p + "mlp.w1", {d, f}});

@@ -5,6 +5,7 @@
 
 #include "io/messages.h"
 #include "model/attention_mixer.h"
+#include "model/mamba2_mixer.h"
 #include "io/safetensors.h"
 
 namespace ttt::model {
@@ -21,11 +22,30 @@ Tensor swiglu(const Tensor& x, const Tensor& w1, const Tensor& w3, const Tensor&
 Model Model::init(const ModelConfig& cfg, uint64_t seed, DType dtype) {
   Rng rng(seed);
   std::map<std::string, Tensor> t;
+  auto ends_with = [](const std::string& s, const std::string& e) {
+    return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
+  };
   for (auto& [name, shape] : parameter_shapes(cfg)) {
-    if (is_norm(name))
+    if (is_norm(name)) {
       t[name] = ones(shape, dtype);
-    else
+    } else if (ends_with(name, "mamba.A_log")) {  // A = -exp(A_log) with A in [1, 16] (mamba2.py)
+      t[name] = log(uniform(shape, rng, 1.0, 16.0, dtype));
+    } else if (ends_with(name, "mamba.dt_bias")) {
+      // softplus(dt_bias) = dt, log-uniform in [1e-3, 1e-1] (mamba2.py's dt_min, dt_max)
+      std::vector<double> v(static_cast<size_t>(shape[0]));
+      for (auto& x : v) {
+        const double dt = std::max(1e-4, std::exp(std::log(1e-3) + rng.uniform() * (std::log(1e-1) - std::log(1e-3))));
+        x = dt + std::log(-std::expm1(-dt));
+      }
+      t[name] = from_vector(v, shape, dtype);
+    } else if (ends_with(name, "mamba.D")) {
+      t[name] = ones(shape, dtype);
+    } else if (ends_with(name, "mamba.conv1d.weight") || ends_with(name, "mamba.conv1d.bias")) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(cfg.d_conv));  // torch Conv1d default, fan_in d_conv
+      t[name] = uniform(shape, rng, -bound, bound, dtype);
+    } else {
       t[name] = randn(shape, rng, cfg.initializer_range, dtype);
+    }
   }
   return from_tensors(cfg, std::move(t), dtype);
 }
@@ -65,16 +85,26 @@ void Model::bind() {
   final_norm_ = by.at("final_norm.weight");
   if (!cfg_.tie_word_embeddings) lm_head_ = by.at("lm_head");
   blocks_.assign(cfg_.num_hidden_layers, {});
+  mixers_.clear();
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
     auto& b = blocks_[l];
     b.attn_norm = by.at(p + "attn_norm.weight");
-    b.wq = by.at(p + "attn.wq");
-    b.wk = by.at(p + "attn.wk");
-    b.wv = by.at(p + "attn.wv");
-    b.wo = by.at(p + "attn.wo");
-    b.q_norm = by.at(p + "attn.q_norm.weight");
-    b.k_norm = by.at(p + "attn.k_norm.weight");
+    if (cfg_.is_recurrent(l)) {
+      mixers_.push_back(std::make_shared<Mamba2Mixer>(
+          cfg_, Mamba2Params{by.at(p + "mamba.in_proj"), by.at(p + "mamba.conv1d.weight"), by.at(p + "mamba.conv1d.bias"),
+                             by.at(p + "mamba.dt_bias"), by.at(p + "mamba.A_log"), by.at(p + "mamba.D"),
+                             by.at(p + "mamba.norm.weight"), by.at(p + "mamba.out_proj")}));
+    } else {
+      b.wq = by.at(p + "attn.wq");
+      b.wk = by.at(p + "attn.wk");
+      b.wv = by.at(p + "attn.wv");
+      b.wo = by.at(p + "attn.wo");
+      b.q_norm = by.at(p + "attn.q_norm.weight");
+      b.k_norm = by.at(p + "attn.k_norm.weight");
+      mixers_.push_back(std::make_shared<AttentionMixer>(cfg_, AttentionParams{b.wq, b.wk, b.wv, b.wo, b.q_norm, b.k_norm},
+                                                         cfg_.window_of(l)));
+    }
     b.attn_post_norm = by.at(p + "attn_post_norm.weight");
     b.mlp_norm = by.at(p + "mlp_norm.weight");
     b.w1 = by.at(p + "mlp.w1");
@@ -88,12 +118,6 @@ void Model::bind() {
       b.prime_w3 = by.at(p + "prime.w3");
       b.prime_post_norm = by.at(p + "prime_post_norm.weight");
     }
-  }
-  mixers_.clear();
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const auto& b = blocks_[l];
-    mixers_.push_back(std::make_shared<AttentionMixer>(cfg_, AttentionParams{b.wq, b.wk, b.wv, b.wo, b.q_norm, b.k_norm},
-                                                       cfg_.window_of(l)));
   }
 }
 
