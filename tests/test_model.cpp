@@ -88,6 +88,21 @@ TEST(MetaGradient, MatchesFiniteDifferencesWithHybridFullAttentionAndLongWindow)
 
 TEST(MetaGradient, PretrainGradientOfSwaModelMatchesFiniteDifferences) { check_meta_gradient(tiny_config(false), 3); }
 
+// Mamba 2 blocks (sequence_memory.h) with an SWA block every third layer; the suffix holds a
+// Mamba 2 block, so second derivatives flow through its chunked scan and conv state.
+model::ModelConfig mamba_config(bool prime) {
+  auto c = tiny_config(prime);
+  c.seq_modeling_block = "mamba2";
+  c.swa_every = 3;
+  c.d_state = 4;
+  c.headdim = 4;
+  c.chunk_size = 3;
+  return c;
+}
+
+TEST(MetaGradient, MatchesFiniteDifferencesWithMamba2InTheSuffix) { check_meta_gradient(mamba_config(true), 4); }
+TEST(MetaGradient, PretrainGradientOfMamba2ModelMatchesFiniteDifferences) { check_meta_gradient(mamba_config(false), 5); }
+
 TEST(MetaGradient, ZeroInnerLearningRateEqualsChunkedGradientWithoutTTT) {
   const auto cfg = tiny_config(true);
   auto m = model::Model::init(cfg, 4, DType::F64);
@@ -185,6 +200,7 @@ void expect_remat_equal(const model::ModelConfig& cfg, bool ttt, uint64_t seed) 
 
 TEST(MetaGradient, RematerializationGivesTheSameGradient) { expect_remat_equal(tiny_config(true), true, 11); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientWithoutTTT) { expect_remat_equal(tiny_config(true), false, 12); }
+TEST(MetaGradient, RematerializationGivesTheSameGradientWithMamba2) { expect_remat_equal(mamba_config(true), true, 14); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientAllBlocksPrime) {
   auto cfg = tiny_config(true, 3, 2);
   cfg.suffix_len = 3;
