@@ -103,6 +103,20 @@ model::ModelConfig mamba_config(bool prime) {
 TEST(MetaGradient, MatchesFiniteDifferencesWithMamba2InTheSuffix) { check_meta_gradient(mamba_config(true), 4); }
 TEST(MetaGradient, PretrainGradientOfMamba2ModelMatchesFiniteDifferences) { check_meta_gradient(mamba_config(false), 5); }
 
+// Gated DeltaNet in the same places: its UT transform and state sit in the TTT suffix.
+model::ModelConfig gdn_config(bool prime) {
+  auto c = tiny_config(prime);
+  c.seq_modeling_block = "gated_deltanet";
+  c.swa_every = 3;
+  c.chunk_size = 3;
+  return c;
+}
+
+TEST(MetaGradient, MatchesFiniteDifferencesWithGatedDeltaNetInTheSuffix) { check_meta_gradient(gdn_config(true), 6); }
+TEST(MetaGradient, PretrainGradientOfGatedDeltaNetModelMatchesFiniteDifferences) {
+  check_meta_gradient(gdn_config(false), 7);
+}
+
 TEST(MetaGradient, ZeroInnerLearningRateEqualsChunkedGradientWithoutTTT) {
   const auto cfg = tiny_config(true);
   auto m = model::Model::init(cfg, 4, DType::F64);
@@ -201,6 +215,7 @@ void expect_remat_equal(const model::ModelConfig& cfg, bool ttt, uint64_t seed) 
 TEST(MetaGradient, RematerializationGivesTheSameGradient) { expect_remat_equal(tiny_config(true), true, 11); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientWithoutTTT) { expect_remat_equal(tiny_config(true), false, 12); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientWithMamba2) { expect_remat_equal(mamba_config(true), true, 14); }
+TEST(MetaGradient, RematerializationGivesTheSameGradientWithGatedDeltaNet) { expect_remat_equal(gdn_config(true), true, 15); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientAllBlocksPrime) {
   auto cfg = tiny_config(true, 3, 2);
   cfg.suffix_len = 3;

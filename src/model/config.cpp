@@ -100,11 +100,11 @@ int64_t ModelConfig::first_prime_layer() const {
 }
 
 bool ModelConfig::is_recurrent(int64_t layer) const {
-  return seq_modeling_block == "mamba2" && !(swa_every > 0 && (layer + 1) % swa_every == 0);
+  return recurrent_model() && !(swa_every > 0 && (layer + 1) % swa_every == 0);
 }
 
 int64_t ModelConfig::window_of(int64_t layer) const {
-  if (seq_modeling_block == "mamba2") return is_recurrent(layer) ? 0 : sliding_window_size;
+  if (recurrent_model()) return is_recurrent(layer) ? 0 : sliding_window_size;
   if (seq_modeling_block != "SWA") return 0;
   if (full_attention_every > 0 && (layer + 1) % full_attention_every == 0) return 0;
   return sliding_window_size;
@@ -130,13 +130,20 @@ void validate_config(const ModelConfig& c) {
   if (c.head_dim() % 2 != 0)
     bad("head_dim = hidden_size / num_attention_heads = " + std::to_string(c.head_dim()) +
         " must be even (RoPE rotates pairs)");
-  if (c.seq_modeling_block != "self_attention" && c.seq_modeling_block != "SWA" && c.seq_modeling_block != "mamba2")
-    bad("seq_modeling_block must be \"self_attention\", \"SWA\" or \"mamba2\" (got \"" +
+  if (c.seq_modeling_block != "self_attention" && c.seq_modeling_block != "SWA" && !c.recurrent_model())
+    bad("seq_modeling_block must be \"self_attention\", \"SWA\", \"mamba2\" or \"gated_deltanet\" (got \"" +
         one_line(c.seq_modeling_block) + "\")");
+  if (c.recurrent_model()) {
+    if (c.chunk_size < 1 || c.chunk_size > (int64_t{1} << 20))
+      bad("chunk_size must be in [1, 2^20] (got " + std::to_string(c.chunk_size) + ")");
+  }
+  if (c.seq_modeling_block == "gated_deltanet")
+    for (const auto& [name, v] : {std::pair<const char*, int64_t>{"expand_v", c.expand_v}, {"conv_size", c.conv_size}})
+      if (v < 1 || v > 64) bad(std::string(name) + " must be in [1, 64] (got " + std::to_string(v) + ")");
   if (c.swa_every < 0) bad("swa_every must not be negative (got " + std::to_string(c.swa_every) + ")");
   if (c.seq_modeling_block == "mamba2") {
     const std::pair<const char*, int64_t> m[] = {{"d_state", c.d_state}, {"d_conv", c.d_conv}, {"expand", c.expand},
-                                                 {"headdim", c.headdim}, {"ngroups", c.ngroups}, {"chunk_size", c.chunk_size}};
+                                                 {"headdim", c.headdim}, {"ngroups", c.ngroups}};
     for (const auto& [name, v] : m)
       if (v < 1 || v > (int64_t{1} << 20)) bad(std::string(name) + " must be in [1, 2^20] (got " + std::to_string(v) + ")");
     if (c.ngroups != 1) bad("ngroups must be 1 (the only Mamba 2 variant this engine implements)");
@@ -193,6 +200,11 @@ void validate_config(const ModelConfig& c) {
                               add(mul(di, add(d, 1)), mul(3, c.mamba_heads())));
     block = add(block, mamba);
   }
+  if (c.seq_modeling_block == "gated_deltanet") {
+    const int64_t kd = d, vd = mul(c.expand_v, d), h = c.num_attention_heads;
+    block = add(block, add(add(mul(d, add(add(mul(2, kd), mul(2, vd)), mul(2, h))), mul(vd, d)),
+                           add(mul(c.conv_size, add(mul(2, kd), vd)), add(mul(2, h), mul(c.expand_v, c.head_dim())))));
+  }
   const int64_t prime_block = add(mul(3, mul(d, f)), mul(2, d));
   int64_t total = add(mul(V, d), d);
   if (!c.tie_word_embeddings) total = add(total, mul(d, V));
@@ -239,6 +251,8 @@ ModelConfig config_from_json(const std::string& text) {
   get_int(j, "headdim", c.headdim, false);
   get_int(j, "ngroups", c.ngroups, false);
   get_int(j, "chunk_size", c.chunk_size, false);
+  get_int(j, "expand_v", c.expand_v, false);
+  get_int(j, "conv_size", c.conv_size, false);
   validate_config(c);
   return c;
 }
@@ -264,14 +278,20 @@ std::string config_to_json(const ModelConfig& c) {
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["bos_token_id"] = c.bos_token_id;
   j["initializer_range"] = c.initializer_range;
-  if (c.seq_modeling_block == "mamba2") {  // attention-only configs keep their exact text
+  if (c.recurrent_model()) {  // attention-only configs keep their exact text
     j["swa_every"] = c.swa_every;
+    j["chunk_size"] = c.chunk_size;
+  }
+  if (c.seq_modeling_block == "gated_deltanet") {
+    j["expand_v"] = c.expand_v;
+    j["conv_size"] = c.conv_size;
+  }
+  if (c.seq_modeling_block == "mamba2") {
     j["d_state"] = c.d_state;
     j["d_conv"] = c.d_conv;
     j["expand"] = c.expand;
     j["headdim"] = c.headdim;
     j["ngroups"] = c.ngroups;
-    j["chunk_size"] = c.chunk_size;
   }
   return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
@@ -300,7 +320,20 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
     out.push_back({p + "attn_norm.weight", {d}});
-    if (c.is_recurrent(l)) {  // Mamba 2 (state-spaces/mamba modules/mamba2.py, ngroups 1)
+    if (c.is_recurrent(l) && c.seq_modeling_block == "gated_deltanet") {  // fla layers/gated_deltanet.py
+      const int64_t kd = d, vd = c.expand_v * d, h = c.num_attention_heads;
+      out.push_back({p + "gdn.q_proj", {d, kd}});
+      out.push_back({p + "gdn.k_proj", {d, kd}});
+      out.push_back({p + "gdn.v_proj", {d, vd}});
+      out.push_back({p + "gdn.a_proj", {d, h}});
+      out.push_back({p + "gdn.b_proj", {d, h}});
+      out.push_back({p + "gdn.g_proj", {d, vd}});
+      out.push_back({p + "gdn.conv1d.weight", {2 * kd + vd, c.conv_size}});  // q, k, v short convolutions
+      out.push_back({p + "gdn.A_log", {h}});
+      out.push_back({p + "gdn.dt_bias", {h}});
+      out.push_back({p + "gdn.o_norm.weight", {c.expand_v * c.head_dim()}});
+      out.push_back({p + "gdn.o_proj", {vd, d}});
+    } else if (c.is_recurrent(l)) {  // Mamba 2 (state-spaces/mamba modules/mamba2.py, ngroups 1)
       const int64_t di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_heads();
       out.push_back({p + "mamba.in_proj", {d, di + cd + nh}});  // -> z, x B C, dt
       out.push_back({p + "mamba.conv1d.weight", {cd, c.d_conv}});

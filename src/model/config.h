@@ -13,7 +13,8 @@ namespace ttt::model {
 struct ModelConfig {
   int64_t vocab_size = 0, hidden_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
           intermediate_size = 0;
-  std::string seq_modeling_block = "SWA";  // "self_attention", "SWA" or "mamba2"
+  // "self_attention", "SWA", or a recurrent baseline: "mamba2", "gated_deltanet"
+  std::string seq_modeling_block = "SWA";
   int64_t full_attention_every = 0;         // hybrid: with SWA, blocks with (l+1) % k == 0 use full attention
   int64_t sliding_window_size = 0;          // W
   int64_t mini_batch_size = 1024;           // b
@@ -23,17 +24,22 @@ struct ModelConfig {
   bool qk_norm = true, pre_norm = true, post_norm = true, tie_word_embeddings = true;
   int64_t bos_token_id = 0;
   double initializer_range = 0.02;
-  // Recurrent baselines (SPEC section 9): with seq_modeling_block "mamba2", blocks with
-  // (l+1) % swa_every == 0 are SWA blocks (window sliding_window_size) and the others Mamba 2
-  // blocks (0: every block is Mamba 2). Mamba 2's own fields are named as in state-spaces/mamba.
-  int64_t swa_every = 0;
-  int64_t d_state = 64, d_conv = 4, expand = 2, headdim = 64, ngroups = 1, chunk_size = 64;
+  // Recurrent baselines (SPEC section 9): with a recurrent seq_modeling_block, blocks with
+  // (l+1) % swa_every == 0 are SWA blocks (window sliding_window_size) and the others use the
+  // recurrent mixer (swa_every 0: every block). chunk_size: the chunked scan's chunk.
+  int64_t swa_every = 0, chunk_size = 64;
+  // Mamba 2, named as in state-spaces/mamba (modules/mamba2.py).
+  int64_t d_state = 64, d_conv = 4, expand = 2, headdim = 64, ngroups = 1;
+  // Gated DeltaNet, named as in fla (layers/gated_deltanet.py): num_attention_heads heads of
+  // key size head_dim() and value size expand_v * head_dim(); short convolutions of conv_size.
+  int64_t expand_v = 2, conv_size = 4;
 
   int64_t head_dim() const;                 // hidden_size / num_attention_heads
   bool has_prime(int64_t layer) const;      // prime && layer >= L - suffix_len
   int64_t first_prime_layer() const;        // L - S if prime else L
   int64_t window_of(int64_t layer) const;   // 0 = full causal; W for SWA blocks (hybrid rule applied)
-  bool is_recurrent(int64_t layer) const;   // a Mamba 2 block (not attention)
+  bool is_recurrent(int64_t layer) const;   // a block of the recurrent mixer (not attention)
+  bool recurrent_model() const { return seq_modeling_block == "mamba2" || seq_modeling_block == "gated_deltanet"; }
   int64_t mamba_d_inner() const { return expand * hidden_size; }
   int64_t mamba_heads() const { return headdim > 0 ? mamba_d_inner() / headdim : 0; }
   int64_t mamba_conv_dim() const { return mamba_d_inner() + 2 * ngroups * d_state; }

@@ -5,6 +5,7 @@
 
 #include "io/messages.h"
 #include "model/attention_mixer.h"
+#include "model/gated_deltanet_mixer.h"
 #include "model/mamba2_mixer.h"
 #include "io/safetensors.h"
 
@@ -28,9 +29,10 @@ Model Model::init(const ModelConfig& cfg, uint64_t seed, DType dtype) {
   for (auto& [name, shape] : parameter_shapes(cfg)) {
     if (is_norm(name)) {
       t[name] = ones(shape, dtype);
-    } else if (ends_with(name, "mamba.A_log")) {  // A = -exp(A_log) with A in [1, 16] (mamba2.py)
+    } else if (ends_with(name, "mamba.A_log") || ends_with(name, "gdn.A_log")) {
+      // A = -exp(A_log) with A in [1, 16] (mamba2.py; fla's Gated DeltaNet draws A in (0, 16))
       t[name] = log(uniform(shape, rng, 1.0, 16.0, dtype));
-    } else if (ends_with(name, "mamba.dt_bias")) {
+    } else if (ends_with(name, "mamba.dt_bias") || ends_with(name, "gdn.dt_bias")) {
       // softplus(dt_bias) = dt, log-uniform in [1e-3, 1e-1] (mamba2.py's dt_min, dt_max)
       std::vector<double> v(static_cast<size_t>(shape[0]));
       for (auto& x : v) {
@@ -40,8 +42,9 @@ Model Model::init(const ModelConfig& cfg, uint64_t seed, DType dtype) {
       t[name] = from_vector(v, shape, dtype);
     } else if (ends_with(name, "mamba.D")) {
       t[name] = ones(shape, dtype);
-    } else if (ends_with(name, "mamba.conv1d.weight") || ends_with(name, "mamba.conv1d.bias")) {
-      const double bound = 1.0 / std::sqrt(static_cast<double>(cfg.d_conv));  // torch Conv1d default, fan_in d_conv
+    } else if (ends_with(name, "conv1d.weight") || ends_with(name, "conv1d.bias")) {
+      // torch Conv1d default: fan_in is the kernel width of a depthwise convolution
+      const double bound = 1.0 / std::sqrt(static_cast<double>(shape.size() == 2 ? shape[1] : cfg.d_conv));
       t[name] = uniform(shape, rng, -bound, bound, dtype);
     } else {
       t[name] = randn(shape, rng, cfg.initializer_range, dtype);
@@ -90,7 +93,14 @@ void Model::bind() {
     const std::string p = "blocks." + std::to_string(l) + ".";
     auto& b = blocks_[l];
     b.attn_norm = by.at(p + "attn_norm.weight");
-    if (cfg_.is_recurrent(l)) {
+    if (cfg_.is_recurrent(l) && cfg_.seq_modeling_block == "gated_deltanet") {
+      const std::string g = p + "gdn.";
+      mixers_.push_back(std::make_shared<GatedDeltaNetMixer>(
+          cfg_, GatedDeltaNetParams{by.at(g + "q_proj"), by.at(g + "k_proj"), by.at(g + "v_proj"), by.at(g + "a_proj"),
+                                    by.at(g + "b_proj"), by.at(g + "g_proj"), by.at(g + "conv1d.weight"),
+                                    by.at(g + "A_log"), by.at(g + "dt_bias"), by.at(g + "o_norm.weight"),
+                                    by.at(g + "o_proj")}));
+    } else if (cfg_.is_recurrent(l)) {
       mixers_.push_back(std::make_shared<Mamba2Mixer>(
           cfg_, Mamba2Params{by.at(p + "mamba.in_proj"), by.at(p + "mamba.conv1d.weight"), by.at(p + "mamba.conv1d.bias"),
                              by.at(p + "mamba.dt_bias"), by.at(p + "mamba.A_log"), by.at(p + "mamba.D"),

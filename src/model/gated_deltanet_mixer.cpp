@@ -1,0 +1,120 @@
+#include "model/gated_deltanet_mixer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace ttt::model {
+namespace {
+
+// Constants of one chunk length n: upper[j][i] = 1 for j <= i (cumulative sums as a product),
+// the lower-triangular masks with and without the diagonal, -1e30 above the diagonal (exp -> 0)
+// and the identity.
+struct ChunkConstants {
+  Tensor upper, lower, neg_big, strict, eye;
+};
+
+ChunkConstants chunk_constants(int64_t n, DType dt) {
+  const size_t nn = static_cast<size_t>(n * n);
+  std::vector<double> up(nn), lo(nn), big(nn), st(nn), eye(nn);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const size_t ij = static_cast<size_t>(i * n + j);
+      up[static_cast<size_t>(j * n + i)] = j <= i ? 1.0 : 0.0;
+      lo[ij] = j <= i ? 1.0 : 0.0;
+      big[ij] = j <= i ? 0.0 : -1e30;
+      st[ij] = j < i ? 1.0 : 0.0;
+      eye[ij] = i == j ? 1.0 : 0.0;
+    }
+  return {from_vector(up, {n, n}, dt), from_vector(lo, {n, n}, dt), from_vector(big, {n, n}, dt),
+          from_vector(st, {n, n}, dt), from_vector(eye, {n, n}, dt)};
+}
+
+// x [T, C] through a causal depthwise convolution of width K (weight [C, K], no bias) after the
+// K-1 rows of `prev`; also returns the last K-1 rows of [prev; x].
+Tensor short_conv(const Tensor& x, const Tensor& prev, const Tensor& weight, int64_t K, Tensor* tail) {
+  const int64_t T = x.size(0);
+  const Tensor xs = K > 1 ? concat({prev, x}, 0) : x;
+  const Tensor wt = contiguous(transpose(weight, 0, 1));  // [K, C]
+  Tensor y = mul(slice(xs, 0, 0, T), slice(wt, 0, 0, 1));
+  for (int64_t k = 1; k < K; ++k) y = add(y, mul(slice(xs, 0, k, k + T), slice(wt, 0, k, k + 1)));
+  if (tail) *tail = K > 1 ? slice(xs, 0, T, T + K - 1) : zeros({0, x.size(1)}, x.dtype());
+  return y;
+}
+
+}  // namespace
+
+GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg, GatedDeltaNetParams p)
+    : p_(std::move(p)),
+      heads_(cfg.num_attention_heads),
+      dk_(cfg.head_dim()),
+      dv_(cfg.expand_v * cfg.head_dim()),
+      conv_size_(cfg.conv_size),
+      chunk_(cfg.chunk_size),
+      eps_(cfg.rms_norm_eps) {}
+
+std::vector<Shape> GatedDeltaNetMixer::state_shapes(int64_t) const {
+  return {{conv_size_ - 1, heads_ * (2 * dk_ + dv_)}, {heads_, dk_, dv_}};
+}
+
+Tensor GatedDeltaNetMixer::forward(const Tensor& x, int64_t, const MixerState& in, MixerState* out) const {
+  const int64_t T = x.size(0), H = heads_, K = conv_size_, kd = H * dk_, vd = H * dv_;
+  const DType dt = x.dtype();
+  const Tensor qkv_raw = concat({matmul(x, p_.q_proj), matmul(x, p_.k_proj), matmul(x, p_.v_proj)}, 1);
+  Tensor conv_tail;
+  const Tensor prev = in.empty() ? zeros({K - 1, kd * 2 + vd}, dt) : in.tensors[0];
+  const Tensor qkv = silu(short_conv(qkv_raw, prev, p_.conv_weight, K, &conv_tail));
+  // L2 norm over each head: x / sqrt(sum x^2 + 1e-6) = x rms_rstd(x, 1e-6 / d) / sqrt(d).
+  auto l2norm = [&](const Tensor& v, double scale) {
+    return mul(v, mul_scalar(rms_rstd(v, 1e-6 / static_cast<double>(dk_)), scale / std::sqrt(static_cast<double>(dk_))));
+  };
+  const Tensor q = l2norm(reshape(contiguous(slice(qkv, 1, 0, kd)), {T, H, dk_}), 1.0 / std::sqrt(static_cast<double>(dk_)));
+  const Tensor k = l2norm(reshape(contiguous(slice(qkv, 1, kd, 2 * kd)), {T, H, dk_}), 1.0);
+  const Tensor v = reshape(contiguous(slice(qkv, 1, 2 * kd, 2 * kd + vd)), {T, H, dv_});
+  const Tensor beta = sigmoid(matmul(x, p_.b_proj));                                              // [T, H]
+  const Tensor g = mul(neg(exp(p_.A_log)), softplus(add(matmul(x, p_.a_proj), p_.dt_bias)));     // [T, H]
+
+  Tensor S = in.empty() ? zeros({H, dk_, dv_}, dt) : in.tensors[1];
+  std::vector<Tensor> outs;
+  ChunkConstants c;
+  int64_t c_n = -1;
+  for (int64_t s = 0; s < T; s += chunk_) {
+    const int64_t e = std::min(T, s + chunk_), n = e - s;
+    if (n != c_n) {
+      c = chunk_constants(n, dt);
+      c_n = n;
+    }
+    const Tensor G = matmul(contiguous(transpose(slice(g, 0, s, e), 0, 1)), c.upper);  // cumulative log decay [H, n]
+    const Tensor decay = exp(add(mul(sub(reshape(G, {H, n, 1}), reshape(G, {H, 1, n})), c.lower), c.neg_big));
+    const Tensor qh = contiguous(transpose(slice(q, 0, s, e), 0, 1));  // [H, n, dk]
+    const Tensor kh = contiguous(transpose(slice(k, 0, s, e), 0, 1));
+    const Tensor vh = contiguous(transpose(slice(v, 0, s, e), 0, 1));  // [H, n, dv]
+    const Tensor bh = reshape(contiguous(transpose(slice(beta, 0, s, e), 0, 1)), {H, n, 1});
+    const Tensor kb = mul(kh, bh);
+    // UT transform: T = (I + L)^-1 with L strictly lower; L^n = 0, so the Neumann series is
+    // finite and (I - L)(I + L^2)(I + L^4)... is exact once the powers reach n.
+    const Tensor L = mul(mul(matmul(kb, kh, false, true), decay), c.strict);
+    Tensor power = neg(L);
+    Tensor inv = add(c.eye, power);
+    for (int64_t reach = 2; reach < n; reach *= 2) {
+      power = matmul(power, power);
+      inv = matmul(inv, add(c.eye, power));
+    }
+    const Tensor u = matmul(inv, mul(vh, bh));                                // [H, n, dv]
+    const Tensor w = matmul(inv, mul(kb, reshape(exp(G), {H, n, 1})));        // [H, n, dk]
+    const Tensor v_new = sub(u, matmul(w, S));                                // [H, n, dv]
+    const Tensor o = add(matmul(mul(qh, reshape(exp(G), {H, n, 1})), S),
+                         matmul(mul(matmul(qh, kh, false, true), decay), v_new));
+    outs.push_back(contiguous(transpose(o, 0, 1)));  // [n, H, dv]
+    const Tensor last = slice(G, 1, n - 1, n);       // [H, 1]
+    const Tensor kdec = mul(kh, reshape(exp(sub(last, G)), {H, n, 1}));
+    S = add(mul(S, reshape(exp(last), {H, 1, 1})), matmul(kdec, v_new, true, false));
+  }
+  const Tensor o = outs.size() == 1 ? outs[0] : concat(outs, 0);  // [T, H, dv]
+  const Tensor gate = reshape(matmul(x, p_.g_proj), {T, H, dv_});
+  const Tensor y = mul(rmsnorm(o, p_.o_norm, eps_), silu(gate));
+  if (out) out->tensors = {conv_tail, S};
+  return matmul(reshape(y, {T, vd}), p_.o_proj);
+}
+
+}  // namespace ttt::model
