@@ -13,6 +13,8 @@
 #include "data/text.h"
 #include "data/tokenizer.h"
 
+#include <sentencepiece_trainer.h>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -230,6 +232,29 @@ TEST_F(TokenizerTest, ClearErrors) {
   expect_error([&] { Tokenizer::train({"tiny text\n"}, (dir_ / "x").string(), o); }, "tokenizer training failed");
   o.vocab_size = 300;
   expect_error([&] { Tokenizer::train({std::string("\0\0", 2)}, (dir_ / "x").string(), o); }, "no training text");
+}
+
+// A model file with the project's ids but its own normalization (NFKC, a dummy prefix,
+// collapsed spaces) would change text silently; load refuses it (found by fuzz_tokenizer_model:
+// a mutated model broke decode(encode(s)) == s).
+TEST_F(TokenizerTest, RefusesModelsThatDoNotRoundTrip) {
+  const fs::path text = dir_ / "nfkc_input.txt";
+  {
+    std::ofstream f(text);
+    for (const auto& t : synthetic_texts(20, 3)) f << t << "\n";
+  }
+  const std::string prefix = (dir_ / "nfkc").string();
+  const auto st = sentencepiece::SentencePieceTrainer::Train(
+      "--input=" + text.string() + " --model_prefix=" + prefix +
+      " --model_type=bpe --vocab_size=400 --byte_fallback=true --bos_id=0 --unk_id=1 --eos_id=2 --pad_id=-1"
+      " --normalization_rule_name=nmt_nfkc --add_dummy_prefix=true --remove_extra_whitespaces=true --minloglevel=2");
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  try {
+    Tokenizer::load(prefix + ".model");
+    FAIL() << "a model with NFKC and a dummy prefix was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not round-trip text"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -282,6 +282,23 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
       }
     }
   }
+  // A model file can carry its own normalization and whitespace rules (NFKC, a dummy prefix,
+  // collapsed spaces) that would silently change text: the engine's promise is that any bytes
+  // round-trip, so a model that does not keep it on a probe of the risky cases is refused.
+  static const std::string kProbes[] = {
+      "  leading, double  and trailing spaces  ",
+      "\ttab\t\tindent\n\r\nCRLF\r\n\n\n",
+      std::string("nul\0byte", 8),
+      "\xff\xfe invalid \xc3( utf-8 \xe2\x82",
+      "caf\xc3\xa9 \xe2\x96\x81 \xe2\x90\x89 \xf0\x9f\x98\x80 \xef\xbc\xa6\xef\xbd\x95\xef\xbd\x8c\xef\xbd\x8c "
+      "\xef\xac\x81 \xe2\x91\xa0 A\xcc\x8a \xe3\x80\x80 12,345.67",
+      "int main(void) {\n\treturn 0;\n}\n<s> </s> <unk>",
+  };
+  for (const auto& probe : kProbes)
+    if (t.decode(t.encode(probe)) != probe)
+      throw std::runtime_error("tokenizer model " + one_line(model_path) +
+                               " does not round-trip text (its normalization or whitespace rules differ from "
+                               "`ttt tokenizer train`'s); train it with `ttt tokenizer train`");
   return t;
 }
 
