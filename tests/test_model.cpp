@@ -113,6 +113,17 @@ model::ModelConfig gdn_config(bool prime) {
 }
 
 TEST(MetaGradient, MatchesFiniteDifferencesWithGatedDeltaNetInTheSuffix) { check_meta_gradient(gdn_config(true), 6); }
+// TTT-KVB: window attention beside fast weights updated inside the mixer, itself in the suffix.
+model::ModelConfig kvb_config(bool prime) {
+  auto c = tiny_config(prime);
+  c.seq_modeling_block = "ttt_kvb";
+  c.num_lact_heads = 2;
+  c.lact_chunk_size = 5;
+  return c;
+}
+
+TEST(MetaGradient, MatchesFiniteDifferencesWithTttKvbInTheSuffix) { check_meta_gradient(kvb_config(true), 8); }
+
 TEST(MetaGradient, PretrainGradientOfGatedDeltaNetModelMatchesFiniteDifferences) {
   check_meta_gradient(gdn_config(false), 7);
 }
@@ -216,6 +227,7 @@ TEST(MetaGradient, RematerializationGivesTheSameGradient) { expect_remat_equal(t
 TEST(MetaGradient, RematerializationGivesTheSameGradientWithoutTTT) { expect_remat_equal(tiny_config(true), false, 12); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientWithMamba2) { expect_remat_equal(mamba_config(true), true, 14); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientWithGatedDeltaNet) { expect_remat_equal(gdn_config(true), true, 15); }
+TEST(MetaGradient, RematerializationGivesTheSameGradientWithTttKvb) { expect_remat_equal(kvb_config(true), true, 16); }
 TEST(MetaGradient, RematerializationGivesTheSameGradientAllBlocksPrime) {
   auto cfg = tiny_config(true, 3, 2);
   cfg.suffix_len = 3;

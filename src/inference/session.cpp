@@ -341,14 +341,12 @@ void Session::save_state(const std::string& path) const {
 
   NoGrad ng;
   std::vector<std::pair<std::string, Tensor>> ts;
-  // Each block's mixer state under its own names; an empty state as its shapes at position 0.
+  // Each block's mixer state under its own names; an empty state as the tensors it stands for.
   auto add_state = [&](const std::string& prefix, int64_t l, const model::MixerState& st) {
     const auto& mx = m_.mixer(l);
     const auto names = mx.state_names();
-    const auto empty_shapes = mx.state_shapes(0);
-    for (size_t j = 0; j < names.size(); ++j)
-      ts.emplace_back(prefix + std::to_string(l) + "." + names[j],
-                      st.empty() ? zeros(empty_shapes[j], dt) : st.tensors[j]);
+    const auto tensors = st.empty() ? mx.initial_state_tensors(dt) : st.tensors;
+    for (size_t j = 0; j < names.size(); ++j) ts.emplace_back(prefix + std::to_string(l) + "." + names[j], tensors[j]);
   };
   for (int64_t l = 0; l < L; ++l) add_state("cache.", l, s_.caches[l]);
   for (int64_t l = first; l < L; ++l) add_state("chunk_start.", l, s_.chunk_start[l - first]);

@@ -131,11 +131,22 @@ void validate_config(const ModelConfig& c) {
     bad("head_dim = hidden_size / num_attention_heads = " + std::to_string(c.head_dim()) +
         " must be even (RoPE rotates pairs)");
   if (c.seq_modeling_block != "self_attention" && c.seq_modeling_block != "SWA" && !c.recurrent_model())
-    bad("seq_modeling_block must be \"self_attention\", \"SWA\", \"mamba2\" or \"gated_deltanet\" (got \"" +
+    bad("seq_modeling_block must be \"self_attention\", \"SWA\", \"mamba2\", \"gated_deltanet\" or \"ttt_kvb\" (got \"" +
         one_line(c.seq_modeling_block) + "\")");
   if (c.recurrent_model()) {
     if (c.chunk_size < 1 || c.chunk_size > (int64_t{1} << 20))
       bad("chunk_size must be in [1, 2^20] (got " + std::to_string(c.chunk_size) + ")");
+  }
+  if (c.seq_modeling_block == "ttt_kvb") {
+    if (c.sliding_window_size < 1)
+      bad("sliding_window_size must be >= 1 with seq_modeling_block \"ttt_kvb\" (its window attention)");
+    if (c.num_lact_heads < 1 || c.hidden_size % c.num_lact_heads != 0)
+      bad("hidden_size (" + std::to_string(c.hidden_size) + ") must be divisible by num_lact_heads (" +
+          std::to_string(c.num_lact_heads) + ")");
+    if (!(c.inter_multi > 0) || !(c.inter_multi <= 64) || c.lact_hidden() < 1)
+      bad("inter_multi must be in (0, 64] and give a fast-weight hidden size >= 1 (got " + num(c.inter_multi) + ")");
+    if (c.lact_chunk_size < 1 || c.lact_chunk_size > (int64_t{1} << 24))
+      bad("lact_chunk_size must be in [1, 2^24] (got " + std::to_string(c.lact_chunk_size) + ")");
   }
   if (c.seq_modeling_block == "gated_deltanet")
     for (const auto& [name, v] : {std::pair<const char*, int64_t>{"expand_v", c.expand_v}, {"conv_size", c.conv_size}})
@@ -200,6 +211,10 @@ void validate_config(const ModelConfig& c) {
                               add(mul(di, add(d, 1)), mul(3, c.mamba_heads())));
     block = add(block, mamba);
   }
+  if (c.seq_modeling_block == "ttt_kvb") {
+    const int64_t nh = c.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
+    block = add(block, add(add(mul(d, mul(4, d)), mul(3, mul(nh, mul(dh, din)))), add(mul(d, mul(3, nh)), mul(6, d))));
+  }
   if (c.seq_modeling_block == "gated_deltanet") {
     const int64_t kd = d, vd = mul(c.expand_v, d), h = c.num_attention_heads;
     block = add(block, add(add(mul(d, add(add(mul(2, kd), mul(2, vd)), mul(2, h))), mul(vd, d)),
@@ -253,6 +268,9 @@ ModelConfig config_from_json(const std::string& text) {
   get_int(j, "chunk_size", c.chunk_size, false);
   get_int(j, "expand_v", c.expand_v, false);
   get_int(j, "conv_size", c.conv_size, false);
+  get_int(j, "num_lact_heads", c.num_lact_heads, false);
+  get_int(j, "lact_chunk_size", c.lact_chunk_size, false);
+  get_double(j, "inter_multi", c.inter_multi);
   validate_config(c);
   return c;
 }
@@ -281,6 +299,11 @@ std::string config_to_json(const ModelConfig& c) {
   if (c.recurrent_model()) {  // attention-only configs keep their exact text
     j["swa_every"] = c.swa_every;
     j["chunk_size"] = c.chunk_size;
+  }
+  if (c.seq_modeling_block == "ttt_kvb") {
+    j["num_lact_heads"] = c.num_lact_heads;
+    j["inter_multi"] = c.inter_multi;
+    j["lact_chunk_size"] = c.lact_chunk_size;
   }
   if (c.seq_modeling_block == "gated_deltanet") {
     j["expand_v"] = c.expand_v;
@@ -320,7 +343,21 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
     out.push_back({p + "attn_norm.weight", {d}});
-    if (c.is_recurrent(l) && c.seq_modeling_block == "gated_deltanet") {  // fla layers/gated_deltanet.py
+    if (c.is_recurrent(l) && c.seq_modeling_block == "ttt_kvb") {  // LaCT layer_lact_swiglu.py
+      const int64_t nh = c.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
+      out.push_back({p + "lact.qkv", {d, 3 * d}});
+      out.push_back({p + "lact.q_norm.weight", {d}});
+      out.push_back({p + "lact.k_norm.weight", {d}});
+      out.push_back({p + "lact.o_proj", {d, d}});
+      out.push_back({p + "lact.w0", {nh, dh, din}});  // initial fast weights
+      out.push_back({p + "lact.w1", {nh, din, dh}});
+      out.push_back({p + "lact.w2", {nh, dh, din}});
+      out.push_back({p + "lact.lr_proj", {d, 3 * nh}});
+      out.push_back({p + "lact.lr_proj_bias", {3 * nh}});
+      out.push_back({p + "lact.qk_scale", {d, 2}});
+      out.push_back({p + "lact.qk_offset", {d, 2}});
+      out.push_back({p + "lact.ttt_norm.weight", {din}});
+    } else if (c.is_recurrent(l) && c.seq_modeling_block == "gated_deltanet") {  // fla layers/gated_deltanet.py
       const int64_t kd = d, vd = c.expand_v * d, h = c.num_attention_heads;
       out.push_back({p + "gdn.q_proj", {d, kd}});
       out.push_back({p + "gdn.k_proj", {d, kd}});

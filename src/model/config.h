@@ -13,7 +13,7 @@ namespace ttt::model {
 struct ModelConfig {
   int64_t vocab_size = 0, hidden_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
           intermediate_size = 0;
-  // "self_attention", "SWA", or a recurrent baseline: "mamba2", "gated_deltanet"
+  // "self_attention", "SWA", or a recurrent baseline: "mamba2", "gated_deltanet", "ttt_kvb"
   std::string seq_modeling_block = "SWA";
   int64_t full_attention_every = 0;         // hybrid: with SWA, blocks with (l+1) % k == 0 use full attention
   int64_t sliding_window_size = 0;          // W
@@ -33,13 +33,22 @@ struct ModelConfig {
   // Gated DeltaNet, named as in fla (layers/gated_deltanet.py): num_attention_heads heads of
   // key size head_dim() and value size expand_v * head_dim(); short convolutions of conv_size.
   int64_t expand_v = 2, conv_size = 4;
+  // TTT-KVB, named as in LaCT (lact_llm): window attention (sliding_window_size) beside per-head
+  // SwiGLU fast weights (num_lact_heads heads, hidden inter_multi x head size) updated once per
+  // lact_chunk_size tokens from a key-to-value dot-product loss with learned per-token rates.
+  int64_t num_lact_heads = 4, lact_chunk_size = 2048;
+  double inter_multi = 1.0;
+  int64_t lact_head_dim() const { return num_lact_heads > 0 ? hidden_size / num_lact_heads : 0; }
+  int64_t lact_hidden() const { return static_cast<int64_t>(static_cast<double>(lact_head_dim()) * inter_multi); }
 
   int64_t head_dim() const;                 // hidden_size / num_attention_heads
   bool has_prime(int64_t layer) const;      // prime && layer >= L - suffix_len
   int64_t first_prime_layer() const;        // L - S if prime else L
   int64_t window_of(int64_t layer) const;   // 0 = full causal; W for SWA blocks (hybrid rule applied)
   bool is_recurrent(int64_t layer) const;   // a block of the recurrent mixer (not attention)
-  bool recurrent_model() const { return seq_modeling_block == "mamba2" || seq_modeling_block == "gated_deltanet"; }
+  bool recurrent_model() const {
+    return seq_modeling_block == "mamba2" || seq_modeling_block == "gated_deltanet" || seq_modeling_block == "ttt_kvb";
+  }
   int64_t mamba_d_inner() const { return expand * hidden_size; }
   int64_t mamba_heads() const { return headdim > 0 ? mamba_d_inner() / headdim : 0; }
   int64_t mamba_conv_dim() const { return mamba_d_inner() + 2 * ngroups * d_state; }

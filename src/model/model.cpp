@@ -7,6 +7,7 @@
 #include "model/attention_mixer.h"
 #include "model/gated_deltanet_mixer.h"
 #include "model/mamba2_mixer.h"
+#include "model/ttt_kvb_mixer.h"
 #include "io/safetensors.h"
 
 namespace ttt::model {
@@ -40,6 +41,13 @@ Model Model::init(const ModelConfig& cfg, uint64_t seed, DType dtype) {
         x = dt + std::log(-std::expm1(-dt));
       }
       t[name] = from_vector(v, shape, dtype);
+    } else if (ends_with(name, "lact.w0") || ends_with(name, "lact.w2") || ends_with(name, "lact.w1")) {
+      // LaCT: randn / sqrt(fan_in) for the initial fast weights
+      t[name] = randn(shape, rng, 1.0 / std::sqrt(static_cast<double>(shape[2])), dtype);
+    } else if (ends_with(name, "lact.qk_scale")) {
+      t[name] = ones(shape, dtype);
+    } else if (ends_with(name, "lact.qk_offset") || ends_with(name, "lact.lr_proj_bias")) {
+      t[name] = zeros(shape, dtype);
     } else if (ends_with(name, "mamba.D")) {
       t[name] = ones(shape, dtype);
     } else if (ends_with(name, "conv1d.weight") || ends_with(name, "conv1d.bias")) {
@@ -93,7 +101,14 @@ void Model::bind() {
     const std::string p = "blocks." + std::to_string(l) + ".";
     auto& b = blocks_[l];
     b.attn_norm = by.at(p + "attn_norm.weight");
-    if (cfg_.is_recurrent(l) && cfg_.seq_modeling_block == "gated_deltanet") {
+    if (cfg_.is_recurrent(l) && cfg_.seq_modeling_block == "ttt_kvb") {
+      const std::string t = p + "lact.";
+      mixers_.push_back(std::make_shared<TttKvbMixer>(
+          cfg_, TttKvbParams{by.at(t + "qkv"), by.at(t + "q_norm.weight"), by.at(t + "k_norm.weight"), by.at(t + "o_proj"),
+                             by.at(t + "w0"), by.at(t + "w1"), by.at(t + "w2"), by.at(t + "lr_proj"),
+                             by.at(t + "lr_proj_bias"), by.at(t + "qk_scale"), by.at(t + "qk_offset"),
+                             by.at(t + "ttt_norm.weight")}));
+    } else if (cfg_.is_recurrent(l) && cfg_.seq_modeling_block == "gated_deltanet") {
       const std::string g = p + "gdn.";
       mixers_.push_back(std::make_shared<GatedDeltaNetMixer>(
           cfg_, GatedDeltaNetParams{by.at(g + "q_proj"), by.at(g + "k_proj"), by.at(g + "v_proj"), by.at(g + "a_proj"),

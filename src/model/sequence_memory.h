@@ -44,6 +44,13 @@ class SequenceMixer {
   virtual std::vector<std::string> state_names() const = 0;
   virtual std::vector<Shape> state_shapes(int64_t pos) const = 0;
   virtual std::string describe() const = 0;  // e.g. "window 1024", for messages
+  // The tensors an empty state stands for, as the session file stores them (default: zeros of
+  // the shapes at position 0; a mixer whose initial state is its parameters returns copies).
+  virtual std::vector<Tensor> initial_state_tensors(DType dt) const {
+    std::vector<Tensor> out;
+    for (const auto& s : state_shapes(0)) out.push_back(zeros(s, dt));
+    return out;
+  }
 };
 
 }  // namespace ttt::model
