@@ -27,6 +27,26 @@ awk -v a="${prefill#loss }" -v b="${stream#loss }" 'BEGIN { d = a - b; if (d < 0
 g=$("$TTT" grad --model "$work/model" --tokens "$work/tok.bin" --out "$work/g.safetensors")
 [[ "$g" =~ ^loss\ [0-9.eE+-]+$ ]] && [ -s "$work/g.safetensors" ] || fail "grad output '$g'"
 
+# Every sequence mixer through the same commands (SPEC section 9): the recurrent baselines, each
+# hybrid with SWA, with a TTT-E2E suffix.
+for block in mamba2 gated_deltanet ttt_kvb; do
+  sed -e "s/\"seq_modeling_block\": \"SWA\"/\"seq_modeling_block\": \"$block\", \"swa_every\": 3, \"chunk_size\": 3, \"d_state\": 4, \"headdim\": 8, \"num_lact_heads\": 2, \"lact_chunk_size\": 5/" \
+    "$work/cfg.json" > "$work/cfg_$block.json"
+  "$TTT" init --config "$work/cfg_$block.json" --seed 3 --out "$work/m_$block" > /dev/null
+  a=$("$TTT" eval --model "$work/m_$block" --tokens "$work/tok.bin" --nll-out "$work/nll_$block.bin")
+  b=$("$TTT" eval --model "$work/m_$block" --tokens "$work/tok.bin" --stream)
+  awk -v a="${a#loss }" -v b="${b#loss }" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4) }' \
+    || fail "$block: --stream ($b) differs from prefill ($a)"
+  [ "$(stat -c %s "$work/nll_$block.bin")" = 64 ] || fail "$block: --nll-out size"
+  "$TTT" grad --model "$work/m_$block" --tokens "$work/tok.bin" --out "$work/g_$block.safetensors" > /dev/null
+  "$TTT" train --model "$work/m_$block" --tokens "$work/tok.bin" --val-fraction 0.5 --steps 2 --seq-len 4 --val-every 0 \
+    --out "$work/t_$block" --quiet > /dev/null || fail "$block: train"
+  "$TTT" generate --model "$work/m_$block" --prompt "1 2 3 4 5" --max-new-tokens 3 --state-out "$work/s_$block.st" > /dev/null
+  "$TTT" generate --model "$work/m_$block" --prompt "6" --max-new-tokens 3 --state-in "$work/s_$block.st" > /dev/null \
+    || fail "$block: generate from a saved state"
+  echo "ok: $block: init, eval (prefill = --stream), grad, train, generate with state files"
+done
+
 # Bad input: a one-line message on stderr, non-zero exit, no crash.
 expect_error() {
   local what="$1"; shift
