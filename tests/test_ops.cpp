@@ -4,6 +4,7 @@
 
 #include "gradcheck.h"
 #include "kernels/attention.h"
+#include "model/model.h"
 
 namespace ttt::test {
 namespace {
@@ -43,6 +44,42 @@ AttnSetup attn_setup(uint64_t seed) {
   s.dim = 2 * rint(r, 1, 3);
   s.window = rint(r, 0, 1) ? rint(r, 1, 5) : 0;
   return s;
+}
+
+// A sequence mixer (model/sequence_memory.h) as one op: inputs are a chunk x [T, d] and the state
+// an earlier chunk left; the output is the chunk's output and the new state, flattened. Values,
+// first and second derivatives in x and in the state (the parameters are checked by the
+// meta-gradient tests). Float64 and float32 models share their weights.
+OpCase mixer_case(const std::string& name, model::ModelConfig cfg) {
+  cfg.vocab_size = 11;
+  cfg.hidden_size = 8;
+  cfg.num_hidden_layers = 1;
+  cfg.num_attention_heads = 2;
+  cfg.intermediate_size = 8;
+  cfg.sliding_window_size = 4;
+  cfg.rope_theta = 10000;
+  cfg.initializer_range = 0.4;
+  auto m64 = std::make_shared<model::Model>(model::Model::init(cfg, 5, DType::F64));
+  auto m32 = std::make_shared<model::Model>(model::Model::init(cfg, 5, DType::F32));
+  OpCase c;
+  c.name = name;
+  c.make_inputs = [m64, cfg](Rng& r) {
+    NoGrad ng;
+    model::MixerState st;
+    m64->mixer(0).forward(randn({5, cfg.hidden_size}, r, 1.0, DType::F64), 0, {}, &st);
+    std::vector<Tensor> in = {randn({4, cfg.hidden_size}, r, 1.0, DType::F64)};
+    for (auto& t : st.detached().tensors) in.push_back(clone(t));
+    return in;
+  };
+  c.fn = [m64, m32](const std::vector<Tensor>& x) {
+    const auto& m = x[0].dtype() == DType::F64 ? *m64 : *m32;
+    model::MixerState in, out;
+    in.tensors.assign(x.begin() + 1, x.end());
+    std::vector<Tensor> parts = {reshape(m.mixer(0).forward(x[0], 5, in, &out), {-1})};
+    for (auto& t : out.tensors) parts.push_back(reshape(contiguous(t), {-1}));
+    return concat(parts, 0);
+  };
+  return c;
 }
 
 std::vector<OpCase> all_cases() {
@@ -242,6 +279,26 @@ std::vector<OpCase> all_cases() {
                     kernels::attention_forward_reference<double>(s, q.data(), k.data(), v.data(), o.data(), lse.data());
                     return o;
                   }});
+  }
+  {
+    model::ModelConfig m;
+    m.seq_modeling_block = "mamba2";
+    m.d_state = 3;
+    m.headdim = 4;
+    m.chunk_size = 3;
+    cs.push_back(mixer_case("mamba2_mixer", m));
+    model::ModelConfig g;
+    g.seq_modeling_block = "gated_deltanet";
+    g.chunk_size = 3;
+    cs.push_back(mixer_case("gated_deltanet_mixer", g));
+    model::ModelConfig k;
+    k.seq_modeling_block = "ttt_kvb";
+    k.num_lact_heads = 2;
+    k.lact_chunk_size = 3;
+    cs.push_back(mixer_case("ttt_kvb_mixer", k));
+    model::ModelConfig a;
+    a.seq_modeling_block = "SWA";
+    cs.push_back(mixer_case("swa_mixer", a));
   }
   return cs;
 }
