@@ -26,13 +26,13 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
 
 bool is_full_attention(const model::ModelConfig& c) {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-    if (c.window_of(l) == 0) return true;
+    if (!c.is_recurrent(l) && c.window_of(l) == 0) return true;
   return false;
 }
 
 }  // namespace
 
-std::vector<NamedModel> builtin_context_models(uint64_t seed) {
+std::vector<NamedModel> builtin_context_models(uint64_t seed, bool all_types) {
   model::ModelConfig base;
   base.vocab_size = 4096;
   base.hidden_size = 256;
@@ -54,16 +54,70 @@ std::vector<NamedModel> builtin_context_models(uint64_t seed) {
   auto full = base;
   full.seq_modeling_block = "self_attention";
   out.push_back({"full", model::Model::init(full, seed)});
+  if (all_types) {
+    // The paper's other baselines on the same shape, each hybrid with SWA (every 4th block of 8).
+    auto hybrid = base;
+    hybrid.seq_modeling_block = "SWA";
+    hybrid.full_attention_every = 4;
+    out.push_back({"hybrid", model::Model::init(hybrid, seed)});
+    auto mamba = base;
+    mamba.seq_modeling_block = "mamba2";
+    mamba.swa_every = 4;
+    mamba.d_state = 64;
+    mamba.headdim = 64;
+    mamba.chunk_size = 256;
+    out.push_back({"mamba2", model::Model::init(mamba, seed)});
+    auto gdn = base;
+    gdn.seq_modeling_block = "gated_deltanet";
+    gdn.swa_every = 4;
+    gdn.chunk_size = 64;
+    out.push_back({"gated-deltanet", model::Model::init(gdn, seed)});
+    auto kvb = base;
+    kvb.seq_modeling_block = "ttt_kvb";
+    kvb.num_lact_heads = 4;
+    kvb.lact_chunk_size = 2048;
+    out.push_back({"ttt-kvb", model::Model::init(kvb, seed)});
+  }
   return out;
+}
+
+double mixer_forward_flops(const model::ModelConfig& c, int64_t l, int64_t t) {
+  const double d = static_cast<double>(c.hidden_size), T = static_cast<double>(t);
+  auto attention = [&](int64_t window) {
+    return 2.0 * T * 4 * d * d + 4.0 * c.head_dim() * attention_visible_pairs(t, t, c.num_attention_heads, 0, 0, window);
+  };
+  if (!c.is_recurrent(l)) return attention(c.window_of(l));
+  const double Q = static_cast<double>(std::min<int64_t>(c.chunk_size, t)), chunks = std::ceil(T / Q);
+  if (c.seq_modeling_block == "mamba2") {
+    const double di = static_cast<double>(c.mamba_d_inner()), N = static_cast<double>(c.d_state),
+                 H = static_cast<double>(c.mamba_heads()), P = static_cast<double>(c.headdim);
+    const double proj = 2.0 * T * d * (2 * di + 2 * N + H) + 2.0 * T * di * d + 2.0 * T * (di + 2 * N) * c.d_conv;
+    // per chunk: C B^T, the decayed products with x, the state's contribution and the new state
+    const double ssd = chunks * (2 * Q * Q * N + 2 * H * Q * Q * P + 2 * Q * N * H * P + 2 * H * P * Q * N);
+    return proj + ssd;
+  }
+  if (c.seq_modeling_block == "gated_deltanet") {
+    const double H = static_cast<double>(c.num_attention_heads), dk = static_cast<double>(c.head_dim()),
+                 dv = dk * static_cast<double>(c.expand_v);
+    const double proj = 2.0 * T * d * (2 * H * dk + 2 * H * dv + 2 * H) + 2.0 * T * H * dv * d;
+    const double doublings = std::max(0.0, std::ceil(std::log2(std::max(Q, 1.0))) - 1);
+    const double chunk = 2 * H * Q * Q * dk + doublings * 4 * H * Q * Q * Q + 2 * H * Q * Q * (dv + dk) +
+                         2 * H * Q * dk * dv * 3 + 2 * H * Q * Q * (dk + dv);
+    return proj + chunks * chunk;
+  }
+  // ttt_kvb: window attention, plus the fast weights: 6 D H per token to apply (LaCT's count),
+  // 12 D H per token of a completed chunk to update.
+  const double nh = static_cast<double>(c.num_lact_heads), din = static_cast<double>(c.lact_head_dim()),
+               dh = static_cast<double>(c.lact_hidden());
+  const double updated = std::floor(T / static_cast<double>(c.lact_chunk_size)) * static_cast<double>(c.lact_chunk_size);
+  return attention(c.sliding_window_size) + 2.0 * T * d * 3 * nh + 6.0 * din * dh * nh * T + 12.0 * din * dh * nh * updated;
 }
 
 double prefill_forward_flops(const model::ModelConfig& c, int64_t t) {
   const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
   double flops = 2.0 * t * d * c.vocab_size;  // head
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    flops += 2.0 * t * (4 * d * d + 3 * d * f * (c.has_prime(l) ? 2 : 1));
-    flops += 4.0 * c.head_dim() * attention_visible_pairs(t, t, c.num_attention_heads, 0, 0, c.window_of(l));
-  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    flops += 2.0 * t * 3 * d * f * (c.has_prime(l) ? 2 : 1) + mixer_forward_flops(c, l, t);
   return flops;
 }
 
@@ -75,8 +129,13 @@ double prefill_inner_flops(const model::ModelConfig& c, int64_t t) {
   const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
   double per_chunk = 2.0 * b * d * c.vocab_size;  // head: input gradient
   for (int64_t l = c.first_prime_layer(); l < c.num_hidden_layers; ++l) {
-    per_chunk += 2.0 * b * (4 * d * d + 3 * d * f * 2);  // input gradients of every matmul
-    per_chunk += 2.0 * b * 3 * d * f;                    // weight gradients of phi
+    per_chunk += 2.0 * b * 3 * d * f * 2;  // input gradients of the MLP and prime MLP matmuls
+    per_chunk += 2.0 * b * 3 * d * f;      // weight gradients of phi
+    if (c.is_recurrent(l)) {               // input gradients through the mixer: about twice its forward
+      per_chunk += 2.0 * mixer_forward_flops(c, l, b);
+      continue;
+    }
+    per_chunk += 2.0 * b * 4 * d * d;
     const int64_t w = c.window_of(l), cache = w > 0 ? std::min<int64_t>(w, t) : t / 2;
     per_chunk += 10.0 * c.head_dim() *
                  attention_visible_pairs(b, cache + b, c.num_attention_heads, cache, 0, w);  // steady-state chunk

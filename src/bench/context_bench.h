@@ -23,8 +23,10 @@ struct NamedModel {
 };
 
 // The bench model of the issues (vocab 4096, d 256, 8 layers, 4 heads, f 704, W 1024, b 256) as
-// TTT-E2E (suffix 2), SWA and full attention, randomly initialized with `seed`.
-std::vector<NamedModel> builtin_context_models(uint64_t seed);
+// TTT-E2E (suffix 2), SWA and full attention, randomly initialized with `seed`; all_types adds
+// the SWA/full hybrid and the recurrent baselines (Mamba 2, Gated DeltaNet, TTT-KVB), each hybrid
+// with SWA every 4th block.
+std::vector<NamedModel> builtin_context_models(uint64_t seed, bool all_types = false);
 
 struct ContextBenchOptions {
   std::vector<int64_t> prefill_lengths = {1024, 2048, 4096, 8192, 16384, 32768};
@@ -50,7 +52,10 @@ struct ContextReport {
   std::vector<ContextRow> rows;
 };
 
-// Forward FLOPs of a prefill of T tokens (matmuls, visible attention pairs, head).
+// Forward FLOPs of block l's sequence mixer over T tokens: matmuls and visible attention pairs;
+// for the recurrent mixers, the matmuls of their chunked forms.
+double mixer_forward_flops(const model::ModelConfig& c, int64_t l, int64_t t);
+// Forward FLOPs of a prefill of T tokens (mixers, MLPs, head).
 double prefill_forward_flops(const model::ModelConfig& c, int64_t t);
 // FLOPs of the inner steps a TTT-E2E prefill of T tokens also takes: per updated chunk, the
 // backward through the head (input gradient) and the prime blocks (input gradients, attention

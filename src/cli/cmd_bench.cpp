@@ -27,6 +27,7 @@ BenchOpsArgs g_ops;
 struct BenchContextArgs {
   bench::ContextBenchOptions opt;
   std::vector<std::string> models;
+  bool all_types = false;
 } g_ctx;
 
 bench::TrainBenchOptions g_train_bench;
@@ -44,7 +45,7 @@ int run_bench_train() {
 int run_bench_context(const BenchContextArgs& a) {
   std::vector<bench::NamedModel> models;
   if (a.models.empty()) {
-    models = bench::builtin_context_models(a.opt.seed);
+    models = bench::builtin_context_models(a.opt.seed, a.all_types);
   } else {
     for (auto& dir : a.models) {
       std::string name = dir;
@@ -120,6 +121,9 @@ void register_bench(CLI::App& app, Registry& reg) {
                   "skip full-attention models beyond this context")
       ->capture_default_str();
   ctx->add_option("--seed", g_ctx.opt.seed, "seed of the built-in models and the tokens")->capture_default_str();
+  ctx->add_flag("--all-types", g_ctx.all_types,
+                "with the built-in models: also the SWA/full hybrid, Mamba 2, Gated DeltaNet and TTT-KVB (each hybrid "
+                "with SWA every 4th block)");
   reg.push_back({ctx, [] { return run_bench_context(g_ctx); }});
 
   auto* tr = bench_app->add_subcommand("train", "Training tokens/s and MFU: SWA pretrain step vs TTT-E2E meta step");
