@@ -3,13 +3,10 @@
 // its invariants: any chunk size gives the same result, a carried state equals one call, decode
 // equals prefill, the state does not grow, and session files restore it exactly.
 #include <gtest/gtest.h>
-#include <unistd.h>
-
 #include <cmath>
-#include <cstdio>
 #include <vector>
 
-#include "inference/session.h"
+#include "mixer_checks.h"
 #include "model/model.h"
 #include "ttt/inner_loop.h"
 
@@ -116,13 +113,6 @@ std::vector<double> naive(const model::ModelConfig& c, const model::Model& m, co
   return out;
 }
 
-double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
-
 TEST(GatedDeltaNet, ChunkedWYFormMatchesTheNaiveRecurrence) {
   for (int64_t chunk : {1, 2, 5, 8, 64}) {
     const auto cfg = gdn_config(chunk);
@@ -136,53 +126,14 @@ TEST(GatedDeltaNet, ChunkedWYFormMatchesTheNaiveRecurrence) {
 }
 
 TEST(GatedDeltaNet, CarriedStateEqualsOneCall) {
-  const auto cfg = gdn_config(4);
-  const auto m = model::Model::init(cfg, 4, DType::F64);
-  Rng r(6);
-  const Tensor x = randn({13, cfg.hidden_size}, r, 1.0, DType::F64);
-  const auto whole = m.mixer(0).forward(x, 0, {}, nullptr).to_vector();
-  std::vector<double> parts;
-  model::MixerState st;
-  for (auto [s, e] : {std::pair<int64_t, int64_t>{0, 5}, {5, 6}, {6, 13}}) {
-    model::MixerState next;
-    const auto y = m.mixer(0).forward(slice(x, 0, s, e), s, st, &next).to_vector();
-    parts.insert(parts.end(), y.begin(), y.end());
-    st = next.detached();
-  }
-  EXPECT_LT(max_abs_diff(parts, whole), 1e-12);
-  const auto shapes = m.mixer(0).state_shapes(13);
-  ASSERT_EQ(st.tensors.size(), 2u);
-  EXPECT_EQ(st.tensors[0].shape(), shapes[0]);
-  EXPECT_EQ(st.tensors[1].shape(), shapes[1]);
+  expect_carried_state_equals_one_call(model::Model::init(gdn_config(4), 4, DType::F64), 13, 6);
 }
 
 TEST(GatedDeltaNet, DecodeEqualsPrefillStateIsConstantAndSessionsRestoreExactly) {
-  auto cfg = gdn_config(8, 2);  // block 1 is SWA
+  auto cfg = gdn_config(8, 2);  // block 1 is SWA (window 5)
   cfg.prime = true;
   cfg.suffix_len = 1;
-  const auto m = model::Model::init(cfg, 7);
-  std::vector<int32_t> seq;
-  for (int i = 0; i < 41; ++i) seq.push_back(i % 13 == 0 ? 0 : 1 + (i * 5) % 16);
-  const std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
-  const auto pre = e2e::prefill(m, in, tg);
-  inference::Session s(m);
-  size_t bytes_at_12 = 0;
-  const std::string path = ::testing::TempDir() + "/gdn_state_" + std::to_string(::getpid()) + ".safetensors";
-  for (size_t i = 0; i < in.size(); ++i) {
-    const auto logits = s.step(in[i]);
-    double mx = -1e300, z = 0;
-    for (float v : logits) mx = std::max(mx, static_cast<double>(v));
-    for (float v : logits) z += std::exp(v - mx);
-    EXPECT_NEAR(std::log(z) + mx - logits[tg[i]], pre.nll[i], 2e-5) << "position " << i;
-    if (i == 12) bytes_at_12 = s.state_bytes();
-    if (i == 36) EXPECT_EQ(s.state_bytes(), bytes_at_12) << "the state grew with the context";
-    if (i == 18) s.save_state(path);
-  }
-  auto r = inference::Session::load_state(m, path);
-  inference::Session again(m);
-  for (size_t i = 0; i < 19; ++i) again.step(in[i]);  // the same path as the saved session
-  for (int32_t t : {3, 4, 5, 6, 7}) EXPECT_EQ(r.step(t), again.step(t));
-  std::remove(path.c_str());
+  expect_decode_equals_prefill_and_states_restore(model::Model::init(cfg, 7), 13, 37);
 }
 
 }  // namespace

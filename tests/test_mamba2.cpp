@@ -4,13 +4,10 @@
 // call, decode equals prefill, and the decode state does not grow with the context.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cmath>
-#include <cstdio>
 #include <vector>
 
-#include "inference/session.h"
+#include "mixer_checks.h"
 #include "model/mamba2_mixer.h"
 #include "model/model.h"
 #include "ttt/inner_loop.h"
@@ -109,13 +106,6 @@ struct Ref {
   }
 };
 
-double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
-
 TEST(Mamba2, ChunkedScanMatchesTheNaiveRecurrence) {
   for (int64_t chunk : {1, 3, 7, 64}) {
     const auto cfg = mamba_model_config(chunk);
@@ -130,68 +120,14 @@ TEST(Mamba2, ChunkedScanMatchesTheNaiveRecurrence) {
 }
 
 TEST(Mamba2, CarriedStateEqualsOneCall) {
-  const auto cfg = mamba_model_config(4);
-  const auto m = model::Model::init(cfg, 4, DType::F64);
-  Rng r(6);
-  const Tensor x = randn({13, cfg.hidden_size}, r, 1.0, DType::F64);
-  const auto whole = m.mixer(0).forward(x, 0, {}, nullptr).to_vector();
-  std::vector<double> parts;
-  model::MixerState st;
-  for (auto [s, e] : {std::pair<int64_t, int64_t>{0, 5}, {5, 6}, {6, 13}}) {
-    model::MixerState next;
-    const auto y = m.mixer(0).forward(slice(x, 0, s, e), s, st, &next).to_vector();
-    parts.insert(parts.end(), y.begin(), y.end());
-    st = next.detached();
-  }
-  EXPECT_LT(max_abs_diff(parts, whole), 1e-12);
-  const auto shapes = m.mixer(0).state_shapes(13);
-  ASSERT_EQ(st.tensors.size(), 2u);
-  EXPECT_EQ(st.tensors[0].shape(), shapes[0]);
-  EXPECT_EQ(st.tensors[1].shape(), shapes[1]);
+  expect_carried_state_equals_one_call(model::Model::init(mamba_model_config(4), 4, DType::F64), 13, 6);
 }
 
-TEST(Mamba2, DecodeEqualsPrefillAndTheStateDoesNotGrow) {
-  auto cfg = mamba_model_config(8, 2);  // block 1 is SWA
-  cfg.prime = true;
-  cfg.suffix_len = 1;
-  const auto m = model::Model::init(cfg, 7);
-  std::vector<int32_t> seq;
-  for (int i = 0; i < 41; ++i) seq.push_back(i % 13 == 0 ? 0 : 1 + (i * 5) % 16);
-  const std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
-  const auto pre = e2e::prefill(m, in, tg);
-  inference::Session s(m);
-  size_t bytes_at_12 = 0;
-  for (size_t i = 0; i < in.size(); ++i) {
-    const auto logits = s.step(in[i]);
-    double mx = -1e300, z = 0;
-    for (float v : logits) mx = std::max(mx, static_cast<double>(v));
-    for (float v : logits) z += std::exp(v - mx);
-    EXPECT_NEAR(std::log(z) + mx - logits[tg[i]], pre.nll[i], 2e-5) << "position " << i;
-    if (i == 12) bytes_at_12 = s.state_bytes();
-    if (i == 36) EXPECT_EQ(s.state_bytes(), bytes_at_12) << "the state grew with the context";
-  }
-}
-
-TEST(Mamba2, SessionStateSavesRestoresAndForksExactly) {
-  auto cfg = mamba_model_config(8, 2);
+TEST(Mamba2, DecodeEqualsPrefillStateIsConstantAndSessionsRestoreExactly) {
+  auto cfg = mamba_model_config(8, 2);  // block 1 is SWA (window 5)
   cfg.prime = true;
   cfg.suffix_len = 2;
-  const auto m = model::Model::init(cfg, 9);
-  inference::Session a(m);
-  a.feed({0, 3, 4, 5, 6, 7, 8, 9, 10, 11});  // mid-chunk: b = 4
-  const std::string path = ::testing::TempDir() + "/mamba_state_" + std::to_string(::getpid()) + ".safetensors";
-  a.save_state(path);
-  auto b = inference::Session::load_state(m, path);
-  auto c = a.fork();
-  for (int32_t t : {12, 13, 14, 15, 16, 1}) {
-    const auto la = a.step(t), lb = b.step(t), lc = c.step(t);
-    EXPECT_EQ(la, lb);
-    EXPECT_EQ(la, lc);
-  }
-  inference::Session fresh(m);
-  fresh.save_state(path);  // an empty Mamba 2 state is stored as zeros and read back
-  EXPECT_NO_THROW(inference::Session::load_state(m, path));
-  std::remove(path.c_str());
+  expect_decode_equals_prefill_and_states_restore(model::Model::init(cfg, 7), 13, 37);
 }
 
 TEST(Mamba2, ConfigValidation) {

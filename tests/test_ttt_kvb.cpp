@@ -4,13 +4,10 @@
 // the mixer's invariants: carried state equals one call, decode equals prefill, the state stays
 // bounded, session files restore it exactly.
 #include <gtest/gtest.h>
-#include <unistd.h>
-
 #include <cmath>
-#include <cstdio>
 #include <vector>
 
-#include "inference/session.h"
+#include "mixer_checks.h"
 #include "model/model.h"
 #include "model/ttt_kvb_mixer.h"
 #include "ttt/inner_loop.h"
@@ -142,59 +139,15 @@ model::ModelConfig kvb_config() {
 }
 
 TEST(TttKvb, CarriedStateEqualsOneCall) {
-  const auto cfg = kvb_config();
-  const auto m = model::Model::init(cfg, 4, DType::F64);
-  Rng r(6);
-  const Tensor x = randn({17, cfg.hidden_size}, r, 1.0, DType::F64);
-  const auto whole = m.mixer(0).forward(x, 0, {}, nullptr).to_vector();
-  std::vector<double> parts;
-  model::MixerState st;
-  for (auto [s, e] : {std::pair<int64_t, int64_t>{0, 5}, {5, 6}, {6, 17}}) {
-    model::MixerState next;
-    const auto y = m.mixer(0).forward(slice(x, 0, s, e), s, st, &next).to_vector();
-    parts.insert(parts.end(), y.begin(), y.end());
-    st = next.detached();
-  }
-  double err = 0;
-  for (size_t i = 0; i < whole.size(); ++i) err = std::max(err, std::fabs(parts[i] - whole[i]));
-  EXPECT_LT(err, 1e-12);
-  const auto shapes = m.mixer(0).state_shapes(17);
-  ASSERT_EQ(st.tensors.size(), shapes.size());
-  for (size_t i = 0; i < shapes.size(); ++i) EXPECT_EQ(st.tensors[i].shape(), shapes[i]) << i;
+  expect_carried_state_equals_one_call(model::Model::init(kvb_config(), 4, DType::F64), 17, 6);
 }
 
 TEST(TttKvb, DecodeEqualsPrefillStateIsBoundedAndSessionsRestoreExactly) {
   auto cfg = kvb_config();
   cfg.prime = true;
   cfg.suffix_len = 1;
-  const auto m = model::Model::init(cfg, 7);
-  std::vector<int32_t> seq;
-  for (int i = 0; i < 41; ++i) seq.push_back(i % 13 == 0 ? 0 : 1 + (i * 5) % 16);
-  const std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
-  const auto pre = e2e::prefill(m, in, tg);
-  inference::Session s(m);
-  size_t bytes_at_12 = 0;
-  const std::string path = ::testing::TempDir() + "/kvb_state_" + std::to_string(::getpid()) + ".safetensors";
-  for (size_t i = 0; i < in.size(); ++i) {
-    const auto logits = s.step(in[i]);
-    double mx = -1e300, z = 0;
-    for (float v : logits) mx = std::max(mx, static_cast<double>(v));
-    for (float v : logits) z += std::exp(v - mx);
-    EXPECT_NEAR(std::log(z) + mx - logits[tg[i]], pre.nll[i], 2e-5) << "position " << i;
-    if (i == 11) bytes_at_12 = s.state_bytes();  // 12 tokens: whole chunks of 6 and 4, nothing pending
-    if (i == 35) EXPECT_EQ(s.state_bytes(), bytes_at_12) << "the state grew with the context";
-    if (i == 18) s.save_state(path);
-  }
-  auto r = inference::Session::load_state(m, path);
-  inference::Session again(m);
-  for (size_t i = 0; i < 19; ++i) again.step(in[i]);
-  for (int32_t t : {3, 4, 5, 6, 7, 8, 9}) EXPECT_EQ(r.step(t), again.step(t));
-  inference::Session fresh(m);
-  fresh.save_state(path);  // the initial fast weights are stored as the parameters
-  auto f2 = inference::Session::load_state(m, path);
-  inference::Session f3(m);
-  EXPECT_EQ(f2.step(5), f3.step(5));
-  std::remove(path.c_str());
+  // 12 and 36 tokens: whole chunks of 6, nothing pending; windows of 5 full.
+  expect_decode_equals_prefill_and_states_restore(model::Model::init(cfg, 7), 12, 36);
 }
 
 }  // namespace

@@ -1,49 +1,12 @@
 #include "model/gated_deltanet_mixer.h"
 
+#include "model/mixer_ops.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 namespace ttt::model {
-namespace {
-
-// Constants of one chunk length n: upper[j][i] = 1 for j <= i (cumulative sums as a product),
-// the lower-triangular masks with and without the diagonal, -1e30 above the diagonal (exp -> 0)
-// and the identity.
-struct ChunkConstants {
-  Tensor upper, lower, neg_big, strict, eye;
-};
-
-ChunkConstants chunk_constants(int64_t n, DType dt) {
-  const size_t nn = static_cast<size_t>(n * n);
-  std::vector<double> up(nn), lo(nn), big(nn), st(nn), eye(nn);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      const size_t ij = static_cast<size_t>(i * n + j);
-      up[static_cast<size_t>(j * n + i)] = j <= i ? 1.0 : 0.0;
-      lo[ij] = j <= i ? 1.0 : 0.0;
-      big[ij] = j <= i ? 0.0 : -1e30;
-      st[ij] = j < i ? 1.0 : 0.0;
-      eye[ij] = i == j ? 1.0 : 0.0;
-    }
-  return {from_vector(up, {n, n}, dt), from_vector(lo, {n, n}, dt), from_vector(big, {n, n}, dt),
-          from_vector(st, {n, n}, dt), from_vector(eye, {n, n}, dt)};
-}
-
-// x [T, C] through a causal depthwise convolution of width K (weight [C, K], no bias) after the
-// K-1 rows of `prev`; also returns the last K-1 rows of [prev; x].
-Tensor short_conv(const Tensor& x, const Tensor& prev, const Tensor& weight, int64_t K, Tensor* tail) {
-  const int64_t T = x.size(0);
-  const Tensor xs = K > 1 ? concat({prev, x}, 0) : x;
-  const Tensor wt = contiguous(transpose(weight, 0, 1));  // [K, C]
-  Tensor y = mul(slice(xs, 0, 0, T), slice(wt, 0, 0, 1));
-  for (int64_t k = 1; k < K; ++k) y = add(y, mul(slice(xs, 0, k, k + T), slice(wt, 0, k, k + 1)));
-  if (tail) *tail = K > 1 ? slice(xs, 0, T, T + K - 1) : zeros({0, x.size(1)}, x.dtype());
-  return y;
-}
-
-}  // namespace
-
 GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg, GatedDeltaNetParams p)
     : p_(std::move(p)),
       heads_(cfg.num_attention_heads),
@@ -63,7 +26,7 @@ Tensor GatedDeltaNetMixer::forward(const Tensor& x, int64_t, const MixerState& i
   const Tensor qkv_raw = concat({matmul(x, p_.q_proj), matmul(x, p_.k_proj), matmul(x, p_.v_proj)}, 1);
   Tensor conv_tail;
   const Tensor prev = in.empty() ? zeros({K - 1, kd * 2 + vd}, dt) : in.tensors[0];
-  const Tensor qkv = silu(short_conv(qkv_raw, prev, p_.conv_weight, K, &conv_tail));
+  const Tensor qkv = silu(causal_conv(qkv_raw, prev, p_.conv_weight, K, &conv_tail));
   // L2 norm over each head: x / sqrt(sum x^2 + 1e-6) = x rms_rstd(x, 1e-6 / d) / sqrt(d).
   auto l2norm = [&](const Tensor& v, double scale) {
     return mul(v, mul_scalar(rms_rstd(v, 1e-6 / static_cast<double>(dk_)), scale / std::sqrt(static_cast<double>(dk_))));

@@ -1,30 +1,11 @@
 #include "model/mamba2_mixer.h"
 
+#include "model/mixer_ops.h"
+
 #include <algorithm>
 #include <vector>
 
 namespace ttt::model {
-namespace {
-
-// Constant [n, n] matrices of the chunked scan: upper[j][i] = 1 for j <= i (a cumulative sum
-// as a product: cs = a @ upper); lower-triangular mask and its -1e30 complement (exp -> 0).
-struct ScanMatrices {
-  Tensor upper, mask, neg_big;
-};
-
-ScanMatrices scan_matrices(int64_t n, DType dt) {
-  std::vector<double> up(static_cast<size_t>(n * n)), mask(up.size()), big(up.size());
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      up[static_cast<size_t>(j * n + i)] = j <= i ? 1.0 : 0.0;
-      mask[static_cast<size_t>(i * n + j)] = j <= i ? 1.0 : 0.0;
-      big[static_cast<size_t>(i * n + j)] = j <= i ? 0.0 : -1e30;
-    }
-  return {from_vector(up, {n, n}, dt), from_vector(mask, {n, n}, dt), from_vector(big, {n, n}, dt)};
-}
-
-}  // namespace
-
 Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg, Mamba2Params p)
     : p_(std::move(p)),
       d_inner_(cfg.mamba_d_inner()),
@@ -50,10 +31,8 @@ Tensor Mamba2Mixer::forward(const Tensor& x, int64_t, const MixerState& in, Mixe
 
   // Causal depthwise conv over [the previous K-1 inputs; this chunk].
   const Tensor conv_prev = in.empty() ? zeros({K - 1, conv_dim_}, dt) : in.tensors[0];
-  const Tensor xs = K > 1 ? concat({conv_prev, xbc_raw}, 0) : xbc_raw;
-  const Tensor wt = contiguous(transpose(p_.conv_weight, 0, 1));  // [K, conv_dim]
-  Tensor conv = add(mul(slice(xs, 0, 0, T), slice(wt, 0, 0, 1)), p_.conv_bias);
-  for (int64_t k = 1; k < K; ++k) conv = add(conv, mul(slice(xs, 0, k, k + T), slice(wt, 0, k, k + 1)));
+  Tensor conv_tail;
+  const Tensor conv = add(causal_conv(xbc_raw, conv_prev, p_.conv_weight, K, &conv_tail), p_.conv_bias);
   const Tensor xbc = silu(conv);
   const Tensor X = reshape(contiguous(slice(xbc, 1, 0, d_inner_)), {T, H, P});
   const Tensor B = contiguous(slice(xbc, 1, d_inner_, d_inner_ + N));
@@ -66,19 +45,19 @@ Tensor Mamba2Mixer::forward(const Tensor& x, int64_t, const MixerState& in, Mixe
 
   Tensor S = in.empty() ? zeros({H, P, N}, dt) : in.tensors[1];
   std::vector<Tensor> ys;
-  ScanMatrices mats;
+  ChunkConstants mats;
   int64_t mats_n = -1;
   for (int64_t s = 0; s < T; s += chunk_) {
     const int64_t e = std::min(T, s + chunk_), n = e - s;
     if (n != mats_n) {
-      mats = scan_matrices(n, dt);
+      mats = chunk_constants(n, dt);
       mats_n = n;
     }
     const Tensor aT = contiguous(transpose(slice(a, 0, s, e), 0, 1));  // [H, n]
     const Tensor cs = matmul(aT, mats.upper);                          // cumulative log decay [H, n]
     // decay from token j to token i (j <= i) within the chunk: exp(cs_i - cs_j)
     const Tensor diff = sub(reshape(cs, {H, n, 1}), reshape(cs, {H, 1, n}));
-    const Tensor L = exp(add(mul(diff, mats.mask), mats.neg_big));  // [H, n, n]
+    const Tensor L = exp(add(mul(diff, mats.lower), mats.neg_big));  // [H, n, n]
     const Tensor Bc = slice(B, 0, s, e), Cc = slice(C, 0, s, e);   // [n, N]
     const Tensor xh = contiguous(transpose(slice(xdt, 0, s, e), 0, 1));  // [H, n, P]
     // Within the chunk: y_i += sum_j (C_i . B_j) L_ij x_j dt_j.
@@ -97,7 +76,7 @@ Tensor Mamba2Mixer::forward(const Tensor& x, int64_t, const MixerState& in, Mixe
   Tensor y = ys.size() == 1 ? ys[0] : concat(ys, 0);  // [T, H, P]
   y = add(y, mul(X, reshape(p_.D, {H, 1})));
   y = rmsnorm(mul(reshape(y, {T, d_inner_}), silu(z)), p_.norm_weight, eps_);
-  if (out) out->tensors = {K > 1 ? slice(xs, 0, T, T + K - 1) : zeros({0, conv_dim_}, dt), S};
+  if (out) out->tensors = {conv_tail, S};
   return matmul(y, p_.out_proj);
 }
 
