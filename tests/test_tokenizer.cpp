@@ -257,4 +257,18 @@ TEST_F(TokenizerTest, RefusesModelsThatDoNotRoundTrip) {
   }
 }
 
+// The models fuzz_tokenizer_model found (fuzz/corpus/tokenizer_model/regression_*): mutations that
+// switch on remove_extra_whitespaces or add_dummy_prefix, or leave a NUL inside a learned piece,
+// each broke decode(encode(s)) == s; load must refuse them all.
+TEST_F(TokenizerTest, RefusesTheModelsTheFuzzerFound) {
+  int seen = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(TTT_SOURCE_DIR) / "fuzz" / "corpus" / "tokenizer_model")) {
+    if (e.path().filename().string().rfind("regression_", 0) != 0) continue;
+    ++seen;
+    EXPECT_THROW(Tokenizer::load(e.path().string()), std::runtime_error) << e.path();
+  }
+  EXPECT_GE(seen, 3);
+  EXPECT_NO_THROW(Tokenizer::load((fs::path(TTT_SOURCE_DIR) / "fuzz" / "corpus" / "tokenizer_model" / "tok300").string()));
+}
+
 }  // namespace

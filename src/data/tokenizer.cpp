@@ -270,6 +270,11 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
       continue;
     }
     const std::string p = im.sp.IdToPiece(i);
+    // SentencePiece matches a piece only up to a NUL, and never matches invalid UTF-8: such a
+    // piece would decode to bytes that were never read.
+    if (p.empty() || p.find('\0') != std::string::npos || count_invalid_utf8(p) > 0)
+      throw std::runtime_error("tokenizer model " + one_line(model_path) + " has piece " + std::to_string(i) +
+                               " that is empty, holds a NUL byte or is not valid UTF-8; train it with `ttt tokenizer train`");
     for (size_t k = 0; k < p.size();) {
       if (p.compare(k, 3, kSpaceMark) == 0) {
         o += ' ';
