@@ -169,11 +169,11 @@ int run_experiment(ExperimentOptions o) {
     if (done >= o.steps) {
       std::fprintf(stderr, "%s: already trained (%lld steps)\n", v.name.c_str(), static_cast<long long>(done));
     } else {
-      to.resume = done > 0;
+      to.resume = true;  // continues whatever checkpoint train finds (also one a kill left as checkpoint.old)
       std::fprintf(stderr, "%s: %s, %lld steps of %lld x %lld tokens%s\n", v.name.c_str(),
                    v.cfg.prime ? "meta-learning" : "pretraining", static_cast<long long>(o.steps),
                    static_cast<long long>(o.batch), static_cast<long long>(o.seq_len),
-                   to.resume ? (" (resuming at step " + std::to_string(done) + ")").c_str() : "");
+                   done > 0 ? (" (resuming at step " + std::to_string(done) + ")").c_str() : "");
       auto m = model::Model::init(v.cfg, o.seed);
       auto src = train::corpus_source(o.data_dir, o.seed);
       train::train(m, *src, to, stderr);
@@ -251,11 +251,11 @@ int run_experiment(ExperimentOptions o) {
         to.ckpt_every = std::max<int64_t>(10, o.needle_steps / 10);
         to.out_dir = dir.string();
         to.seed = o.seed;
-        to.resume = done > 0;
+        to.resume = true;
         std::fprintf(stderr, "%s-needle: %lld steps of %lld x %lld tokens on the needle-task mix%s\n", v.name.c_str(),
                      static_cast<long long>(o.needle_steps), static_cast<long long>(needle_batch),
                      static_cast<long long>(needle_seq),
-                     to.resume ? (" (resuming at step " + std::to_string(done) + ")").c_str() : "");
+                     done > 0 ? (" (resuming at step " + std::to_string(done) + ")").c_str() : "");
         auto m = model::Model::load((out / "models" / v.name).string());
         auto src = train::needle_mix_source(train::corpus_source(o.data_dir, o.seed + 1), tok_path, 1.0, 8, o.seed);
         train::train(m, *src, to, stderr);
