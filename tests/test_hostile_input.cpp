@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -411,10 +412,13 @@ TEST(HostileWrites, SymlinkTargetIsRefusedAndItsTargetUntouched) {
 }
 
 TEST(HostileWrites, DeviceIsWrittenInPlaceNeverReplaced) {
-  io::write_file_atomic("/dev/null", "hello", 5);
+  // A private null device (major 1, minor 3): a regression must not replace the real /dev/null.
+  const fs::path dev = temp_dir("device") / "null";
+  if (::mknod(dev.c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0) GTEST_SKIP() << "mknod needs root";
+  io::write_file_atomic(dev.string(), "hello", 5);
   struct stat st {};
-  ASSERT_EQ(::stat("/dev/null", &st), 0);
-  EXPECT_TRUE(S_ISCHR(st.st_mode)) << "/dev/null was replaced";
+  ASSERT_EQ(::lstat(dev.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode)) << "the device node was replaced by a regular file";
 }
 
 TEST(HostileWrites, FifoWithoutReaderIsAnErrorNotAHang) {

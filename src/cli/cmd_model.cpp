@@ -63,18 +63,19 @@ e2e::PrefillResult stream_eval(const model::Model& m, const io::TokenPairs& tok,
 }
 
 // A non-finite result is an error naming where it appeared, never a printed "loss nan".
-void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
-  if (std::isfinite(res.loss)) return;
-  std::string where;
-  for (size_t i = 0; i < res.nll.size(); ++i)
-    if (!std::isfinite(res.nll[i])) {
-      where = "first at position " + std::to_string(i) + " (NLL " + std::to_string(res.nll[i]) + ")";
-      break;
-    }
+[[noreturn]] void nonfinite_loss(const model::Model& m, const std::string& where) {
   const std::string bad = model::first_nonfinite_parameter(m);
-  throw std::runtime_error("the loss is not finite" + (where.empty() ? "" : ", " + where) +
+  throw std::runtime_error("the loss is not finite" + where +
                            (bad.empty() ? "; every weight is finite (an overflow in the computation)"
                                         : "; parameter " + bad + " holds non-finite values"));
+}
+
+void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
+  if (std::isfinite(res.loss)) return;
+  for (size_t i = 0; i < res.nll.size(); ++i)
+    if (!std::isfinite(res.nll[i]))
+      nonfinite_loss(m, ", first at position " + std::to_string(i) + " (NLL " + std::to_string(res.nll[i]) + ")");
+  nonfinite_loss(m, "");
 }
 
 int run_eval() {
@@ -100,11 +101,7 @@ int run_grad() {
   opt.ttt = !g_grad.no_ttt;
   opt.inner_lr = g_grad.inner_lr;
   const auto res = e2e::meta_gradient(m, tok.inputs, tok.targets, opt, !g_grad.no_remat);
-  if (!std::isfinite(res.loss)) {
-    const std::string bad = model::first_nonfinite_parameter(m);
-    throw std::runtime_error("the loss is not finite" + (bad.empty() ? std::string("; every weight is finite (an overflow in the computation)")
-                                                                     : "; parameter " + bad + " holds non-finite values"));
-  }
+  if (!std::isfinite(res.loss)) nonfinite_loss(m, "");
   for (size_t i = 0; i < res.grads.size(); ++i) {
     const Tensor g = contiguous(res.grads[i]);
     const float* p = g.data<float>();

@@ -88,8 +88,7 @@ void write_checkpoint(const fs::path& out, const model::Model& m, const AdamW& o
 }
 
 int64_t read_checkpoint(const fs::path& out, model::Model& m, AdamW& opt, SequenceSource& data, const TrainOptions& o) {
-  fs::path dir = out / "checkpoint";
-  if (!fs::exists(dir / "trainer.json") && fs::exists(out / "checkpoint.old" / "trainer.json")) dir = out / "checkpoint.old";
+  const fs::path dir = out / "checkpoint";  // recover_output_dir already put back a checkpoint.old
   if (!fs::exists(dir / "trainer.json")) throw std::runtime_error("cannot resume: no checkpoint in " + out.string());
   const std::string tj = (dir / "trainer.json").string();
   const TrainerState st = parse_trainer_state(io::read_regular_file(tj, "training state", uint64_t{1} << 24), o, tj);
