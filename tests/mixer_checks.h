@@ -64,7 +64,9 @@ inline void expect_decode_equals_prefill_and_states_restore(const model::Model& 
     for (float v : logits) z += std::exp(v - mx);
     EXPECT_NEAR(std::log(z) + mx - logits[tg[i]], pre.nll[i], 2e-5) << "position " << i;
     if (i + 1 == a) bytes_at_a = s.state_bytes();
-    if (i + 1 == b) EXPECT_EQ(s.state_bytes(), bytes_at_a) << "the state grew with the context";
+    if (i + 1 == b) {
+      EXPECT_EQ(s.state_bytes(), bytes_at_a) << "the state grew with the context";
+    }
     if (i + 1 == 19) s.save_state(path);
   }
   auto restored = inference::Session::load_state(m, path);

@@ -261,10 +261,25 @@ TEST_F(CorpusTest, MaxTokensCapsTheCorpus) {
   auto c = options("cap");
   c.max_tokens = 3000;
   const auto s = ttt::data::build_corpus(c);
-  const int64_t total = s.train.tokens + s.val.tokens + s.val_long.tokens;
-  EXPECT_GT(total, 0);
-  EXPECT_LE(total, 3000);
+  EXPECT_GT(s.train.tokens, 0);
+  EXPECT_LE(s.train.tokens, 3000);
   EXPECT_GT(s.documents_capped, 0);
+}
+
+TEST_F(CorpusTest, MaxTokensKeepsEveryHeldOutDocument) {
+  // The cap is on training tokens: the held-out splits are the same with or without it.
+  auto a = options("cap-val-a");
+  a.val_fraction = 0.3;
+  auto b = options("cap-val-b");
+  b.val_fraction = 0.3;
+  b.max_tokens = 1000;
+  const auto sa = ttt::data::build_corpus(a), sb = ttt::data::build_corpus(b);
+  ASSERT_GT(sa.val.documents + sa.val_long.documents, 0);
+  EXPECT_EQ(sb.val.tokens, sa.val.tokens);
+  EXPECT_EQ(sb.val_long.tokens, sa.val_long.tokens);
+  EXPECT_EQ(sb.val.documents, sa.val.documents);
+  EXPECT_LT(sb.train.tokens, sa.train.tokens);
+  EXPECT_LE(sb.train.tokens, 1000);
 }
 
 // The reader's tests share the builder's fixture.

@@ -249,6 +249,18 @@ TEST_F(NeedleTest, EvalTablesCoverEveryCase) {
   EXPECT_GE(acc, 0.0);
   EXPECT_LE(acc, 1.0);
   EXPECT_TRUE(std::isnan(res.accuracy_by_distance(0, 100000, 200000)));
+  // Intervals: around the estimate, none where no case matches, and a model against an
+  // identical one differs by exactly zero (paired over the same cases).
+  const auto iv = res.accuracy_interval(0, nullptr, -1);
+  EXPECT_EQ(iv.value, acc);
+  EXPECT_LE(iv.lo, acc);
+  EXPECT_GE(iv.hi, acc);
+  EXPECT_EQ(iv.units, static_cast<int64_t>(res.records.size() / 2));
+  EXPECT_EQ(res.distance_interval(0, 100000, 200000).units, 0);
+  const auto diff = res.distance_difference(0, 1, 0, INT64_MAX);
+  EXPECT_EQ(diff.value, 0.0);
+  EXPECT_EQ(diff.lo, 0.0);
+  EXPECT_EQ(diff.hi, 0.0);
   char* buf = nullptr;
   size_t len = 0;
   std::FILE* f = open_memstream(&buf, &len);

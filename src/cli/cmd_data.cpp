@@ -87,7 +87,7 @@ int run_data_build() {
   data::CorpusSummary s;
   if (a.linux_recipe) {
     if (!a.c.source.empty()) throw std::runtime_error("--linux builds from the linux-source tarball; drop --source");
-    if (!a.val_fraction_given) a.c.val_fraction = 0.05;  // the recipe holds out more: long validation documents
+    if (!a.val_fraction_given) a.c.val_fraction = data::recipe_corpus_defaults().val_fraction;
     a.linux.corpus = a.c;
     if (!a.c.out.empty()) a.linux.out = a.c.out;
     a.linux.tokenizer = a.c.tokenizer;
@@ -161,14 +161,14 @@ void register_data_commands(CLI::App& app, Registry& reg) {
   b->add_option("--tokenizer", g_db.c.tokenizer, "PREFIX.model (with --linux: optional, trained if absent)");
   b->add_option("--out", g_db.c.out, "output directory (with --linux default data/linux-6.1)");
   b->add_option("--shard-tokens", g_db.c.shard_tokens, "tokens per shard (documents are never split)")->capture_default_str();
-  b->add_option("--val-fraction", g_db.c.val_fraction, "share of documents held out, by hash of name and seed (--linux: 0.05)")
+  b->add_option("--val-fraction", g_db.c.val_fraction, "share of documents held out, by hash of name and seed (--linux: 0.025)")
       ->capture_default_str()
       ->each([](const std::string&) { g_db.val_fraction_given = true; });
   b->add_option("--seed", g_db.c.seed, "split and order seed")->capture_default_str();
   b->add_option("--min-val-doc-tokens", g_db.c.min_val_doc_tokens, "validation documents at least this long go to val-long")
       ->capture_default_str();
   b->add_option("--mode", g_db.mode, "code (a document per directory), prose (per file) or auto (by extension)")->capture_default_str();
-  b->add_option("--max-tokens", g_db.c.max_tokens, "cap on the corpus size in tokens (0 = none)")->capture_default_str();
+  b->add_option("--max-tokens", g_db.c.max_tokens, "cap on the training split in tokens (0 = none); held-out documents are always kept")->capture_default_str();
   b->add_option("--max-file-bytes", g_db.c.max_file_bytes, "skip larger files")->capture_default_str();
   b->add_option("--threads", g_db.c.threads, "tokenizer threads (0 = all cores)")->capture_default_str();
   b->add_flag("--quiet", g_db.quiet, "no progress lines on stderr");

@@ -252,12 +252,11 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
   const bool capped = opt.max_tokens > 0;
   auto last_report = clock::now();
   uint64_t bytes_seen = 0, bytes_read = 0;  // documents passed (for the ETA) / actually read
-  int64_t total_tokens = 0;
+  int64_t total_tokens = 0, train_tokens = 0;
   size_t docs_done = 0;
   auto report = [&](bool final_line) {
     const double el = std::chrono::duration<double>(clock::now() - t0).count();
     double frac = total_bytes ? static_cast<double>(bytes_seen) / static_cast<double>(total_bytes) : 1.0;
-    if (capped) frac = std::max(frac, static_cast<double>(total_tokens) / static_cast<double>(opt.max_tokens));
     const double eta = frac > 0 ? el * (1 - frac) / frac : 0;
     std::fprintf(stderr, "data: %zu/%zu documents, %lld files, %s read, %s tokens (train %s, val %s, val-long %s), %s/s, %s %s\n",
                  docs_done, docs.size(), static_cast<long long>(sum.files_used), human_bytes(static_cast<double>(bytes_read)).c_str(),
@@ -274,15 +273,16 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
   size_t next = 0;
   std::vector<size_t> batch;
   std::vector<Encoded> results;
-  bool full = false;
-  while (next < docs.size() && !full) {
+  // With a cap, reading goes on after the training split is full: held-out documents are all
+  // kept (the cap is on training tokens), while training documents are then skipped unread.
+  while (next < docs.size()) {
     batch.clear();
     uint64_t bb = 0;
     while (next < docs.size() && batch.size() < batch_docs && (batch.empty() || bb < batch_bytes)) {
       const Doc& d = docs[next];
       // With a cap, a document whose bytes alone clearly exceed what is left (more than 8 bytes
       // per remaining token) is not even read.
-      if (capped && d.bytes > 8 * static_cast<uint64_t>(opt.max_tokens - total_tokens)) {
+      if (capped && !d.val && d.bytes > 8 * static_cast<uint64_t>(opt.max_tokens - train_tokens)) {
         ++sum.documents_capped;
         bytes_seen += d.bytes;
         ++docs_done;
@@ -317,7 +317,7 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
       bytes_seen += d.bytes;
       bytes_read += d.bytes;
       const auto n = static_cast<int64_t>(e.tokens.size());
-      if (capped && total_tokens + n > opt.max_tokens) {
+      if (capped && !d.val && train_tokens + n > opt.max_tokens) {
         ++sum.documents_capped;
         continue;
       }
@@ -335,15 +335,13 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
       ShardWriter& w = !d.val ? train : n >= opt.min_val_doc_tokens ? val_long : val;
       w.add(d.name, e.tokens, used);
       e.tokens = {};
-      if (capped && total_tokens >= opt.max_tokens) full = true;
+      if (!d.val) train_tokens += n;
     }
-    if (capped && opt.max_tokens - total_tokens < 1) full = true;
     if (opt.progress && std::chrono::duration<double>(clock::now() - last_report).count() >= 2.0) {
       report(false);
       last_report = clock::now();
     }
   }
-  if (full) sum.documents_capped += static_cast<int64_t>(docs.size() - next);
   train.flush();
   val.flush();
   val_long.flush();

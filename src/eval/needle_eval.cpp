@@ -61,6 +61,45 @@ double NeedleEvalResult::accuracy_by_distance(size_t model, int64_t lo, int64_t 
       [](const NeedleRecord& r) { return r.correct ? 1.0 : 0.0; });
 }
 
+namespace {
+template <class Keep>
+std::vector<double> values_of(const std::vector<NeedleRecord>& rs, Keep&& keep, bool nll) {
+  std::vector<double> v;
+  for (auto& r : rs)
+    if (keep(r)) v.push_back(nll ? r.answer_nll : (r.correct ? 1.0 : 0.0));
+  return v;
+}
+Interval interval_or_none(const std::vector<double>& v) { return v.empty() ? Interval{std::nan(""), 0, 0, 0} : bootstrap_mean(v); }
+}  // namespace
+
+Interval NeedleEvalResult::accuracy_interval(size_t model, const data::NeedleTask* task, int64_t length) const {
+  return interval_or_none(values_of(
+      records,
+      [&](const NeedleRecord& r) { return r.model == model && (!task || r.task == *task) && (length < 0 || r.length == length); },
+      false));
+}
+
+Interval NeedleEvalResult::answer_nll_interval(size_t model, const data::NeedleTask* task, int64_t length) const {
+  return interval_or_none(values_of(
+      records,
+      [&](const NeedleRecord& r) { return r.model == model && (!task || r.task == *task) && (length < 0 || r.length == length); },
+      true));
+}
+
+Interval NeedleEvalResult::distance_interval(size_t model, int64_t lo, int64_t hi) const {
+  return interval_or_none(values_of(
+      records, [&](const NeedleRecord& r) { return r.model == model && r.distance >= lo && r.distance < hi; }, false));
+}
+
+Interval NeedleEvalResult::distance_difference(size_t a, size_t b, int64_t lo, int64_t hi) const {
+  // Every model answers the cases in the same order, so the k-th kept record of a and of b are
+  // the same prompt (the distance depends on the prompt only).
+  const auto va = values_of(records, [&](const NeedleRecord& r) { return r.model == a && r.distance >= lo && r.distance < hi; }, false);
+  const auto vb = values_of(records, [&](const NeedleRecord& r) { return r.model == b && r.distance >= lo && r.distance < hi; }, false);
+  if (va.empty() || va.size() != vb.size()) return Interval{std::nan(""), 0, 0, 0};
+  return bootstrap_paired_difference(va, vb, {});
+}
+
 std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& docs, int32_t bos) {
   std::vector<int32_t> out;
   for (auto& d : docs)
@@ -175,12 +214,20 @@ NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::
 }
 
 void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out) {
-  auto header = [&](const char* first) {
-    std::fprintf(out, "\n| %s |", first);
-    for (auto& m : r.models) std::fprintf(out, " %s |", m.c_str());
-    std::fprintf(out, "\n|---:|");
-    for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, "---:|");
+  auto cell = [&](const Interval& iv, const char* f) {
+    std::fprintf(out, " %s |", iv.units == 0 ? "-" : format_interval(iv, f).c_str());
+  };
+  auto by_length = [&](auto&& interval, const char* f) {
+    std::fprintf(out, "\n| model |");
+    for (int64_t len : r.lengths) std::fprintf(out, " %s |", short_len(len).c_str());
+    std::fprintf(out, "\n|---|");
+    for (size_t j = 0; j < r.lengths.size(); ++j) std::fprintf(out, "---:|");
     std::fprintf(out, "\n");
+    for (size_t i = 0; i < r.models.size(); ++i) {
+      std::fprintf(out, "| %s |", r.models[i].c_str());
+      for (int64_t len : r.lengths) cell(interval(i, len), f);
+      std::fprintf(out, "\n");
+    }
   };
   int64_t per_cell = 0;
   for (auto& rec : r.records)
@@ -188,50 +235,33 @@ void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out
   std::string names;
   for (auto t : r.tasks) names += std::string(names.empty() ? "" : ", ") + data::needle_task_name(t);
   std::fprintf(out, "\nNeedle accuracy vs context length, all tasks (%s; %lld cases per task and length: needle depths "
-               "spread over the context; greedy answer must contain the value)\n",
+               "spread over the context; greedy answer must contain the value; 95%% bootstrap intervals over cases)\n",
                names.c_str(), static_cast<long long>(per_cell));
-  header("context");
-  for (int64_t len : r.lengths) {
-    std::fprintf(out, "| %s |", short_len(len).c_str());
-    for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, " %.2f |", r.accuracy(i, nullptr, len));
-    std::fprintf(out, "\n");
-  }
+  by_length([&](size_t i, int64_t len) { return r.accuracy_interval(i, nullptr, len); }, "%.2f");
   if (r.tasks.size() > 1)
     for (auto t : r.tasks) {
       std::fprintf(out, "\nNeedle accuracy, %s\n", data::needle_task_name(t));
-      header("context");
-      for (int64_t len : r.lengths) {
-        std::fprintf(out, "| %s |", short_len(len).c_str());
-        for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, " %.2f |", r.accuracy(i, &t, len));
-        std::fprintf(out, "\n");
-      }
+      by_length([&](size_t i, int64_t len) { return r.accuracy_interval(i, &t, len); }, "%.2f");
     }
   std::fprintf(out, "\nTeacher-forced NLL of the answer (nats per answer token), all tasks\n");
-  header("context");
-  for (int64_t len : r.lengths) {
-    std::fprintf(out, "| %s |", short_len(len).c_str());
-    for (size_t i = 0; i < r.models.size(); ++i) std::fprintf(out, " %.3f |", r.answer_nll(i, nullptr, len));
-    std::fprintf(out, "\n");
-  }
+  by_length([&](size_t i, int64_t len) { return r.answer_nll_interval(i, nullptr, len); }, "%.3f");
   if (window > 0) {
     std::fprintf(out, "\nNeedle accuracy by distance from the needle's value to the question (window %lld), all tasks and lengths\n",
                  static_cast<long long>(window));
-    header("distance");
     const std::pair<int64_t, int64_t> bands[] = {{0, window}, {window, 4 * window}, {4 * window, INT64_MAX}};
     const std::string labels[] = {"< " + std::to_string(window),
                                   std::to_string(window) + " to " + std::to_string(4 * window),
                                   ">= " + std::to_string(4 * window)};
+    std::fprintf(out, "\n| model |");
     for (int b = 0; b < 3; ++b) {
       int64_t n = 0;
       for (auto& rec : r.records) n += rec.model == 0 && rec.distance >= bands[b].first && rec.distance < bands[b].second;
-      std::fprintf(out, "| %s (%lld cases) |", labels[b].c_str(), static_cast<long long>(n));
-      for (size_t i = 0; i < r.models.size(); ++i) {
-        const double a = r.accuracy_by_distance(i, bands[b].first, bands[b].second);
-        if (std::isnan(a))
-          std::fprintf(out, " - |");
-        else
-          std::fprintf(out, " %.2f |", a);
-      }
+      std::fprintf(out, " %s (%lld cases) |", labels[b].c_str(), static_cast<long long>(n));
+    }
+    std::fprintf(out, "\n|---|---:|---:|---:|\n");
+    for (size_t i = 0; i < r.models.size(); ++i) {
+      std::fprintf(out, "| %s |", r.models[i].c_str());
+      for (int b = 0; b < 3; ++b) cell(r.distance_interval(i, bands[b].first, bands[b].second), "%.2f");
       std::fprintf(out, "\n");
     }
   }

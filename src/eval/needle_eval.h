@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "data/needle_task.h"
+#include "eval/bootstrap.h"
 #include "eval/report_tables.h"
 
 namespace ttt::eval {
@@ -54,6 +55,14 @@ struct NeedleEvalResult {
   double answer_nll(size_t model, const data::NeedleTask* task, int64_t length) const;
   // Accuracy over records whose distance lies in [lo, hi); NaN when none do.
   double accuracy_by_distance(size_t model, int64_t lo, int64_t hi) const;
+
+  // The same with 95% bootstrap intervals over cases (units 0 when no case matches).
+  Interval accuracy_interval(size_t model, const data::NeedleTask* task, int64_t length) const;
+  Interval answer_nll_interval(size_t model, const data::NeedleTask* task, int64_t length) const;
+  Interval distance_interval(size_t model, int64_t lo, int64_t hi) const;
+  // Paired over the same cases (every model answers the same prompts): accuracy of a minus b for
+  // needles at distance [lo, hi).
+  Interval distance_difference(size_t a, size_t b, int64_t lo, int64_t hi) const;
 };
 
 // The haystack of held-out text: the given documents concatenated without BOS tokens.
@@ -69,8 +78,9 @@ NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok
 NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::Tokenizer& tok,
                              const std::vector<int32_t>& haystack, const NeedleEvalOptions& o, std::FILE* progress);
 
-// Tables: accuracy vs context length per task and over all tasks, answer NLL, and accuracy by
-// the needle's distance from the question (below the window, up to 4 windows, beyond).
+// Tables (one row per model, each cell with its 95% interval over cases): accuracy vs context
+// length per task and over all tasks, answer NLL, and accuracy by the needle's distance from the
+// question (below the window, up to 4 windows, beyond).
 void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out);
 // Accuracy vs context length, one line per model (all tasks), to `path`.
 void plot_needle_eval(const NeedleEvalResult& r, const std::string& path);

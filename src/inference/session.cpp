@@ -31,9 +31,7 @@ void Session::reset() {
   s_.pos = 0;
   s_.steps = 0;
   s_.caches.assign(cfg.num_hidden_layers, {});
-  s_.chunk_start.assign(cfg.num_hidden_layers - cfg.first_prime_layer(), {});
-  s_.phi.clear();
-  for (auto& p : m_.phi0()) s_.phi.push_back(p.detach());
+  s_.chunk = e2e::SuffixMemory::start(m_);
   s_.pending_h.clear();
   s_.pending_tokens.clear();
   s_.chunk_pos0 = 0;
@@ -41,17 +39,14 @@ void Session::reset() {
 }
 
 void Session::ttt_step(int32_t last_target) {
-  const auto& cfg = m_.config();
-  const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
   std::vector<int32_t> targets(s_.pending_tokens.begin() + 1, s_.pending_tokens.end());
   targets.push_back(last_target);
   GradMode on(true);
-  for (auto& p : s_.phi) p = p.detach().set_requires_grad(true);
-  Tensor x = concat(s_.pending_h, 0);
-  for (int64_t l = first; l < L; ++l)
-    x = m_.block_forward(l, x, s_.chunk_pos0, &s_.chunk_start[l - first], nullptr, &s_.phi[3 * (l - first)]);
-  Tensor loss = model::masked_mean(m_.token_nll(x, targets), targets, static_cast<int32_t>(cfg.bos_token_id));
-  s_.phi = e2e::inner_step(loss, s_.phi, s_.opt, /*create_graph=*/false);
+  for (auto& p : s_.chunk.phi) p = p.detach().set_requires_grad(true);
+  // The mixer states after the chunk are already in caches (the feed advanced them).
+  auto r = e2e::suffix_chunk(m_, concat(s_.pending_h, 0), s_.chunk_pos0, targets, s_.chunk, /*step=*/true, s_.opt,
+                             /*create_graph=*/false, /*keep_mixers=*/false);
+  s_.chunk.phi = std::move(r.next.phi);
   ++s_.steps;
 }
 
@@ -77,7 +72,7 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
     }
     if (s_.use_ttt && s_.pending_tokens.empty()) {
       s_.chunk_pos0 = s_.pos;
-      for (int64_t l = first; l < L; ++l) s_.chunk_start[l - first] = s_.caches[l];
+      for (int64_t l = first; l < L; ++l) s_.chunk.mixers[l - first] = s_.caches[l];
     }
     const int64_t n = std::min(total - i, s_.use_ttt ? b - static_cast<int64_t>(s_.pending_tokens.size()) : kSegment);
     const std::vector<int32_t> seg(tokens.begin() + i, tokens.begin() + i + n);
@@ -89,7 +84,7 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
         s_.pending_tokens.insert(s_.pending_tokens.end(), seg.begin(), seg.end());
       }
       model::MixerState next;
-      const Tensor* phi = l >= first && cfg.prime ? &s_.phi[3 * (l - first)] : nullptr;
+      const Tensor* phi = l >= first && cfg.prime ? &s_.chunk.phi[3 * (l - first)] : nullptr;
       h = m_.block_forward(l, h, s_.pos, &s_.caches[l], &next, phi);
       s_.caches[l] = next.detached();  // owns its rows: a slice would keep the whole buffer alive
     }
@@ -106,8 +101,7 @@ size_t Session::state_bytes() const {
     if (t.defined()) n += t.numel() * dtype_size(t.dtype());
   };
   for (auto& c : s_.caches) n += c.bytes();
-  for (auto& c : s_.chunk_start) n += c.bytes();
-  for (auto& p : s_.phi) add(p);
+  n += s_.chunk.bytes();
   for (auto& h : s_.pending_h) add(h);
   return n + s_.pending_tokens.size() * sizeof(int32_t);
 }
@@ -127,8 +121,7 @@ Tensor deep_copy(const Tensor& t) {
 Session Session::fork() const {
   Session out(*this);
   for (auto& c : out.s_.caches) c = c.deep_copy();
-  for (auto& c : out.s_.chunk_start) c = c.deep_copy();
-  for (auto& p : out.s_.phi) p = deep_copy(p);
+  out.s_.chunk = out.s_.chunk.deep_copy();
   for (auto& h : out.s_.pending_h) h = deep_copy(h);
   return out;
 }
@@ -349,12 +342,12 @@ void Session::save_state(const std::string& path) const {
     for (size_t j = 0; j < names.size(); ++j) ts.emplace_back(prefix + std::to_string(l) + "." + names[j], tensors[j]);
   };
   for (int64_t l = 0; l < L; ++l) add_state("cache.", l, s_.caches[l]);
-  for (int64_t l = first; l < L; ++l) add_state("chunk_start.", l, s_.chunk_start[l - first]);
+  for (int64_t l = first; l < L; ++l) add_state("chunk_start.", l, s_.chunk.mixers[l - first]);
   if (cfg.prime) {
     static const char* kNames[3] = {"w1", "w3", "w2"};
     for (int64_t l = first; l < L; ++l)
       for (int j = 0; j < 3; ++j)
-        ts.emplace_back("phi." + std::to_string(l) + "." + kNames[j], s_.phi[3 * (l - first) + j].detach());
+        ts.emplace_back("phi." + std::to_string(l) + "." + kNames[j], s_.chunk.phi[3 * (l - first) + j].detach());
   }
   ts.emplace_back("pending_h", s_.pending_h.empty() ? empty_rows({cfg.hidden_size}, dt) : concat(s_.pending_h, 0));
   Tensor logits = Tensor::empty({static_cast<int64_t>(s_.last_logits.size())}, DType::F32);
@@ -443,14 +436,14 @@ Session::State Session::read_state(const std::string& path) const {
   for (int64_t l = 0; l < L; ++l)
     s.caches.push_back(state_at("cache.", l, s.pos, m_.mixer(l).describe() + " at position " + std::to_string(s.pos)));
   for (int64_t l = first; l < L; ++l)
-    s.chunk_start.push_back(state_at("chunk_start.", l, s.use_ttt ? s.chunk_pos0 : 0,
-                                     "the state at chunk_start_position " + std::to_string(s.chunk_pos0)));
+    s.chunk.mixers.push_back(state_at("chunk_start.", l, s.use_ttt ? s.chunk_pos0 : 0,
+                                      "the state at chunk_start_position " + std::to_string(s.chunk_pos0)));
   const model::Phi phi0 = m_.phi0();
   if (cfg.prime) {
     static const char* kNames[3] = {"w1", "w3", "w2"};
     for (int64_t l = first; l < L; ++l)
       for (int j = 0; j < 3; ++j)
-        s.phi.push_back(r.take("phi." + std::to_string(l) + "." + kNames[j], phi0[3 * (l - first) + j].shape(), dt));
+        s.chunk.phi.push_back(r.take("phi." + std::to_string(l) + "." + kNames[j], phi0[3 * (l - first) + j].shape(), dt));
   }
   {
     Tensor h = r.take_rows("pending_h", pending, {cfg.hidden_size}, dt,

@@ -30,6 +30,7 @@
 
 #include "model/model.h"
 #include "ttt/inner_loop.h"
+#include "ttt/suffix_memory.h"
 
 namespace ttt::inference {
 
@@ -85,9 +86,10 @@ class Session {
     e2e::TTTOptions opt;
     bool use_ttt = false;
     int64_t pos = 0, steps = 0;
-    std::vector<model::MixerState> caches;       // per layer: its mixer's state
-    std::vector<model::MixerState> chunk_start;  // per prime layer: states when the pending chunk began
-    model::Phi phi;
+    std::vector<model::MixerState> caches;  // per layer: its mixer's state
+    // The suffix memory the next TTT step reads the pending chunk with: the suffix blocks'
+    // mixer states when the chunk began, and the current fast weights (they change only at a step).
+    e2e::SuffixMemory chunk;
     std::vector<Tensor> pending_h;            // [n, d] row groups: inputs of the first prime block
     std::vector<int32_t> pending_tokens;      // inputs of the pending chunk
     int64_t chunk_pos0 = 0;

@@ -43,31 +43,21 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
     auto v = m.token_nll(h, targets).to_floats();
     res.nll.assign(v.begin(), v.end());
   } else {
-    model::Phi phi;
-    for (auto& p : m.phi0()) phi.push_back(p.detach());
-    std::vector<model::MixerState> caches(L - first);
+    SuffixMemory mem = SuffixMemory::start(m);
     for (int64_t s = 0; s < t; s += b) {
       const int64_t e = std::min(t, s + b);
       const bool update = (e - s == b) && e < t;  // a step after the last chunk would change nothing here
       const auto tg = part(targets, s, e);
-      std::vector<model::MixerState> next(L - first);
-      Tensor nll;
+      ChunkStep r;
       {
         GradMode mode(update);
         if (update)
-          for (auto& p : phi) p = p.detach().set_requires_grad(true);
-        Tensor x = slice(h, 0, s, e);
-        for (int64_t l = first; l < L; ++l)
-          x = m.block_forward(l, x, s, &caches[l - first], &next[l - first], &phi[3 * (l - first)]);
-        nll = m.token_nll(x, tg);
-        if (update) {
-          phi = inner_step(model::masked_mean(nll, tg, static_cast<int32_t>(cfg.bos_token_id)), phi, opt, false);
-          ++res.updates;
-        }
+          for (auto& p : mem.phi) p = p.detach().set_requires_grad(true);
+        r = suffix_chunk(m, slice(h, 0, s, e), s, tg, mem, update, opt, /*create_graph=*/false);
+        res.updates += update;
       }
-      for (auto& c : next) c = c.detached();
-      caches = std::move(next);
-      auto v = nll.to_floats();
+      mem = r.next.detached();
+      auto v = r.nll.to_floats();
       res.nll.insert(res.nll.end(), v.begin(), v.end());
     }
   }
@@ -98,21 +88,15 @@ Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs, 
     throw std::invalid_argument("sequence length " + std::to_string(t) + " is not a multiple of mini_batch_size " +
                                 std::to_string(b) + " (required by the meta-learning objective)");
   for (int64_t l = 0; l < first; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
-  model::Phi phi = m.phi0();
-  std::vector<model::MixerState> caches(L - first);
+  SuffixMemory mem = SuffixMemory::start(m, /*differentiable=*/true);
   Tensor total;
   const int64_t chunks = t / b;
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t s = c * b, e = s + b;
-    const auto tg = part(targets, s, e);
-    std::vector<model::MixerState> next(L - first);
-    Tensor x = slice(h, 0, s, e);
-    for (int64_t l = first; l < L; ++l)
-      x = m.block_forward(l, x, s, &caches[l - first], &next[l - first], &phi[3 * (l - first)]);
-    Tensor loss = model::masked_mean(m.token_nll(x, tg), tg, bos);
-    total = total.defined() ? add(total, loss) : loss;
-    if (opt.ttt && c + 1 < chunks) phi = inner_step(loss, phi, opt, /*create_graph=*/true);
-    caches = std::move(next);
+    ChunkStep r = suffix_chunk(m, slice(h, 0, s, e), s, part(targets, s, e), mem, opt.ttt && c + 1 < chunks, opt,
+                               /*create_graph=*/true);
+    total = total.defined() ? add(total, r.loss) : r.loss;
+    mem = std::move(r.next);
   }
   return mul_scalar(total, 1.0 / static_cast<double>(chunks));
 }

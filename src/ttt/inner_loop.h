@@ -11,6 +11,7 @@
 
 #include "model/model.h"
 #include "ttt/inner_step.h"
+#include "ttt/suffix_memory.h"
 
 namespace ttt::e2e {
 

@@ -14,31 +14,6 @@ void accumulate(Tensor& acc, const Tensor& g) {
   acc = acc.defined() ? add(acc, g) : g;
 }
 
-// One chunk's graph, built from leaves so that its gradients stop at the chunk boundary.
-struct ChunkGraph {
-  Tensor loss;                     // chunk mean loss
-  model::Phi phi_next;             // phi after the inner step (phi itself if no step)
-  std::vector<model::MixerState> caches_next;
-};
-
-ChunkGraph chunk_graph(const model::Model& m, const Tensor& x_in, int64_t pos0, const std::vector<int32_t>& tg,
-                       std::vector<model::MixerState>& caches, model::Phi& phi, bool step, const TTTOptions& opt) {
-  const auto& cfg = m.config();
-  const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
-  ChunkGraph g;
-  g.caches_next.resize(L - first);
-  Tensor x = x_in;
-  for (int64_t l = first; l < L; ++l)
-    x = m.block_forward(l, x, pos0, &caches[l - first], &g.caches_next[l - first], &phi[3 * (l - first)]);
-  g.loss = model::masked_mean(m.token_nll(x, tg), tg, static_cast<int32_t>(cfg.bos_token_id));
-  if (step) {
-    g.phi_next = inner_step(g.loss, phi, opt, /*create_graph=*/grad_enabled());
-  } else {
-    g.phi_next = phi;  // carried unchanged to the next chunk
-  }
-  return g;
-}
-
 }  // namespace
 
 MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& inputs,
@@ -54,7 +29,7 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
     return out;
   }
   // training_loss validates the tokens and the chunking; do the same checks up front.
-  const int64_t t = static_cast<int64_t>(inputs.size()), L = cfg.num_hidden_layers;
+  const int64_t t = static_cast<int64_t>(inputs.size());
   const int64_t first = cfg.first_prime_layer(), b = cfg.mini_batch_size;
   if (inputs.empty() || inputs.size() != targets.size()) throw std::invalid_argument("bad token sequence");
   for (const auto* seq : {&inputs, &targets})
@@ -77,30 +52,24 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
     for (int64_t l = 0; l < first; ++l) h_graph = m.block_forward(l, h_graph, 0, nullptr, nullptr);
   }
   const Tensor h_first = h_graph.detach();
-  // Forward sweep over the chunks without an outer graph: keep the chunk-boundary states.
-  std::vector<model::Phi> phis(chunks);                   // phi_{c-1}: the weights that score chunk c
-  std::vector<std::vector<model::MixerState>> caches(chunks);  // caches entering chunk c
+  // Forward sweep over the chunks without an outer graph: keep the suffix memory (phi and the
+  // mixer states) at each chunk boundary.
+  std::vector<SuffixMemory> mems(chunks);  // the memory entering chunk c (phi_{c-1} scores it)
   double total = 0;
   {
     NoGrad ng;
-    model::Phi phi;
-    for (auto& p : m.phi0()) phi.push_back(p.detach());
-    std::vector<model::MixerState> cache(L - first);
+    SuffixMemory mem = SuffixMemory::start(m);
     for (int64_t c = 0; c < chunks; ++c) {
-      phis[c] = phi;
-      caches[c] = cache;
+      mems[c] = mem;
       const bool step = opt.ttt && c + 1 < chunks;
       // The inner gradient needs a graph of this chunk (first order only).
       GradMode on(step);
-      model::Phi phi_leaf;
-      for (auto& p : phi) phi_leaf.push_back(leaf(p));
-      Tensor x = slice(h_first, 0, c * b, (c + 1) * b);
-      std::vector<model::MixerState> cache_in = cache;
-      ChunkGraph g = chunk_graph(m, x, c * b, part(c), cache_in, phi_leaf, false, opt);
+      SuffixMemory in = mem;
+      for (auto& p : in.phi) p = leaf(p);
+      ChunkStep g = suffix_chunk(m, slice(h_first, 0, c * b, (c + 1) * b), c * b, part(c), in, step, opt,
+                                 /*create_graph=*/false);
       total += g.loss.item();
-      if (step) phi = inner_step(g.loss, phi_leaf, opt, /*create_graph=*/false);
-      for (auto& st : g.caches_next) st = st.detached();
-      cache = std::move(g.caches_next);
+      mem = g.next.detached();
     }
   }
   out.loss = total / static_cast<double>(chunks);
@@ -110,51 +79,36 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   for (size_t i = 0; i < params.size(); ++i) index[params[i].impl()] = i;
   std::vector<Tensor> acc(params.size());
   std::vector<Tensor> d_x(chunks);  // adjoint of each chunk's rows of h_first
-  model::Phi d_phi;                          // adjoint of the phi leaving chunk c
-  std::vector<model::MixerState> d_cache(L - first);  // adjoint of the caches leaving chunk c
+  std::vector<Tensor> d_next;       // adjoint of the memory leaving chunk c (SuffixMemory::tensors order)
   for (int64_t c = chunks - 1; c >= 0; --c) {
     GradMode on(true);
-    model::Phi phi_leaf;
-    for (auto& p : phis[c]) phi_leaf.push_back(leaf(p));
-    std::vector<model::MixerState> cache_leaf(L - first);
-    for (int64_t i = 0; i < L - first; ++i)
-      for (const auto& t : caches[c][i].tensors) cache_leaf[i].tensors.push_back(leaf(t));
+    const SuffixMemory in = mems[c].leaves();
     Tensor x = leaf(slice(h_first, 0, c * b, (c + 1) * b));
     const bool step = opt.ttt && c + 1 < chunks;
-    ChunkGraph g = chunk_graph(m, x, c * b, part(c), cache_leaf, phi_leaf, step, opt);
+    ChunkStep g = suffix_chunk(m, x, c * b, part(c), in, step, opt, /*create_graph=*/true);
 
     std::vector<Tensor> outs = {g.loss}, couts = {full({}, 1.0 / static_cast<double>(chunks), g.loss.dtype())};
-    if (c + 1 < chunks)
-      for (size_t i = 0; i < g.phi_next.size(); ++i) {
-        outs.push_back(g.phi_next[i]);
-        couts.push_back(d_phi[i]);
-      }
-    if (c + 1 < chunks)
-      for (int64_t i = 0; i < L - first; ++i)
-        for (size_t j = 0; j < d_cache[i].tensors.size(); ++j) {
-          outs.push_back(g.caches_next[i].tensors[j]);
-          couts.push_back(d_cache[i].tensors[j]);
-        }
+    if (c + 1 < chunks) {
+      const auto next = g.next.tensors();
+      if (next.size() != d_next.size()) throw std::logic_error("meta_gradient: the suffix memory changed shape");
+      outs.insert(outs.end(), next.begin(), next.end());
+      couts.insert(couts.end(), d_next.begin(), d_next.end());
+    }
+    const auto in_tensors = in.tensors();
     std::vector<Tensor> ins = {x};
-    for (auto& p : phi_leaf) ins.push_back(p);
-    for (auto& st : cache_leaf) ins.insert(ins.end(), st.tensors.begin(), st.tensors.end());
+    ins.insert(ins.end(), in_tensors.begin(), in_tensors.end());
     const size_t n_local = ins.size();
     ins.insert(ins.end(), params.begin(), params.end());
     std::vector<Tensor> gs = grad(outs, ins, couts);  // create_graph off: plain adjoints
     NoGrad ng;
     d_x[c] = gs[0];
-    d_phi.assign(gs.begin() + 1, gs.begin() + 1 + phi_leaf.size());
-    size_t k = 1 + phi_leaf.size();
-    std::vector<model::MixerState> d_prev(L - first);  // adjoint of each state entering chunk c
-    for (int64_t i = 0; i < L - first; ++i)
-      for (size_t j = 0; j < cache_leaf[i].tensors.size(); ++j) d_prev[i].tensors.push_back(gs[k++]);
-    d_cache = std::move(d_prev);
+    d_next.assign(gs.begin() + 1, gs.begin() + static_cast<std::ptrdiff_t>(n_local));
     for (size_t i = n_local; i < gs.size(); ++i) accumulate(acc[i - n_local], gs[i]);
   }
   // phi_0 is the prime blocks' checkpoint weights.
   {
     const auto phi0 = m.phi0();
-    for (size_t i = 0; i < phi0.size(); ++i) accumulate(acc[index.at(phi0[i].impl())], d_phi[i]);
+    for (size_t i = 0; i < phi0.size(); ++i) accumulate(acc[index.at(phi0[i].impl())], d_next[i]);  // phi comes first
   }
   // Finally the first L-S blocks and the embedding, once, with the accumulated adjoint.
   {
