@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing (including Debian's linux-source-6.1 for the corpus),
-# builds, and runs `ttt experiment`: trains small full-attention, SWA and TTT-E2E models on the
-# Linux kernel source, evaluates them and writes runs/experiment/REPORT.md (about 30 minutes on
-# 2 cores; `./run.sh --quick` takes about 10). Arguments go to `ttt experiment`; an interrupted
-# run resumes where it stopped.
+# builds, and runs `ttt experiment`: trains the paper's seven models (full attention, SWA, the
+# SWA/full hybrid, Mamba 2, Gated DeltaNet, TTT-KVB, TTT-E2E) of one shape on the Linux kernel
+# source, evaluates them with 95% intervals and writes runs/experiment/REPORT.md (see README for
+# the time on 2 cores; `./run.sh --quick` is shorter). Arguments go to `ttt experiment`; an
+# interrupted run resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-deps.sh --data

@@ -13,6 +13,8 @@
 #include "autodiff/ops.h"
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
+#include "bench/context_bench.h"
+#include "model/model.h"
 #include "tensor/random.h"
 
 namespace ttt::bench {
@@ -240,6 +242,48 @@ std::vector<Case> build_cases(const OpBenchShapes& S, DType dt) {
     attn("Tq=Tk=" + std::to_string(t) + " H=" + std::to_string(S.heads) + " D=" + std::to_string(S.head_dim) +
              " causal",
          t, t, 0, 0, 0);
+  }
+
+  // ---- recurrent mixers, chunked form (compute-bound; the model FLOPs of mixer_forward_flops:
+  // projections and the chunked scan's matmuls). One block of the mixer at the model width,
+  // read from an empty state, as prefill and training run it.
+  {
+    model::ModelConfig c;
+    c.vocab_size = S.vocab;
+    c.hidden_size = d;
+    c.num_hidden_layers = 1;
+    c.num_attention_heads = S.heads;
+    c.intermediate_size = f;
+    c.sliding_window_size = S.window;
+    c.rope_theta = 10000;
+    c.bos_token_id = 0;
+    const int64_t scan_chunk = std::min<int64_t>(S.chunk, 256);
+    auto mixer = [&](const std::string& block, model::ModelConfig cfg, std::string what) {
+      cfg.seq_modeling_block = block;
+      auto m = std::make_shared<model::Model>(model::Model::init(cfg, 3, dt));
+      const double fl = mixer_forward_flops(cfg, 0, T);
+      L.forward(block + " mixer", dims({T, d}) + " " + what, fl, 0, L.randoms({{T, d}}),
+                [m](const Inputs& in) { return m->mixer(0).forward(in[0], 0, model::MixerState{}, nullptr); });
+    };
+    {
+      auto cfg = c;
+      cfg.d_state = std::min<int64_t>(64, d / 2);
+      cfg.headdim = S.head_dim;
+      cfg.chunk_size = scan_chunk;
+      mixer("mamba2", cfg, "state " + std::to_string(cfg.d_state) + " chunk " + std::to_string(cfg.chunk_size));
+    }
+    {
+      auto cfg = c;
+      cfg.chunk_size = std::min<int64_t>(64, S.chunk);
+      mixer("gated_deltanet", cfg, "H=" + std::to_string(S.heads) + " chunk " + std::to_string(cfg.chunk_size));
+    }
+    {
+      auto cfg = c;
+      cfg.num_lact_heads = S.heads;
+      cfg.lact_chunk_size = 2 * S.chunk;
+      mixer("ttt_kvb", cfg, "heads " + std::to_string(S.heads) + " chunk " + std::to_string(cfg.lact_chunk_size) +
+                                " win " + std::to_string(S.window));
+    }
   }
   return std::move(L.cases);
 }
