@@ -4,6 +4,7 @@
 // equals prefill, the state does not grow, and session files restore it exactly.
 #include <gtest/gtest.h>
 #include <cmath>
+#include <map>
 #include <vector>
 
 #include "mixer_checks.h"
@@ -123,6 +124,35 @@ TEST(GatedDeltaNet, ChunkedWYFormMatchesTheNaiveRecurrence) {
     const auto got = m.mixer(0).forward(x, 0, {}, nullptr).to_vector();
     EXPECT_LT(max_abs_diff(got, naive(cfg, m, x.to_vector(), T)), 1e-11) << "chunk_size " << chunk;
   }
+}
+
+// Trained keys align and gates open; then (I + L)^-1 has entries of order one while the powers of
+// L in a Neumann product grow like binomial coefficients, and float32 loses every digit (the
+// first version of this mixer gave NaN). Same keys at every position, slow decay, beta 1/2,
+// chunks of 64: float32 must still match the float64 recurrence.
+TEST(GatedDeltaNet, AlignedKeysAndSlowDecayStayAccurateInFloat32) {
+  auto cfg = gdn_config(64);
+  const auto ref = model::Model::init(cfg, 3, DType::F64);
+  std::map<std::string, Tensor> ts;
+  for (auto& [name, t] : ref.named_parameters()) {
+    Tensor c = clone(t.detach());
+    if (name == "blocks.0.gdn.A_log") c = full(c.shape(), -8.0, DType::F64);  // decay exp(-3e-4 softplus(.))
+    if (name == "blocks.0.gdn.b_proj") c = zeros(c.shape(), DType::F64);      // beta = 1/2
+    ts[name] = c;
+  }
+  const auto m64 = model::Model::from_tensors(cfg, ts, DType::F64);
+  const auto m32 = model::Model::from_tensors(cfg, ts, DType::F32);
+  const int64_t T = 192;
+  Rng r(9);
+  const Tensor row = randn({1, cfg.hidden_size}, r, 1.0, DType::F64);
+  const Tensor x = contiguous(broadcast_to(row, {T, cfg.hidden_size}));
+  const auto want = naive(cfg, m64, x.to_vector(), T);
+  const auto got64 = m64.mixer(0).forward(x, 0, {}, nullptr).to_vector();
+  const auto got32 = m32.mixer(0).forward(to_dtype(x, DType::F32), 0, {}, nullptr).to_vector();
+  double scale = 0;
+  for (double v : want) scale = std::max(scale, std::fabs(v));
+  EXPECT_LT(max_abs_diff(got64, want), 1e-9 * scale);
+  EXPECT_LT(max_abs_diff(got32, want), 1e-4 * scale) << "scale " << scale;
 }
 
 TEST(GatedDeltaNet, CarriedStateEqualsOneCall) {

@@ -149,6 +149,18 @@ TEST(Train, BadInputIsRejectedWithoutOverwriting) {
   EXPECT_THROW(train::token_file_source((dir / "empty.bin").string(), 0.1, 1), std::runtime_error);
 }
 
+TEST(Train, LossPlotSkipsNullValuesInsteadOfStoppingTheRun) {
+  // A model whose validation loss is not finite writes "val_loss": null; the plot of such a
+  // run once threw (x had a point that y lacked) and ended the training.
+  const fs::path dir = fs::path(::testing::TempDir()) / ("ttt_loss_plot_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "metrics.jsonl") << "{\"step\":1,\"loss\":7.5}\n{\"step\":2,\"loss\":7.2,\"val_loss\":null}\n"
+                                       << "{\"step\":3,\"loss\":null,\"skipped\":true}\n{\"step\":4,\"loss\":6.9,\"val_loss\":7.0}\n";
+  EXPECT_NO_THROW(train::write_loss_plot(dir));
+  EXPECT_TRUE(fs::exists(dir / "loss.png"));
+  fs::remove_all(dir);
+}
+
 TEST(Train, ScheduleShapes) {
   EXPECT_NEAR(train::cosine_lr(0, 100, 10, 1.0, 0.0), 0.1, 1e-12);
   EXPECT_NEAR(train::cosine_lr(9, 100, 10, 1.0, 0.0), 1.0, 1e-12);

@@ -571,6 +571,27 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
   return y;
 }
 
+Tensor unit_lower_inverse(const Tensor& l) {
+  check_defined(l, "unit_lower_inverse");
+  if (l.dim() < 2 || l.size(-1) != l.size(-2))
+    fail("unit_lower_inverse: expected [..., n, n], got " + shape_str(l.shape()));
+  Tensor y = Tensor::empty(l.shape(), l.dtype(), l.device());
+  be(l).unit_lower_inverse(dense(l), y);
+  if (needs_graph({&l})) {
+    const int64_t n = l.size(-1);
+    record(y, "unit_lower_inverse", {l}, [n](const Tensor& g, const Tensor& t, const std::vector<bool>&) {
+      // d(T) = -T dL T, and only the strictly lower entries of L are inputs:
+      // dL = strict_lower(-T^T g T^T). In differentiable ops, so it has derivatives of its own.
+      std::vector<double> mask(static_cast<size_t>(n * n), 0.0);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < i; ++j) mask[static_cast<size_t>(i * n + j)] = 1.0;
+      const Tensor m = from_vector(mask, {n, n}, g.dtype());
+      return std::vector<Tensor>{mul(neg(matmul(matmul(t, g, true, false), t, false, true)), m)};
+    });
+  }
+  return y;
+}
+
 Tensor rope(const Tensor& x, int64_t pos0, double theta, bool inverse) {
   check_defined(x, "rope");
   if (x.dim() != 3 || x.size(2) % 2 != 0)

@@ -51,6 +51,10 @@ Tensor square(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor silu(const Tensor& x);
 Tensor softplus(const Tensor& x);  // log(1 + e^x), stable for large |x|
+// (I + L)^-1 for L [..., n, n] strictly lower triangular (entries on and above the diagonal are
+// ignored): the UT transform of the chunked delta rule. Forward substitution, stable where the
+// Neumann series (I - L)(I + L^2)... loses every digit once keys align.
+Tensor unit_lower_inverse(const Tensor& l);
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }

@@ -44,6 +44,9 @@ class Backend {
   virtual void rmsnorm(const Tensor& x, const Tensor& w, double eps, const Tensor& out) = 0;
   virtual void rms_rstd(const Tensor& x, double eps, const Tensor& out) = 0;
   virtual void rope(const Tensor& x, int64_t pos0, double theta, bool inverse, const Tensor& out) = 0;
+  // l [B, n, n]: only its strictly lower triangle is read. out [B, n, n] = (I + l)^-1 (unit
+  // lower triangular) by forward substitution.
+  virtual void unit_lower_inverse(const Tensor& l, const Tensor& out) = 0;
   virtual void softmax(const Tensor& x, const Tensor& out) = 0;
   // x [H, Tq, Tk] scores; entries a query may not see (kernels/attention.h rule) get 0.
   virtual void masked_softmax(const Tensor& x, const kernels::AttentionShape& s, const Tensor& out) = 0;

@@ -489,6 +489,35 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void unit_lower_inverse(const Tensor& l, const Tensor& out) override {
+    const int64_t n = l.size(-1), batch = l.numel() / std::max<int64_t>(n * n, 1);
+    for_dtype(out.dtype(), [&]<class T>() {
+      const T* L = l.data<T>();
+      T* O = out.data<T>();
+      parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
+        std::vector<double> row(static_cast<size_t>(n)), inv(static_cast<size_t>(n * n));
+        for (int64_t b = lo; b < hi; ++b) {
+          const T* Lb = L + b * n * n;
+          // Row i of the inverse: e_i - sum_{j<i} L[i, j] inv[j] (inv[j] is zero beyond column j).
+          // Accumulated in double: the entries can grow with n when keys are aligned.
+          for (int64_t i = 0; i < n; ++i) {
+            std::fill(row.begin(), row.end(), 0.0);
+            row[static_cast<size_t>(i)] = 1.0;
+            for (int64_t j = 0; j < i; ++j) {
+              const double lij = static_cast<double>(Lb[i * n + j]);
+              if (lij == 0.0) continue;
+              const double* ij = inv.data() + j * n;
+              for (int64_t c = 0; c <= j; ++c) row[static_cast<size_t>(c)] -= lij * ij[c];
+            }
+            std::copy(row.begin(), row.end(), inv.begin() + i * n);
+          }
+          T* Ob = O + b * n * n;
+          for (int64_t k = 0; k < n * n; ++k) Ob[k] = static_cast<T>(inv[static_cast<size_t>(k)]);
+        }
+      });
+    });
+  }
+
   void softmax(const Tensor& x, const Tensor& out) override {
     const int64_t n = x.size(-1);
     for_dtype(out.dtype(), [&]<class T>() {

@@ -100,8 +100,9 @@ double mixer_forward_flops(const model::ModelConfig& c, int64_t l, int64_t t) {
     const double H = static_cast<double>(c.num_attention_heads), dk = static_cast<double>(c.head_dim()),
                  dv = dk * static_cast<double>(c.expand_v);
     const double proj = 2.0 * T * d * (2 * H * dk + 2 * H * dv + 2 * H) + 2.0 * T * H * dv * d;
-    const double doublings = std::max(0.0, std::ceil(std::log2(std::max(Q, 1.0))) - 1);
-    const double chunk = 2 * H * Q * Q * dk + doublings * 4 * H * Q * Q * Q + 2 * H * Q * Q * (dv + dk) +
+    // per chunk: K K^T, the UT transform by forward substitution (Q^3 / 3), u and w, the state's
+    // contribution and update, the intra-chunk attention
+    const double chunk = 2 * H * Q * Q * dk + H * Q * Q * Q / 3 + 2 * H * Q * Q * (dv + dk) +
                          2 * H * Q * dk * dv * 3 + 2 * H * Q * Q * (dk + dv);
     return proj + chunks * chunk;
   }

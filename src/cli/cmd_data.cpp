@@ -55,7 +55,10 @@ int run_tokenize() {
   const auto tok = data::Tokenizer::load(g_tok.tokenizer);
   const std::string text = data::read_file(g_tok.in);
   std::vector<int32_t> ids;
-  if (g_tok.bos) ids.push_back(tok.bos_id());
+  if (g_tok.bos) {
+    if (tok.bos_id() < 0) throw std::runtime_error("--bos: tokenizer " + g_tok.tokenizer + " has no BOS token");
+    ids.push_back(tok.bos_id());
+  }
   tok.encode_append(text, ids);
   io::write_tokens(g_tok.out, ids);
   std::fprintf(stderr, "%zu bytes -> %zu tokens (%.2f bytes/token)\n", text.size(), ids.size(),
@@ -142,14 +145,14 @@ void register_data_commands(CLI::App& app, Registry& reg) {
   reg.push_back({tt, run_tokenizer_train});
 
   auto* te = app.add_subcommand("tokenize", "Text file -> int32 little-endian token file");
-  te->add_option("--tokenizer", g_tok.tokenizer, "PREFIX.model")->required();
+  te->add_option("--tokenizer", g_tok.tokenizer, "SentencePiece .model, tiktoken rank file or tokenizer.json")->required();
   te->add_option("--in", g_tok.in, "text file")->required();
   te->add_option("--out", g_tok.out, "token file")->required();
-  te->add_flag("--bos", g_tok.bos, "start with BOS (id 0), as every corpus document does");
+  te->add_flag("--bos", g_tok.bos, "start with the tokenizer's BOS (ours: 0, Llama 3: 128000), as every corpus document does");
   reg.push_back({te, run_tokenize});
 
   auto* td = app.add_subcommand("detokenize", "int32 token file -> text (stdout unless --out)");
-  td->add_option("--tokenizer", g_detok.tokenizer, "PREFIX.model")->required();
+  td->add_option("--tokenizer", g_detok.tokenizer, "SentencePiece .model, tiktoken rank file or tokenizer.json")->required();
   td->add_option("--in", g_detok.in, "token file")->required();
   td->add_option("--out", g_detok.out, "text file (default: stdout)");
   reg.push_back({td, run_detokenize});
@@ -158,7 +161,7 @@ void register_data_commands(CLI::App& app, Registry& reg) {
   d->require_subcommand(1);
   auto* b = d->add_subcommand("build", "Build a corpus (shards + index.json) from a tree of text files, or the Linux recipe");
   b->add_option("--source", g_db.c.source, "directory of text files");
-  b->add_option("--tokenizer", g_db.c.tokenizer, "PREFIX.model (with --linux: optional, trained if absent)");
+  b->add_option("--tokenizer", g_db.c.tokenizer, "SentencePiece .model, tiktoken rank file or tokenizer.json (with --linux: optional, trained if absent)");
   b->add_option("--out", g_db.c.out, "output directory (with --linux default data/linux-6.1)");
   b->add_option("--shard-tokens", g_db.c.shard_tokens, "tokens per shard (documents are never split)")->capture_default_str();
   b->add_option("--val-fraction", g_db.c.val_fraction, "share of documents held out, by hash of name and seed (--linux: 0.025)")

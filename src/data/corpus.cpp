@@ -99,7 +99,7 @@ Encoded encode_doc(const Doc& d, const std::vector<FileEntry>& files, const Toke
       continue;
     }
     e.status.push_back(FileStatus::Used);
-    if (e.tokens.empty()) e.tokens.push_back(Tokenizer::kBosId);
+    if (e.tokens.empty()) e.tokens.push_back(tok.bos_id());
     text = "==> " + f.relative + " <==\n";
     text += content;
     if (text.back() != '\n') text += '\n';
@@ -191,6 +191,8 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
   std::error_code ec;
   if (!fs::exists(opt.source, ec)) throw std::runtime_error("source " + opt.source + " does not exist");
   const Tokenizer tok = Tokenizer::load(opt.tokenizer);
+  if (tok.bos_id() < 0)
+    throw std::runtime_error("tokenizer " + opt.tokenizer + " has no BOS token, which starts every corpus document");
   {
     const auto src = fs::weakly_canonical(opt.source, ec);
     const auto out = fs::weakly_canonical(opt.out, ec);

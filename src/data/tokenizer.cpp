@@ -10,6 +10,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "data/bpe_tokenizer.h"
 #include "data/text.h"
 #include "io/atomic_file.h"
 
@@ -138,6 +139,7 @@ std::string escape_piece(const std::string& s) {
 }  // namespace
 
 struct Tokenizer::Impl {
+  std::unique_ptr<BpeTokenizer> bpe;  // set for tiktoken / tokenizer.json files; sp unused then
   sentencepiece::SentencePieceProcessor sp;
   std::vector<std::string> bytes;  // id -> decoded bytes
   std::string path;
@@ -241,11 +243,22 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
     throw std::runtime_error("cannot open tokenizer model " + one_line(model_path) +
                              (colon == std::string::npos ? "" : why.substr(colon)));
   }
-  const auto st = im.sp.LoadFromSerializedProto(bytes);
-  if (!st.ok() || im.sp.GetPieceSize() <= 0)
-    throw std::runtime_error("tokenizer model " + one_line(model_path) + " is not a SentencePiece model (" + one_line(st.ToString()) + ")");
   im.path = model_path;
   im.fingerprint = fnv1a64(bytes);
+  // By content, not name: Meta ships its tiktoken rank file as `tokenizer.model`, the name
+  // SentencePiece models have, and corpora copy any tokenizer to `tokenizer.model`.
+  const bool json = BpeTokenizer::looks_like_json(bytes), tiktoken = !json && BpeTokenizer::looks_like_tiktoken(bytes);
+  if (json || tiktoken) {
+    im.bpe = std::make_unique<BpeTokenizer>(json ? BpeTokenizer::from_hf_json(bytes, model_path)
+                                                 : BpeTokenizer::from_tiktoken(bytes, model_path));
+    im.vocab = im.bpe->vocab_size();
+    return t;
+  }
+  const auto st = im.sp.LoadFromSerializedProto(bytes);
+  if (!st.ok() || im.sp.GetPieceSize() <= 0)
+    throw std::runtime_error("tokenizer model " + one_line(model_path) +
+                             " is not a SentencePiece model, a tiktoken rank file or a tokenizer.json (" +
+                             one_line(st.ToString()) + ")");
   im.vocab = im.sp.GetPieceSize();
   if (im.sp.bos_id() != kBosId || im.sp.unk_id() != kUnkId || im.vocab < kFirstByteId + 256)
     throw std::runtime_error("tokenizer model " + one_line(model_path) + " does not follow this project's id convention (BOS 0, UNK 1, EOS 2, bytes 3..258): BOS is " +
@@ -308,6 +321,7 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
 }
 
 void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>& out) const {
+  if (impl_->bpe) return impl_->bpe->encode_append(text, out);
   const auto& sp = impl_->sp;
   std::vector<int> ids;
   segment(
@@ -346,6 +360,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 }
 
 std::string Tokenizer::decode(const int32_t* ids, size_t n) const {
+  if (impl_->bpe) return impl_->bpe->decode(ids, n);
   std::string o;
   for (size_t i = 0; i < n; ++i) {
     if (ids[i] < 0 || ids[i] >= impl_->vocab)
@@ -358,12 +373,27 @@ std::string Tokenizer::decode(const int32_t* ids, size_t n) const {
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const { return decode(ids.data(), ids.size()); }
 
+Tokenizer::Format Tokenizer::format() const {
+  if (!impl_->bpe) return Format::SentencePiece;
+  return impl_->bpe->format() == BpeTokenizer::Format::Tiktoken ? Format::Tiktoken : Format::HuggingFace;
+}
+const char* Tokenizer::format_name() const {
+  switch (format()) {
+    case Format::Tiktoken: return "tiktoken";
+    case Format::HuggingFace: return "tokenizer.json";
+    default: return "SentencePiece";
+  }
+}
 int32_t Tokenizer::vocab_size() const { return impl_->vocab; }
+int32_t Tokenizer::bos_id() const { return impl_->bpe ? impl_->bpe->bos_id() : kBosId; }
+int32_t Tokenizer::eos_id() const { return impl_->bpe ? impl_->bpe->eos_id() : kEosId; }
 const std::string& Tokenizer::piece_bytes(int32_t id) const {
+  if (impl_->bpe) return impl_->bpe->piece_bytes(id);
   if (id < 0 || id >= impl_->vocab) throw std::runtime_error("token id " + std::to_string(id) + " is outside the vocabulary");
   return impl_->bytes[static_cast<size_t>(id)];
 }
 std::string Tokenizer::piece(int32_t id) const {
+  if (impl_->bpe) return impl_->bpe->piece(id);
   if (id < 0 || id >= impl_->vocab) throw std::runtime_error("token id " + std::to_string(id) + " is outside the vocabulary");
   return impl_->sp.IdToPiece(id);
 }

@@ -1,5 +1,10 @@
 // The tokenizer: SentencePiece BPE with byte fallback (Debian libsentencepiece-dev 0.1.97),
-// wrapped so that any byte string round-trips exactly: decode(encode(s)) == s.
+// wrapped so that any byte string round-trips exactly: decode(encode(s)) == s. load() also reads
+// pretrained byte-level BPE vocabularies (data/bpe_tokenizer.h), told apart by the file's content:
+// a tiktoken rank file such as Meta's Llama 3 `tokenizer.model` (read as Llama 3: its
+// pre-tokenizer, BOS 128000 and 256 special tokens) or a Hugging Face `tokenizer.json`. Those
+// round-trip any bytes too; their ids are the vocabulary's own (bos_id() is per instance), their
+// special ids decode to their text, and training stays SentencePiece only.
 //
 // Id convention (fixed for every model this project trains):
 //   0 = <s>   BOS, a control token: starts every document. The model config's bos_token_id
@@ -62,18 +67,27 @@ class Tokenizer {
   static uint64_t train_files(const std::vector<std::string>& inputs, const std::string& model_prefix,
                               const TokenizerTrainOptions& opt = {}, uint64_t sample_bytes = 64ull << 20);
 
-  static Tokenizer load(const std::string& model_path);  // throws naming the file
+  // A SentencePiece model, a tiktoken rank file or a tokenizer.json, by content; throws
+  // std::runtime_error (one line) naming the file and the problem.
+  static Tokenizer load(const std::string& model_path);
 
+  // Special-token text inside `text` is encoded as ordinary text (never a control/special id).
   std::vector<int32_t> encode(std::string_view text) const;
   void encode_append(std::string_view text, std::vector<int32_t>& out) const;
-  std::string decode(const std::vector<int32_t>& ids) const;  // control ids decode to nothing
+  // SentencePiece: control ids decode to nothing, an id out of range throws std::runtime_error.
+  // BPE: special ids decode to their text, an id out of range throws std::invalid_argument.
+  std::string decode(const std::vector<int32_t>& ids) const;
   std::string decode(const int32_t* ids, size_t n) const;
 
+  enum class Format { SentencePiece, Tiktoken, HuggingFace };
+  Format format() const;
+  const char* format_name() const;  // "SentencePiece", "tiktoken", "tokenizer.json"
   int32_t vocab_size() const;
-  int32_t bos_id() const { return kBosId; }
+  int32_t bos_id() const;  // kBosId for SentencePiece; the vocabulary's BOS for BPE (-1: none)
+  int32_t eos_id() const;  // kEosId for SentencePiece; the vocabulary's EOS for BPE (-1: none)
   const std::string& piece_bytes(int32_t id) const;  // what decode() gives for one id
-  std::string piece(int32_t id) const;               // SentencePiece's piece string
-  uint64_t fingerprint() const;                      // hash of the serialized model
+  std::string piece(int32_t id) const;  // SentencePiece's piece string; BPE: tokenizer.json's
+  uint64_t fingerprint() const;         // hash of the model file's bytes
   const std::string& path() const;
 
  private:

@@ -120,41 +120,6 @@ void truncate_metrics(const fs::path& path, int64_t step) {
   io::write_file_atomic(path.string(), kept.data(), kept.size());
 }
 
-// loss.png from metrics.jsonl: training loss per step and validation loss.
-void write_loss_plot(const fs::path& out) {
-  std::string text;
-  try {
-    text = io::read_regular_file((out / "metrics.jsonl").string(), "metrics file", kMaxMetricsBytes);
-  } catch (const std::exception&) {
-    return;  // a plot is a convenience, never a reason to stop training
-  }
-  report::Series train{"training loss", {}, {}}, val{"validation loss", {}, {}};
-  val.markers = true;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      const json j = io::parse_json(line, "metrics line");
-      const double step = j.at("step").get<double>();
-      train.x.push_back(step);
-      train.y.push_back(j.at("loss").get<double>());
-      if (j.contains("val_loss")) {
-        val.x.push_back(step);
-        val.y.push_back(j.at("val_loss").get<double>());
-      }
-    } catch (...) {
-    }
-  }
-  if (train.x.empty()) return;
-  report::ChartOptions c;
-  c.title = "Training: " + out.filename().string();
-  c.x_label = "step";
-  c.y_label = "loss (nats/token)";
-  std::vector<report::Series> series = {train};
-  if (!val.x.empty()) series.push_back(val);
-  report::write_line_chart_png((out / "loss.png").string(), series, c);
-}
-
 // What a kill -9 leaves in an output directory: temporary checkpoint directories of dead
 // processes, temporary files of interrupted atomic writes, and, if the kill fell between the two
 // renames of write_checkpoint, the previous checkpoint under checkpoint.old only.
@@ -205,6 +170,51 @@ TrainerState parse_trainer_state(std::string_view text, const TrainOptions& o, c
   out.data_state = io::json_string(io::json_field(st, "data_state", w), w + ": data_state");
   check_resume_options(io::json_field(st, "options", w), o);
   return out;
+}
+
+void write_loss_plot(const fs::path& out) {
+  std::string text;
+  try {
+    text = io::read_regular_file((out / "metrics.jsonl").string(), "metrics file", kMaxMetricsBytes);
+  } catch (const std::exception&) {
+    return;  // a plot is a convenience, never a reason to stop training
+  }
+  report::Series train{"training loss", {}, {}}, val{"validation loss", {}, {}};
+  val.markers = true;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const json j = io::parse_json(line, "metrics line");
+      // A skipped step or a non-finite validation loss is written as null: no point for it.
+      const auto number = [&](const char* key) {
+        const auto it = j.find(key);
+        return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
+      };
+      const double step = number("step"), loss = number("loss"), v = number("val_loss");
+      if (std::isfinite(step) && std::isfinite(loss)) {
+        train.x.push_back(step);
+        train.y.push_back(loss);
+      }
+      if (std::isfinite(step) && std::isfinite(v)) {
+        val.x.push_back(step);
+        val.y.push_back(v);
+      }
+    } catch (...) {
+    }
+  }
+  if (train.x.empty()) return;
+  report::ChartOptions c;
+  c.title = "Training: " + out.filename().string();
+  c.x_label = "step";
+  c.y_label = "loss (nats/token)";
+  std::vector<report::Series> series = {train};
+  if (!val.x.empty()) series.push_back(val);
+  try {
+    report::write_line_chart_png((out / "loss.png").string(), series, c);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: %s/loss.png not drawn: %s\n", out.c_str(), e.what());
+  }
 }
 
 std::string metrics_through_step(std::string_view text, int64_t step) {

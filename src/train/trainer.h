@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <string_view>
 
@@ -58,6 +59,11 @@ TrainerState parse_trainer_state(std::string_view text, const TrainOptions& o, c
 // The lines of metrics.jsonl text to keep when resuming at `step`: whole JSON-object lines whose
 // integer "step" is at most `step`; anything else (a torn last line, garbage) is dropped.
 std::string metrics_through_step(std::string_view text, int64_t step);
+
+// DIR/loss.png from DIR/metrics.jsonl (training and validation loss per step). Lines without a
+// finite value (a skipped step, a null validation loss) give no point; a chart that cannot be
+// drawn is a warning on stderr, never an error: a plot must not stop a training run.
+void write_loss_plot(const std::filesystem::path& dir);
 
 // Throws std::invalid_argument naming the first option that is out of range or not finite.
 void validate_options(const TrainOptions& o);
