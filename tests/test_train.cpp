@@ -161,15 +161,47 @@ TEST(Train, LossPlotSkipsNullValuesInsteadOfStoppingTheRun) {
   fs::remove_all(dir);
 }
 
-TEST(Train, ScheduleShapes) {
-  EXPECT_NEAR(train::cosine_lr(0, 100, 10, 1.0, 0.0), 0.1, 1e-12);
-  EXPECT_NEAR(train::cosine_lr(9, 100, 10, 1.0, 0.0), 1.0, 1e-12);
-  EXPECT_NEAR(train::cosine_lr(55, 100, 10, 1.0, 0.0), 0.5, 1e-12);
-  EXPECT_NEAR(train::cosine_lr(100, 100, 10, 1.0, 1e-5), 1e-5, 1e-12);
-  EXPECT_NEAR(train::inner_lr_warmup(0, 10, 0.1), 0.1, 1e-12);
-  EXPECT_NEAR(train::inner_lr_warmup(5, 10, 0.1), 0.55, 1e-12);
-  EXPECT_EQ(train::inner_lr_warmup(10, 10, 0.1), 1.0);
+TEST(Train, SchedulesEqualOptaxAndTheOfficialMultiplier) {
+  // Values printed by optax 0.2.4 (the official code's pin), computed in float32:
+  //   optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=3e-3, warmup_steps=10,
+  //                                      decay_steps=100, end_value=1e-5)(step)
+  const std::pair<int64_t, double> optax_small[] = {
+      {0, 0.0}, {1, 0.00030000018887221813}, {5, 0.001500000013038516}, {9, 0.0027000000700354576},
+      {10, 0.003000000026077032}, {11, 0.002999089425429702}, {37, 0.0023837389890104532},
+      {55, 0.001505000051110983}, {99, 1.0910694072663318e-05}, {100, 1.0000000656873453e-05},
+      {120, 1.0000000656873453e-05}};
+  for (auto [step, want] : optax_small)
+    EXPECT_NEAR(train::cosine_lr(step, 100, 10, 3e-3, 1e-5), want, 1e-6 * 3e-3 + 1e-12) << "step " << step;
+  // The 125M recipe's shape: peak 1e-3 (scaled), warmup 480 of 4800.
+  const std::pair<int64_t, double> optax_125m[] = {{0, 0.0},
+                                                  {1, 2.0833685994148254e-06},
+                                                  {479, 0.0009979166788980365},
+                                                  {480, 0.0010000000474974513},
+                                                  {481, 0.0009999999310821295},
+                                                  {2400, 0.000590955896768719},
+                                                  {4799, 1.0000118891184684e-05}};
+  for (auto [step, want] : optax_125m)
+    EXPECT_NEAR(train::cosine_lr(step, 4800, 480, 1e-3, 1e-5), want, 1e-6 * 1e-3) << "step " << step;
+  // ttt/model/transformer.py: ilr_init + (1 - ilr_init) * min(1, (step + 1) / ilr_warmup_steps).
+  EXPECT_NEAR(train::inner_lr_warmup(0, 10, 0.1), 0.19, 1e-12);
+  EXPECT_NEAR(train::inner_lr_warmup(4, 10, 0.1), 0.55, 1e-12);
+  EXPECT_EQ(train::inner_lr_warmup(9, 10, 0.1), 1.0);
+  EXPECT_EQ(train::inner_lr_warmup(50, 10, 0.1), 1.0);
   EXPECT_EQ(train::inner_lr_warmup(0, 0, 0.1), 1.0);
+}
+
+TEST(Train, WeightDecayReachesEveryParameterUnlessMatricesOnly) {
+  // A zero gradient isolates the decay: p (1 - lr wd) for decayed parameters.
+  for (bool matrices_only : {false, true}) {
+    Tensor w = full({2, 2}, 1.0, DType::F32), n = full({3}, 1.0, DType::F32);
+    train::AdamWOptions o;
+    o.weight_decay = 0.5;
+    o.decay_matrices_only = matrices_only;
+    train::AdamW opt({{"w", w}, {"norm", n}}, o);
+    opt.step({zeros({2, 2}, DType::F32), zeros({3}, DType::F32)}, 0.1);
+    EXPECT_FLOAT_EQ(w.to_floats()[0], 0.95f);
+    EXPECT_FLOAT_EQ(n.to_floats()[0], matrices_only ? 1.0f : 0.95f);
+  }
 }
 
 TEST(Convert, TTTModelStartsAsTheSameFunction) {

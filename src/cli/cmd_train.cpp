@@ -92,7 +92,8 @@ void register_train_commands(CLI::App& app, Registry& reg) {
   tr->add_option("--lr", a.o.lr, "peak learning rate")->capture_default_str();
   tr->add_option("--min-lr", a.o.min_lr, "final learning rate of the cosine decay")->capture_default_str();
   tr->add_option("--warmup-frac", a.o.warmup_frac, "share of steps with linear warmup")->capture_default_str();
-  tr->add_option("--weight-decay", a.o.adamw.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  tr->add_option("--weight-decay", a.o.adamw.weight_decay, "AdamW weight decay (every parameter, as the official recipe)")->capture_default_str();
+  tr->add_flag("--wd-matrices-only", a.o.adamw.decay_matrices_only, "apply weight decay to matrices only (not norm weights)");
   tr->add_option("--clip", a.o.clip, "global-norm clip of the outer gradient")->capture_default_str();
   tr->add_option("--ilr-init", a.o.ilr_init, "initial inner learning rate (meta-learning)")->capture_default_str();
   tr->add_option("--ilr-warmup-frac", a.o.ilr_warmup_frac,

@@ -33,7 +33,8 @@ void AdamW::step(const std::vector<Tensor>& grads, double lr) {
     const float b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
     const float step = static_cast<float>(lr / bc1), inv_bc2 = static_cast<float>(1.0 / bc2);
     const float eps = static_cast<float>(opt_.eps);
-    const float decay = params_[i].second.dim() >= 2 ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
+    const bool decays = !opt_.decay_matrices_only || params_[i].second.dim() >= 2;
+    const float decay = decays ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
     parallel_for(0, params_[i].second.numel(), 16384, [&](int64_t lo, int64_t hi) {
       for (int64_t j = lo; j < hi; ++j) {
         m[j] = b1 * m[j] + (1.0f - b1) * gp[j];
@@ -88,15 +89,15 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& tensor
 }
 
 double cosine_lr(int64_t step, int64_t total, int64_t warmup, double peak, double floor) {
-  if (step < warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (step < warmup) return peak * static_cast<double>(step) / static_cast<double>(warmup);
   if (total <= warmup) return peak;
   const double p = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
   return floor + 0.5 * (peak - floor) * (1.0 + std::cos(M_PI * p));
 }
 
 double inner_lr_warmup(int64_t step, int64_t warmup, double init) {
-  if (warmup <= 0 || step >= warmup) return 1.0;
-  return init + (1.0 - init) * static_cast<double>(step) / static_cast<double>(warmup);
+  if (warmup <= 0 || step + 1 >= warmup) return 1.0;
+  return init + (1.0 - init) * static_cast<double>(step + 1) / static_cast<double>(warmup);
 }
 
 double clip_global_norm(std::vector<Tensor>& grads, double max_norm) {

@@ -47,7 +47,10 @@ json options_json(const TrainOptions& o) {
           {"lr", o.lr},               {"min_lr", o.min_lr},     {"warmup_frac", o.warmup_frac},
           {"beta1", o.adamw.beta1},   {"beta2", o.adamw.beta2}, {"weight_decay", o.adamw.weight_decay},
           {"clip", o.clip},           {"ilr_init", o.ilr_init}, {"ilr_warmup_frac", o.ilr_warmup_frac},
-          {"seed", o.seed}};
+          {"seed", o.seed},           {"wd_matrices_only", o.adamw.decay_matrices_only},
+          // The schedules, decay mask and pretraining objective of the official recipe; a
+          // checkpoint of the earlier recipe cannot continue under this one.
+          {"recipe", "official-1"}};
 }
 
 // Options that must not change across a resume for it to continue exactly.

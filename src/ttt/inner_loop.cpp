@@ -81,7 +81,20 @@ Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs, 
   Tensor h = m.embed_tokens(inputs);
   if (!cfg.prime) {
     for (int64_t l = 0; l < L; ++l) h = m.block_forward(l, h, 0, nullptr, nullptr);
-    return model::masked_mean(m.token_nll(h, targets), targets, bos);
+    const Tensor nll = m.token_nll(h, targets);
+    // The official pretrain mode: the mean over chunks of b tokens of each chunk's masked mean
+    // (the last chunk may be shorter). It differs from the masked mean over the sequence only
+    // where BOS targets fall unevenly across chunks.
+    const int64_t b = cfg.mini_batch_size;
+    if (t <= b) return model::masked_mean(nll, targets, bos);
+    Tensor total;
+    int64_t chunks = 0;
+    for (int64_t s = 0; s < t; s += b, ++chunks) {
+      const int64_t e = std::min(t, s + b);
+      Tensor c = model::masked_mean(slice(nll, 0, s, e), part(targets, s, e), bos);
+      total = total.defined() ? add(total, c) : c;
+    }
+    return mul_scalar(total, 1.0 / static_cast<double>(chunks));
   }
   const int64_t first = cfg.first_prime_layer(), b = cfg.mini_batch_size;
   if (t % b != 0)

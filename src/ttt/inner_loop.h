@@ -29,8 +29,9 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
 // The training objective of one sequence, as a 0-d tensor with its graph (the model's parameters
 // must require grad). Models with prime blocks: mean over chunks of each chunk's mean loss,
 // chunk c scored with phi_{c-1}, differentiable through every inner update (second-order terms,
-// clipping, caches, the first L-S blocks); needs T to be a multiple of b. Other models: the
-// mean masked loss (pretraining).
+// clipping, caches, the first L-S blocks); needs T to be a multiple of b. Other models
+// (pretraining, the official pretrain mode): the mean over chunks of b tokens of each chunk's
+// masked mean, the whole sequence read at once.
 Tensor training_loss(const model::Model& m, const std::vector<int32_t>& inputs,
                      const std::vector<int32_t>& targets, const TTTOptions& opt = {});
 
