@@ -13,12 +13,12 @@ void register_experiment(CLI::App& app, Registry& reg) {
   ex->add_flag("--quick", g_exp.quick, "a smaller run: 100 steps per model, contexts to 8K");
   ex->add_option("--data", g_exp.data_dir, "corpus directory (built from linux-source-6.1 if missing)")->capture_default_str();
   ex->add_option("--out", g_exp.out_dir, "output directory (default runs/experiment, or runs/quick)");
-  ex->add_option("--steps", g_exp.steps, "training steps per model (default 400, quick 100)");
+  ex->add_option("--steps", g_exp.steps, "training steps per model (default 300, quick 100)");
   ex->add_option("--batch", g_exp.batch, "sequences per step")->capture_default_str();
   ex->add_option("--seq-len", g_exp.seq_len, "training sequence length")->capture_default_str();
   ex->add_option("--max-corpus-tokens", g_exp.max_corpus_tokens, "training-split cap when building the corpus (default 20M)");
   ex->add_option("--needle-steps", g_exp.needle_steps,
-                 "needle-task tuning steps per model before the needle tests (default 300, quick 100; -1: skip the needle tests)");
+                 "needle-task tuning steps per model before the needle tests (default 150, quick 60; -1: skip the needle tests)");
   ex->add_option("--seed", g_exp.seed, "seed")->capture_default_str();
   reg.push_back({ex, [] { return experiment::run_experiment(g_exp); }});
 }

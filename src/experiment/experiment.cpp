@@ -199,9 +199,9 @@ std::string finding(const std::string& a, const std::string& b, const eval::Inte
 int run_experiment(ExperimentOptions o) {
   const auto t_start = Clock::now();
   if (o.out_dir.empty()) o.out_dir = o.quick ? "runs/quick" : "runs/experiment";
-  if (o.steps == 0) o.steps = o.quick ? 100 : 400;
+  if (o.steps == 0) o.steps = o.quick ? 100 : 300;
   if (o.max_corpus_tokens == 0) o.max_corpus_tokens = 20'000'000;
-  if (o.needle_steps == 0) o.needle_steps = o.quick ? 100 : 300;
+  if (o.needle_steps == 0) o.needle_steps = o.quick ? 60 : 150;
   const fs::path out(o.out_dir);
   fs::create_directories(out);
   std::fprintf(stderr,
@@ -308,7 +308,7 @@ int run_experiment(ExperimentOptions o) {
   const int64_t cap = o.quick ? 8192 : 32768;
   for (int64_t l = 512; l <= cap && l + 1 <= longest; l *= 2) lengths.push_back(l);
   if (lengths.empty()) throw std::runtime_error("the corpus has no long validation document to evaluate on");
-  const auto le = eval::long_context_eval(named, ds, lengths, o.quick ? 20 : 32, stderr);
+  const auto le = eval::long_context_eval(named, ds, lengths, o.quick ? 20 : 24, stderr);
   eval::plot_long_eval(le, out.string(), vs[1].cfg.sliding_window_size);
 
   // 5. Recall: repeated span below and beyond the window.

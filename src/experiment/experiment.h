@@ -15,12 +15,12 @@ struct ExperimentOptions {
   bool quick = false;             // fewer steps, shorter contexts
   std::string data_dir = "data/linux-6.1";
   std::string out_dir;            // default: runs/experiment or runs/quick
-  int64_t steps = 0;              // 0: 400 (quick: 100)
+  int64_t steps = 0;              // 0: 300 (quick: 100)
   int64_t batch = 4;
   int64_t seq_len = 1024;
   int64_t max_corpus_tokens = 0;  // training-split cap when the corpus must be built; 0: 20M
   // Needle tests: each trained model is tuned this many more steps on a needle-task mix, then
-  // evaluated on pass-key / number / UUID retrieval. 0: the default (300, quick 100); -1: skip.
+  // evaluated on pass-key / number / UUID retrieval. 0: the default (150, quick 60); -1: skip.
   int64_t needle_steps = 0;
   uint64_t seed = 1;
 };
