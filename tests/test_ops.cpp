@@ -167,6 +167,36 @@ std::vector<OpCase> all_cases() {
                     return o;
                   }});
   }
+  for (int variant = 0; variant < 2; ++variant) {
+    // Blocks of 3 rows, so that the blocked forward and backward are exercised; tied ([V, d]) and
+    // untied ([d, V]) weights. Reference: log-sum-exp minus the target's logit.
+    const bool wt = variant == 1;
+    cs.push_back({std::string("linear_cross_entropy") + (wt ? "_transposed" : ""),
+                  [=](Rng& r) {
+                    const int64_t t = rint(r, 1, 8), d = rint(r, 1, 4), v = rint(r, 2, 6);
+                    return V{rn(r, {t, d}), rn(r, wt ? Shape{d, v} : Shape{v, d})};
+                  },
+                  [=](const V& x) {
+                    const int64_t t = x[0].size(0), v = wt ? x[1].size(1) : x[1].size(0);
+                    std::vector<int32_t> tg(t);
+                    for (int64_t i = 0; i < t; ++i) tg[i] = static_cast<int32_t>((i * 5 + 1) % v);
+                    return linear_cross_entropy(x[0], x[1], tg, wt, 3);
+                  },
+                  [=](const V& x) {
+                    const int64_t t = x[0].size(0), d = x[0].size(1), v = wt ? x[1].size(1) : x[1].size(0);
+                    D o;
+                    for (int64_t i = 0; i < t; ++i) {
+                      D lg(v, 0.0);
+                      for (int64_t j = 0; j < v; ++j)
+                        for (int64_t k = 0; k < d; ++k) lg[j] += x[0].at({i, k}) * (wt ? x[1].at({k, j}) : x[1].at({j, k}));
+                      double mx = lg[0], s = 0;
+                      for (double e : lg) mx = std::max(mx, e);
+                      for (double e : lg) s += std::exp(e - mx);
+                      o.push_back(mx + std::log(s) - lg[(i * 5 + 1) % v]);
+                    }
+                    return o;
+                  }});
+  }
   cs.push_back({"unit_lower_inverse",
                 [=](Rng& r) { const int64_t n = rint(r, 1, 5); return V{rn(r, {rint(r, 1, 2), n, n}, 0.7)}; },
                 [](const V& x) { return unit_lower_inverse(x[0]); },

@@ -680,6 +680,69 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets) 
   return y;
 }
 
+namespace {
+// Rows per block of linear_cross_entropy: about 8M logits (32 MB in float32) at a time.
+int64_t lce_rows(int64_t vocab) { return std::max<int64_t>(16, (int64_t{8} << 20) / std::max<int64_t>(vocab, 1)); }
+}  // namespace
+
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<int32_t>& targets, bool wt,
+                            int64_t block_rows) {
+  check_defined(x, "linear_cross_entropy");
+  check_defined(w, "linear_cross_entropy");
+  check_same_dtype(x, w, "linear_cross_entropy");
+  if (x.dim() != 2 || w.dim() != 2 || x.size(1) != (wt ? w.size(0) : w.size(1)) ||
+      x.size(0) != static_cast<int64_t>(targets.size()))
+    fail("linear_cross_entropy: x " + shape_str(x.shape()) + ", w " + shape_str(w.shape()) + " and " +
+         std::to_string(targets.size()) + " targets do not match");
+  const int64_t T = x.size(0), V = wt ? w.size(1) : w.size(0), R = block_rows > 0 ? block_rows : lce_rows(V);
+  if (V == 0) fail("linear_cross_entropy: empty vocabulary");
+  check_ids(targets, V, "linear_cross_entropy");
+  auto block_logits = [wt](const Tensor& xb, const Tensor& wv) { return wt ? matmul(xb, wv) : matmul(xb, wv, false, true); };
+  Tensor y;
+  {
+    NoGrad ng;
+    if (T <= R) {
+      y = cross_entropy(block_logits(x, w), targets);
+    } else {
+      y = Tensor::empty({T}, x.dtype(), x.device());
+      for (int64_t s = 0; s < T; s += R) {
+        const int64_t e = std::min(T, s + R);
+        const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
+        be(x).copy(cross_entropy(block_logits(slice(x, 0, s, e), w), tg), slice(y, 0, s, e));
+      }
+    }
+  }
+  if (needs_graph({&x, &w})) {
+    record(y, "linear_cross_entropy", {x, w}, [x, w, targets, wt, block_logits, R, T](const Tensor& g, const Tensor&,
+                                                                                    const std::vector<bool>& n) {
+      if (grad_enabled()) {  // differentiated again (meta-learning): the plain composition
+        const Tensor d = mul(onehot_sub(softmax(block_logits(x, w)), targets), reshape(g, {-1, 1}));
+        return std::vector<Tensor>{n[0] ? (wt ? matmul(d, w, false, true) : matmul(d, w)) : Tensor(),
+                                   n[1] ? (wt ? matmul(x, d, true, false) : matmul(d, x, true, false)) : Tensor()};
+      }
+      // First order: per block, recompute the logits, d = g (softmax - onehot), then
+      // dx = d w and dw += d^T x (w [V, d]; transposed for [d, V]).
+      Tensor dx = n[0] ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+      Tensor dw;
+      for (int64_t s = 0; s < T; s += R) {
+        const int64_t e = std::min(T, s + R);
+        const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
+        const Tensor xb = slice(x, 0, s, e);
+        const Tensor lg = block_logits(xb, w);
+        Tensor d = Tensor::empty(lg.shape(), lg.dtype(), lg.device());
+        be(lg).cross_entropy_backward(dense(lg), tg, dense(slice(g, 0, s, e)), d);
+        if (n[0]) be(x).copy(wt ? matmul(d, w, false, true) : matmul(d, w), slice(dx, 0, s, e));
+        if (n[1]) {
+          const Tensor part = wt ? matmul(xb, d, true, false) : matmul(d, xb, true, false);
+          dw = dw.defined() ? add(dw, part) : part;
+        }
+      }
+      return std::vector<Tensor>{dx, dw};
+    });
+  }
+  return y;
+}
+
 Tensor embedding(const Tensor& table, const std::vector<int32_t>& ids) {
   check_defined(table, "embedding");
   if (table.dim() != 2) fail("embedding: table must be [V, d], got " + shape_str(table.shape()));

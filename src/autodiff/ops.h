@@ -82,6 +82,14 @@ Tensor softmax(const Tensor& x);  // over the last dim
 Tensor masked_softmax(const Tensor& scores, const kernels::AttentionShape& s);
 // Per-row negative log-likelihood of targets: logits [R, V] -> [R].
 Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets);
+// cross_entropy(x w^T) (w [V, d]; with w_transposed, w is [d, V] and the logits are x w) without
+// ever holding the [T, V] logits: rows go through in blocks small enough that a block of logits
+// stays under a few tens of MB (a 128K vocabulary at long context), in the forward and, by
+// recomputing each block, in the first-order backward. A backward that must itself be
+// differentiated (create_graph) falls back to the plain composition.
+// block_rows > 0 sets the rows per block (tests); 0 chooses about 8M logits per block.
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<int32_t>& targets,
+                            bool w_transposed = false, int64_t block_rows = 0);
 Tensor onehot_sub(const Tensor& x, const std::vector<int32_t>& targets);  // x - onehot
 Tensor embedding(const Tensor& table, const std::vector<int32_t>& ids);  // [V, d] -> [R, d]
 Tensor scatter_add_rows(const Tensor& rows, const std::vector<int32_t>& ids, int64_t num_rows);

@@ -190,17 +190,11 @@ Tensor Model::logits(const Tensor& h) const {
 }
 
 Tensor Model::token_nll(const Tensor& h, const std::vector<int32_t>& targets) const {
-  const int64_t t = h.size(0);
-  if (static_cast<int64_t>(targets.size()) != t) throw std::invalid_argument("token_nll: targets do not match rows");
-  constexpr int64_t kRows = 1024;
-  if (t <= kRows || (grad_enabled() && h.requires_grad())) return cross_entropy(logits(h), targets);
-  std::vector<Tensor> parts;
-  for (int64_t s = 0; s < t; s += kRows) {
-    const int64_t e = std::min(t, s + kRows);
-    std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
-    parts.push_back(cross_entropy(logits(slice(h, 0, s, e)), tg));
-  }
-  return concat(parts, 0);
+  if (static_cast<int64_t>(targets.size()) != h.size(0)) throw std::invalid_argument("token_nll: targets do not match rows");
+  // The head and the loss in one op that never holds [T, V] logits (a 128K vocabulary).
+  const Tensor n = rmsnorm(h, final_norm_, cfg_.rms_norm_eps);
+  return cfg_.tie_word_embeddings ? linear_cross_entropy(n, embed_, targets)
+                                  : linear_cross_entropy(n, lm_head_, targets, /*w_transposed=*/true);
 }
 
 std::vector<double> target_mask(const std::vector<int32_t>& targets, int32_t bos) {
