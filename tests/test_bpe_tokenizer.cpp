@@ -91,7 +91,8 @@ std::string byte_level(const std::string& bytes) {
 // does: every split of a token into two tokens is a merge, ordered by the rank of the merged
 // token (then of its parts), which makes Hugging Face's merge order tiktoken's.
 std::string hf_json(const std::vector<std::string>& tokens, const std::string& merges_override = "",
-                    const std::string& pattern = BpeTokenizer::kLlama3Pattern, bool ignore_merges = true) {
+                    const std::string& pattern = BpeTokenizer::kLlama3Pattern, bool ignore_merges = true,
+                    const std::string& pre_tokenizer_override = "") {
   std::map<std::string, size_t> rank;
   for (size_t r = 0; r < tokens.size(); ++r) rank[tokens[r]] = r;
   std::string vocab, merges;
@@ -108,14 +109,15 @@ std::string hf_json(const std::vector<std::string>& tokens, const std::string& m
                 json_escape(byte_level(tokens[b])) + "\"";
   }
   const size_t n = tokens.size();
-  std::string pat = json_escape(pattern);
+  const std::string pre_tokenizer = !pre_tokenizer_override.empty() ? pre_tokenizer_override :
+      "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"" + json_escape(pattern) +
+      "\"}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+      "\"trim_offsets\": true, \"use_regex\": false}]}";
   return "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null,\n"
          "\"added_tokens\": [{\"id\": " + std::to_string(n) + ", \"content\": \"<|begin_of_text|>\", \"special\": true},"
          " {\"id\": " + std::to_string(n + 1) + ", \"content\": \"<|end_of_text|>\", \"special\": true}],\n"
          "\"normalizer\": null,\n"
-         "\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"" + pat +
-         "\"}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
-         "\"trim_offsets\": true, \"use_regex\": false}]},\n"
+         "\"pre_tokenizer\": " + pre_tokenizer + ",\n"
          "\"post_processor\": {\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, {\"type\": \"TemplateProcessing\", "
          "\"single\": [{\"SpecialToken\": {\"id\": \"<|begin_of_text|>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]}]},\n"
          "\"decoder\": {\"type\": \"ByteLevel\"},\n"
@@ -234,6 +236,18 @@ TEST_F(BpeTest, HuggingFaceMergeOrderIsTheMergeList) {
   // ignore_merges off: a piece that is a token is still built by merges (tokenizers' default).
   EXPECT_EQ(pieces(hf, "yz"), (V{"y", "z"}));
   EXPECT_EQ(pieces(*hf_, "yz"), (V{"yz"}));
+}
+
+TEST_F(BpeTest, HuggingFaceByteLevelRegexIsGpt2s) {
+  // ByteLevel with use_regex and no Split: GPT-2's pattern (case-sensitive contractions, digit
+  // runs of any length with a leading space).
+  const auto gpt2 = BpeTokenizer::from_hf_json(
+      hf_json(all_tokens(), "", "", true, R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true})"), "gpt2.json");
+  std::vector<std::string> got;
+  for (auto p : gpt2.pre_tokenize("I'M it's 123456 x\n\n  y")) got.emplace_back(p);
+  EXPECT_EQ(got, (V{"I", "'", "M", " it", "'s", " 123456", " x", "\n\n ", " y"}));
+  // BOS from the post-processor template.
+  EXPECT_EQ(gpt2.bos_id(), static_cast<int32_t>(all_tokens().size()));
 }
 
 TEST_F(BpeTest, TiktokenAndConvertedJsonAgree) {

@@ -256,7 +256,7 @@ int unicode_to_byte(uint32_t c) { return c < 512 ? unicode_to_byte_table()[c] : 
 
 struct BpeTokenizer::Impl {
   Format format = Format::Tiktoken;
-  std::string name;                   // the file, for messages
+  std::string name;                   // "<format> <file>", for messages
   std::vector<std::string> bytes;     // id -> bytes (a special's text)
   std::vector<uint8_t> special;       // id -> 1 for special tokens
   ByteMap ordinary;                   // bytes -> id of the ordinary tokens (tiktoken: the rank)
@@ -298,7 +298,7 @@ void BpeTokenizer::Impl::compile(const std::string& pattern) {
   re.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pat.data()), pat.size(),
                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, nullptr));
   if (!re)
-    throw std::runtime_error("tokenizer " + one_line(name) + ": the pre-tokenizer regex does not compile (" +
+    throw std::runtime_error(name + ": the pre-tokenizer regex does not compile (" +
                              pcre2_message(err) + " at offset " + std::to_string(off) + "): " + one_line(pattern));
   jit = pcre2_jit_compile(re.get(), PCRE2_JIT_COMPLETE) == 0;
 }
@@ -327,7 +327,7 @@ void BpeTokenizer::Impl::split(std::string_view text, PieceFn&& piece) const {
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0)
-      throw std::runtime_error("tokenizer " + one_line(name) + ": the pre-tokenizer regex failed at byte " +
+      throw std::runtime_error(name + ": the pre-tokenizer regex failed at byte " +
                                std::to_string(from) + ": " + pcre2_message(rc));
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     const size_t s = ov[0], e = ov[1];
@@ -450,7 +450,7 @@ void BpeTokenizer::Impl::finish() {
     if (byte_id[static_cast<size_t>(b)] < 0) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02X", b);
-      throw std::runtime_error("tokenizer " + one_line(name) + ": no token for the byte " + hex +
+      throw std::runtime_error(name + ": no token for the byte " + hex +
                                " (a byte-level BPE needs all 256; the file is truncated or not byte-level)");
     }
   }
@@ -491,8 +491,8 @@ bool BpeTokenizer::looks_like_tiktoken(std::string_view b) {
 BpeTokenizer BpeTokenizer::from_tiktoken(std::string_view b, const std::string& name) {
   auto im = std::make_unique<Impl>();
   im->format = Format::Tiktoken;
-  im->name = name;
   const std::string where = "tiktoken rank file " + one_line(name);
+  im->name = where;
   auto fail = [&](size_t line, const std::string& problem) {
     throw std::runtime_error(where + (line ? ": line " + std::to_string(line) : std::string()) + ": " + problem);
   };
@@ -566,8 +566,8 @@ BpeTokenizer BpeTokenizer::from_tiktoken(std::string_view b, const std::string& 
 BpeTokenizer BpeTokenizer::from_hf_json(std::string_view b, const std::string& name) {
   auto im = std::make_unique<Impl>();
   im->format = Format::HuggingFace;
-  im->name = name;
   const std::string where = "tokenizer.json " + one_line(name);
+  im->name = where;
   auto fail = [&](const std::string& problem) { throw std::runtime_error(where + ": " + problem); };
   if (b.substr(0, 3) == "\xEF\xBB\xBF") b.remove_prefix(3);
   const json doc = io::parse_json(b, where);

@@ -6,7 +6,7 @@
 // round-trip any bytes too; their ids are the vocabulary's own (bos_id() is per instance), their
 // special ids decode to their text, and training stays SentencePiece only.
 //
-// Id convention (fixed for every model this project trains):
+// Id convention of the SentencePiece models (fixed for every model this project trains):
 //   0 = <s>   BOS, a control token: starts every document. The model config's bos_token_id
 //             must be 0 (the engine masks targets equal to it out of the loss).
 //   1 = <unk> never produced by encode (byte fallback covers everything)
