@@ -10,21 +10,30 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev        # command line, JSON
   zlib1g-dev                             # PNG charts (src/report)
   libsentencepiece-dev                   # tokenizer (src/data/tokenizer.cpp)
+  libpcre2-dev                           # byte-level BPE pre-tokenizer regex (src/data/bpe_tokenizer.cpp)
+  python3-venv                           # tests/tiktoken_compare_test.sh: reference tokenizers from PyPI in a venv
+  libcpp-httplib-dev libsqlite3-dev      # `ttt serve`: HTTP server, session catalogue (src/server)
 )
 # --data: also the corpus of the default data recipe (`ttt data build --linux`): the Debian
 # kernel source tarball, /usr/src/linux-source-6.1.tar.xz. Not needed by the build or the tests.
+# --import: also the Python environment `ttt import` reads official checkpoints with
+# (scripts/import-env.sh: .venv-import with tensorstore and numpy from PyPI).
+want_import=0
 for arg in "$@"; do
   case "$arg" in
     --data) PACKAGES+=(linux-source-6.1) ;;
-    *) echo "install-deps: unknown option $arg (known: --data)" >&2; exit 2 ;;
+    --import) want_import=1; PACKAGES+=(python3-venv) ;;
+    *) echo "install-deps: unknown option $arg (known: --data, --import)" >&2; exit 2 ;;
   esac
 done
+finish() { if [ "$want_import" = 1 ]; then "$(dirname "$0")/import-env.sh"; fi; }
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  finish
   exit 0
 fi
 echo "install-deps: installing ${missing[*]}"
@@ -33,3 +42,4 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+finish

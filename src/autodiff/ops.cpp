@@ -5,6 +5,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "tensor/bf16.h"
 
 namespace ttt {
 namespace {
@@ -88,6 +89,19 @@ Tensor silu_derivative(const Tensor& x, int order);
 
 Tensor matmul_core(const Tensor& a, const Tensor& b, bool ta, bool tb);
 
+// Same dtypes, or float32 activations times bf16 weights (tensor/tensor.h): the weight is the
+// right operand, the left one is not transposed and the result is float32.
+void check_weight_dtypes(const Tensor& a, const Tensor& b, bool ta, const char* what) {
+  if (b.dtype() == DType::BF16 && a.dtype() == DType::F32) {
+    if (ta) fail(std::string(what) + ": a bf16 right operand needs an untransposed left operand");
+    if (a.device() != b.device()) fail(std::string(what) + ": tensors on different devices");
+    return;
+  }
+  if (a.dtype() == DType::BF16)
+    fail(std::string(what) + ": bf16 is a storage type for weights: only a right operand may be bf16");
+  check_same_dtype(a, b, what);
+}
+
 }  // namespace
 
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* what) {
@@ -115,6 +129,9 @@ Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType 
   if (dtype == DType::F32) {
     float* p = t.data<float>();
     for (size_t i = 0; i < values.size(); ++i) p[i] = static_cast<float>(values[i]);
+  } else if (dtype == DType::BF16) {  // through float32, rounded to nearest even
+    uint16_t* p = t.data<uint16_t>();
+    for (size_t i = 0; i < values.size(); ++i) p[i] = float_to_bf16(static_cast<float>(values[i]));
   } else {
     double* p = t.data<double>();
     for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
@@ -509,7 +526,7 @@ Tensor matmul_core(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   check_defined(a, "matmul");
   check_defined(b, "matmul");
-  check_same_dtype(a, b, "matmul");
+  check_weight_dtypes(a, b, trans_a, "matmul");
   if (a.dim() == 3 && b.dim() == 3) return matmul_core(a, b, trans_a, trans_b);
   if (b.dim() != 2) fail("matmul: right operand must be 2-D (or both 3-D), got " + shape_str(b.shape()));
   if (a.dim() == 2) return matmul_core(a, b, trans_a, trans_b);
@@ -689,12 +706,15 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
                             int64_t block_rows) {
   check_defined(x, "linear_cross_entropy");
   check_defined(w, "linear_cross_entropy");
-  check_same_dtype(x, w, "linear_cross_entropy");
+  check_weight_dtypes(x, w, false, "linear_cross_entropy");
   if (x.dim() != 2 || w.dim() != 2 || x.size(1) != (wt ? w.size(0) : w.size(1)) ||
       x.size(0) != static_cast<int64_t>(targets.size()))
     fail("linear_cross_entropy: x " + shape_str(x.shape()) + ", w " + shape_str(w.shape()) + " and " +
          std::to_string(targets.size()) + " targets do not match");
-  const int64_t T = x.size(0), V = wt ? w.size(1) : w.size(0), R = block_rows > 0 ? block_rows : lce_rows(V);
+  // bf16 weights are widened panel by panel for every block of rows (backend/bf16_gemm.h): four
+  // times the rows (about 128 MB of logits) make that widening a small share of the block's work.
+  const int64_t T = x.size(0), V = wt ? w.size(1) : w.size(0);
+  const int64_t R = block_rows > 0 ? block_rows : lce_rows(V) * (w.dtype() == DType::BF16 ? 4 : 1);
   if (V == 0) fail("linear_cross_entropy: empty vocabulary");
   check_ids(targets, V, "linear_cross_entropy");
   auto block_logits = [wt](const Tensor& xb, const Tensor& wv) { return wt ? matmul(xb, wv) : matmul(xb, wv, false, true); };
@@ -747,7 +767,9 @@ Tensor embedding(const Tensor& table, const std::vector<int32_t>& ids) {
   check_defined(table, "embedding");
   if (table.dim() != 2) fail("embedding: table must be [V, d], got " + shape_str(table.shape()));
   check_ids(ids, table.size(0), "embedding");
-  Tensor y = Tensor::empty({static_cast<int64_t>(ids.size()), table.size(1)}, table.dtype(), table.device());
+  // A bf16 table (inference weights) gives float32 rows.
+  const DType out_dtype = table.dtype() == DType::BF16 ? DType::F32 : table.dtype();
+  Tensor y = Tensor::empty({static_cast<int64_t>(ids.size()), table.size(1)}, out_dtype, table.device());
   be(table).gather_rows(dense(table), ids, y);
   if (needs_graph({&table})) {
     const int64_t v = table.size(0);

@@ -8,22 +8,28 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/bf16_gemm.h"
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
 #include "kernels/fused_cpu.h"
 #include "kernels/vec_math.h"
+#include "tensor/bf16.h"
 
 namespace ttt {
 namespace {
 
 constexpr int64_t kGrain = 16384;  // elements per parallel piece for streaming kernels
 
+// BF16 (inference weights) reaches only copy, matmul and gather_rows, which handle it first;
+// anything else is a bug upstream, not a reason to read the bits as doubles.
 template <class F>
 void for_dtype(DType dt, F&& f) {
   if (dt == DType::F32)
     f.template operator()<float>();
-  else
+  else if (dt == DType::F64)
     f.template operator()<double>();
+  else
+    throw std::logic_error(std::string("cpu backend: no kernel for dtype ") + dtype_name(dt));
 }
 
 // exp through the vectorized vec::vexp; arguments it does not cover exactly (overflow to inf,
@@ -430,6 +436,7 @@ class CpuBackend final : public Backend {
   void copy(const Tensor& src, const Tensor& out) override {
     if (src.shape() != out.shape() || src.dtype() != out.dtype())
       throw std::logic_error("backend copy: shape or dtype mismatch");
+    if (out.dtype() == DType::BF16) return copy_kernel<uint16_t>(src, out);
     for_dtype(out.dtype(), [&]<class T>() { copy_kernel<T>(src, out); });
   }
 
@@ -456,6 +463,14 @@ class CpuBackend final : public Backend {
 
   void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& out, int64_t batch,
               int64_t m, int64_t n, int64_t k, int64_t stride_a, int64_t stride_b) override {
+    if (b.dtype() == DType::BF16) {  // float32 activations times bf16 weights (ops.cpp checks the rest)
+      if (ta || a.dtype() != DType::F32 || out.dtype() != DType::F32)
+        throw std::logic_error("cpu backend: bf16 matmul needs a float32, untransposed left operand");
+      for (int64_t i = 0; i < batch; ++i)
+        kernels::gemm_f32_bf16(m, n, k, a.data<float>() + i * stride_a, k, b.data<uint16_t>() + i * stride_b, tb,
+                               out.data<float>() + i * m * n, n);
+      return;
+    }
     for_dtype(out.dtype(), [&]<class T>() {
       const T* pa = a.data<T>();
       const T* pb = b.data<T>();
@@ -549,6 +564,16 @@ class CpuBackend final : public Backend {
 
   void gather_rows(const Tensor& table, const std::vector<int32_t>& ids, const Tensor& out) override {
     const int64_t d = table.size(1);
+    if (table.dtype() == DType::BF16) {  // a bf16 embedding: rows widen to float32 (exact)
+      const uint16_t* t = table.data<uint16_t>();
+      float* y = out.data<float>();
+      parallel_for(0, static_cast<int64_t>(ids.size()), std::max<int64_t>(1, kGrain / std::max<int64_t>(d, 1)),
+                   [&](int64_t lo, int64_t hi) {
+                     for (int64_t r = lo; r < hi; ++r)
+                       for (int64_t j = 0; j < d; ++j) y[r * d + j] = bf16_to_float(t[ids[r] * d + j]);
+                   });
+      return;
+    }
     for_dtype(out.dtype(), [&]<class T>() {
       const T* t = table.data<T>();
       T* y = out.data<T>();

@@ -173,8 +173,28 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
     const auto tok = random_tokens(t + 1, cfg.vocab_size, opt.seed + t);
     std::vector<int32_t> in(tok.begin(), tok.end() - 1), tg(tok.begin() + 1, tok.end());
     const auto t0 = Clock::now();
-    e2e::prefill(nm.model, in, tg);
+    const auto res = e2e::prefill(nm.model, in, tg);
     row.seconds = since(t0);
+    {
+      const int64_t b = std::min(cfg.mini_batch_size, t), chunks = (t + b - 1) / b;
+      Rng rng(opt.seed);
+      const Tensor x = randn({b, cfg.hidden_size}, rng, 1.0);
+      const std::vector<int32_t> tb(tg.begin(), tg.begin() + b);
+      auto t1 = Clock::now();
+      {
+        NoGrad ng;
+        nm.model.token_nll(x, tb);
+      }
+      const double fwd = since(t1);
+      t1 = Clock::now();
+      {
+        GradMode on(true);
+        const Tensor xr = x.detach().set_requires_grad(true);
+        grad({sum(nm.model.token_nll(xr, tb))}, {xr});
+      }
+      const double fwd_bwd = since(t1);
+      row.head_seconds = static_cast<double>(chunks - res.updates) * fwd + static_cast<double>(res.updates) * fwd_bwd;
+    }
     row.s_per_1k = row.seconds / (static_cast<double>(t) / 1024.0);
     row.flops = prefill_forward_flops(cfg, t);
     row.inner_flops = prefill_inner_flops(cfg, t);
@@ -242,21 +262,24 @@ void print_context_bench(const ContextReport& r, const std::vector<NamedModel>& 
     if (std::string(mode) == "prefill") {
       std::fprintf(out,
                    "### prefill throughput (model FLOPs: forward, plus the inner steps for TTT-E2E)\n\n"
-                   "| model | context | seconds | forward GFLOP | inner-step GFLOP | GFLOP/s | %% of sgemm peak |\n"
-                   "|---|---:|---:|---:|---:|---:|---:|\n");
+                   "| model | context | seconds | tokens/s | forward GFLOP | inner-step GFLOP | GFLOP/s | %% of sgemm peak "
+                   "| head share |\n"
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
       for (auto& row : r.rows)
         if (row.mode == mode && !row.skipped) {
           const double total = row.flops + row.inner_flops;
-          std::fprintf(out, "| %s | %lld | %.3f | %.1f | %.1f | %.1f | %.1f%% |\n", row.model.c_str(),
-                       static_cast<long long>(row.context), row.seconds, row.flops * 1e-9, row.inner_flops * 1e-9,
-                       total / row.seconds * 1e-9, 100.0 * total / row.seconds * 1e-9 / r.peak_gflops);
+          std::fprintf(out, "| %s | %lld | %.3f | %.1f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% |\n", row.model.c_str(),
+                       static_cast<long long>(row.context), row.seconds, static_cast<double>(row.context) / row.seconds,
+                       row.flops * 1e-9, row.inner_flops * 1e-9, total / row.seconds * 1e-9,
+                       100.0 * total / row.seconds * 1e-9 / r.peak_gflops, 100.0 * row.head_seconds / row.seconds);
         }
       std::fprintf(out, "\n");
     } else {
-      std::fprintf(out, "### decode state memory (bytes)\n\n| model | context | state bytes |\n|---|---:|---:|\n");
+      std::fprintf(out, "### decode speed and state memory\n\n| model | context | tokens/s | state bytes |\n|---|---:|---:|---:|\n");
       for (auto& row : r.rows)
         if (row.mode == mode && !row.skipped)
-          std::fprintf(out, "| %s | %lld | %.0f |\n", row.model.c_str(), static_cast<long long>(row.context), row.state_bytes);
+          std::fprintf(out, "| %s | %lld | %.2f | %.0f |\n", row.model.c_str(), static_cast<long long>(row.context),
+                       1.0 / row.seconds, row.state_bytes);
       std::fprintf(out, "\n");
     }
   }

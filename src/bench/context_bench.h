@@ -3,7 +3,9 @@
 // linearly per token.
 //
 // Prefill: e2e::prefill over T random tokens, timed once per (model, T); seconds per 1K tokens =
-// time / (T / 1024). Model FLOPs count the forward pass only (matmuls and visible attention
+// time / (T / 1024). The head's share is the same head work timed apart on random hidden states:
+// every chunk's NLL (final norm, [b, V] logits in blocks, cross-entropy) and, for each chunk that
+// takes a TTT step, the first-order backward to the head's input. Model FLOPs count the forward pass only (matmuls and visible attention
 // pairs); TTT-E2E also runs an inner backward per chunk, which is extra work the MFU column does
 // not credit. Decode: a Session is fed T tokens through its bulk path, then `decode_tokens` more
 // are decoded one at a time and timed; state bytes are the session's memory after feeding.
@@ -44,6 +46,7 @@ struct ContextRow {
   double s_per_1k = 0;
   double flops = 0;          // prefill forward FLOPs
   double inner_flops = 0;    // prefill inner-step FLOPs (TTT-E2E)
+  double head_seconds = 0;   // prefill: the head's share of `seconds` (final norm, head, loss; see below)
   double state_bytes = 0;    // decode only
 };
 

@@ -27,6 +27,7 @@ BenchOpsArgs g_ops;
 struct BenchContextArgs {
   bench::ContextBenchOptions opt;
   std::vector<std::string> models;
+  std::string weights = "auto";
   bool all_types = false;
 } g_ctx;
 
@@ -51,7 +52,7 @@ int run_bench_context(const BenchContextArgs& a) {
       std::string name = dir;
       while (name.size() > 1 && name.back() == '/') name.pop_back();
       name = name.substr(name.find_last_of('/') + 1);
-      models.push_back({name, model::Model::load(dir)});
+      models.push_back({name, model::Model::load(dir, model::parse_weights(a.weights))});
     }
   }
   const auto rep = bench::run_context_bench(models, a.opt, isatty(fileno(stderr)) ? stderr : nullptr);
@@ -124,6 +125,9 @@ void register_bench(CLI::App& app, Registry& reg) {
   ctx->add_flag("--all-types", g_ctx.all_types,
                 "with the built-in models: also the SWA/full hybrid, Mamba 2, Gated DeltaNet and TTT-KVB (each hybrid "
                 "with SWA every 4th block)");
+  ctx->add_option("--weights", g_ctx.weights, "with --model: large weight matrices f32, bf16 or auto (as in the file)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   reg.push_back({ctx, [] { return run_bench_context(g_ctx); }});
 
   auto* tr = bench_app->add_subcommand("train", "Training tokens/s and MFU: SWA pretrain step vs TTT-E2E meta step");

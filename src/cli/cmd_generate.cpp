@@ -6,7 +6,9 @@
 // state holds the logits of its last step); --state-out saves the document after the last
 // generated token has been fed, so that a later run continues exactly where this one ended.
 // With --tokenizer, --prompt-text is encoded (after BOS, unless --state-in continues a
-// document) and the generated tokens are printed as text (their ids go to stderr).
+// document) and the generated tokens are printed as text (their ids go to stderr). The prompt
+// rules, feeding, sampling and stopping are inference::generate's (inference/generation.h),
+// shared with the needle evaluation and `ttt serve`.
 #include <charconv>
 #include <cstdio>
 #include <optional>
@@ -16,6 +18,7 @@
 
 #include "cli/commands.h"
 #include "data/tokenizer.h"
+#include "inference/generation.h"
 #include "inference/sampling.h"
 #include "inference/session.h"
 #include "io/tokens.h"
@@ -60,34 +63,22 @@ std::vector<int32_t> parse_prompt(const std::string& text) {
 int run_generate() {
   const auto& a = g_gen;
   if (a.max_new_tokens < 0) throw std::runtime_error("--max-new-tokens must be >= 0, got " + std::to_string(a.max_new_tokens));
-  inference::Sampler sampler(a.sampling);  // validates the sampling options before any loading
+  inference::validate(a.sampling);  // before any loading
   const auto m = model::Model::load(a.model);
   const auto& cfg = m.config();
 
   std::optional<data::Tokenizer> tok;
   if (!a.tokenizer.empty()) {
     tok = data::Tokenizer::load(a.tokenizer);
-    if (tok->vocab_size() != cfg.vocab_size)
-      throw std::runtime_error("tokenizer " + a.tokenizer + " has vocab_size " + std::to_string(tok->vocab_size()) +
-                               ", the model has vocab_size " + std::to_string(cfg.vocab_size));
-    if (tok->bos_id() != cfg.bos_token_id)
-      throw std::runtime_error("tokenizer " + a.tokenizer + " has BOS id " + std::to_string(tok->bos_id()) +
-                               ", the model has bos_token_id " + std::to_string(cfg.bos_token_id));
+    inference::check_tokenizer(*tok, cfg, a.tokenizer);
   }
   if (a.have_prompt_text && !tok) throw std::runtime_error("--prompt-text needs --tokenizer PREFIX.model");
 
   std::vector<int32_t> prompt;
   if (!a.prompt_tokens.empty()) prompt = io::read_tokens(a.prompt_tokens);
   else if (a.have_prompt) prompt = parse_prompt(a.prompt);
-  else if (a.have_prompt_text) {
-    if (a.state_in.empty()) prompt.push_back(tok->bos_id());  // a new document starts with BOS
-    tok->encode_append(a.prompt_text, prompt);
-  }
-  const std::string what = a.prompt_tokens.empty() ? std::string("--prompt") : a.prompt_tokens;
-  for (size_t i = 0; i < prompt.size(); ++i)
-    if (prompt[i] < 0 || prompt[i] >= cfg.vocab_size)
-      throw std::runtime_error(what + ": token " + std::to_string(i) + " has id " + std::to_string(prompt[i]) +
-                               ", outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+  else if (a.have_prompt_text) prompt = inference::encode_prompt(*tok, a.prompt_text, /*new_document=*/a.state_in.empty());
+  inference::check_token_ids(prompt, cfg.vocab_size, a.prompt_tokens.empty() ? std::string("--prompt") : a.prompt_tokens);
 
   e2e::TTTOptions opt;
   opt.ttt = !a.no_ttt;
@@ -102,25 +93,11 @@ int run_generate() {
                                                 : "the prompt is empty and the state in " + a.state_in +
                                                       " is at position 0 (give at least one token)");
 
-  // Context for the repetition penalty: the recent tokens, newest last.
-  std::vector<int32_t> context;
-  const size_t keep = a.sampling.repetition_window > 0 ? static_cast<size_t>(a.sampling.repetition_window) : 0;
-  auto remember = [&](int32_t t) {
-    context.push_back(t);
-    if (keep > 0 && context.size() > 2 * keep) context.erase(context.begin(), context.end() - keep);
-  };
-  // The prompt goes through the bulk path (segments of up to b tokens, TTT steps at the same
-  // places as token-by-token decoding).
-  std::vector<float> logits = prompt.empty() ? s.last_logits() : s.feed(prompt);
-  for (int32_t t : prompt) remember(t);
-  std::vector<int32_t> generated;
-  for (int64_t i = 0; i < a.max_new_tokens; ++i) {
-    const int32_t t = sampler.sample(logits, context);
-    generated.push_back(t);
-    remember(t);
-    // Feed it back; the last one only when the state is saved (its logits are not needed).
-    if (i + 1 < a.max_new_tokens || !a.state_out.empty()) logits = s.step(t);
-  }
+  inference::GenerateOptions go;
+  go.max_new_tokens = a.max_new_tokens;
+  go.sampling = a.sampling;
+  go.feed_last = !a.state_out.empty();  // a saved state has read its whole answer
+  const std::vector<int32_t> generated = inference::generate(s, prompt, go).tokens;
 
   std::string line;
   for (size_t i = 0; i < generated.size(); ++i) {

@@ -30,7 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ImportArgs {
-  std::string from, out, size, config, python, converter;
+  std::string from, out, size, config, python, converter, dtype = "f32";
 } g_imp;
 
 fs::path exe_dir() {
@@ -144,7 +144,7 @@ int run_import() {
       throw std::runtime_error("import from " + a.from + ": the checkpoint does not fit the config: " + e.what());
     }
   }();
-  m.save(a.out);
+  m.save(a.out, a.dtype == "bf16" ? model::Storage::BF16 : model::Storage::F32);
   int64_t n = 0;
   for (auto& [name, t] : m.named_parameters()) n += t.numel();
   std::printf("imported %s: %lld parameters, %lld layers (last %lld with prime MLPs), d %lld, vocab %lld -> %s\n",
@@ -167,6 +167,11 @@ void register_import(CLI::App& app, Registry& reg) {
   c->add_option("--config", g_imp.config, "or a config.json of our format (SPEC section 2)");
   c->add_option("--python", g_imp.python, "Python with tensorstore (default: $TTT_PYTHON, .venv-import, python3)");
   c->add_option("--converter", g_imp.converter, "path of scripts/ttt_import.py");
+  c->add_option("--dtype", g_imp.dtype,
+                "storage of model.safetensors: f32, or bf16 for the matrices (half the size; inference commands then "
+                "keep the large ones bf16 in memory)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   reg.push_back({c, run_import});
 }
 

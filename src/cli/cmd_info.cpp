@@ -1,5 +1,6 @@
 #include <cstdio>
 
+#include "backend/bf16_gemm.h"
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
 #include "cli/commands.h"
@@ -14,6 +15,7 @@ void register_info(CLI::App& app, Registry& reg) {
                    std::printf("blas library %s\n", b.library.c_str());
                    std::printf("blas kernel  %s\n", b.core.c_str());
                    std::printf("chosen by    %s\n", b.how.c_str());
+                   std::printf("bf16 gemv    %s (float32 x bf16 weights, one row)\n", kernels::bf16_gemv_kernel());
                    return 0;
                  }});
 }

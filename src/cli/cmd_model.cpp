@@ -16,12 +16,12 @@ namespace ttt::cli {
 namespace {
 
 struct InitArgs {
-  std::string config, out;
+  std::string config, out, dtype = "f32";
   uint64_t seed = 0;
 } g_init;
 
 struct EvalArgs {
-  std::string model, tokens, nll_out;
+  std::string model, tokens, nll_out, weights = "auto";
   bool no_ttt = false, stream = false;
 } g_eval;
 
@@ -34,7 +34,7 @@ struct GradArgs {
 int run_init() {
   const auto cfg = model::load_config(g_init.config);
   std::filesystem::create_directories(g_init.out);
-  model::Model::init(cfg, g_init.seed).save(g_init.out);
+  model::Model::init(cfg, g_init.seed).save(g_init.out, g_init.dtype == "bf16" ? model::Storage::BF16 : model::Storage::F32);
   std::printf("wrote %s/config.json and %s/model.safetensors\n", g_init.out.c_str(), g_init.out.c_str());
   return 0;
 }
@@ -79,7 +79,7 @@ void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
 }
 
 int run_eval() {
-  const auto m = model::Model::load(g_eval.model);
+  const auto m = model::Model::load(g_eval.model, model::parse_weights(g_eval.weights));
   const auto tok = io::split_tokens(io::read_tokens(g_eval.tokens), m.config().vocab_size, g_eval.tokens);
   e2e::TTTOptions opt;
   opt.ttt = !g_eval.no_ttt;
@@ -94,7 +94,7 @@ int run_eval() {
 }
 
 int run_grad() {
-  auto m = model::Model::load(g_grad.model);
+  auto m = model::Model::load(g_grad.model, model::Weights::F32);  // gradients: float32
   const auto tok = io::split_tokens(io::read_tokens(g_grad.tokens), m.config().vocab_size, g_grad.tokens);
   m.set_requires_grad(true);
   e2e::TTTOptions opt;
@@ -124,6 +124,9 @@ void register_model_commands(CLI::App& app, Registry& reg) {
   init->add_option("--config", g_init.config, "config.json with the fields of SPEC section 2")->required();
   init->add_option("--seed", g_init.seed, "random seed")->required();
   init->add_option("--out", g_init.out, "output model directory")->required();
+  init->add_option("--dtype", g_init.dtype, "storage of model.safetensors: f32, or bf16 for the matrices")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   reg.push_back({init, run_init});
 
   auto* eval = app.add_subcommand("eval", "Mean masked loss of a token file, with test-time training");
@@ -132,6 +135,11 @@ void register_model_commands(CLI::App& app, Registry& reg) {
   eval->add_flag("--no-ttt", g_eval.no_ttt, "keep phi_0 (no inner updates)");
   eval->add_flag("--stream", g_eval.stream, "feed tokens one at a time through the decode path");
   eval->add_option("--nll-out", g_eval.nll_out, "write one float32 NLL per input position");
+  eval->add_option("--weights", g_eval.weights,
+                   "large weight matrices in memory: f32, bf16 (inference only: half the memory) or auto (bf16 when "
+                   "the file stores them as bf16)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   reg.push_back({eval, run_eval});
 
   auto* gr = app.add_subcommand("grad", "Training objective of one sequence and its gradient");

@@ -29,7 +29,7 @@ int run_train(TrainArgs a) {
   if (a.tokens.empty() == a.data.empty()) throw std::invalid_argument("give the training data with --data or --tokens");
   train::validate_options(a.o);  // before anything is read or created
   model::Model m = a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
-                                   : model::Model::load(a.model);
+                                   : model::Model::load(a.model, model::Weights::F32);  // trains: float32
   auto data = a.data.empty() ? train::token_file_source(a.tokens, a.val_fraction, a.seed)
                              : train::corpus_source(a.data, a.seed);
   if (a.needle_mix > 0) {
@@ -56,7 +56,7 @@ int run_train(TrainArgs a) {
 }
 
 int run_convert(const ConvertArgs& a) {
-  const auto m = model::Model::load(a.model);
+  const auto m = model::Model::load(a.model, model::Weights::F32);  // a new float32 model
   const auto t = train::convert_to_ttt(m, a.o);
   std::filesystem::create_directories(a.out);
   t.save(a.out);

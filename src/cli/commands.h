@@ -23,6 +23,8 @@ void register_eval_commands(CLI::App& app, Registry& reg);   // eval-long, probe
 void register_experiment(CLI::App& app, Registry& reg);      // the main job
 void register_generate(CLI::App& app, Registry& reg);
 void register_data_commands(CLI::App& app, Registry& reg);  // tokenizer train, tokenize, detokenize, data
+void register_import(CLI::App& app, Registry& reg);         // official checkpoints (orbax)
+void register_serve(CLI::App& app, Registry& reg);          // the HTTP server (src/server)
 int run_demo_default();  // what `ttt` with no arguments does
 
 }  // namespace ttt::cli

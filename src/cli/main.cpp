@@ -20,7 +20,9 @@ int main(int argc, char** argv) {
   ttt::cli::register_experiment(app, reg);
   ttt::cli::register_generate(app, reg);
   ttt::cli::register_data_commands(app, reg);
+  ttt::cli::register_import(app, reg);
   ttt::cli::register_bench(app, reg);
+  ttt::cli::register_serve(app, reg);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "inference/generation.h"
 #include "inference/session.h"
 #include "report/plot.h"
 
@@ -129,13 +130,12 @@ NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok
     }
     rec.answer_nll = nll / static_cast<double>(inst.answer.size());
   }
-  std::vector<int32_t> gen;
-  std::vector<float> logits = s.last_logits();
-  const int64_t n = static_cast<int64_t>(inst.answer.size()) + extra_tokens;
-  for (int64_t i = 0; i < n; ++i) {
-    gen.push_back(argmax(logits));
-    if (i + 1 < n) logits = s.step(gen.back());
-  }
+  // The greedy answer, continuing from the prompt's last logits. The pick rule is this file's
+  // argmax (first maximum) so that scores stay those of earlier runs whatever the logits hold.
+  inference::GenerateOptions go;
+  go.max_new_tokens = static_cast<int64_t>(inst.answer.size()) + extra_tokens;
+  go.pick = [](const std::vector<float>& logits, const std::vector<int32_t>&) { return argmax(logits); };
+  const std::vector<int32_t> gen = inference::generate(s, {}, go).tokens;
   rec.generated = tok.decode(gen);
   rec.correct = rec.generated.find(inst.value) != std::string::npos;
   return rec;

@@ -348,7 +348,7 @@ int run_experiment(ExperimentOptions o) {
                      static_cast<long long>(o.needle_steps), static_cast<long long>(needle_batch),
                      static_cast<long long>(needle_seq),
                      done > 0 ? (" (resuming at step " + std::to_string(done) + ")").c_str() : "");
-        auto m = model::Model::load((out / "models" / v.name).string());
+        auto m = model::Model::load((out / "models" / v.name).string(), model::Weights::F32);  // tuned below
         auto src = train::needle_mix_source(train::corpus_source(o.data_dir, o.seed + 1), tok_path, 1.0, 8, o.seed);
         train::train(m, *src, to, stderr);
       }

@@ -38,7 +38,7 @@ void Session::reset() {
   s_.last_logits.clear();
 }
 
-void Session::ttt_step(int32_t last_target) {
+double Session::ttt_step(int32_t last_target) {
   std::vector<int32_t> targets(s_.pending_tokens.begin() + 1, s_.pending_tokens.end());
   targets.push_back(last_target);
   GradMode on(true);
@@ -48,11 +48,14 @@ void Session::ttt_step(int32_t last_target) {
                              /*create_graph=*/false, /*keep_mixers=*/false);
   s_.chunk.phi = std::move(r.next.phi);
   ++s_.steps;
+  return r.loss.item();
 }
 
 std::vector<float> Session::step(int32_t token) { return feed({token}); }
 
-std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
+std::vector<float> Session::feed(const std::vector<int32_t>& tokens) { return feed(tokens, StepObserver()); }
+
+std::vector<float> Session::feed(const std::vector<int32_t>& tokens, const StepObserver& on_step) {
   const auto& cfg = m_.config();
   for (size_t i = 0; i < tokens.size(); ++i)
     if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size)
@@ -66,7 +69,8 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens) {
   int64_t i = 0;
   while (i < total) {
     if (s_.use_ttt && static_cast<int64_t>(s_.pending_tokens.size()) == b) {
-      ttt_step(tokens[i]);
+      const double loss = ttt_step(tokens[i]);
+      if (on_step) on_step(s_.steps - 1, loss);
       s_.pending_h.clear();
       s_.pending_tokens.clear();
     }
@@ -316,7 +320,7 @@ uint64_t Session::param_checksum() const {
 
 void Session::save_state(const std::string& path) const {
   const auto& cfg = m_.config();
-  const DType dt = m_.embed().dtype();
+  const DType dt = m_.dtype();  // the compute dtype (the embedding may be bf16)
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers;
   std::map<std::string, std::string> meta;
   meta["format"] = kStateFormat;
@@ -359,7 +363,7 @@ void Session::save_state(const std::string& path) const {
 
 Session::State Session::read_state(const std::string& path) const {
   const auto& cfg = m_.config();
-  const DType dt = m_.embed().dtype();
+  const DType dt = m_.dtype();  // the compute dtype (the embedding may be bf16)
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
   StateReader r(path, io::read_safetensors(path));
 

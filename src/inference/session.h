@@ -25,6 +25,7 @@
 //   last_logits                       [V] (or [0] at position 0): what the last step returned
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,11 @@ class Session {
   // several rows may round differently from one row at a time). Token ids are checked first: a
   // bad one throws std::invalid_argument and changes nothing.
   std::vector<float> feed(const std::vector<int32_t>& tokens);
+  // The same, and on_step sees every TTT step this feed takes: the index of the chunk it trained
+  // on (0-based) and that chunk's mean NLL over its targets that are not BOS, scored with the
+  // fast weights from before the step (what a reader learned from; SPEC section 3).
+  using StepObserver = std::function<void(int64_t chunk, double loss)>;
+  std::vector<float> feed(const std::vector<int32_t>& tokens, const StepObserver& on_step);
 
   void reset();  // back to phi_0 and empty caches (the TTT options are kept)
 
@@ -96,7 +102,7 @@ class Session {
     std::vector<float> last_logits;
   };
 
-  void ttt_step(int32_t last_target);
+  double ttt_step(int32_t last_target);  // returns the chunk's loss before the step
   State read_state(const std::string& path) const;
   uint64_t param_checksum() const;
 

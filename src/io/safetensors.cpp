@@ -16,8 +16,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
+#include <type_traits>
 
 #include "io/atomic_file.h"
+#include "tensor/bf16.h"
 
 static_assert(std::endian::native == std::endian::little,
               "safetensors I/O assumes a little-endian host");
@@ -137,16 +139,16 @@ Entry parse_entry(const std::string& what, const std::string& name, const json& 
 
 }  // namespace
 
-uint16_t float_to_bf16(float f) {
-  uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
+uint16_t float_to_bf16(float f) { return ttt::float_to_bf16(f); }
+float bf16_to_float(uint16_t b) { return ttt::bf16_to_float(b); }
 
-float bf16_to_float(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+namespace {
 
-TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string& what) {
+// Called with each stretch of the data buffer once its bytes have been copied out.
+using Release = std::function<void(const uint8_t*, size_t)>;
+
+TensorFile parse_impl(const uint8_t* data, size_t size, const std::string& what, const ReadOptions& opt,
+                      const Release& release) {
   if (size < 8)
     fail(what, "file too short (" + std::to_string(size) +
                    " bytes) to hold the 8-byte header length: truncated or not a safetensors file");
@@ -208,26 +210,41 @@ TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string
     fail(what, std::to_string(data_size - expected) +
                    " trailing bytes in the data buffer belong to no tensor (gap at the end)");
 
+  // Copied in pieces of 16 MB, each released right after, so that a large tensor (a 128K
+  // vocabulary's embedding) never holds its mapped pages and its copy at once.
+  constexpr size_t kPiece = size_t{16} << 20;
   for (const auto& e : entries) {
-    Tensor t = Tensor::empty(e.shape, e.load_as);
+    const bool keep = e.bf16 && opt.keep_bf16 && opt.keep_bf16(e.name);
+    Tensor t = Tensor::empty(e.shape, keep ? DType::BF16 : e.load_as);
     const uint8_t* src = buf + e.begin;
-    const size_t count = static_cast<size_t>(t.numel());
-    if (e.bf16) {
-      float* dst = t.data<float>();
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t b;
-        std::memcpy(&b, src + 2 * i, 2);
-        dst[i] = bf16_to_float(b);
+    const size_t bytes = static_cast<size_t>(e.end - e.begin);
+    auto* dst = static_cast<uint8_t*>(t.raw_data());
+    for (size_t p = 0; p < bytes; p += kPiece) {
+      const size_t len = std::min(kPiece, bytes - p);
+      if (e.bf16 && !keep) {
+        float* f = reinterpret_cast<float*>(dst) + p / 2;
+        for (size_t i = 0; i < len / 2; ++i) {
+          uint16_t b;
+          std::memcpy(&b, src + p + 2 * i, 2);
+          f[i] = bf16_to_float(b);
+        }
+      } else {
+        std::memcpy(dst + p, src + p, len);
       }
-    } else if (count > 0) {
-      std::memcpy(t.raw_data(), src, count * e.elem_size);
+      if (release) release(src + p, len);
     }
     out.tensors.emplace(e.name, std::move(t));
   }
   return out;
 }
 
-TensorFile read_safetensors(const std::string& path) {
+}  // namespace
+
+TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string& what, const ReadOptions& opt) {
+  return parse_impl(data, size, what, opt, nullptr);
+}
+
+TensorFile read_safetensors(const std::string& path, const ReadOptions& opt) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block the open
   if (fd < 0) throw std::runtime_error("cannot open safetensors file " + path + ": " + std::strerror(errno));
   struct FdGuard {
@@ -242,7 +259,7 @@ TensorFile read_safetensors(const std::string& path) {
   const size_t size = static_cast<size_t>(st.st_size);
   if (size < 8) {
     uint8_t small[8] = {};
-    return parse_safetensors(small, size, path);
+    return parse_safetensors(small, size, path, opt);
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (map == MAP_FAILED)
@@ -252,7 +269,17 @@ TensorFile read_safetensors(const std::string& path) {
     size_t n;
     ~MapGuard() { ::munmap(p, n); }
   } mguard{map, size};
-  return parse_safetensors(static_cast<const uint8_t*>(map), size, path);
+  // Dropping consumed pages of a private read-only mapping only unmaps them from this process
+  // (the page cache keeps the file): a later touch would fault them back in, so releasing the
+  // whole pages around a piece is safe even where a neighbouring tensor shares an edge page.
+  const auto base = reinterpret_cast<uintptr_t>(map);
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const Release release = [&](const uint8_t* p, size_t n) {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+    const uintptr_t hi = std::min(base + size, (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1));
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  };
+  return parse_impl(static_cast<const uint8_t*>(map), size, path, opt, release);
 }
 
 namespace {
@@ -294,6 +321,15 @@ void for_each_chunk(const Tensor& t, Sink&& sink) {
   if (!buf.empty()) sink(buf.data(), buf.size());
 }
 
+// Element value of a stored tensor (uint16_t: bf16 bits).
+template <class T>
+double value_of(T v) {
+  if constexpr (std::is_same_v<T, uint16_t>)
+    return bf16_to_float(v);
+  else
+    return static_cast<double>(v);
+}
+
 template <class T>
 void write_tensor_data(std::ostream& out, const Tensor& t, StoreAs as) {
   std::vector<char> bytes;
@@ -301,19 +337,23 @@ void write_tensor_data(std::ostream& out, const Tensor& t, StoreAs as) {
     if (as == StoreAs::F32) {
       bytes.resize(count * 4);
       for (size_t i = 0; i < count; ++i) {
-        const float f = static_cast<float>(v[i]);
+        const float f = static_cast<float>(value_of(v[i]));
         std::memcpy(bytes.data() + 4 * i, &f, 4);
       }
     } else if (as == StoreAs::F64) {
       bytes.resize(count * 8);
       for (size_t i = 0; i < count; ++i) {
-        const double d = static_cast<double>(v[i]);
+        const double d = value_of(v[i]);
         std::memcpy(bytes.data() + 8 * i, &d, 8);
       }
     } else {
       bytes.resize(count * 2);
       for (size_t i = 0; i < count; ++i) {
-        const uint16_t b = float_to_bf16(static_cast<float>(v[i]));
+        uint16_t b;
+        if constexpr (std::is_same_v<T, uint16_t>)
+          b = v[i];  // already bf16: the bits as they are
+        else
+          b = float_to_bf16(static_cast<float>(v[i]));
         std::memcpy(bytes.data() + 2 * i, &b, 2);
       }
     }
@@ -326,11 +366,17 @@ void write_tensor_data(std::ostream& out, const Tensor& t, StoreAs as) {
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, ttt::Tensor>>& tensors,
                        StoreAs dtype, const std::map<std::string, std::string>& metadata) {
-  const char* dtype_str = dtype == StoreAs::F32 ? "F32" : dtype == StoreAs::BF16 ? "BF16" : "F64";
-  const uint64_t elem = dtype == StoreAs::F32 ? 4 : dtype == StoreAs::BF16 ? 2 : 8;
+  write_safetensors(path, tensors, std::vector<StoreAs>(tensors.size(), dtype), metadata);
+}
+
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, ttt::Tensor>>& tensors,
+                       const std::vector<StoreAs>& dtypes, const std::map<std::string, std::string>& metadata) {
   auto bad = [&](const std::string& problem) {
     throw std::runtime_error("cannot write safetensors file " + path + ": " + problem);
   };
+  if (dtypes.size() != tensors.size())
+    bad(std::to_string(dtypes.size()) + " storage dtypes for " + std::to_string(tensors.size()) + " tensors");
 
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -340,12 +386,16 @@ void write_safetensors(const std::string& path,
   }
   std::set<std::string> seen;
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, t] = tensors[i];
+    const StoreAs dtype = dtypes[i];
+    const char* dtype_str = dtype == StoreAs::F32 ? "F32" : dtype == StoreAs::BF16 ? "BF16" : "F64";
+    const uint64_t elem = dtype == StoreAs::F32 ? 4 : dtype == StoreAs::BF16 ? 2 : 8;
     if (name == "__metadata__") bad("tensor name \"__metadata__\" is reserved");
     if (!seen.insert(name).second) bad("duplicate tensor name " + q_name(name));
     if (!t.defined()) bad("tensor " + q_name(name) + " is undefined");
     if (t.device() != Device::CPU) bad("tensor " + q_name(name) + " is not on the CPU");
-    if (t.dtype() != DType::F32 && t.dtype() != DType::F64)
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F64 && t.dtype() != DType::BF16)
       bad("tensor " + q_name(name) + " has unsupported dtype " + dtype_name(t.dtype()));
     const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * elem;
     header[name] = {{"dtype", dtype_str}, {"shape", t.shape()}, {"data_offsets", {offset, offset + nbytes}}};
@@ -365,11 +415,14 @@ void write_safetensors(const std::string& path,
     std::memcpy(len, &n, 8);
     out.write(len, 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& [name, t] : tensors) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const Tensor& t = tensors[i].second;
       if (t.dtype() == DType::F32)
-        write_tensor_data<float>(out, t, dtype);
+        write_tensor_data<float>(out, t, dtypes[i]);
+      else if (t.dtype() == DType::BF16)
+        write_tensor_data<uint16_t>(out, t, dtypes[i]);
       else
-        write_tensor_data<double>(out, t, dtype);
+        write_tensor_data<double>(out, t, dtypes[i]);
     }
   });
 }

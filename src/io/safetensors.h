@@ -11,6 +11,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -28,10 +29,19 @@ struct TensorFile {
   std::map<std::string, std::string> metadata;       // the "__metadata__" object
 };
 
-// F32 and BF16 entries load as F32 tensors, F64 entries as F64 tensors.
-TensorFile read_safetensors(const std::string& path);
+struct ReadOptions {
+  // BF16 entries whose name this accepts load as BF16 tensors, bit for bit (a model's inference
+  // weights, model/model.h); the others widen to F32. Empty: every BF16 entry widens.
+  std::function<bool(const std::string&)> keep_bf16;
+};
+
+// F32 and BF16 entries load as F32 tensors (BF16 ones as BF16 where opt.keep_bf16 says so), F64
+// entries as F64 tensors. The file is memory-mapped read-only and each tensor's pages are
+// dropped from the mapping as soon as they are copied out, so loading never holds the file and
+// the tensors in memory at once (peak: the tensors plus 16 MB).
+TensorFile read_safetensors(const std::string& path, const ReadOptions& opt = {});
 // Same, from memory. `what` names the source in error messages (normally the path).
-TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string& what);
+TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string& what, const ReadOptions& opt = {});
 
 // Writes the tensors in the given order, atomically (io/atomic_file.h). Tensors may be F32 or
 // F64 and non-contiguous; BF16 rounds to nearest even (F64 inputs go through F32 first, so they
@@ -40,6 +50,12 @@ TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, ttt::Tensor>>& tensors,
                        StoreAs dtype = StoreAs::F32,
+                       const std::map<std::string, std::string>& metadata = {});
+// The same with one storage dtype per tensor (aligned with `tensors`). BF16 tensors (inference
+// weights) are accepted too: stored as BF16 they keep their bits, as F32 or F64 they widen.
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, ttt::Tensor>>& tensors,
+                       const std::vector<StoreAs>& dtypes,
                        const std::map<std::string, std::string>& metadata = {});
 
 // bfloat16 conversions: round to nearest even (NaN stays NaN, quiet), and the exact widening.

@@ -9,6 +9,7 @@
 #include "model/mamba2_mixer.h"
 #include "model/ttt_kvb_mixer.h"
 #include "io/safetensors.h"
+#include "tensor/bf16.h"
 
 namespace ttt::model {
 namespace {
@@ -69,7 +70,9 @@ Model Model::from_tensors(const ModelConfig& cfg, std::map<std::string, Tensor> 
     if (it == tensors.end()) throw std::runtime_error("checkpoint is missing tensor " + name);
     if (it->second.shape() != shape)
       throw std::runtime_error(name + " has shape " + shape_str(it->second.shape()) + ", config says " + shape_str(shape));
-    Tensor v = it->second.dtype() == dtype ? contiguous(it->second) : to_dtype(it->second, dtype);
+    // bf16 inference weights stay bf16 in a float32 model; anything else becomes `dtype`.
+    const bool keep_bf16 = it->second.dtype() == DType::BF16 && dtype == DType::F32 && bf16_weight(name);
+    Tensor v = it->second.dtype() == dtype || keep_bf16 ? contiguous(it->second) : to_dtype(it->second, dtype);
     m.params_.emplace_back(name, v.detach());
     tensors.erase(it);
   }
@@ -78,15 +81,70 @@ Model Model::from_tensors(const ModelConfig& cfg, std::map<std::string, Tensor> 
   return m;
 }
 
-Model Model::load(const std::string& dir) {
-  const ModelConfig cfg = load_config(dir + "/config.json");
-  auto file = io::read_safetensors(dir + "/model.safetensors");
-  return from_tensors(cfg, std::move(file.tensors));
+Weights parse_weights(const std::string& text) {
+  if (text == "f32" || text == "F32") return Weights::F32;
+  if (text == "bf16" || text == "BF16") return Weights::BF16;
+  if (text == "auto") return Weights::Auto;
+  throw std::invalid_argument("unknown weights '" + io::one_line(text) + "' (expected f32, bf16 or auto)");
 }
 
-void Model::save(const std::string& dir) const {
+bool Model::bf16_weight(const std::string& name) {
+  if (name == "embed.weight" || name == "lm_head") return true;
+  if (name.rfind("blocks.", 0) != 0) return false;
+  const size_t dot = name.find('.', 7);
+  if (dot == std::string::npos) return false;
+  const std::string rest = name.substr(dot + 1);
+  for (const char* w : {"attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w1", "mlp.w2", "mlp.w3"})
+    if (rest == w) return true;
+  return false;
+}
+
+Model Model::load(const std::string& dir, Weights weights) {
+  const ModelConfig cfg = load_config(dir + "/config.json");
+  io::ReadOptions opt;
+  if (weights != Weights::F32) opt.keep_bf16 = [](const std::string& name) { return bf16_weight(name); };
+  auto file = io::read_safetensors(dir + "/model.safetensors", opt);
+  Model m = from_tensors(cfg, std::move(file.tensors));
+  if (weights == Weights::BF16 && !m.has_bf16_weights()) return m.with_bf16_weights();
+  return m;
+}
+
+void Model::save(const std::string& dir, Storage storage) const {
   save_config(cfg_, dir + "/config.json");
-  io::write_safetensors(dir + "/model.safetensors", params_, io::StoreAs::F32);
+  std::vector<io::StoreAs> as;
+  for (const auto& [name, t] : params_)
+    as.push_back(storage == Storage::BF16 && t.dim() >= 2 ? io::StoreAs::BF16
+                 : t.dtype() == DType::F64                ? io::StoreAs::F64
+                                                          : io::StoreAs::F32);
+  // A model holding bf16 weights saves them as they are unless asked for float32.
+  if (storage == Storage::F32)
+    for (size_t i = 0; i < as.size(); ++i)
+      if (params_[i].second.dtype() == DType::BF16) as[i] = io::StoreAs::F32;
+  io::write_safetensors(dir + "/model.safetensors", params_, as);
+}
+
+Model Model::with_bf16_weights() const {
+  if (dtype() != DType::F32) throw std::invalid_argument("bf16 weights need a float32 model");
+  std::map<std::string, Tensor> t;
+  for (const auto& [name, p] : params_) {
+    if (!bf16_weight(name) || p.dtype() == DType::BF16) {
+      t[name] = p;
+      continue;
+    }
+    Tensor b = Tensor::empty(p.shape(), DType::BF16);
+    const Tensor c = contiguous(p.detach());
+    const float* src = c.data<float>();
+    uint16_t* dst = b.data<uint16_t>();
+    for (int64_t i = 0; i < c.numel(); ++i) dst[i] = float_to_bf16(src[i]);
+    t[name] = b;
+  }
+  return from_tensors(cfg_, std::move(t));
+}
+
+bool Model::has_bf16_weights() const {
+  for (const auto& [n, t] : params_)
+    if (t.dtype() == DType::BF16) return true;
+  return false;
 }
 
 void Model::bind() {
@@ -213,7 +271,11 @@ Tensor masked_mean(const Tensor& nll, const std::vector<int32_t>& targets, int32
 
 std::string first_nonfinite_parameter(const Model& m) {
   for (const auto& [name, t] : m.named_parameters()) {
-    if (t.dtype() == DType::F32 && t.is_contiguous()) {
+    if (t.dtype() == DType::BF16) {  // bf16 inference weights: exponent bits all ones
+      const uint16_t* p = t.data<uint16_t>();
+      for (int64_t i = 0; i < t.numel(); ++i)
+        if ((p[i] & 0x7f80u) == 0x7f80u) return name;
+    } else if (t.dtype() == DType::F32 && t.is_contiguous()) {
       const float* p = t.data<float>();
       for (int64_t i = 0; i < t.numel(); ++i)
         if (!std::isfinite(p[i])) return name;

@@ -23,6 +23,20 @@ struct BlockParams {
 // Inner (fast) weights: for each prime block, in order, {w1, w3, w2} of its prime MLP.
 using Phi = std::vector<Tensor>;
 
+// How a model holds its large weight matrices in memory (see bf16_weight()).
+//   F32:  everything float32 (training, gradients; BF16 files widen at load).
+//   BF16: the large matrices bfloat16, inference only: half the memory, and a decode step
+//         streams half the bytes. A float32 file is rounded to nearest even at load.
+//   Auto: BF16 if the file stores them as BF16 (what a user who saved a bf16 model expects),
+//         else F32.
+enum class Weights { F32, BF16, Auto };
+// Parses "f32", "bf16" or "auto" (a one-line error otherwise).
+Weights parse_weights(const std::string& text);
+
+// Storage dtype of model files: F32, or BF16 for the large matrices (norms stay F32: they are
+// tiny, and rounding them buys nothing).
+enum class Storage { F32, BF16 };
+
 class Model {
  public:
   // N(0, initializer_range) for matrices and the embedding, ones for norm weights. float64
@@ -31,8 +45,21 @@ class Model {
   // Requires exactly the tensors of parameter_shapes(cfg); converts them to `dtype`.
   static Model from_tensors(const ModelConfig& cfg, std::map<std::string, Tensor> tensors,
                             DType dtype = DType::F32);
-  static Model load(const std::string& dir);  // DIR/config.json + DIR/model.safetensors
-  void save(const std::string& dir) const;    // atomic writes, F32
+  // DIR/config.json + DIR/model.safetensors. Training and gradients need Weights::F32 (a model
+  // with bf16 weights refuses set_requires_grad); inference may keep them bf16.
+  static Model load(const std::string& dir, Weights weights = Weights::Auto);
+  void save(const std::string& dir, Storage storage = Storage::F32) const;  // atomic writes
+
+  // The parameters that may be held as bf16: the attention projections, the block MLPs and the
+  // embedding / head, i.e. every large matrix the inner TTT step does not update. The prime MLPs
+  // (phi_0, the fast weights' start) and the norms always stay float32, as do the recurrent
+  // baselines' parameters.
+  static bool bf16_weight(const std::string& name);
+  // The same model with its bf16-eligible matrices rounded to bf16 (inference only).
+  Model with_bf16_weights() const;
+  bool has_bf16_weights() const;
+  // The compute (activation) dtype: float32, or float64 for the gradient-check models.
+  DType dtype() const { return final_norm_.dtype(); }
 
   const ModelConfig& config() const { return cfg_; }
   const std::vector<std::pair<std::string, Tensor>>& named_parameters() const { return params_; }

@@ -4,12 +4,13 @@
 #include <stdexcept>
 
 #include "autodiff/graph.h"
+#include "tensor/bf16.h"
 #include "tensor/pool.h"
 
 namespace ttt {
 
-size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 8; }
-const char* dtype_name(DType t) { return t == DType::F32 ? "F32" : "F64"; }
+size_t dtype_size(DType t) { return t == DType::F32 ? 4 : t == DType::BF16 ? 2 : 8; }
+const char* dtype_name(DType t) { return t == DType::F32 ? "F32" : t == DType::BF16 ? "BF16" : "F64"; }
 
 std::string shape_str(const Shape& s) {
   std::ostringstream o;
@@ -73,6 +74,8 @@ void* Tensor::raw_data() const {
 
 Tensor& Tensor::set_requires_grad(bool r) {
   if (!is_leaf()) throw std::logic_error("set_requires_grad on a non-leaf tensor");
+  if (r && dtype() == DType::BF16)
+    throw std::invalid_argument("bfloat16 weights are inference-only and cannot require grad (load the model with float32 weights)");
   impl_->requires_grad = r;
   return *this;
 }
@@ -85,6 +88,15 @@ Tensor Tensor::detach() const {
 }
 
 namespace {
+double element(const TensorImpl& t, int64_t off) {
+  switch (t.dtype) {
+    case DType::F32: return static_cast<const float*>(t.storage->data)[off];
+    case DType::F64: return static_cast<const double*>(t.storage->data)[off];
+    case DType::BF16: return bf16_to_float(static_cast<const uint16_t*>(t.storage->data)[off]);
+  }
+  return 0;
+}
+
 int64_t linear_offset(const TensorImpl& t, int64_t logical) {
   int64_t off = t.offset;
   for (int64_t i = static_cast<int64_t>(t.shape.size()) - 1; i >= 0; --i) {
@@ -109,8 +121,7 @@ double Tensor::at(const std::vector<int64_t>& index) const {
     if (index[i] < 0 || index[i] >= impl_->shape[i]) throw std::out_of_range("at(): index out of range");
     off += index[i] * impl_->strides[i];
   }
-  if (dtype() == DType::F32) return static_cast<const float*>(impl_->storage->data)[off];
-  return static_cast<const double*>(impl_->storage->data)[off];
+  return element(*impl_, off);
 }
 
 std::vector<double> Tensor::to_vector() const {
@@ -119,8 +130,7 @@ std::vector<double> Tensor::to_vector() const {
   const bool contig = is_contiguous();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t off = contig ? impl_->offset + i : linear_offset(*impl_, i);
-    out[i] = dtype() == DType::F32 ? static_cast<const float*>(impl_->storage->data)[off]
-                                   : static_cast<const double*>(impl_->storage->data)[off];
+    out[i] = element(*impl_, off);
   }
   return out;
 }

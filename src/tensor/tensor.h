@@ -3,6 +3,11 @@
 // Storage is row-major; views (reshape, transpose, slice) share it through offset and strides.
 // float32 is the compute type, float64 runs the same code for gradient checks. Every tensor
 // names its device; the device picks the backend that runs its kernels (backend/backend.h).
+//
+// BF16 is a storage type for inference weights only (a model loaded with bfloat16 weights,
+// model/model.h): halving the bytes a decode step streams matters more than anything else on a
+// CPU. Only matmul (as the right operand of a float32 left one), embedding, linear_cross_entropy,
+// views and copies read it; every other op rejects it, and a BF16 tensor cannot require grad.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -13,7 +18,7 @@
 
 namespace ttt {
 
-enum class DType { F32, F64 };
+enum class DType { F32, F64, BF16 };
 enum class Device { CPU };  // CUDA joins here; see backend/backend.h
 
 size_t dtype_size(DType t);

@@ -97,7 +97,7 @@ int64_t read_checkpoint(const fs::path& out, model::Model& m, AdamW& opt, Sequen
   const TrainerState st = parse_trainer_state(io::read_regular_file(tj, "training state", uint64_t{1} << 24), o, tj);
   const int64_t step = st.step, opt_steps = st.optimizer_steps;
   const std::string& data_state = st.data_state;
-  const auto saved = model::Model::load(dir.string());
+  const auto saved = model::Model::load(dir.string(), model::Weights::F32);  // trains: float32
   if (const std::string bad = model::first_nonfinite_parameter(saved); !bad.empty())
     throw std::runtime_error("cannot resume: the checkpoint's parameter " + bad + " is not finite");
   if (model::config_to_json(saved.config()) != model::config_to_json(m.config()))

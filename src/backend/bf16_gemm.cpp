@@ -1,0 +1,217 @@
+#include "backend/bf16_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstring>
+
+#include "backend/blas.h"
+#include "backend/thread_pool.h"
+#include "tensor/tensor.h"
+
+namespace ttt::kernels {
+namespace {
+
+std::atomic<bool> g_force_scalar{false};
+
+bool cpu_has_avx512() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+}
+
+bool use_avx512() { return cpu_has_avx512() && !g_force_scalar.load(std::memory_order_relaxed); }
+
+inline float widen(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
+
+// ---- portable kernels
+
+// y[j] = x . b[j, :] for j in [j0, j1) (b is [n, k]).
+void gemv_t_scalar(const float* x, const uint16_t* b, int64_t k, int64_t j0, int64_t j1, float* y) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint16_t* r = b + j * k;
+    float s[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8)
+      for (int u = 0; u < 8; ++u) s[u] += x[i + u] * widen(r[i + u]);
+    for (; i < k; ++i) s[0] += x[i] * widen(r[i]);
+    y[j] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  }
+}
+
+// y[j0:j1] = x @ b[:, j0:j1] (b is [k, n]).
+void gemv_n_scalar(const float* x, const uint16_t* b, int64_t k, int64_t n, int64_t j0, int64_t j1, float* y) {
+  std::fill(y + j0, y + j1, 0.0f);
+  for (int64_t i = 0; i < k; ++i) {
+    const float xi = x[i];
+    const uint16_t* r = b + i * n;
+    for (int64_t j = j0; j < j1; ++j) y[j] += xi * widen(r[j]);
+  }
+}
+
+// ---- AVX-512 kernels (chosen at run time: the build does not assume the CPU)
+
+#define TTT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+// The maskz forms with a full mask are the same instructions; the plain ones start from
+// _mm512_undefined_epi32, which GCC 12 reports as maybe-uninitialized.
+TTT_AVX512 inline __m512 widen16(__m256i h) {
+  const __mmask16 all = 0xFFFF;
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, h), 16));
+}
+
+// Horizontal sum through memory (_mm512_reduce_add_ps trips the same GCC 12 warning).
+TTT_AVX512 inline float hsum(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  float s[4];
+  for (int i = 0; i < 4; ++i) s[i] = (t[i] + t[i + 4]) + (t[i + 8] + t[i + 12]);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+TTT_AVX512 inline __mmask16 tail_mask(int64_t rem) {
+  return rem >= 16 ? static_cast<__mmask16>(0xFFFF) : rem <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << rem) - 1);
+}
+
+TTT_AVX512 void gemv_t_avx512(const float* x, const uint16_t* b, int64_t k, int64_t j0, int64_t j1, float* y) {
+  const int64_t kv = k & ~int64_t{15};
+  const __mmask16 mt = tail_mask(k - kv);
+  int64_t j = j0;
+  // Four rows at a time share each load of x; the four independent accumulators keep FMAs in flight.
+  for (; j + 4 <= j1; j += 4) {
+    const uint16_t* r0 = b + j * k;
+    const uint16_t* r1 = r0 + k;
+    const uint16_t* r2 = r1 + k;
+    const uint16_t* r3 = r2 + k;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = 0; i < kv; i += 16) {
+      const __m512 xv = _mm512_loadu_ps(x + i);
+      s0 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + i))), xv, s0);
+      s1 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + i))), xv, s1);
+      s2 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r2 + i))), xv, s2);
+      s3 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r3 + i))), xv, s3);
+    }
+    if (mt) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mt, x + kv);
+      s0 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r0 + kv)), xv, s0);
+      s1 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r1 + kv)), xv, s1);
+      s2 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r2 + kv)), xv, s2);
+      s3 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r3 + kv)), xv, s3);
+    }
+    y[j] = hsum(s0);
+    y[j + 1] = hsum(s1);
+    y[j + 2] = hsum(s2);
+    y[j + 3] = hsum(s3);
+  }
+  for (; j < j1; ++j) {
+    const uint16_t* r = b + j * k;
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t i = 0; i < kv; i += 16)
+      s = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + i))), _mm512_loadu_ps(x + i), s);
+    if (mt) s = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r + kv)), _mm512_maskz_loadu_ps(mt, x + kv), s);
+    y[j] = hsum(s);
+  }
+}
+
+// Up to 128 columns [j0, j1) held in eight accumulators over the whole k loop.
+TTT_AVX512 void gemv_n_avx512(const float* x, const uint16_t* b, int64_t k, int64_t n, int64_t j0, int64_t j1,
+                              float* y) {
+  for (int64_t c0 = j0; c0 < j1; c0 += 128) {
+    const int64_t w = std::min<int64_t>(128, j1 - c0);
+    __mmask16 m[8];
+    for (int v = 0; v < 8; ++v) m[v] = tail_mask(w - 16 * v);
+    __m512 acc[8];
+    for (int v = 0; v < 8; ++v) acc[v] = _mm512_setzero_ps();
+    if (w == 128) {
+      for (int64_t i = 0; i < k; ++i) {
+        const __m512 xi = _mm512_set1_ps(x[i]);
+        const uint16_t* r = b + i * n + c0;
+        for (int v = 0; v < 8; ++v)
+          acc[v] = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 16 * v))), xi, acc[v]);
+      }
+    } else {
+      for (int64_t i = 0; i < k; ++i) {
+        const __m512 xi = _mm512_set1_ps(x[i]);
+        const uint16_t* r = b + i * n + c0;
+        for (int v = 0; v < 8; ++v)
+          if (m[v]) acc[v] = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(m[v], r + 16 * v)), xi, acc[v]);
+      }
+    }
+    for (int v = 0; v < 8; ++v)
+      if (m[v]) _mm512_mask_storeu_ps(y + c0 + 16 * v, m[v], acc[v]);
+  }
+}
+
+void gemv(int64_t n, int64_t k, const float* x, const uint16_t* b, bool tb, float* y) {
+  const bool simd = use_avx512();
+  if (tb) {
+    // Rows of b are independent dot products: split them over the pool, ~64K weights a piece.
+    const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 16) / std::max<int64_t>(k, 1));
+    parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
+      if (simd)
+        gemv_t_avx512(x, b, k, lo, hi, y);
+      else
+        gemv_t_scalar(x, b, k, lo, hi, y);
+    });
+  } else {
+    // Column blocks of 128 (one block's accumulators live in registers across the k loop).
+    const int64_t blocks = (n + 127) / 128;
+    parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
+      const int64_t j0 = lo * 128, j1 = std::min(n, hi * 128);
+      if (simd)
+        gemv_n_avx512(x, b, k, n, j0, j1, y);
+      else
+        gemv_n_scalar(x, b, k, n, j0, j1, y);
+    });
+  }
+}
+
+}  // namespace
+
+const char* bf16_gemv_kernel() { return use_avx512() ? "avx512" : "scalar"; }
+void set_bf16_force_scalar(bool force) { g_force_scalar.store(force, std::memory_order_relaxed); }
+
+void gemm_f32_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb,
+                   float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+    return;
+  }
+  if (m == 1) {
+    gemv(n, k, a, b, tb, c);
+    return;
+  }
+  // Panels of about 1M weights (4 MB widened): large enough that sgemm runs near its peak on each,
+  // small enough to stay in the last-level cache between the widening and the product. Both
+  // layouts cut b into contiguous row blocks, widened as they are: with tb, rows are output
+  // columns (c[:, n0:n0+w] = a @ panel^T); without, rows are a stretch of k, and the panels'
+  // products accumulate into c (c is m x n, small next to b when k is a 128K vocabulary). The
+  // buffer comes from the tensor pool, so repeated calls do not fault in pages.
+  const int64_t row = tb ? k : n;           // elements per row of b
+  const int64_t rows = tb ? n : k;          // rows of b
+  const int64_t per = std::min(rows, std::max<int64_t>(16, (int64_t{1} << 20) / std::max<int64_t>(row, 1)));
+  Tensor buf = Tensor::empty({per * row}, DType::F32);
+  float* p = buf.data<float>();
+  for (int64_t r0 = 0; r0 < rows; r0 += per) {
+    const int64_t w = std::min(per, rows - r0);
+    const uint16_t* src = b + r0 * row;
+    parallel_for(0, w * row, int64_t{1} << 16, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) p[i] = widen(src[i]);
+    });
+    if (tb)
+      blas::gemm(blas::Trans::No, blas::Trans::Yes, static_cast<int>(m), static_cast<int>(w), static_cast<int>(k), 1.0f,
+                 a, static_cast<int>(lda), p, static_cast<int>(k), 0.0f, c + r0, static_cast<int>(ldc));
+    else
+      blas::gemm(blas::Trans::No, blas::Trans::No, static_cast<int>(m), static_cast<int>(n), static_cast<int>(w), 1.0f,
+                 a + r0, static_cast<int>(lda), p, static_cast<int>(n), r0 == 0 ? 0.0f : 1.0f, c,
+                 static_cast<int>(ldc));
+  }
+}
+
+}  // namespace ttt::kernels

@@ -1,0 +1,26 @@
+// float32 x bfloat16 matrix products for models whose large weights stay bfloat16 in memory
+// (inference only; tensor/tensor.h). The weights are widened exactly, and every product and sum
+// is float32, so the result is the float32 product of the bf16-rounded weights up to float32
+// summation order.
+//
+// One row (a decode step) is a GEMV bound by memory bandwidth: it reads the bf16 weights once and
+// widens them in registers (AVX-512 when the CPU has it, else portable loops), which is why
+// bf16 weights nearly double decode speed. Several rows widen the weights panel by panel into a
+// float32 buffer the size of a cache-friendly block and run sgemm on it: the conversion is
+// amortized over the rows and the compute stays BLAS's.
+#pragma once
+#include <cstdint>
+
+namespace ttt::kernels {
+
+// c[m, n] = a[m, k] @ op(b): a row-major with leading dimension lda; b row-major bf16 bits, [n, k]
+// if tb (rows are the output columns: a tied embedding used as the head) else [k, n]; c row-major
+// with leading dimension ldc, overwritten.
+void gemm_f32_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb,
+                   float* c, int64_t ldc);
+
+// Which GEMV kernel runs: "avx512" or "scalar". force_scalar (tests) selects the portable one.
+const char* bf16_gemv_kernel();
+void set_bf16_force_scalar(bool force);
+
+}  // namespace ttt::kernels

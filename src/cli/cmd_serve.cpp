@@ -1,0 +1,35 @@
+// `ttt serve`: the HTTP server of SPEC section 8 (src/server/server.h).
+#include "cli/commands.h"
+#include "server/server.h"
+
+namespace ttt::cli {
+namespace {
+
+server::ServerOptions g_serve;
+
+}  // namespace
+
+void register_serve(CLI::App& app, Registry& reg) {
+  auto* s = app.add_subcommand("serve", "HTTP server: OpenAI-compatible completions and sessions that learn while they read");
+  auto& o = g_serve;
+  s->add_option("--model", o.model_dir, "model directory")->required();
+  s->add_option("--tokenizer", o.tokenizer, "tokenizer file (default: tokenizer.model or tokenizer.json in the model directory)");
+  s->add_option("--host", o.host, "address to bind")->capture_default_str();
+  s->add_option("--port", o.port, "port (0: any free port, printed on stderr)")->capture_default_str();
+  s->add_option("--state-dir", o.state_dir, "keep sessions, snapshots and the audit log here (SQLite + state files)");
+  s->add_option("--api-keys", o.api_keys, "file of 'KEY TENANT' lines: require Authorization: Bearer KEY");
+  s->add_option("--max-resident-sessions", o.max_resident_sessions, "states kept in memory, the rest spill to disk (0: no limit)")
+      ->capture_default_str();
+  s->add_option("--max-snapshots", o.max_snapshots, "snapshots kept per session, oldest dropped first (0: no limit)")
+      ->capture_default_str();
+  s->add_option("--threads", o.threads, "HTTP worker threads")->capture_default_str();
+  s->add_option("--max-body-bytes", o.max_body_bytes, "largest request body (413 beyond)")->capture_default_str();
+  s->add_option("--max-input-tokens", o.max_input_tokens, "most tokens one ingest or prompt may hold")->capture_default_str();
+  s->add_option("--max-new-tokens", o.max_new_tokens, "most tokens one generation may ask for")->capture_default_str();
+  s->add_option("--max-tenant-requests", o.max_tenant_requests, "concurrent requests per tenant (429 beyond)")
+      ->capture_default_str();
+  s->add_option("--model-name", o.model_name, "model id in /v1/models and completions (default: the directory name)");
+  reg.push_back({s, [] { return server::run_server(g_serve); }});
+}
+
+}  // namespace ttt::cli

@@ -1,0 +1,35 @@
+// `ttt serve`: the HTTP server of SPEC section 8, a thin layer over the inference API
+// (inference/generation.h) and the session store (session_store.h).
+//
+// Files: http_server.cpp (routes, request parsing, SSE), session_store.* (sessions, locking,
+// residency, persistence), database.* (SQLite catalogue and audit), auth.* (API keys per
+// tenant), metrics.* (Prometheus text), openapi.cpp (the /openapi.json document).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace ttt::server {
+
+struct ServerOptions {
+  std::string model_dir, tokenizer, host = "127.0.0.1", state_dir, api_keys, model_name;
+  int port = 8080;                      // 0: any free port (printed when listening)
+  int threads = 16;                     // HTTP worker threads (each serves one connection at a time)
+  int64_t max_resident_sessions = 0;    // 0: no limit
+  int64_t max_snapshots = 0;            // per session; 0: no limit
+  uint64_t max_body_bytes = 256ull << 20;  // request bodies (a PUT state file is the largest)
+  int64_t max_input_tokens = 1 << 20;   // per ingest or prompt
+  int64_t max_new_tokens = 4096;        // per generation
+  int64_t max_tenant_requests = 8;      // concurrent requests per tenant (429 beyond)
+  int read_timeout_s = 60;
+};
+
+// The document served at /openapi.json.
+const char* openapi_json();
+
+// Binds, loads the model (GET /health answers 503 meanwhile), serves until SIGTERM or SIGINT,
+// drains the requests in flight and returns 0. Prints "ttt serve: listening on http://HOST:PORT"
+// on stderr once bound. Throws std::runtime_error for options it cannot serve with.
+int run_server(const ServerOptions& o);
+
+}  // namespace ttt::server
