@@ -77,6 +77,8 @@ json snapshot_json(const SnapshotInfo& s) {
 // A null value counts as absent, as OpenAI clients send it for unset options.
 class Fields {
  public:
+  // Keeps a reference to j: a temporary would dangle (the rvalue overload is deleted).
+  Fields(json&&, std::set<std::string>, bool) = delete;
   Fields(const json& j, std::set<std::string> known, bool strict) : j_(j) {
     if (!j.is_object()) throw bad_request("the request body must be a JSON object");
     if (strict)
@@ -190,7 +192,8 @@ class Server {
   std::shared_ptr<void> acquire_slot(const std::string& tenant);
   json body_json(const httplib::Request& req) const;
   std::optional<int64_t> if_match(const httplib::Request& req) const;
-  Input input(const Fields& f, const std::string& key, bool allow_text = true) const;
+  // openai_batch: also the OpenAI completions' one-element batch forms ["text"] and [[ids]].
+  Input input(const Fields& f, const std::string& key, bool allow_text = true, bool openai_batch = false) const;
   std::vector<int32_t> resolve(const Input& in, bool new_document) const;
   inference::GenerateOptions gen_options(const Fields& f, const std::string& max_key, int64_t default_max) const;
   std::string detok(const std::vector<int32_t>& ids, size_t from) const;
@@ -288,7 +291,7 @@ std::optional<int64_t> Server::if_match(const httplib::Request& req) const {
   return x;
 }
 
-Input Server::input(const Fields& f, const std::string& key, bool allow_text) const {
+Input Server::input(const Fields& f, const std::string& key, bool allow_text, bool openai_batch) const {
   Input in;
   const json& v = f.at(key);
   const int64_t V = model_->config().vocab_size;
@@ -297,11 +300,11 @@ Input Server::input(const Fields& f, const std::string& key, bool allow_text) co
     if (!tok_) throw bad_request("text needs a tokenizer (start the server with --tokenizer): send token ids instead");
     in.is_text = true;
     in.text = v.get<std::string>();
-  } else if (v.is_array() && v.size() == 1 && (v[0].is_string() || v[0].is_array())) {
+  } else if (openai_batch && v.is_array() && v.size() == 1 && (v[0].is_string() || v[0].is_array())) {
     // OpenAI batch forms with one element: ["text"] or [[ids]].
-    json one = v[0];
-    Fields inner(json{{key, one}}, {key}, true);
-    return input(inner, key, allow_text);
+    const json wrapped{{key, v[0]}};  // named: Fields keeps a reference to it
+    Fields inner(wrapped, {key}, true);
+    return input(inner, key, allow_text, /*openai_batch=*/false);
   } else {
     in.tokens = token_array(v, key, V, o_.max_input_tokens);
   }
@@ -517,7 +520,7 @@ void Server::completions(Ctx& c) {
   const json body = body_json(c.req);
   Fields f(body, {}, false);
   if (!f.has("prompt")) throw bad_request("field 'prompt' is required");
-  const Input in = input(f, "prompt");
+  const Input in = input(f, "prompt", /*allow_text=*/true, /*openai_batch=*/true);
   inference::GenerateOptions go = gen_options(f, "max_tokens", 16);
   if (auto n = f.integer("n", 1, 1); n && *n != 1) throw bad_request("field 'n' must be 1");
   if (f.has("model") && !f.at("model").is_string()) throw bad_request("field 'model' must be a string");
@@ -703,13 +706,15 @@ void Server::routes() {
   });
   http_.Post(sid + "/fork", [this](const Req& req, Res& res) {
     handle("sessions.fork", req, res, [this](Ctx& c) {
-      Fields(body_json(c.req), {}, true);
+      const json body = body_json(c.req);
+      Fields(body, {}, true);  // validates: no fields allowed
       send_json(c.res, 201, session_json(store_->fork(c.tenant, c.req.matches[1])));
     });
   });
   http_.Post(sid + "/reset", [this](const Req& req, Res& res) {
     handle("sessions.reset", req, res, [this](Ctx& c) {
-      Fields(body_json(c.req), {}, true);
+      const json body = body_json(c.req);
+      Fields(body, {}, true);  // validates: no fields allowed
       send_json(c.res, 200, session_json(store_->reset(c.tenant, c.req.matches[1], if_match(c.req))));
     });
   });
