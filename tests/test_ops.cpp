@@ -216,6 +216,18 @@ std::vector<OpCase> all_cases() {
                   }
                   return o;
                 }});
+  cs.push_back({"causal_decay",
+                [=](Rng& r) { return V{rn(r, {rint(r, 1, 2), rint(r, 1, 5)}, 0.7)}; },
+                [](const V& x) { return causal_decay(x[0]); },
+                [](const V& x) {
+                  const int64_t b = x[0].size(0), n = x[0].size(1);
+                  D o;
+                  for (int64_t k = 0; k < b; ++k)
+                    for (int64_t i = 0; i < n; ++i)
+                      for (int64_t j = 0; j < n; ++j)
+                        o.push_back(j <= i ? std::exp(x[0].at({k, i}) - x[0].at({k, j})) : 0.0);
+                  return o;
+                }});
   cs.push_back({"matmul_batched", [=](Rng& r) { return V{rn(r, {2, 3, 4}), rn(r, {2, 4, 2})}; },
                 [](const V& x) { return matmul(x[0], x[1]); },
                 [](const V& x) { D o; for (int b = 0; b < 2; ++b) for (int i = 0; i < 3; ++i) for (int j = 0; j < 2; ++j) { double s = 0; for (int p = 0; p < 4; ++p) s += x[0].at({b, i, p}) * x[1].at({b, p, j}); o.push_back(s); } return o; }});

@@ -609,6 +609,22 @@ Tensor unit_lower_inverse(const Tensor& l) {
   return y;
 }
 
+Tensor causal_decay(const Tensor& cs) {
+  check_defined(cs, "causal_decay");
+  if (cs.dim() < 1) fail("causal_decay: expected [..., n], got a scalar");
+  Shape sh = cs.shape();
+  sh.push_back(cs.size(-1));
+  Tensor y = Tensor::empty(sh, cs.dtype(), cs.device());
+  be(cs).causal_decay(dense(cs), y);
+  if (needs_graph({&cs}))
+    record(y, "causal_decay", {cs}, [](const Tensor& g, const Tensor& y, const std::vector<bool>&) {
+      // dy_ij/dcs_i = y_ij, dy_ij/dcs_j = -y_ij: row sums minus column sums of g * y.
+      const Tensor gy = mul(g, y);
+      return std::vector<Tensor>{sub(sum(gy, -1), sum(gy, -2))};
+    });
+  return y;
+}
+
 Tensor rope(const Tensor& x, int64_t pos0, double theta, bool inverse) {
   check_defined(x, "rope");
   if (x.dim() != 3 || x.size(2) % 2 != 0)

@@ -55,6 +55,10 @@ Tensor softplus(const Tensor& x);  // log(1 + e^x), stable for large |x|
 // ignored): the UT transform of the chunked delta rule. Forward substitution, stable where the
 // Neumann series (I - L)(I + L^2)... loses every digit once keys align.
 Tensor unit_lower_inverse(const Tensor& l);
+// cs [..., n] -> [..., n, n]: exp(cs_i - cs_j) where j <= i, 0 above the diagonal. The decay
+// matrix of a chunked linear recurrence (cs = cumulative log decays, non-increasing), in one pass
+// instead of a subtract, mask, exp and multiply over the whole [n, n] block.
+Tensor causal_decay(const Tensor& cs);
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }

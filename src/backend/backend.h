@@ -47,6 +47,8 @@ class Backend {
   // l [B, n, n]: only its strictly lower triangle is read. out [B, n, n] = (I + l)^-1 (unit
   // lower triangular) by forward substitution.
   virtual void unit_lower_inverse(const Tensor& l, const Tensor& out) = 0;
+  // cs [B, n], out [B, n, n]: exp(cs_i - cs_j) for j <= i, else 0.
+  virtual void causal_decay(const Tensor& cs, const Tensor& out) = 0;
   virtual void softmax(const Tensor& x, const Tensor& out) = 0;
   // x [H, Tq, Tk] scores; entries a query may not see (kernels/attention.h rule) get 0.
   virtual void masked_softmax(const Tensor& x, const kernels::AttentionShape& s, const Tensor& out) = 0;

@@ -19,6 +19,9 @@ namespace ttt {
 namespace {
 
 constexpr int64_t kGrain = 16384;  // elements per parallel piece for streaming kernels
+// Below this many FLOPs per product, a batched matmul runs its products in parallel on our pool
+// (one single-threaded BLAS call each) rather than one after another with BLAS threads.
+constexpr double kSmallGemmFlops = 64e6;
 
 // BF16 (inference weights) reaches only copy, matmul and gather_rows, which handle it first;
 // anything else is a bug upstream, not a reason to read the bits as doubles.
@@ -476,11 +479,24 @@ class CpuBackend final : public Backend {
       const T* pb = b.data<T>();
       T* pc = out.data<T>();
       const int lda = static_cast<int>(ta ? m : k), ldb = static_cast<int>(tb ? k : n);
-      for (int64_t i = 0; i < batch; ++i)
+      auto one = [&](int64_t i) {
         blas::gemm(ta ? blas::Trans::Yes : blas::Trans::No, tb ? blas::Trans::Yes : blas::Trans::No,
                    static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), T(1),
                    pa + i * stride_a, lda, pb + i * stride_b, ldb, T(0), pc + i * m * n,
                    static_cast<int>(n));
+      };
+      // Many small products (the chunked scans' per-head blocks): one per thread of our pool with
+      // single-threaded BLAS, instead of waking BLAS's own threads for each small call (on two
+      // cores their spin-waiting alone cost 15% of a Gated DeltaNet forward).
+      const double item_flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+      if (batch >= 2 && num_threads() > 1 && item_flops < kSmallGemmFlops) {
+        blas::SingleThreadedBlas single;
+        parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
+          for (int64_t i = lo; i < hi; ++i) one(i);
+        });
+        return;
+      }
+      for (int64_t i = 0; i < batch; ++i) one(i);
     });
   }
 
@@ -528,6 +544,28 @@ class CpuBackend final : public Backend {
           }
           T* Ob = O + b * n * n;
           for (int64_t k = 0; k < n * n; ++k) Ob[k] = static_cast<T>(inv[static_cast<size_t>(k)]);
+        }
+      });
+    });
+  }
+
+  void causal_decay(const Tensor& cs, const Tensor& out) override {
+    const int64_t n = cs.size(-1), rows = cs.numel();
+    for_dtype(out.dtype(), [&]<class T>() {
+      const T* c = cs.data<T>();
+      T* o = out.data<T>();
+      parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+        std::vector<T> neg(static_cast<size_t>(n));
+        int64_t cur = -1;
+        for (int64_t r = lo; r < hi; ++r) {
+          const int64_t b = r / n, i = r % n;
+          if (b != cur) {  // -cs of this batch row, so that exp(-cs_j - (-cs_i)) is one vexp_shift
+            for (int64_t j = 0; j < n; ++j) neg[static_cast<size_t>(j)] = -c[b * n + j];
+            cur = b;
+          }
+          T* row = o + r * n;
+          vec::vexp_shift(neg.data(), neg[static_cast<size_t>(i)], row, i + 1);
+          std::fill(row + i + 1, row + n, T(0));
         }
       });
     });

@@ -7,6 +7,11 @@
 #include <vector>
 
 namespace ttt::model {
+namespace {
+// Tokens scanned per batched call (a few MB of decay blocks at the bench shapes).
+constexpr int64_t kScanGroupTokens = 4096;
+}  // namespace
+
 GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg, GatedDeltaNetParams p)
     : p_(std::move(p)),
       heads_(cfg.num_attention_heads),
@@ -18,6 +23,45 @@ GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg, GatedDeltaNetPara
 
 std::vector<Shape> GatedDeltaNetMixer::state_shapes(int64_t) const {
   return {{conv_size_ - 1, heads_ * (2 * dk_ + dv_)}, {heads_, dk_, dv_}};
+}
+
+// nc chunks of n tokens: q, k [nc n, H, dk], v [nc n, H, dv], beta and g [nc n, H]. *S is the state
+// entering the first chunk; it receives the state leaving the last. Returns o [nc n, H, dv].
+Tensor GatedDeltaNetMixer::delta_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
+                                        const Tensor& g, int64_t nc, int64_t n, Tensor* S) const {
+  const int64_t H = heads_, NH = nc * H;
+  const DType dt = q.dtype();
+  const ChunkConstants c = chunk_constants(n, dt);
+  auto heads_first = [&](const Tensor& t, int64_t d) {  // [nc n, H, d] -> [nc H, n, d]
+    return reshape(contiguous(transpose(reshape(contiguous(t), {nc, n, H, d}), 1, 2)), {NH, n, d});
+  };
+  const Tensor G = matmul(reshape(heads_first(g, 1), {NH, n}), c.upper);  // cumulative log decay [nc H, n]
+  const Tensor decay = causal_decay(G);                                    // exp(G_i - G_j), j <= i
+  const Tensor qh = heads_first(q, dk_), kh = heads_first(k, dk_), vh = heads_first(v, dv_);
+  const Tensor bh = heads_first(beta, 1);  // [nc H, n, 1]
+  const Tensor kb = mul(kh, bh);
+  const Tensor eG = reshape(exp(G), {NH, n, 1});
+  // UT transform: T = (I + L)^-1 with L strictly lower, by forward substitution. (A Neumann
+  // product (I - L)(I + L^2)(I + L^4)... is exact in exact arithmetic but its powers grow like
+  // binomial coefficients when trained keys align, and float32 loses everything: NaN by chunk
+  // 13 of a model trained for 10 steps.)
+  const Tensor inv = unit_lower_inverse(mul(mul(matmul(kb, kh, false, true), decay), c.strict));
+  const Tensor u = matmul(inv, mul(vh, bh));       // [nc H, n, dv]
+  const Tensor w = matmul(inv, mul(kb, eG));       // [nc H, n, dk]
+  const Tensor qg = mul(qh, eG);                   // reads the entering state
+  const Tensor intra = mul(matmul(qh, kh, false, true), decay);
+  const Tensor last = slice(G, 1, n - 1, n);       // [nc H, 1]
+  const Tensor kdec = mul(kh, reshape(exp(sub(last, G)), {NH, n, 1}));
+  const Tensor elast = reshape(exp(last), {NH, 1, 1});
+  std::vector<Tensor> outs;
+  for (int64_t i = 0; i < nc; ++i) {
+    auto at = [&](const Tensor& t) { return slice(t, 0, i * H, (i + 1) * H); };
+    const Tensor v_new = sub(at(u), matmul(at(w), *S));  // [H, n, dv]
+    outs.push_back(add(matmul(at(qg), *S), matmul(at(intra), v_new)));
+    *S = add(mul(*S, at(elast)), matmul(at(kdec), v_new, true, false));
+  }
+  const Tensor o = outs.size() == 1 ? outs[0] : concat(outs, 0);  // [nc H, n, dv]
+  return reshape(contiguous(transpose(reshape(o, {nc, H, n, dv_}), 1, 2)), {nc * n, H, dv_});
 }
 
 Tensor GatedDeltaNetMixer::forward(const Tensor& x, int64_t, const MixerState& in, MixerState* out) const {
@@ -37,38 +81,18 @@ Tensor GatedDeltaNetMixer::forward(const Tensor& x, int64_t, const MixerState& i
   const Tensor beta = sigmoid(matmul(x, p_.b_proj));                                              // [T, H]
   const Tensor g = mul(neg(exp(p_.A_log)), softplus(add(matmul(x, p_.a_proj), p_.dt_bias)));     // [T, H]
 
+  // Many chunks of one length per call (delta_chunks); only the state-dependent part runs chunk by
+  // chunk.
   Tensor S = in.empty() ? zeros({H, dk_, dv_}, dt) : in.tensors[1];
+  // Up to kScanGroupTokens at a time, so that the [chunks, n, n] blocks stay bounded at any length.
+  const int64_t group = chunk_ * std::max<int64_t>(1, kScanGroupTokens / chunk_);
   std::vector<Tensor> outs;
-  ChunkConstants c;
-  int64_t c_n = -1;
-  for (int64_t s = 0; s < T; s += chunk_) {
-    const int64_t e = std::min(T, s + chunk_), n = e - s;
-    if (n != c_n) {
-      c = chunk_constants(n, dt);
-      c_n = n;
-    }
-    const Tensor G = matmul(contiguous(transpose(slice(g, 0, s, e), 0, 1)), c.upper);  // cumulative log decay [H, n]
-    const Tensor decay = exp(add(mul(sub(reshape(G, {H, n, 1}), reshape(G, {H, 1, n})), c.lower), c.neg_big));
-    const Tensor qh = contiguous(transpose(slice(q, 0, s, e), 0, 1));  // [H, n, dk]
-    const Tensor kh = contiguous(transpose(slice(k, 0, s, e), 0, 1));
-    const Tensor vh = contiguous(transpose(slice(v, 0, s, e), 0, 1));  // [H, n, dv]
-    const Tensor bh = reshape(contiguous(transpose(slice(beta, 0, s, e), 0, 1)), {H, n, 1});
-    const Tensor kb = mul(kh, bh);
-    // UT transform: T = (I + L)^-1 with L strictly lower, by forward substitution. (A Neumann
-    // product (I - L)(I + L^2)(I + L^4)... is exact in exact arithmetic but its powers grow like
-    // binomial coefficients when trained keys align, and float32 loses everything: NaN by chunk
-    // 13 of a model trained for 10 steps.)
-    const Tensor L = mul(mul(matmul(kb, kh, false, true), decay), c.strict);
-    const Tensor inv = unit_lower_inverse(L);
-    const Tensor u = matmul(inv, mul(vh, bh));                                // [H, n, dv]
-    const Tensor w = matmul(inv, mul(kb, reshape(exp(G), {H, n, 1})));        // [H, n, dk]
-    const Tensor v_new = sub(u, matmul(w, S));                                // [H, n, dv]
-    const Tensor o = add(matmul(mul(qh, reshape(exp(G), {H, n, 1})), S),
-                         matmul(mul(matmul(qh, kh, false, true), decay), v_new));
-    outs.push_back(contiguous(transpose(o, 0, 1)));  // [n, H, dv]
-    const Tensor last = slice(G, 1, n - 1, n);       // [H, 1]
-    const Tensor kdec = mul(kh, reshape(exp(sub(last, G)), {H, n, 1}));
-    S = add(mul(S, reshape(exp(last), {H, 1, 1})), matmul(kdec, v_new, true, false));
+  for (int64_t s = 0; s < T;) {
+    const int64_t nc = std::max<int64_t>(1, std::min(T - s, group) / chunk_), n = std::min(chunk_, T - s),
+                  e = s + nc * n;
+    outs.push_back(delta_chunks(slice(q, 0, s, e), slice(k, 0, s, e), slice(v, 0, s, e), slice(beta, 0, s, e),
+                                slice(g, 0, s, e), nc, n, &S));
+    s = e;
   }
   const Tensor o = outs.size() == 1 ? outs[0] : concat(outs, 0);  // [T, H, dv]
   const Tensor gate = reshape(matmul(x, p_.g_proj), {T, H, dv_});

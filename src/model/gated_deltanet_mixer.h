@@ -30,6 +30,9 @@ class GatedDeltaNetMixer final : public SequenceMixer {
   std::string describe() const override { return "Gated DeltaNet"; }
 
  private:
+  Tensor delta_chunks(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& g,
+                      int64_t nc, int64_t n, Tensor* S) const;
+
   GatedDeltaNetParams p_;
   int64_t heads_, dk_, dv_, conv_size_, chunk_;
   double eps_;

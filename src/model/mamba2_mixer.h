@@ -29,6 +29,9 @@ class Mamba2Mixer final : public SequenceMixer {
   std::string describe() const override { return "Mamba 2"; }
 
  private:
+  Tensor ssd_chunks(const Tensor& xdt, const Tensor& a, const Tensor& B, const Tensor& C, int64_t nc, int64_t n,
+                    Tensor* S) const;
+
   Mamba2Params p_;
   int64_t d_inner_, heads_, headdim_, d_state_, d_conv_, conv_dim_, chunk_;
   double eps_;
