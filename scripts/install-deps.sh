@@ -13,6 +13,7 @@ PACKAGES=(
   libpcre2-dev                           # byte-level BPE pre-tokenizer regex (src/data/bpe_tokenizer.cpp)
   python3-venv                           # tests/tiktoken_compare_test.sh: reference tokenizers from PyPI in a venv
   libcpp-httplib-dev libsqlite3-dev      # `ttt serve`: HTTP server, session catalogue (src/server)
+  libopenmpi-dev openmpi-bin             # data-parallel training: `mpirun -np N ttt train` (src/dist)
 )
 # --data: also the corpus of the default data recipe (`ttt data build --linux`): the Debian
 # kernel source tarball, /usr/src/linux-source-6.1.tar.xz. Not needed by the build or the tests.

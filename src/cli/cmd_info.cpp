@@ -4,6 +4,7 @@
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
 #include "cli/commands.h"
+#include "dist/communicator.h"
 
 namespace ttt::cli {
 
@@ -16,6 +17,9 @@ void register_info(CLI::App& app, Registry& reg) {
                    std::printf("blas kernel  %s\n", b.core.c_str());
                    std::printf("chosen by    %s\n", b.how.c_str());
                    std::printf("bf16 gemv    %s (float32 x bf16 weights, one row)\n", kernels::bf16_gemv_kernel());
+                   std::printf("mpi          %s\n", dist::have_mpi() ? "MPI (data-parallel `mpirun -np N ttt train`)"
+                                                                   : "not built (install libopenmpi-dev and rebuild)");
+                   std::printf("nccl         %s\n", dist::have_nccl() ? "built (for a CUDA backend)" : "not built (-DTTT_NCCL=ON)");
                    return 0;
                  }});
 }

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "model/model.h"
 #include "train/convert.h"
 #include "train/trainer.h"
@@ -16,6 +17,8 @@ struct TrainArgs {
   double val_fraction = 0.1, needle_mix = 0;
   int64_t needle_pairs = 4;
   bool no_remat = false, quiet = false;
+  std::string allreduce = "tree";
+  dist::CommOptions comm;
   train::TrainOptions o;
 } g_train;
 
@@ -24,7 +27,25 @@ struct ConvertArgs {
   train::ConvertOptions o;
 } g_convert;
 
+int run_train_on(TrainArgs a, dist::Communicator& comm);
+
 int run_train(TrainArgs a) {
+  a.comm.reduction = a.allreduce == "ring" ? dist::Reduction::Ring : dist::Reduction::Tree;
+  if (!(a.comm.timeout_s > 0)) throw std::invalid_argument("--comm-timeout must be positive");
+  auto comm = dist::make_communicator(a.comm);
+  if (comm->size() == 1) return run_train_on(std::move(a), *comm);
+  // Under mpirun an error on one rank must end every rank, not leave the others waiting.
+  try {
+    return run_train_on(std::move(a), *comm);
+  } catch (const std::exception& e) {
+    comm->abort(e.what());
+  }
+  return 1;  // not reached: abort ends the process
+}
+
+int run_train_on(TrainArgs a, dist::Communicator& comm) {
+  a.o.comm = &comm;
+  if (comm.rank() != 0) a.quiet = true;  // rank 0 alone reports
   if (a.model.empty() == a.config.empty()) throw std::invalid_argument("give exactly one of --model and --config");
   if (a.tokens.empty() == a.data.empty()) throw std::invalid_argument("give the training data with --data or --tokens");
   train::validate_options(a.o);  // before anything is read or created
@@ -49,6 +70,7 @@ int run_train(TrainArgs a) {
                static_cast<long long>(c.hidden_size), data->describe().c_str(), static_cast<long long>(a.o.steps),
                static_cast<long long>(a.o.batch), static_cast<long long>(a.o.seq_len), a.o.out_dir.c_str());
   const auto s = train::train(m, *data, a.o, a.quiet ? nullptr : stderr);
+  if (comm.rank() != 0) return 0;
   std::printf("trained %lld steps: loss %.4f", static_cast<long long>(s.steps_done), s.last_loss);
   if (s.last_val >= 0) std::printf(", validation loss %.4f", s.last_val);
   std::printf("\n");
@@ -110,6 +132,16 @@ void register_train_commands(CLI::App& app, Registry& reg) {
       ->capture_default_str();
   tr->add_flag("--no-remat", a.no_remat, "keep every chunk's graph (faster, more memory)");
   tr->add_flag("--quiet", a.quiet, "no progress output");
+  tr->add_flag("--zero1", a.o.zero1,
+               "under mpirun: each rank keeps the AdamW moments of its share of the parameters (ZeRO-1)");
+  tr->add_option("--allreduce", a.allreduce,
+                 "under mpirun: tree (fixed order, results independent of the number of ranks) or ring "
+                 "(reduce-scatter + allgather, bandwidth-optimal)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tree", "ring"}));
+  tr->add_option("--comm-timeout", a.comm.timeout_s,
+                 "under mpirun: seconds a collective may wait for the other ranks before the job stops")
+      ->capture_default_str();
   reg.push_back({tr, [] { return run_train(g_train); }});
 
   auto* cv = app.add_subcommand("convert", "Turn a pretrained full-attention or SWA model into TTT-E2E, function unchanged");

@@ -25,6 +25,7 @@ void AdamW::step(const std::vector<Tensor>& grads, double lr) {
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!m_[i].defined()) continue;  // sharded away (ZeRO-1)
     Tensor g = grads[i].is_contiguous() && grads[i].dtype() == DType::F32 ? grads[i] : to_dtype(contiguous(grads[i]), DType::F32);
     float* p = params_[i].second.data<float>();
     float* m = m_[i].data<float>();
@@ -48,6 +49,7 @@ void AdamW::step(const std::vector<Tensor>& grads, double lr) {
 std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
   std::vector<std::pair<std::string, Tensor>> out;
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!m_[i].defined()) continue;
     out.emplace_back("m." + params_[i].first, m_[i]);
     out.emplace_back("v." + params_[i].first, v_[i]);
   }
@@ -83,9 +85,17 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& tensor
       if (!known) throw std::runtime_error("optimizer state holds an unknown tensor " + io::one_line(name));
     }
   }
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!m_[i].defined()) m[i] = v[i] = Tensor();  // stays sharded
   m_ = std::move(m);
   v_ = std::move(v);
   t_ = steps;
+}
+
+void AdamW::shard(const std::vector<bool>& keep) {
+  if (keep.size() != params_.size()) throw std::invalid_argument("AdamW::shard: one flag per parameter");
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!keep[i]) m_[i] = v_[i] = Tensor();
 }
 
 double cosine_lr(int64_t step, int64_t total, int64_t warmup, double peak, double floor) {

@@ -26,10 +26,20 @@ class AdamW {
   AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOptions& opt);
   void step(const std::vector<Tensor>& grads, double lr);
   int64_t steps() const { return t_; }
+  void set_steps(int64_t t) { t_ = t; }
 
-  // Moments as named tensors ("m.<name>", "v.<name>") for checkpoints, and back.
+  // Moments as named tensors ("m.<name>", "v.<name>") for checkpoints, and back. Sharded: the
+  // kept parameters' moments only (load_state still needs every one and drops the others).
   std::vector<std::pair<std::string, Tensor>> state_tensors() const;
   void load_state(const std::vector<std::pair<std::string, Tensor>>& tensors, int64_t steps);
+
+  // ZeRO-1: keep moments for, and update, only the parameters where keep[i] is true; step()
+  // leaves the others alone (another rank updates them and sends them).
+  void shard(const std::vector<bool>& keep);
+  bool keeps(size_t i) const { return m_[i].defined(); }
+  // The moments of parameter i (undefined when sharded away), and replacing them.
+  std::pair<Tensor, Tensor> moments(size_t i) const { return {m_[i], v_[i]}; }
+  const std::vector<std::pair<std::string, Tensor>>& params() const { return params_; }
 
  private:
   std::vector<std::pair<std::string, Tensor>> params_;

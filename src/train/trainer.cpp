@@ -13,6 +13,7 @@
 
 #include <cerrno>
 
+#include "dist/communicator.h"
 #include "io/atomic_file.h"
 #include "io/file_read.h"
 #include "io/json_read.h"
@@ -64,7 +65,8 @@ void check_resume_options(const json& saved, const TrainOptions& o) {
                                v.dump());
 }
 
-void write_checkpoint(const fs::path& out, const model::Model& m, const AdamW& opt, const SequenceSource& data,
+void write_checkpoint(const fs::path& out, const model::Model& m, const AdamW& opt,
+                      const std::vector<std::pair<std::string, Tensor>>& moments, const SequenceSource& data,
                       const TrainOptions& o, int64_t step) {
   // The last good checkpoint is worth more than this one: never replace it with poisoned weights.
   const std::string bad = model::first_nonfinite_parameter(m);
@@ -76,7 +78,7 @@ void write_checkpoint(const fs::path& out, const model::Model& m, const AdamW& o
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   m.save(tmp.string());
-  io::write_safetensors((tmp / "optimizer.safetensors").string(), opt.state_tensors(), io::StoreAs::F32);
+  io::write_safetensors((tmp / "optimizer.safetensors").string(), moments, io::StoreAs::F32);
   json st = {{"format", "ttt-train-checkpoint"}, {"version", 1},          {"step", step},
              {"optimizer_steps", opt.steps()},   {"data_state", data.state()}, {"options", options_json(o)}};
   const std::string text = st.dump(2) + "\n";
@@ -271,6 +273,92 @@ void validate_options(const TrainOptions& o) {
   if (o.max_bad_steps < 1) bad("--max-bad-steps must be positive");
 }
 
+namespace {
+
+// Sums leaves arriving one by one in a balanced binary tree over their order: a leaf is pushed,
+// equal-sized neighbours merge (left + right), and what remains folds from the right. The result
+// is the recursive sum whose left half is the largest power of two below the count, so a
+// power-of-two block of leaves sums the same way alone as inside a larger batch.
+template <class T, class Add>
+class PairwiseSum {
+ public:
+  explicit PairwiseSum(Add add) : add_(add) {}
+  void push(T leaf) {
+    stack_.push_back({1, std::move(leaf)});
+    while (stack_.size() >= 2 && stack_[stack_.size() - 2].first == stack_.back().first) {
+      auto right = std::move(stack_.back());
+      stack_.pop_back();
+      stack_.back().second = add_(stack_.back().second, right.second);
+      stack_.back().first *= 2;
+    }
+  }
+  T total() {
+    T acc = std::move(stack_.back().second);
+    for (size_t i = stack_.size() - 1; i-- > 0;) acc = add_(stack_[i].second, acc);
+    return acc;
+  }
+  bool empty() const { return stack_.empty(); }
+
+ private:
+  Add add_;
+  std::vector<std::pair<int64_t, T>> stack_;
+};
+
+// Sums the gradients (and the loss) of every rank in place; every rank gets the same bits.
+void allreduce_grads(dist::Communicator& comm, std::vector<Tensor>& grads, double& loss) {
+  size_t n = 0;
+  for (auto& g : grads) {
+    if (g.dtype() != DType::F32) g = to_dtype(g, DType::F32);
+    if (!g.is_contiguous()) g = contiguous(g);
+    n += static_cast<size_t>(g.numel());
+  }
+  std::vector<float> flat(n);
+  size_t at = 0;
+  for (const auto& g : grads) {
+    std::copy(g.data<float>(), g.data<float>() + g.numel(), flat.begin() + static_cast<std::ptrdiff_t>(at));
+    at += static_cast<size_t>(g.numel());
+  }
+  comm.allreduce_sum(flat.data(), n);
+  comm.allreduce_sum(&loss, 1);
+  at = 0;
+  for (auto& g : grads) {
+    Tensor out = Tensor::empty(g.shape(), DType::F32);
+    std::copy(flat.begin() + static_cast<std::ptrdiff_t>(at), flat.begin() + static_cast<std::ptrdiff_t>(at + g.numel()),
+              out.data<float>());
+    at += static_cast<size_t>(g.numel());
+    g = out;
+  }
+}
+
+// ZeRO-1 ownership: each parameter to the rank with the fewest elements so far, largest first.
+std::vector<int> shard_owners(const std::vector<std::pair<std::string, Tensor>>& params, int ranks) {
+  std::vector<size_t> order(params.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return params[a].second.numel() > params[b].second.numel(); });
+  std::vector<int64_t> load(static_cast<size_t>(ranks), 0);
+  std::vector<int> owner(params.size(), 0);
+  for (size_t i : order) {
+    const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = r;
+    load[static_cast<size_t>(r)] += params[i].second.numel();
+  }
+  return owner;
+}
+
+void broadcast_tensor(dist::Communicator& comm, const Tensor& t, int root) {
+  comm.broadcast(t.data<float>(), static_cast<size_t>(t.numel()) * sizeof(float), root);
+}
+
+void broadcast_string(dist::Communicator& comm, std::string& s) {
+  uint64_t n = s.size();
+  comm.broadcast(&n, sizeof n, 0);
+  s.resize(n);
+  if (n > 0) comm.broadcast(s.data(), n, 0);
+}
+
+}  // namespace
+
 StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector<int32_t>>& seqs,
                       const TrainOptions& o, int64_t step) {
   StepResult r;
@@ -280,26 +368,47 @@ StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector
   r.inner_lr = inner_lr_warmup(step, ilr_warm, o.ilr_init);
   e2e::TTTOptions topt;
   topt.inner_lr = r.inner_lr;
-  std::vector<Tensor> total;
+  const bool distributed = o.comm && o.comm->size() > 1;
+  const double batch = static_cast<double>(distributed ? o.batch : static_cast<int64_t>(seqs.size()));
+  auto add_grads = [](const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+    NoGrad ng;
+    std::vector<Tensor> s(a.size());
+    for (size_t i = 0; i < a.size(); ++i) s[i] = add(a[i], b[i]);
+    return s;
+  };
+  auto add_scalars = [](double a, double b) { return a + b; };
+  PairwiseSum<std::vector<Tensor>, decltype(add_grads)> grads(add_grads);
+  PairwiseSum<double, decltype(add_scalars)> losses(add_scalars);
   for (auto& seq : seqs) {
     std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
     auto g = e2e::meta_gradient(m, in, tg, topt, o.remat);
-    r.loss += g.loss / static_cast<double>(seqs.size());
+    losses.push(g.loss / batch);
     NoGrad ng;
-    for (size_t i = 0; i < g.grads.size(); ++i) {
-      Tensor gi = mul_scalar(g.grads[i], 1.0 / static_cast<double>(seqs.size()));
-      if (total.size() <= i)
-        total.push_back(gi);
-      else
-        total[i] = add(total[i], gi);
-    }
+    std::vector<Tensor> leaf(g.grads.size());
+    for (size_t i = 0; i < g.grads.size(); ++i) leaf[i] = mul_scalar(g.grads[i], 1.0 / batch);
+    grads.push(std::move(leaf));
+  }
+  if (grads.empty()) throw std::invalid_argument("train_step: no sequences");
+  std::vector<Tensor> total = grads.total();
+  r.loss = losses.total();
+  if (distributed) {
+    o.comm->reset_seconds();
+    allreduce_grads(*o.comm, total, r.loss);
   }
   r.grad_norm = clip_global_norm(total, o.clip);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     r.skipped = true;  // one NaN in the moments would poison every later step
+    if (distributed) r.comm_seconds = o.comm->seconds();
     return r;
   }
   opt.step(total, r.lr);
+  if (distributed && o.zero1) {
+    // Each parameter was updated by the rank that keeps its moments: send it to the others.
+    const auto& params = opt.params();
+    const auto owners = shard_owners(params, o.comm->size());
+    for (size_t i = 0; i < params.size(); ++i) broadcast_tensor(*o.comm, params[i].second, owners[i]);
+  }
+  if (distributed) r.comm_seconds = o.comm->seconds();
   return r;
 }
 
@@ -315,18 +424,28 @@ double validation_loss(const model::Model& m, const std::vector<std::vector<int3
 TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o, std::FILE* progress) {
   const auto& cfg = m.config();
   validate_options(o);
+  auto single = dist::local_communicator();
+  dist::Communicator& comm = o.comm ? *o.comm : *single;
+  const int rank = comm.rank(), ranks = comm.size();
+  const bool lead = rank == 0;  // rank 0 alone logs, validates and writes
+  if (!lead) progress = nullptr;
+  if (o.batch < ranks)
+    throw std::invalid_argument("train: --batch " + std::to_string(o.batch) + " is smaller than the number of ranks (" +
+                                std::to_string(ranks) + "): every rank needs at least one sequence per step");
   if (cfg.prime && o.seq_len % cfg.mini_batch_size != 0)
     throw std::invalid_argument("train: seq-len " + std::to_string(o.seq_len) + " is not a multiple of mini_batch_size " +
                                 std::to_string(cfg.mini_batch_size) + " (meta-learning trains on whole chunks)");
   data.check_model(cfg.vocab_size, cfg.bos_token_id);
   const fs::path out(o.out_dir);
-  fs::create_directories(out);
   m.set_requires_grad(true);
   AdamW opt(m.named_parameters(), o.adamw);
   int64_t start = 0;
-  recover_output_dir(out, progress);
-  const bool have_checkpoint = fs::exists(out / "checkpoint");
-  if (o.resume && have_checkpoint) {
+  if (lead) fs::create_directories(out);
+  if (lead) recover_output_dir(out, progress);
+  const bool have_checkpoint = lead && fs::exists(out / "checkpoint");
+  if (!lead) {
+    // everything below comes from rank 0
+  } else if (o.resume && have_checkpoint) {
     start = read_checkpoint(out, m, opt, data, o);
     truncate_metrics(out / "metrics.jsonl", start);
     if (progress) std::fprintf(progress, "resumed from step %lld\n", static_cast<long long>(start));
@@ -338,19 +457,68 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     if (o.resume && progress) std::fprintf(progress, "no checkpoint in %s yet: starting from step 0\n", out.c_str());
     truncate_metrics(out / "metrics.jsonl", 0);  // lines of a run killed before its first checkpoint
   }
-  if (const std::string bad = model::first_nonfinite_parameter(m); !bad.empty())
+  if (const std::string bad = model::first_nonfinite_parameter(m); lead && !bad.empty())
     throw std::runtime_error("train: parameter " + bad + " of the starting model is not finite");
-  const auto val = o.val_every > 0 ? data.validation(o.seq_len + 1, o.val_seqs) : std::vector<std::vector<int32_t>>{};
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
-  if (!metrics) throw std::runtime_error("train: cannot write " + (out / "metrics.jsonl").string());
+  std::vector<int> owners;  // ZeRO-1: the rank that keeps each parameter's moments
+  if (ranks > 1) {
+    // Rank 0's view of the run (step, sampler, weights, moments) to every rank, so that all start
+    // from the same bits whatever each one loaded.
+    int64_t head[2] = {start, opt.steps()};
+    comm.broadcast(head, sizeof head, 0);
+    start = head[0];
+    std::string st = lead ? data.state() : std::string();
+    broadcast_string(comm, st);
+    if (!lead) data.restore(st);
+    for (const auto& [name, p] : m.named_parameters()) broadcast_tensor(comm, p, 0);
+    for (size_t i = 0; i < opt.params().size(); ++i) {
+      broadcast_tensor(comm, opt.moments(i).first, 0);
+      broadcast_tensor(comm, opt.moments(i).second, 0);
+    }
+    opt.set_steps(head[1]);
+    if (o.zero1) {
+      owners = shard_owners(opt.params(), ranks);
+      std::vector<bool> keep(owners.size());
+      for (size_t i = 0; i < owners.size(); ++i) keep[i] = owners[i] == rank;
+      opt.shard(keep);
+    }
+    if (progress) std::fprintf(progress, "data parallel: %s%s\n", comm.describe().c_str(), o.zero1 ? ", ZeRO-1 optimizer shards" : "");
+  }
+  // Every rank's moments, on rank 0, for a checkpoint (sharded: each from the rank that keeps it).
+  auto all_moments = [&]() {
+    if (owners.empty()) return opt.state_tensors();
+    std::vector<std::pair<std::string, Tensor>> out_m;
+    for (size_t i = 0; i < owners.size(); ++i) {
+      const auto& [name, p] = opt.params()[i];
+      auto [mm, vv] = opt.moments(i);
+      if (!mm.defined()) {
+        mm = zeros(p.shape());
+        vv = zeros(p.shape());
+      }
+      broadcast_tensor(comm, mm, owners[i]);
+      broadcast_tensor(comm, vv, owners[i]);
+      out_m.emplace_back("m." + name, mm);
+      out_m.emplace_back("v." + name, vv);
+    }
+    return out_m;
+  };
+  const int64_t my_first = o.batch * rank / ranks, my_end = o.batch * (rank + 1) / ranks;
+  const auto val = lead && o.val_every > 0 ? data.validation(o.seq_len + 1, o.val_seqs) : std::vector<std::vector<int32_t>>{};
+  std::ofstream metrics;
+  if (lead) {
+    metrics.open(out / "metrics.jsonl", std::ios::app);
+    if (!metrics) throw std::runtime_error("train: cannot write " + (out / "metrics.jsonl").string());
+  }
   const bool tty = progress && isatty(fileno(progress));
   TrainSummary sum;
   int64_t bad_in_a_row = 0;
   const auto t_begin = Clock::now();
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();
-    std::vector<std::vector<int32_t>> seqs;
-    for (int64_t b = 0; b < o.batch; ++b) seqs.push_back(data.next_train(o.seq_len + 1));
+    std::vector<std::vector<int32_t>> seqs;  // every rank draws the whole batch and keeps its share
+    for (int64_t b = 0; b < o.batch; ++b) {
+      auto seq = data.next_train(o.seq_len + 1);
+      if (b >= my_first && b < my_end) seqs.push_back(std::move(seq));
+    }
     const StepResult r = train_step(m, opt, seqs, o, step);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double toks = static_cast<double>(o.batch * o.seq_len);
@@ -361,6 +529,10 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     json line = {{"step", step + 1}, {"loss", r.loss},         {"lr", r.lr},
                  {"inner_lr", r.inner_lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", toks / secs},
                  {"seconds", secs}};
+    if (ranks > 1) {
+      line["ranks"] = ranks;
+      line["comm_seconds"] = r.comm_seconds;
+    }
     if (r.skipped) {
       line["skipped"] = true;
       ++sum.steps_skipped;
@@ -370,7 +542,7 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
                      static_cast<long long>(step + 1), std::isfinite(r.loss) ? "the gradient norm" : "the loss",
                      static_cast<long long>(bad_in_a_row));
       if (bad_in_a_row >= o.max_bad_steps) {
-        metrics << line.dump() << "\n" << std::flush;
+        if (lead) metrics << line.dump() << "\n" << std::flush;
         throw std::runtime_error("train: " + std::to_string(bad_in_a_row) + " steps in a row with a non-finite " +
                                  (std::isfinite(r.loss) ? "gradient" : "loss") + " (last: step " +
                                  std::to_string(step + 1) + "); stopped, the last checkpoint is intact");
@@ -378,12 +550,12 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     } else {
       bad_in_a_row = 0;
     }
-    const bool do_val = o.val_every > 0 && !val.empty() && ((step + 1) % o.val_every == 0 || step + 1 == o.steps);
+    const bool do_val = lead && o.val_every > 0 && !val.empty() && ((step + 1) % o.val_every == 0 || step + 1 == o.steps);
     if (do_val) {
       sum.last_val = validation_loss(m, val);
       line["val_loss"] = sum.last_val;
     }
-    metrics << line.dump() << "\n" << std::flush;
+    if (lead) metrics << line.dump() << "\n" << std::flush;
     // On a terminal the bar redraws every step; in a log, about 50 lines per run plus validations.
     const int64_t every = tty ? 1 : std::max<int64_t>(1, o.steps / 50);
     if (progress && ((step + 1) % every == 0 || do_val || step + 1 == o.steps)) {
@@ -404,8 +576,11 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     const bool stop = o.stop_after > 0 && step + 1 >= o.stop_after;
     const bool do_ckpt = (o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0) || step + 1 == o.steps || stop;
     if (do_ckpt) {
-      write_checkpoint(out, m, opt, data, o, step + 1);
-      if (o.plot) write_loss_plot(out);
+      const auto moments = all_moments();  // a collective under ZeRO-1: every rank takes part
+      if (lead) {
+        write_checkpoint(out, m, opt, moments, data, o, step + 1);
+        if (o.plot) write_loss_plot(out);
+      }
     }
     if (stop) break;
   }

@@ -21,6 +21,10 @@
 #include "train/optimizer.h"
 #include "train/sequence_source.h"
 
+namespace ttt::dist {
+class Communicator;
+}
+
 namespace ttt::train {
 
 struct TrainOptions {
@@ -44,6 +48,12 @@ struct TrainOptions {
   // A step whose loss or gradient norm is not finite is skipped (no update, logged in
   // metrics.jsonl as "skipped"); this many skips in a row stop training with an error.
   int64_t max_bad_steps = 5;
+  // Data parallel (`mpirun -np N ttt train`): null or one rank is a single process. `batch` stays
+  // the global batch; rank r computes the gradients of its contiguous share of every step's
+  // sequences, which every rank draws from the same sampler. Neither option changes the
+  // trajectory, so a run may resume with another number of ranks or sharding.
+  dist::Communicator* comm = nullptr;
+  bool zero1 = false;  // ZeRO-1: each rank keeps the AdamW moments of its share of the parameters
 };
 
 // checkpoint/trainer.json: the step reached, the optimizer's step count and the data sampler's
@@ -71,6 +81,7 @@ void validate_options(const TrainOptions& o);
 struct StepResult {
   double loss = 0, grad_norm = 0, lr = 0, inner_lr = 1;
   bool skipped = false;  // loss or gradient not finite: nothing was applied
+  double comm_seconds = 0;  // inside collectives (several ranks)
 };
 
 struct TrainSummary {
@@ -79,7 +90,12 @@ struct TrainSummary {
 };
 
 // One optimizer step over `batch` sequences of seq_len+1 tokens (exposed for the benchmark);
-// not applied (skipped = true) if the loss or the gradient norm is not finite.
+// not applied (skipped = true) if the loss or the gradient norm is not finite. Under o.comm with
+// several ranks, `seqs` is this rank's share of the o.batch sequences of the step. The
+// sequences' gradients (each divided by the batch) are summed in one fixed pairwise order: a
+// balanced binary tree over the step's sequences, of which each rank's share is a subtree when
+// batch / ranks and ranks are powers of two; then the per-rank results are bit-identical to one
+// process.
 StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector<int32_t>>& seqs,
                       const TrainOptions& o, int64_t step);
 
