@@ -3,6 +3,9 @@
 // Only the main thread calls MPI (MPI_THREAD_FUNNELED). Every collective is non-blocking and
 // polled with a deadline, so a rank that died or hangs stops the job with a message instead of a
 // silent wait; mpirun itself also ends the job when a rank exits abnormally.
+// The C API only: Open MPI's deprecated C++ bindings would come with mpi.h otherwise.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
 #include <algorithm>

@@ -6,6 +6,9 @@
 // Collectives run on one stream and are polled against the deadline; on a timeout the NCCL
 // communicator is aborted (ncclCommAbort), then the job (MPI_Abort).
 #include <cuda_runtime.h>
+// The C API only: Open MPI's deprecated C++ bindings would come with mpi.h otherwise.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #include <nccl.h>
 
