@@ -366,6 +366,27 @@ for round_ in range(3):
     ref.stop()
     print("kill -9 round %d: versions %s" % (round_, sorted(acked.values())), flush=True)
 
+# ---- per-tenant concurrency: the busy tenant gets 429, the others are served ----
+lim = Server("--api-keys", keys, "--max-tenant-requests", "1")
+st, s = lim.json("POST", "/v1/sessions", {})
+busy = {}
+
+def busy_ingest():
+    busy["r"] = lim.json("POST", "/v1/sessions/%s/ingest" % s["id"], {"tokens": rand_tokens(30000, True)}, timeout=300)
+
+t = threading.Thread(target=busy_ingest)
+t.start()
+time.sleep(0.5)
+st_a, body_a = lim.json("GET", "/v1/sessions")
+st_b, body_b = lim.json("GET", "/v1/sessions", key=KEY_B)
+t.join()
+check(is_error(st_a, body_a, [429]) and body_a["error"]["type"] == "rate_limit_error",
+      "a tenant over --max-tenant-requests gets a 429 JSON error (%s)" % st_a)
+check(st_b == 200, "another tenant is served meanwhile (%s)" % st_b)
+check(busy.get("r", (0,))[0] == 200 and lim.json("GET", "/v1/sessions")[0] == 200,
+      "the busy tenant's request completes and the tenant is served again")
+check(lim.stop() == 0, "SIGTERM: exit 0")
+
 # ---- SIGTERM drains a request in flight ----
 st, s = srv.json("POST", "/v1/sessions", {})
 result = {}
