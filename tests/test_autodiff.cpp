@@ -214,3 +214,63 @@ TEST(Blas, ReportsItsKernelAndComputesCorrectly) {
 
 }  // namespace
 }  // namespace ttt::test
+
+namespace ttt::test {
+namespace {
+
+// append_rows: the values of concat + slice; in place when nothing was appended after the view;
+// earlier views never change, also when an old view is appended to again (copy on divergence).
+TEST(AppendRows, InPlaceAppendsKeepEveryEarlierViewIntact) {
+  NoGrad ng;
+  Rng r(3);
+  auto rows = [&](int64_t n) { return randn({n, 2, 3}, r); };
+  auto expect_equal = [](const Tensor& a, const Tensor& b) {
+    ASSERT_EQ(a.shape(), b.shape());
+    EXPECT_EQ(a.to_vector(), b.to_vector());
+  };
+  Tensor c0 = rows(5);
+  Tensor c1 = append_rows(c0, rows(1), 0);  // a new buffer with spare room
+  expect_equal(slice(c1, 0, 0, 5), c0);
+  const std::vector<double> c1_values = c1.to_vector();
+  Tensor x = rows(1);
+  Tensor c2 = append_rows(c1, x, 4);  // in place, trimmed to the last 4 rows
+  EXPECT_EQ(c2.impl()->storage.get(), c1.impl()->storage.get()) << "not appended in place";
+  expect_equal(c2, slice(concat({c1, x}, 0), 0, 3, 7));
+  Tensor y = rows(2);
+  Tensor c2b = append_rows(c1, y, 0);  // c1 again: rows after it are taken, so a copy
+  EXPECT_NE(c2b.impl()->storage.get(), c1.impl()->storage.get());
+  expect_equal(c2b, concat({c1, y}, 0));
+  expect_equal(c2, slice(concat({c1, x}, 0), 0, 3, 7));  // untouched by the divergent append
+  EXPECT_EQ(c1.to_vector(), c1_values);
+  // Many appends with a window: always equal to the reference, buffers reused most of the time.
+  Tensor ref = c2, cur = c2;
+  int copies = 0;
+  for (int i = 0; i < 300; ++i) {
+    Tensor t = rows(1 + i % 3);
+    Tensor next = append_rows(cur, t, 40);
+    copies += next.impl()->storage.get() != cur.impl()->storage.get();
+    Tensor all = concat({ref, t}, 0);
+    ref = slice(all, 0, std::max<int64_t>(0, all.size(0) - 40), all.size(0));
+    expect_equal(next, ref);
+    cur = next;
+  }
+  EXPECT_LT(copies, 60) << "append_rows copied the cache on most appends";
+  EXPECT_THROW(append_rows(c0, randn({1, 3, 2}, r), 0), std::invalid_argument);
+}
+
+TEST(AppendRows, WithAGraphItIsDifferentiableConcat) {
+  Rng r(4);
+  Tensor a = randn({3, 2}, r, 1.0, DType::F64), b = randn({2, 2}, r, 1.0, DType::F64);
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  Tensor y = append_rows(a, b, 4);
+  auto g = grad({sum(mul(y, y))}, {a, b});
+  const auto ga = g[0].to_vector(), av = a.to_vector();
+  EXPECT_EQ(ga[0], 0.0);  // the dropped first row gets no gradient
+  EXPECT_EQ(ga[1], 0.0);
+  EXPECT_DOUBLE_EQ(ga[2], 2 * av[2]);
+  EXPECT_DOUBLE_EQ(g[1].to_vector()[3], 2 * b.to_vector()[3]);
+}
+
+}  // namespace
+}  // namespace ttt::test

@@ -303,6 +303,55 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   return y;
 }
 
+Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep) {
+  check_defined(cache, "append_rows");
+  check_defined(rows, "append_rows");
+  check_same_dtype(cache, rows, "append_rows");
+  if (cache.dim() < 1 || rows.dim() != cache.dim())
+    fail("append_rows: shapes " + shape_str(cache.shape()) + " and " + shape_str(rows.shape()) + " differ in rank");
+  for (int64_t d = 1; d < cache.dim(); ++d)
+    if (cache.size(d) != rows.size(d))
+      fail("append_rows: rows of " + shape_str(rows.shape()) + " do not fit a cache of " + shape_str(cache.shape()));
+  const int64_t n = cache.size(0), m = rows.size(0), total = n + m;
+  const int64_t kept = keep > 0 ? std::min(keep, total) : total;
+  if (needs_graph({&cache, &rows})) {
+    Tensor all = n > 0 ? concat({cache, rows}, 0) : rows;
+    return kept == total ? all : slice(all, 0, total - kept, total);
+  }
+  Shape sh = cache.shape();
+  int64_t row = 1;  // elements per row
+  for (int64_t d = 1; d < rows.dim(); ++d) row *= rows.size(d);
+  sh[0] = kept;
+  if (n > 0 && m > 0 && cache.is_contiguous()) {
+    Storage& st = *cache.impl()->storage;
+    const int64_t end = cache.offset() + n * row, cap = static_cast<int64_t>(st.bytes / dtype_size(cache.dtype()));
+    int64_t expected = end;
+    // Claim [end, end + m rows) only if the last append ended exactly at this view's end.
+    if (end + m * row <= cap && st.append_end.compare_exchange_strong(expected, end + m * row)) {
+      Shape part = rows.shape();
+      be(rows).copy(rows, make_view(cache, part, contiguous_strides(part), end));
+      return make_view(cache, sh, contiguous_strides(sh), end + m * row - kept * row);
+    }
+  }
+  Shape cap_shape = sh;
+  cap_shape[0] = kept + std::max<int64_t>(kept / 4, 64);
+  Tensor buf = Tensor::empty(cap_shape, cache.dtype(), cache.device());
+  const int64_t from_cache = std::max<int64_t>(0, kept - m);  // the newest rows of the cache kept
+  if (from_cache > 0) {
+    Shape part = sh;
+    part[0] = from_cache;
+    be(cache).copy(slice(cache, 0, n - from_cache, n), make_view(buf, part, contiguous_strides(part), 0));
+  }
+  {
+    const int64_t from_rows = kept - from_cache;
+    Shape part = sh;
+    part[0] = from_rows;
+    be(rows).copy(slice(rows, 0, m - from_rows, m), make_view(buf, part, contiguous_strides(part), from_cache * row));
+  }
+  buf.impl()->storage->append_end.store(kept * row);
+  return make_view(buf, sh, contiguous_strides(sh), 0);
+}
+
 Tensor broadcast_to(const Tensor& x, const Shape& shape) {
   check_defined(x, "broadcast_to");
   if (x.shape() == shape) return x;

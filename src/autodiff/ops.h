@@ -30,6 +30,12 @@ Tensor reshape(const Tensor& x, Shape shape);  // one extent may be -1
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);  // [start, end)
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+// The last `keep` rows (all when keep <= 0) of concat({cache, rows}, 0): a cache growing by
+// appends. Without a graph, appends go in place into spare room at the end of the cache's buffer
+// when nothing was appended there since (decoding with a window cache then costs O(new rows),
+// not a copy of the whole cache per token); otherwise the rows are copied into a new buffer with
+// room for a quarter more. Earlier views of the buffer never change. With a graph: concat + slice.
+Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor sum_to(const Tensor& x, const Shape& shape);  // inverse of broadcast_to
 

@@ -20,8 +20,9 @@ Tensor AttentionMixer::forward(const Tensor& a, int64_t pos0, const MixerState& 
   q = rope(q, pos0, rope_theta_);
   k = rope(k, pos0, rope_theta_);
   const int64_t cached = in.empty() ? 0 : in.tensors[0].size(0);
-  Tensor keys = cached ? concat({in.tensors[0], k}, 0) : k;
-  Tensor vals = cached ? concat({in.tensors[1], v}, 0) : v;
+  // Appended in place where possible (decoding: O(1) per token instead of a copy of the cache).
+  Tensor keys = cached ? append_rows(in.tensors[0], k, 0) : k;
+  Tensor vals = cached ? append_rows(in.tensors[1], v, 0) : v;
   if (out) {
     const int64_t n = keys.size(0);
     const int64_t keep = window_ > 0 ? std::min(window_, n) : n;

@@ -117,8 +117,8 @@ Tensor TttKvbMixer::forward(const Tensor& x, int64_t pos0, const MixerState& in,
   const Tensor ka = rope(reshape(k, {T, heads_, head_dim_}), pos0, rope_theta_);
   const Tensor va = reshape(v, {T, heads_, head_dim_});
   const int64_t cached = in.empty() ? 0 : in.tensors[0].size(0);
-  const Tensor keys = cached ? concat({in.tensors[0], ka}, 0) : ka;
-  const Tensor vals = cached ? concat({in.tensors[1], va}, 0) : va;
+  const Tensor keys = cached ? append_rows(in.tensors[0], ka, 0) : ka;
+  const Tensor vals = cached ? append_rows(in.tensors[1], va, 0) : va;
   AttentionOptions aopt;
   aopt.q_pos0 = pos0;
   aopt.k_pos0 = pos0 - cached;

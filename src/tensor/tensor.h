@@ -10,6 +10,7 @@
 // views and copies read it; every other op rejects it, and a BF16 tensor cannot require grad.
 #pragma once
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -38,6 +39,9 @@ struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   Device device = Device::CPU;
+  // Buffers made by append_rows (autodiff/ops.h): the end, in elements, of what has been
+  // appended so far; rows beyond it are free capacity. -1 for every other storage.
+  std::atomic<int64_t> append_end{-1};
 };
 
 struct Node;  // autodiff/graph.h
