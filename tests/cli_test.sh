@@ -77,4 +77,31 @@ expect_error "unknown needle task" "$TTT" eval-needle --model "$work/model" --da
 expect_error "needle test without a corpus" "$TTT" eval-needle --model "$work/model" --data "$work/none"
 expect_error "needle mix without a tokenizer" "$TTT" train --model "$work/model" --tokens "$work/tok.bin" --needle-mix 0.5 --steps 1 --out "$work/nt"
 [ ! -e "$work/nt" ] || fail "a failed train wrote its output directory"
+# The exact store with `ttt generate` (issue 13): it holds what the saved session read; recall
+# without --state-out changes neither the state nor the store; a store of another session is refused.
+doc=(); for i in $(seq 1 120); do doc+=($(( (i * 7) % 39 + 1 ))); done
+write_tokens "$work/doc.bin" "${doc[@]}"
+"$TTT" generate --model "$work/model" --prompt-tokens "$work/doc.bin" --max-new-tokens 2 --state-out "$work/doc.st" \
+  --store "$work/doc.db" --store-span 8 > /dev/null
+python3 -c "
+import sqlite3, sys
+ids = [r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT id FROM tokens ORDER BY pos')]
+assert len(ids) == 122 and ids[:120] == [int(x) for x in sys.argv[2:]], (len(ids), ids[:10])
+" "$work/doc.db" "${doc[@]}" || fail "the store does not hold what the session read"
+cp "$work/doc.st" "$work/doc0.st"; cp "$work/doc.db" "$work/doc0.db"
+for mode in window review both; do
+  "$TTT" generate --model "$work/model" --state-in "$work/doc.st" --prompt "8 15 22" --max-new-tokens 3 \
+    --store "$work/doc.db" --store-span 8 --recall 2 --recall-mode $mode > /dev/null 2> "$work/recall.err" || fail "recall $mode failed"
+  grep -q "recall: [1-9][0-9]* stretches" "$work/recall.err" || fail "recall $mode recalled nothing: $(cat "$work/recall.err")"
+done
+cmp -s "$work/doc.st" "$work/doc0.st" || fail "recall without --state-out changed the state"
+python3 -c "
+import sqlite3, sys
+a = list(sqlite3.connect(sys.argv[1]).execute('SELECT pos, id FROM tokens ORDER BY pos'))
+b = list(sqlite3.connect(sys.argv[2]).execute('SELECT pos, id FROM tokens ORDER BY pos'))
+assert a == b
+" "$work/doc.db" "$work/doc0.db" || fail "recall without --state-out changed the store"
+expect_error "store of another session" "$TTT" generate --model "$work/model" --prompt "1 2" --store "$work/doc.db" --store-span 8
+expect_error "recall without a store" "$TTT" generate --model "$work/model" --state-in "$work/doc.st" --prompt "1 2" --recall 2
+expect_error "bad recall mode" "$TTT" generate --model "$work/model" --state-in "$work/doc.st" --prompt "1 2" --store "$work/doc.db" --store-span 8 --recall 2 --recall-mode magic
 echo "cli_test: all checks passed"

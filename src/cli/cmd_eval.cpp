@@ -2,11 +2,13 @@
 // models on a corpus.
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "inference/recall.h"
 #include "data/dataset.h"
 #include "eval/needle_eval.h"
 #include "eval/report_tables.h"
@@ -38,6 +40,8 @@ struct NeedleArgs {
   int depths = 5, trials = 2;
   uint64_t seed = 1;
   bool ttt_off_too = false;
+  int recall = 0;
+  std::string recall_modes = "window,review,both";
 } g_needle;
 
 std::string base_name(std::string dir) {
@@ -96,6 +100,28 @@ int run_eval_needle(NeedleArgs a) {
   if (a.ttt_off_too)
     for (size_t i = 0; i < ms.size(); ++i)
       if (ms[i].config().prime) named.push_back({base_name(a.models[i]) + " (TTT off)", &ms[i], false});
+  if (a.recall < 0) throw std::invalid_argument("--recall must be >= 0");
+  if (a.recall > 0) {
+    // Each model that has a window again with each recall mode (review and both learn: TTT-E2E only).
+    std::vector<std::string> modes;
+    std::stringstream ss(a.recall_modes);
+    for (std::string m; std::getline(ss, m, ',');) {
+      inference::parse_recall_mode(m);  // a typo fails before any work
+      modes.push_back(m);
+    }
+    for (size_t i = 0; i < ms.size(); ++i) {
+      const auto& c = ms[i].config();
+      bool windowed = false;
+      for (int64_t l = 0; l < c.num_hidden_layers; ++l) windowed |= !c.is_recurrent(l) && c.window_of(l) > 0;
+      for (const auto& m : modes) {
+        if (!windowed || (m != "window" && !c.prime)) continue;
+        eval::NamedModel nm{base_name(a.models[i]) + " + recall " + m, &ms[i], true};
+        nm.recall = a.recall;
+        nm.recall_mode = m;
+        named.push_back(nm);
+      }
+    }
+  }
   o.lengths = a.lengths;
   o.depths = a.depths;
   o.trials = a.trials;
@@ -114,7 +140,10 @@ int run_eval_needle(NeedleArgs a) {
                              {"length", rec.length},          {"depth", rec.depth},
                              {"distance", rec.distance},      {"value", rec.value},
                              {"generated", rec.generated},    {"correct", rec.correct},
-                             {"answer_nll", rec.answer_nll}}
+                             {"answer_nll", rec.answer_nll}, {"recalled", rec.recalled},
+                             {"hit", rec.hit},                {"beyond_window", rec.beyond_window},
+                             {"recall_tokens", rec.recall_tokens},
+                             {"recall_seconds", rec.recall_seconds}, {"store_bytes", rec.store_bytes}}
                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
               "\n";
     io::write_file_atomic(a.records, text.data(), text.size());
@@ -164,6 +193,13 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
   nd->add_option("--seed", g_needle.seed, "seed of the instances and haystack offsets")->capture_default_str();
   nd->add_flag("--ttt-off-too", g_needle.ttt_off_too,
                "also evaluate every TTT-E2E model with test-time training off (phi_0 throughout): what the inner steps add");
+  nd->add_option("--recall", g_needle.recall,
+                 "also evaluate each model with a window again, recalling this many stretches of an exact store of "
+                 "the context before answering (0: off)")
+      ->capture_default_str();
+  nd->add_option("--recall-mode", g_needle.recall_modes,
+                 "recall modes to evaluate (comma list of window, review, both; review and both only for TTT-E2E)")
+      ->capture_default_str();
   nd->add_option("--records", g_needle.records, "write every case (value, generated text, NLL) as JSON lines here");
   nd->add_option("--out", g_needle.out, "write needle_accuracy.png here");
   reg.push_back({nd, [] { return run_eval_needle(g_needle); }});

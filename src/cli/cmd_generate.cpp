@@ -11,6 +11,7 @@
 // shared with the needle evaluation and `ttt serve`.
 #include <charconv>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -19,9 +20,11 @@
 #include "cli/commands.h"
 #include "data/tokenizer.h"
 #include "inference/generation.h"
+#include "inference/recall.h"
 #include "inference/sampling.h"
 #include "inference/session.h"
 #include "io/tokens.h"
+#include "memory/exact_store.h"
 #include "model/model.h"
 
 namespace ttt::cli {
@@ -33,6 +36,10 @@ struct GenerateArgs {
   int64_t max_new_tokens = 16;
   inference::SamplingOptions sampling;
   bool no_ttt = false;
+  // The exact store and recall (inference/recall.h).
+  std::string store, store_policy = "all", recall_mode = "window";
+  int64_t store_budget = 0, store_span = 64;
+  int recall = 0;
 } g_gen;
 
 std::vector<int32_t> parse_prompt(const std::string& text) {
@@ -93,11 +100,57 @@ int run_generate() {
                                                 : "the prompt is empty and the state in " + a.state_in +
                                                       " is at position 0 (give at least one token)");
 
+  // The exact store reads exactly what the saved session reads: nothing without --state-out.
+  std::unique_ptr<memory::ExactStore> store;
+  if (!a.store.empty()) {
+    memory::StoreOptions so;
+    so.policy = memory::parse_keep_policy(a.store_policy);
+    so.budget_bytes = a.store_budget;
+    so.span_tokens = a.store_span;
+    store = std::make_unique<memory::ExactStore>(a.store, so);
+    if (store->size() != s.position())
+      throw std::runtime_error("--store " + a.store + " has read " + std::to_string(store->size()) +
+                               " tokens but the session is at position " + std::to_string(s.position()) +
+                               ": not this session's store");
+  }
+  inference::RecallOptions ro;
+  ro.k = a.recall;
+  ro.mode = inference::parse_recall_mode(a.recall_mode);
+  if (ro.k < 0) throw std::runtime_error("--recall must be >= 0");
+  if (ro.k > 0 && !store) throw std::runtime_error("--recall needs --store FILE (the session's exact store)");
+  if (ro.k > 0 && prompt.empty()) throw std::runtime_error("--recall needs a prompt to recall for");
+  std::vector<std::pair<int64_t, std::vector<float>>> nll_events;  // for the store, on commit
+  s.set_nll_observer([&](int64_t pos, const std::vector<float>& nll) { nll_events.emplace_back(pos, nll); });
+
   inference::GenerateOptions go;
   go.max_new_tokens = a.max_new_tokens;
   go.sampling = a.sampling;
   go.feed_last = !a.state_out.empty();  // a saved state has read its whole answer
-  const std::vector<int32_t> generated = inference::generate(s, prompt, go).tokens;
+  std::vector<int32_t> generated;
+  if (ro.k > 0) {
+    // Recall on a fork: the session itself reads only the prompt and the answer (when kept).
+    inference::Session w = s.fork();
+    w.set_nll_observer({});
+    const auto rr = inference::recall(w, *store, prompt, ro);
+    std::fprintf(stderr, "recall: %zu stretches, %lld tokens, %s mode, %.3f s\n", rr.spans.size(),
+                 static_cast<long long>(rr.tokens), inference::recall_mode_name(ro.mode), rr.seconds);
+    auto gw = go;
+    gw.feed_last = false;
+    generated = inference::generate(w, prompt, gw).tokens;
+    if (!a.state_out.empty()) {
+      std::vector<int32_t> read = prompt;
+      read.insert(read.end(), generated.begin(), generated.end());
+      s.feed(read);
+    }
+  } else {
+    generated = inference::generate(s, prompt, go).tokens;
+  }
+  if (store && !a.state_out.empty()) {
+    std::vector<int32_t> read = prompt;
+    read.insert(read.end(), generated.begin(), generated.end());
+    store->append(read);
+    for (const auto& [pos, nll] : nll_events) store->set_losses(pos, nll);
+  }
 
   std::string line;
   for (size_t i = 0; i < generated.size(); ++i) {
@@ -147,6 +200,19 @@ void register_generate(CLI::App& app, Registry& reg) {
   g->add_option("--state-in", g_gen.state_in, "restore a saved session state before the prompt");
   g->add_option("--state-out", g_gen.state_out, "save the session state after generating");
   g->add_option("--out", g_gen.out, "also write the generated ids as int32 little-endian");
+  g->add_option("--store", g_gen.store,
+                "the session's exact store (SQLite; created if absent): with --state-out it keeps every token the "
+                "session reads; --recall reads from it");
+  g->add_option("--store-policy", g_gen.store_policy, "all, or surprising (the highest-loss spans within --store-budget)")
+      ->capture_default_str();
+  g->add_option("--store-budget", g_gen.store_budget, "bytes the surprising policy keeps")->capture_default_str();
+  g->add_option("--store-span", g_gen.store_span, "tokens per retrieval span (fixed when the store is created)")
+      ->capture_default_str();
+  g->add_option("--recall", g_gen.recall, "recall this many stretches of the store relevant to the prompt (0: off)")
+      ->capture_default_str();
+  g->add_option("--recall-mode", g_gen.recall_mode,
+                "window (read them into the window, no learning), review (learn them, window unchanged) or both")
+      ->capture_default_str();
   reg.push_back({g, run_generate});
 }
 

@@ -6,6 +6,8 @@
 #include <stdexcept>
 
 #include "inference/generation.h"
+#include "inference/recall.h"
+#include "memory/exact_store.h"
 #include "inference/session.h"
 #include "report/plot.h"
 
@@ -92,6 +94,14 @@ Interval NeedleEvalResult::distance_interval(size_t model, int64_t lo, int64_t h
       records, [&](const NeedleRecord& r) { return r.model == model && r.distance >= lo && r.distance < hi; }, false));
 }
 
+Interval NeedleEvalResult::hit_rate_interval(size_t model, int64_t length) const {
+  std::vector<double> v;
+  for (auto& r : records)
+    if (r.model == model && r.recalled && r.beyond_window && (length < 0 || r.length == length))
+      v.push_back(r.hit ? 1.0 : 0.0);
+  return interval_or_none(v);
+}
+
 Interval NeedleEvalResult::distance_difference(size_t a, size_t b, int64_t lo, int64_t hi) const {
   // Every model answers the cases in the same order, so the k-th kept record of a and of b are
   // the same prompt (the distance depends on the prompt only).
@@ -110,7 +120,9 @@ std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& do
 }
 
 NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
-                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt) {
+                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt, int recall,
+                               const std::string& recall_mode) {
+  using Clock = std::chrono::steady_clock;
   NeedleRecord rec;
   rec.length = static_cast<int64_t>(prompt.tokens.size());
   rec.distance = prompt.distance;
@@ -118,7 +130,34 @@ NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok
   e2e::TTTOptions opt;
   opt.ttt = ttt;
   inference::Session s(m, opt);
-  s.feed(prompt.tokens);
+  if (recall > 0) {
+    // The context before the question is read (and stored); the question recalls from the store.
+    rec.recalled = true;
+    const auto q = prompt.tokens.end() - static_cast<std::ptrdiff_t>(inst.query.size());
+    const std::vector<int32_t> body(prompt.tokens.begin(), q), query(q, prompt.tokens.end());
+    memory::ExactStore store("");
+    auto t0 = Clock::now();
+    s.feed(body);
+    rec.read_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    t0 = Clock::now();
+    store.append(body);
+    rec.store_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    rec.store_bytes = store.bytes();
+    inference::RecallOptions ro;
+    ro.k = recall;
+    ro.mode = inference::parse_recall_mode(recall_mode);
+    const int64_t value_pos = rec.length - prompt.distance;  // where the needle's value ids begin
+    rec.beyond_window = value_pos + static_cast<int64_t>(inst.answer.size()) <= inference::recall_horizon(s);
+    const auto rr = inference::recall(s, store, query, ro);
+    rec.recall_tokens = rr.tokens;
+    rec.recall_seconds = rr.seconds;
+    for (const auto& sp : rr.spans)
+      rec.hit |= sp.start <= value_pos && value_pos + static_cast<int64_t>(inst.answer.size()) <=
+                                              sp.start + static_cast<int64_t>(sp.tokens.size());
+    s.feed(query);
+  } else {
+    s.feed(prompt.tokens);
+  }
   // Teacher-forced NLL of the answer ids, on a fork so that the greedy answer starts from the prompt.
   {
     auto f = s.fork();
@@ -195,7 +234,8 @@ NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::
     int correct = 0;
     for (size_t ci = 0; ci < cases.size(); ++ci) {
       const auto& c = cases[ci];
-      NeedleRecord rec = score_needle_case(*models[mi].model, tok, c.inst, c.prompt, o.extra_tokens, models[mi].ttt);
+      NeedleRecord rec = score_needle_case(*models[mi].model, tok, c.inst, c.prompt, o.extra_tokens, models[mi].ttt,
+                                           models[mi].recall, models[mi].recall_mode);
       rec.model = mi;
       rec.task = c.task;
       rec.depth = c.depth;
@@ -264,6 +304,47 @@ void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out
       for (int b = 0; b < 3; ++b) cell(r.distance_interval(i, bands[b].first, bands[b].second), "%.2f");
       std::fprintf(out, "\n");
     }
+  }
+  // Recall: did the store give the needle back, and what did it cost.
+  bool any = false;
+  for (auto& rec : r.records) any |= rec.recalled;
+  if (!any) return;
+  std::fprintf(out,
+               "\nRecall: retrieval hit rate (the needle's value inside a recalled stretch), cases whose needle lies "
+               "beyond the window, all tasks\n");
+  std::fprintf(out, "\n| model |");
+  for (int64_t len : r.lengths) std::fprintf(out, " %s |", short_len(len).c_str());
+  std::fprintf(out, "\n|---|");
+  for (size_t j = 0; j < r.lengths.size(); ++j) std::fprintf(out, "---:|");
+  std::fprintf(out, "\n");
+  for (size_t i = 0; i < r.models.size(); ++i) {
+    bool rec_model = false;
+    for (auto& rec : r.records) rec_model |= rec.model == i && rec.recalled;
+    if (!rec_model) continue;
+    std::fprintf(out, "| %s |", r.models[i].c_str());
+    for (int64_t len : r.lengths) cell(r.hit_rate_interval(i, len), "%.2f");
+    std::fprintf(out, "\n");
+  }
+  std::fprintf(out,
+               "\nRecall cost (means over cases): time per query (retrieval and reading the recalled tokens), "
+               "recalled tokens, store bytes per 1K tokens read, time to write the store as a share of the time "
+               "to read the same tokens\n\n| model | s per query | recalled tokens | store bytes / 1K tokens | "
+               "store write / read |\n|---|---:|---:|---:|---:|\n");
+  for (size_t i = 0; i < r.models.size(); ++i) {
+    double q = 0, toks = 0, bytes_per_k = 0, write = 0, read = 0;
+    int64_t n = 0;
+    for (auto& rec : r.records) {
+      if (rec.model != i || !rec.recalled) continue;
+      ++n;
+      q += rec.recall_seconds;
+      toks += static_cast<double>(rec.recall_tokens);
+      bytes_per_k += static_cast<double>(rec.store_bytes) * 1000.0 / static_cast<double>(std::max<int64_t>(rec.length, 1));
+      write += rec.store_seconds;
+      read += rec.read_seconds;
+    }
+    if (n == 0) continue;
+    std::fprintf(out, "| %s | %.4f | %.0f | %.0f | %.1f%% |\n", r.models[i].c_str(), q / static_cast<double>(n),
+                 toks / static_cast<double>(n), bytes_per_k / static_cast<double>(n), read > 0 ? 100.0 * write / read : 0.0);
   }
 }
 

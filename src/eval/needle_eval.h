@@ -41,6 +41,16 @@ struct NeedleRecord {
   bool correct = false;
   double answer_nll = 0;  // mean NLL per answer token, teacher-forced
   std::string value, generated;
+  // With recall (the model's NamedModel::recall > 0): the context before the question was also
+  // written to an exact store; the question then recalled from it.
+  bool recalled = false;
+  bool hit = false;             // a recalled stretch held the needle's value
+  bool beyond_window = false;   // the value lay where the window no longer reached (recall's job)
+  int64_t recall_tokens = 0;    // tokens recalled
+  double recall_seconds = 0;    // retrieval and feeding the recalled tokens
+  double read_seconds = 0;      // reading the context before the question (the session alone)
+  double store_seconds = 0;     // writing that context to the store
+  int64_t store_bytes = 0;      // the store's size afterwards
 };
 
 struct NeedleEvalResult {
@@ -63,6 +73,9 @@ struct NeedleEvalResult {
   // Paired over the same cases (every model answers the same prompts): accuracy of a minus b for
   // needles at distance [lo, hi).
   Interval distance_difference(size_t a, size_t b, int64_t lo, int64_t hi) const;
+  // Recall: the share of cases with the needle beyond the window whose recalled stretches held
+  // it, with its interval.
+  Interval hit_rate_interval(size_t model, int64_t length) const;
 };
 
 // The haystack of held-out text: the given documents concatenated without BOS tokens.
@@ -70,8 +83,11 @@ std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& do
 
 // Scores one prompt: feeds it, answers greedily, returns (correct, answer NLL, generated text).
 // ttt false: the model reads and answers with phi_0 (no inner steps).
+// recall > 0: the context before the question goes to an in-memory exact store too, and the
+// question recalls `recall` stretches from it (recall_mode) before it is read.
 NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
-                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt = true);
+                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt = true, int recall = 0,
+                               const std::string& recall_mode = "window");
 
 // Throws std::invalid_argument when a model's vocabulary does not match the tokenizer, a length
 // is too short for a needle and its question, or the haystack is too short.

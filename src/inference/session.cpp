@@ -38,6 +38,37 @@ void Session::reset() {
   s_.last_logits.clear();
 }
 
+void Session::stop_learning() {
+  s_.use_ttt = false;
+  s_.pending_h.clear();
+  s_.pending_tokens.clear();
+}
+
+void Session::learn_now(const std::vector<int32_t>& tokens, int32_t next, bool keep_in_window) {
+  if (!s_.use_ttt) {
+    if (keep_in_window) feed(tokens);
+    return;
+  }
+  const auto& cfg = m_.config();
+  if (next < 0 || next >= cfg.vocab_size) throw std::invalid_argument("learn_now: next token id out of range");
+  // A copy of the state's handles is enough to go back: fed rows are appended after the
+  // views it holds (append_rows), never over them.
+  const State before = s_;
+  feed(tokens);
+  if (!s_.pending_tokens.empty()) {
+    ttt_step(next);
+    s_.pending_h.clear();
+    s_.pending_tokens.clear();
+  }
+  if (!keep_in_window) {
+    model::Phi phi = std::move(s_.chunk.phi);
+    const int64_t steps = s_.steps;
+    s_ = before;
+    s_.chunk.phi = std::move(phi);
+    s_.steps = steps;
+  }
+}
+
 double Session::ttt_step(int32_t last_target) {
   std::vector<int32_t> targets(s_.pending_tokens.begin() + 1, s_.pending_tokens.end());
   targets.push_back(last_target);
@@ -48,6 +79,7 @@ double Session::ttt_step(int32_t last_target) {
                              /*create_graph=*/false, /*keep_mixers=*/false);
   s_.chunk.phi = std::move(r.next.phi);
   ++s_.steps;
+  if (nll_observer_) nll_observer_(s_.chunk_pos0 + 1, r.nll.to_floats());
   return r.loss.item();
 }
 

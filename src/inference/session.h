@@ -62,6 +62,21 @@ class Session {
 
   void reset();  // back to phi_0 and empty caches (the TTT options are kept)
 
+  // Sees every TTT step's per-token NLL (scored before the step): nll[i] is the loss with which
+  // the token at position pos + i was predicted (the exact store records it). Not part of the
+  // state: forks share it, saves do not keep it.
+  using NllObserver = std::function<void(int64_t pos, const std::vector<float>& nll)>;
+  void set_nll_observer(NllObserver f) { nll_observer_ = std::move(f); }
+
+  // For recall (inference/recall.h), on a fork that reads recalled text:
+  // test-time training off for the rest of this session (what it reads only enters the window);
+  void stop_learning();
+  // feeds `tokens`, then takes the TTT step on the pending chunk at once (a partial chunk whose
+  // last target is `next`) instead of waiting for b tokens. keep_in_window false: afterwards the
+  // mixer states, position and pending chunk are those from before the call; only the fast
+  // weights (and the step count) changed. Without TTT: feeds them, or does nothing.
+  void learn_now(const std::vector<int32_t>& tokens, int32_t next, bool keep_in_window);
+
   // An independent copy (every state tensor is copied): stepping either one never affects the
   // other, and both continue exactly as this session would.
   Session fork() const;
@@ -108,6 +123,7 @@ class Session {
 
   const model::Model& m_;
   State s_;
+  NllObserver nll_observer_;
   mutable uint64_t checksum_ = 0;  // of m_'s parameters, computed on first use
   mutable bool have_checksum_ = false;
 };
