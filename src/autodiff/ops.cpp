@@ -333,8 +333,10 @@ Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep) {
       return make_view(cache, sh, contiguous_strides(sh), end + m * row - kept * row);
     }
   }
+  // Room for what comes next: one-row appends (decoding) get a quarter of the cache (a copy every
+  // kept/4 tokens); bulk appends (prefill chunks) room for one more of the same size.
   Shape cap_shape = sh;
-  cap_shape[0] = kept + std::max<int64_t>(kept / 4, 64);
+  cap_shape[0] = kept + (m > 64 ? m : std::max<int64_t>(kept / 4, 64));
   Tensor buf = Tensor::empty(cap_shape, cache.dtype(), cache.device());
   const int64_t from_cache = std::max<int64_t>(0, kept - m);  // the newest rows of the cache kept
   if (from_cache > 0) {

@@ -34,7 +34,8 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 // appends. Without a graph, appends go in place into spare room at the end of the cache's buffer
 // when nothing was appended there since (decoding with a window cache then costs O(new rows),
 // not a copy of the whole cache per token); otherwise the rows are copied into a new buffer with
-// room for a quarter more. Earlier views of the buffer never change. With a graph: concat + slice.
+// spare room (a quarter more for one-row appends, one more append's worth for bulk ones).
+// Earlier views of the buffer never change. With a graph: concat + slice.
 Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor sum_to(const Tensor& x, const Shape& shape);  // inverse of broadcast_to
