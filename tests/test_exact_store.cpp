@@ -4,7 +4,10 @@
 // each mode does what it says to the session it is given.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
