@@ -21,8 +21,9 @@ struct PrefillResult {
   int64_t updates = 0;     // inner steps taken
 };
 
-// Inference: no graph is kept beyond one chunk. Models without prime blocks (or ttt = false)
-// run every block over the whole sequence.
+// Inference: no graph is kept beyond one chunk. The sequence is read in segments (the TTT
+// chunks; 1024 tokens for models without prime blocks or with ttt = false), each block carrying
+// its mixer state between them, so memory does not grow with the sequence beyond the windows.
 PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
                       const std::vector<int32_t>& targets, const TTTOptions& opt = {});
 
