@@ -160,6 +160,28 @@ TEST(Pool, SteadyStateLoopDoesNotCallTheSystemAllocator) {
   }
 }
 
+// A buffer that grows by appends (each copy a new size, none reused) must not leave every old
+// size cached: the pool's footprint stays near the highest in-use mark.
+TEST(Pool, GrowingBuffersDoNotPileUpInTheCache) {
+  if (std::getenv("TTT_NO_POOL") != nullptr) GTEST_SKIP() << "pool disabled";
+  pool::trim();
+  const size_t mb = size_t(1) << 20;
+  void* prev = nullptr;
+  size_t prev_bytes = 0;
+  for (size_t n = 1; n <= 12; ++n) {  // 96 MB, 192 MB, ... never touched: no resident pages
+    const size_t bytes = n * 96 * mb;
+    void* p = pool::allocate(bytes);
+    if (prev) pool::release(prev, prev_bytes);
+    prev = p;
+    prev_bytes = bytes;
+  }
+  const auto st = pool::stats();
+  pool::release(prev, prev_bytes);
+  // Without the limit, every earlier size (96 + 192 + ... + 1056 MB = 6.3 GB) would stay cached.
+  EXPECT_LE(st.bytes_cached, 2 * 1152 * mb + 64 * mb);
+  pool::trim();
+}
+
 TEST(ThreadPool, ParallelForCoversTheRangeOnceAndPropagatesErrors) {
   std::vector<std::atomic<int>> hits(10007);
   parallel_for(0, 10007, 1, [&](int64_t lo, int64_t hi) {

@@ -29,10 +29,17 @@ size_t bucket(size_t bytes) {
   return b;
 }
 
+// Cached blocks may bring the pool's footprint (in use + cached) up to the highest in-use mark
+// ever reached plus this slack; a block released beyond that goes back to the system. Steady
+// loops reuse their blocks and never reach the limit; a cache that grows by appends (every
+// buffer a new size, none reused) no longer keeps each old buffer alive in a free list.
+constexpr size_t kCacheSlack = size_t(64) << 20;
+
 struct State {
   std::mutex mu;
   std::map<size_t, std::vector<void*>> free_lists;
   Stats stats;
+  size_t high_water = 0;  // like peak_bytes_in_use, but never reset
 };
 
 State& state() {
@@ -57,6 +64,7 @@ void* allocate(size_t bytes) {
     ++s.stats.allocations;
     s.stats.bytes_in_use += b;
     s.stats.peak_bytes_in_use = std::max(s.stats.peak_bytes_in_use, s.stats.bytes_in_use);
+    s.high_water = std::max(s.high_water, s.stats.bytes_in_use);
     if (pool_enabled()) {
       auto it = s.free_lists.find(b);
       if (it != s.free_lists.end() && !it->second.empty()) {
@@ -80,7 +88,7 @@ void release(void* p, size_t bytes) {
   auto& s = state();
   std::lock_guard<std::mutex> g(s.mu);
   s.stats.bytes_in_use -= b;
-  if (!pool_enabled()) {
+  if (!pool_enabled() || s.stats.bytes_in_use + s.stats.bytes_cached + b > s.high_water + kCacheSlack) {
     std::free(p);
     return;
   }
