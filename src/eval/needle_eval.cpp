@@ -257,12 +257,15 @@ void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out
   auto cell = [&](const Interval& iv, const char* f) {
     std::fprintf(out, " %s |", iv.units == 0 ? "-" : format_interval(iv, f).c_str());
   };
-  auto by_length = [&](auto&& interval, const char* f) {
+  auto length_header = [&]() {
     std::fprintf(out, "\n| model |");
     for (int64_t len : r.lengths) std::fprintf(out, " %s |", short_len(len).c_str());
     std::fprintf(out, "\n|---|");
     for (size_t j = 0; j < r.lengths.size(); ++j) std::fprintf(out, "---:|");
     std::fprintf(out, "\n");
+  };
+  auto by_length = [&](auto&& interval, const char* f) {
+    length_header();
     for (size_t i = 0; i < r.models.size(); ++i) {
       std::fprintf(out, "| %s |", r.models[i].c_str());
       for (int64_t len : r.lengths) cell(interval(i, len), f);
@@ -312,11 +315,7 @@ void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out
   std::fprintf(out,
                "\nRecall: retrieval hit rate (the needle's value inside a recalled stretch), cases whose needle lies "
                "beyond the window, all tasks\n");
-  std::fprintf(out, "\n| model |");
-  for (int64_t len : r.lengths) std::fprintf(out, " %s |", short_len(len).c_str());
-  std::fprintf(out, "\n|---|");
-  for (size_t j = 0; j < r.lengths.size(); ++j) std::fprintf(out, "---:|");
-  std::fprintf(out, "\n");
+  length_header();
   for (size_t i = 0; i < r.models.size(); ++i) {
     bool rec_model = false;
     for (auto& rec : r.records) rec_model |= rec.model == i && rec.recalled;
