@@ -208,6 +208,84 @@ check(st == 400 and is_error(st, r), "PUT state of another model: 400 (%s)" % r)
 st, r = srv.json("PUT", "/v1/sessions/%s/state" % imp["id"], raw=b"garbage" * 10, headers={"Content-Type": "application/octet-stream"})
 check(st == 400 and srv.json("GET", "/v1/sessions/" + imp["id"])[1]["version"] == 1, "PUT garbage: 400, version unchanged")
 
+# ---- the exact store: every session's tokens, across fork/snapshot/restore/export/import ----
+import sqlite3
+
+
+def store_rows(sess, key=KEY_A):
+    """(positions the store has read, the ids it kept in order), from GET .../store."""
+    st, b, _ = srv.req("GET", "/v1/sessions/%s/store" % sess, key=key)
+    if st != 200:
+        return ("error", st), []
+    path = os.path.join(WORK, "store-check.db")
+    open(path, "wb").write(b)
+    con = sqlite3.connect(path)
+    rows = [r[0] for r in con.execute("SELECT id FROM tokens ORDER BY pos")]
+    size = int(con.execute("SELECT value FROM meta WHERE key = 'next_pos'").fetchone()[0])
+    con.close()
+    os.remove(path)
+    return size, rows
+
+
+def store_tokens(sess, key=KEY_A):
+    size, rows = store_rows(sess, key)
+    return rows if size == len(rows) else ("gap", size, rows)
+
+
+read_sid = ids + [5, 6, 7] + [int(x) for x in sampled_cli]
+check(store_tokens(sid) == read_sid, "the store holds every token the session read (ingests, committed generations)")
+check(store_tokens(f["id"]) == read_sid, "a fork's store equals its origin's")
+check(store_rows(imp["id"]) == (len(read_sid), []), "an imported state comes without tokens (all positions not kept)")
+st, ims = srv.json("POST", "/v1/sessions", {})
+srv.json("PUT", "/v1/sessions/%s/state" % ims["id"], raw=exp, headers={"Content-Type": "application/octet-stream"})
+st, b, _ = srv.req("GET", "/v1/sessions/%s/store" % sid)
+st, r = srv.json("PUT", "/v1/sessions/%s/store" % ims["id"], raw=b, headers={"Content-Type": "application/vnd.sqlite3"})
+check(st == 200 and r["version"] == 2 and store_tokens(ims["id"]) == read_sid,
+      "PUT store: state and store exported and imported make the same session (%s)" % st)
+st, r = srv.json("PUT", "/v1/sessions/%s/store" % ims["id"], raw=b"SQLite format 3\x00" + b"x" * 5000,
+                 headers={"Content-Type": "application/vnd.sqlite3"})
+check(is_error(st, r, {400}) and srv.json("GET", "/v1/sessions/" + ims["id"])[1]["version"] == 2,
+      "PUT store of a damaged file: 400, nothing changed (%s %s)" % (st, r))
+st, r = srv.json("GET", "/v1/sessions/%s/store" % sid, key=KEY_B)
+check(st == 404, "another tenant's store is 404")
+
+# Recall: a planted string far beyond the window is found, and recall changes nothing unless
+# committed (the session then reads only the prompt and the answer).
+st, ns = srv.json("POST", "/v1/sessions", {})
+needle = [rng.randrange(3, V) for _ in range(16)]
+hay = rand_tokens(1500, True)
+hay[400:416] = needle
+srv.json("POST", "/v1/sessions/%s/ingest" % ns["id"], {"tokens": hay})
+st, rc = srv.json("POST", "/v1/sessions/%s/recall" % ns["id"], {"prompt": needle[3:12], "k": 2})
+found = st == 200 and any(d["start"] <= 400 and 416 <= d["start"] + d["length"] and
+                          d["tokens"][400 - d["start"]:416 - d["start"]] == needle for d in rc["data"])
+check(found, "POST recall finds the planted span (%s)" % (rc if st != 200 else [(d["start"], d["length"]) for d in rc["data"]]))
+st, before_state, _ = srv.req("GET", "/v1/sessions/%s/state" % ns["id"])
+for mode in ["window", "review", "both"]:
+    st, g = srv.json("POST", "/v1/sessions/%s/generate" % ns["id"],
+                     {"prompt": needle[3:12], "max_tokens": 4, "temperature": 0, "commit": False, "recall": {"k": 2, "mode": mode}})
+    check(st == 200 and g["recall"]["tokens"] > 0 and g["session"]["version"] == 1,
+          "generate with recall (%s, commit false) answers with what it recalled (%s)" % (mode, g.get("recall", g)))
+check(srv.req("GET", "/v1/sessions/%s/state" % ns["id"])[1] == before_state and store_tokens(ns["id"]) == hay,
+      "recall without commit: state byte-identical, store unchanged")
+st, g = srv.json("POST", "/v1/sessions/%s/generate" % ns["id"],
+                 {"prompt": needle[3:12], "max_tokens": 4, "temperature": 0, "recall": {"k": 2, "mode": "both"}})
+check(st == 200 and store_tokens(ns["id"]) == hay + needle[3:12] + g["tokens"] and
+      g["session"]["position"] == len(hay) + 9 + len(g["tokens"]),
+      "recall with commit: the session reads the prompt and the answer only")
+st, c = srv.json("POST", "/v1/completions", {"prompt": needle[3:12], "max_tokens": 3, "temperature": 0, "session": ns["id"],
+                                             "recall": {"k": 1}})
+check(st == 200 and c["recall"]["tokens"] > 0 and c["session"]["version"] == 3, "completions with a session and recall")
+for body in [{"prompt": [1], "recall": {"k": 2, "mode": "sideways"}}, {"prompt": [1], "recall": {"k": -1}},
+             {"prompt": [1], "recall": {"k": 2, "extra": 1}}, {"prompt": [1], "recall": 5}]:
+    st, r = srv.json("POST", "/v1/sessions/%s/generate" % ns["id"], body)
+    check(is_error(st, r, {400}), "hostile recall %r: 400 (%s)" % (body, st))
+st, r = srv.json("POST", "/v1/completions", {"prompt": [1, 2], "recall": {"k": 2}})
+check(is_error(st, r, {400}), "recall without a session: 400")
+st, _, _ = srv.req("DELETE", "/v1/sessions/" + ns["id"])
+check(st == 204 and not any(n.startswith(ns["id"]) for n in os.listdir(os.path.join(state_dir, "stores"))),
+      "delete removes the session's store")
+
 # ---- If-Match ----
 st, r = srv.json("POST", "/v1/sessions/%s/ingest" % sid, {"tokens": [5, 6]}, headers={"If-Match": "2"})
 check(st == 412 and is_error(st, r), "stale If-Match: 412")
@@ -362,6 +440,8 @@ for round_ in range(3):
             ref.json("POST", "/v1/sessions/%s/ingest" % rs["id"], {"tokens": t})
         same = srv.req("GET", "/v1/sessions/%s/state" % i)[1] == ref.req("GET", "/v1/sessions/%s/state" % rs["id"])[1]
         check(ok and same, "kill -9 round %d: session at version %d (acknowledged %d) holds exactly that state" % (round_, v, acked[i]))
+        check(store_tokens(i) == sum(plan[:max(v, 0)], []),
+              "kill -9 round %d: the store holds exactly what version %d read" % (round_, v))
         acked[i] = max(v, 0)
     ref.stop()
     print("kill -9 round %d: versions %s" % (round_, sorted(acked.values())), flush=True)

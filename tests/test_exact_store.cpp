@@ -4,6 +4,8 @@
 // each mode does what it says to the session it is given.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -110,6 +112,122 @@ TEST(ExactStore, SurprisingPolicyKeepsTheHighestLossSpansWithinItsBudget) {
   const auto kept = s.tokens(0, 160);
   for (auto& [p, id] : kept) EXPECT_GE((p / 16) % 5, 3) << "position " << p << " kept";
   EXPECT_EQ(ids_of(s, 64, 80), std::vector<int32_t>(ids.begin() + 64, ids.begin() + 80));
+}
+
+TEST(ExactStore, AlignDropsWhatLiesAheadAndCountsGapsAsNotKept) {
+  memory::StoreOptions o;
+  o.span_tokens = 8;
+  memory::ExactStore s("", o);
+  Rng r(5);
+  const auto ids = random_ids(r, 50, 0, 300);
+  s.append(ids);
+  s.align(21);  // a request that appended 29 tokens and was never committed
+  EXPECT_EQ(s.size(), 21);
+  EXPECT_EQ(ids_of(s, 0, 100), std::vector<int32_t>(ids.begin(), ids.begin() + 21));
+  // Spans reaching past 21 are gone from the index: the dropped tokens cannot be found.
+  const std::vector<int32_t> gone(ids.begin() + 30, ids.begin() + 38);
+  for (const auto& sp : s.retrieve(gone, 4)) EXPECT_LE(sp.start + static_cast<int64_t>(sp.tokens.size()), 21);
+  s.append(ids);  // reads on from 21, and its spans are indexed again
+  EXPECT_EQ(s.size(), 71);
+  EXPECT_EQ(ids_of(s, 21, 71), ids);
+  // Forward: positions read while nothing was kept (a state imported without its store).
+  s.align(1000);
+  EXPECT_EQ(s.size(), 1000);
+  EXPECT_EQ(s.kept_tokens(), 71);
+  s.append({1, 2, 3});
+  EXPECT_EQ((ids_of(s, 990, 1100)), (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_THROW(s.align(-1), std::invalid_argument);
+}
+
+TEST(ExactStore, ImportedRowsAreCheckedAndReplaceIsWhole) {
+  TempDir d;
+  memory::StoreOptions o;
+  o.span_tokens = 8;
+  const std::string src_path = (d.p / "src.db").string();
+  {
+    memory::ExactStore src(src_path, o);
+    src.append({5, 6, 7, 8, 9, 10, 11, 12, 13, 14});
+    src.align(4);        // keeps 0..3
+    src.align(20);       // 4..19 read, not kept
+    src.append({40, 41});
+  }
+  memory::StoreOptions ro = o;
+  ro.read_only = true;
+  memory::ExactStore src(src_path, ro);
+  memory::ExactStore dst("", o);
+  dst.copy_rows_from(src, 100, 21);
+  EXPECT_EQ(dst.size(), 21);
+  EXPECT_EQ(dst.kept_tokens(), 5);
+  EXPECT_EQ(ids_of(dst, 0, 100), (std::vector<int32_t>{5, 6, 7, 8, 40}));
+  memory::ExactStore small("", o);
+  EXPECT_THROW(small.copy_rows_from(src, 41, 100), std::runtime_error);  // id 41 is outside [0, 41)
+  // replace_with: everything, counters included.
+  memory::ExactStore other("", o);
+  other.append({1, 1, 1});
+  other.replace_with(dst);
+  EXPECT_EQ(other.size(), 21);
+  EXPECT_EQ(ids_of(other, 0, 100), ids_of(dst, 0, 100));
+  memory::StoreOptions o16 = o;
+  o16.span_tokens = 16;
+  memory::ExactStore wrong("", o16);
+  EXPECT_THROW(wrong.replace_with(dst), std::runtime_error);
+  // A read-only open never creates a file.
+  EXPECT_THROW(memory::ExactStore((d.p / "absent.db").string(), ro), std::runtime_error);
+  EXPECT_FALSE(fs::exists(d.p / "absent.db"));
+}
+
+// A writer killed with SIGKILL in the middle of its appends: the store it leaves holds exactly
+// the appends that committed, whole, in order, and reads on from there.
+TEST(ExactStore, AWriterKilledMidAppendLeavesWholeCommittedAppends) {
+  TempDir d;
+  const std::string path = (d.p / "killed.db").string();
+  memory::StoreOptions o;
+  o.span_tokens = 16;
+  // Batch k holds 97 tokens of value (k * 7 + i) % 1000: any torn batch would show.
+  auto batch = [](int64_t k) {
+    std::vector<int32_t> v(97);
+    for (int i = 0; i < 97; ++i) v[static_cast<size_t>(i)] = static_cast<int32_t>((k * 7 + i) % 1000);
+    return v;
+  };
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    try {
+      memory::ExactStore s(path, o);
+      for (int64_t k = 0;; ++k) s.append(batch(k));
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  // Let it write for a while (at least a few batches), then kill it mid-flight.
+  for (int i = 0; i < 200; ++i) {
+    ::usleep(20000);
+    std::error_code ec;
+    if (fs::exists(path + "-wal", ec) && fs::file_size(path + "-wal", ec) > 200000) break;
+  }
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  memory::ExactStore s(path, o);
+  ASSERT_GT(s.size(), 0);
+  ASSERT_EQ(s.size() % 97, 0) << "a torn append";
+  std::vector<int32_t> want;
+  for (int64_t k = 0; k < s.size() / 97; ++k) {
+    const auto b = batch(k);
+    want.insert(want.end(), b.begin(), b.end());
+  }
+  EXPECT_EQ(ids_of(s, 0, s.size() + 1000), want);
+  const int64_t n = s.size();
+  s.append(batch(-1 + 1000));
+  EXPECT_EQ(s.size(), n + 97);
+  // Its index is whole too: a span of the last committed batch is found.
+  const auto last = batch(n / 97 - 1);
+  const std::vector<int32_t> q(last.begin() + 10, last.begin() + 30);
+  bool found = false;
+  for (const auto& sp : s.retrieve(q, 4, n))
+    found |= sp.start <= n - 97 + 10 && n - 97 + 30 <= sp.start + static_cast<int64_t>(sp.tokens.size());
+  EXPECT_TRUE(found);
 }
 
 TEST(Recall, NeverChangesTheCallersSessionAndEachModeDoesWhatItSays) {

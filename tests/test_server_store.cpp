@@ -8,6 +8,8 @@
 #include <stdexcept>
 
 #include "inference/generation.h"
+#include "inference/recall.h"
+#include "memory/exact_store.h"
 #include "model/model.h"
 #include "server/auth.h"
 #include "server/database.h"
@@ -197,7 +199,7 @@ std::vector<float> next_logits(const inference::Session& s, int32_t t) {
 
 std::vector<float> store_logits(SessionStore& st, const std::string& tenant, const std::string& id) {
   std::vector<float> out;
-  st.read(tenant, id, [&](const inference::Session& s, const server::SessionInfo&) { out = next_logits(s, 3); });
+  st.read(tenant, id, [&](const inference::Session& s, const server::SessionInfo&, const memory::ExactStore*) { out = next_logits(s, 3); });
   return out;
 }
 
@@ -213,18 +215,18 @@ TEST(ServerStore, VersionsIfMatchTenantsAndFailedMutations) {
   EXPECT_EQ(a.version, 0);
   EXPECT_EQ(a.position, 0);
   const auto toks = seq_tokens(11, 13, 1);
-  auto i1 = st.mutate("alice", a.id, std::nullopt, "ingest", [&](inference::Session& s) { return feed(s, toks); });
+  auto i1 = st.mutate("alice", a.id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, toks); });
   EXPECT_EQ(i1.version, 1);
   EXPECT_EQ(i1.position, 11);
   EXPECT_EQ(i1.ttt_steps, 2);
-  EXPECT_EQ(status_of([&] { st.mutate("alice", a.id, 0, "ingest", [&](inference::Session& s) { return feed(s, toks); }); }), 412);
+  EXPECT_EQ(status_of([&] { st.mutate("alice", a.id, 0, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, toks); }); }), 412);
   EXPECT_EQ(status_of([&] { st.get("bob", a.id); }), 404);
   EXPECT_TRUE(st.list("bob").empty());
   EXPECT_EQ(st.list("alice").size(), 1u);
   const auto before = store_logits(st, "alice", a.id);
   // A mutation that throws half-way changes nothing.
   EXPECT_THROW(st.mutate("alice", a.id, 1, "ingest",
-                         [&](inference::Session& s) -> int64_t {
+                         [&](inference::Session& s, const memory::ExactStore*) -> int64_t {
                            s.feed(toks);
                            throw std::runtime_error("boom");
                          }),
@@ -237,7 +239,7 @@ TEST(ServerStore, VersionsIfMatchTenantsAndFailedMutations) {
   EXPECT_EQ(f.version, 0);
   EXPECT_EQ(f.position, 11);
   EXPECT_EQ(store_logits(st, "alice", f.id), before);
-  st.mutate("alice", f.id, 0, "ingest", [&](inference::Session& s) { return feed(s, {4, 5}); });
+  st.mutate("alice", f.id, 0, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, {4, 5}); });
   EXPECT_EQ(store_logits(st, "alice", a.id), before);
   // Reset, delete.
   EXPECT_EQ(st.reset("alice", f.id, std::nullopt).position, 0);
@@ -252,12 +254,12 @@ TEST(ServerStore, SnapshotsRestoreRetentionAndImport) {
   SessionStore st(m, StoreOptions{d.path, 0, 2});
   const auto a = st.create("", "{}");
   const auto toks = seq_tokens(9, 13, 2);
-  st.mutate("", a.id, std::nullopt, "ingest", [&](inference::Session& s) { return feed(s, toks); });
+  st.mutate("", a.id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, toks); });
   const auto at1 = store_logits(st, "", a.id);
   EXPECT_EQ(st.snapshot("", a.id, "one").version, 1);
-  st.mutate("", a.id, std::nullopt, "ingest", [&](inference::Session& s) { return feed(s, {5, 6, 7}); });
+  st.mutate("", a.id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, {5, 6, 7}); });
   st.snapshot("", a.id, "two");
-  st.mutate("", a.id, std::nullopt, "ingest", [&](inference::Session& s) { return feed(s, {8}); });
+  st.mutate("", a.id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, {8}); });
   st.snapshot("", a.id, "three");
   const auto snaps = st.snapshots("", a.id);
   ASSERT_EQ(snaps.size(), 2u);  // retention: the oldest went
@@ -287,7 +289,7 @@ TEST(ServerStore, StateSurvivesARestartAndSpilledSessionsReloadExactly) {
     for (int k = 0; k < 3; ++k) {
       ids.push_back(st.create("t", "{}").id);
       st.mutate("t", ids.back(), std::nullopt, "ingest",
-                [&](inference::Session& s) { return feed(s, seq_tokens(6 + k, 13, 10 + k)); });
+                [&](inference::Session& s, const memory::ExactStore*) { return feed(s, seq_tokens(6 + k, 13, 10 + k)); });
     }
     EXPECT_LE(st.stats().resident, 1);
     for (auto& id : ids) logits.push_back(store_logits(st, "t", id));  // reloads the spilled ones
@@ -312,10 +314,129 @@ TEST(ServerStore, StateSurvivesARestartAndSpilledSessionsReloadExactly) {
   for (int k = 0; k < 3; ++k) {
     mids.push_back(mem.create("t", "{}").id);
     mem.mutate("t", mids.back(), std::nullopt, "ingest",
-               [&](inference::Session& s) { return feed(s, seq_tokens(6 + k, 13, 10 + k)); });
+               [&](inference::Session& s, const memory::ExactStore*) { return feed(s, seq_tokens(6 + k, 13, 10 + k)); });
   }
   for (size_t k = 0; k < mids.size(); ++k) EXPECT_EQ(store_logits(mem, "t", mids[k]), logits[k]);
   EXPECT_LE(mem.stats().resident, 1);
+}
+
+// ---- the exact store of each session (issue 13) ----
+
+StoreOptions exact_on(const std::string& dir) {
+  StoreOptions o{dir, 0, 0};
+  o.exact_store = true;
+  o.exact.span_tokens = 4;
+  return o;
+}
+
+// Every token of the session's store, in order (via an export: what a client gets).
+std::vector<int32_t> store_ids(SessionStore& st, const std::string& tenant, const std::string& id, const std::string& dir) {
+  const std::string bytes = st.export_exact(tenant, id);
+  const std::string path = dir + "/export-check.db";
+  { std::ofstream(path, std::ios::binary) << bytes; }
+  std::vector<int32_t> out;
+  {
+    memory::StoreOptions ro;
+    ro.span_tokens = 4;
+    ro.read_only = true;
+    memory::ExactStore s(path, ro);
+    for (auto& [p, t] : s.tokens(0, s.size())) out.push_back(t);
+  }
+  fs::remove(path);
+  return out;
+}
+
+std::vector<int32_t> cat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(ServerExactStore, HoldsWhatEachSessionReadAcrossEveryOperation) {
+  const auto m = model::Model::init(session_config(true), 8);
+  TempDir d;
+  const auto t1 = seq_tokens(11, 13, 21), t2 = seq_tokens(6, 13, 22), t3 = seq_tokens(5, 13, 23);
+  std::string a_id, f_id;
+  {
+    SessionStore st(m, exact_on(d.path));
+    a_id = st.create("t", "{}").id;
+    st.mutate("t", a_id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore* ex) {
+      EXPECT_NE(ex, nullptr);
+      return feed(s, t1);
+    });
+    EXPECT_EQ(store_ids(st, "t", a_id, d.path), t1);
+    // A failed mutation leaves the store as it was.
+    EXPECT_THROW(st.mutate("t", a_id, std::nullopt, "ingest",
+                           [&](inference::Session& s, const memory::ExactStore*) -> int64_t {
+                             s.feed(t2);
+                             throw std::runtime_error("boom");
+                           }),
+                 std::runtime_error);
+    EXPECT_EQ(store_ids(st, "t", a_id, d.path), t1);
+    st.snapshot("t", a_id, "at 11");  // version 1
+    st.mutate("t", a_id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, t2); });
+    EXPECT_EQ(store_ids(st, "t", a_id, d.path), cat(t1, t2));
+    // Fork: the same store, then each its own.
+    f_id = st.fork("t", a_id).id;
+    st.mutate("t", f_id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, t3); });
+    EXPECT_EQ(store_ids(st, "t", f_id, d.path), cat(cat(t1, t2), t3));
+    EXPECT_EQ(store_ids(st, "t", a_id, d.path), cat(t1, t2));
+    // Restore: back to the snapshot's store.
+    st.restore("t", a_id, 1, std::nullopt);
+    EXPECT_EQ(store_ids(st, "t", a_id, d.path), t1);
+    // Export and import: into another session, which reads on from there.
+    const std::string state = st.export_state("t", f_id), store = st.export_exact("t", f_id);
+    const auto b = st.create("t", "{}");
+    st.import_state("t", b.id, state, std::nullopt);
+    EXPECT_TRUE(store_ids(st, "t", b.id, d.path).empty());  // a state alone brings no tokens
+    EXPECT_EQ(st.import_exact("t", b.id, store, std::nullopt).version, 2);
+    EXPECT_EQ(store_ids(st, "t", b.id, d.path), cat(cat(t1, t2), t3));
+    EXPECT_EQ(status_of([&] { st.import_exact("t", b.id, "not a store", std::nullopt); }), 400);
+    EXPECT_EQ(st.get("t", b.id).version, 2);
+    // Reset empties it; delete removes its files.
+    st.reset("t", b.id, std::nullopt);
+    EXPECT_TRUE(store_ids(st, "t", b.id, d.path).empty());
+    st.remove("t", b.id, std::nullopt);
+    EXPECT_FALSE(fs::exists(d.path + "/stores/" + b.id + ".store"));
+  }
+  // A restart keeps every store; a replacement committed but not yet renamed (a kill between
+  // the two) is installed, one of an uncommitted version removed.
+  {
+    SessionStore st(m, exact_on(d.path));
+    const auto info = st.get("t", a_id);
+    std::string pending = d.path + "/stores/" + a_id + ".v" + std::to_string(info.version) + ".pending.store";
+    memory::StoreOptions so;
+    so.span_tokens = 4;
+    memory::ExactStore planted(pending, so);
+    planted.append(cat(t3, t2));  // 11 tokens unlike a's own
+    { std::ofstream(d.path + "/stores/" + a_id + ".v99.pending.store") << "stale"; }
+  }
+  SessionStore st(m, exact_on(d.path));
+  EXPECT_FALSE(fs::exists(d.path + "/stores/" + a_id + ".v99.pending.store"));
+  EXPECT_EQ(store_ids(st, "t", a_id, d.path), cat(t3, t2));
+  EXPECT_EQ(store_ids(st, "t", f_id, d.path), cat(cat(t1, t2), t3));
+}
+
+TEST(ServerExactStore, GenerateWithRecallNeverChangesTheSessionUnlessCommitted) {
+  const auto m = model::Model::init(session_config(true), 9);
+  TempDir d;
+  SessionStore st(m, exact_on(""));
+  const auto a = st.create("t", "{}");
+  const auto toks = seq_tokens(40, 13, 31);
+  st.mutate("t", a.id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, toks); });
+  const auto before = store_logits(st, "t", a.id);
+  // A read (commit false) recalls on a fork of its own.
+  st.read("t", a.id, [&](const inference::Session& cur, const server::SessionInfo&, const memory::ExactStore* ex) {
+    ASSERT_NE(ex, nullptr);
+    inference::Session w = cur.fork();
+    inference::RecallOptions ro;
+    ro.k = 2;
+    const std::vector<int32_t> prompt(toks.begin() + 4, toks.begin() + 10);
+    const auto rr = inference::recall(w, *ex, prompt, ro);
+    EXPECT_GT(rr.tokens, 0);
+  });
+  EXPECT_EQ(store_logits(st, "t", a.id), before);
+  EXPECT_EQ(st.get("t", a.id).version, 1);
+  EXPECT_EQ(store_ids(st, "t", a.id, d.path), toks);
 }
 
 }  // namespace

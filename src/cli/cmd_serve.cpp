@@ -28,6 +28,12 @@ void register_serve(CLI::App& app, Registry& reg) {
   s->add_option("--max-new-tokens", o.max_new_tokens, "most tokens one generation may ask for")->capture_default_str();
   s->add_option("--max-tenant-requests", o.max_tenant_requests, "concurrent requests per tenant (429 beyond)")
       ->capture_default_str();
+  s->add_option("--store-policy", o.store_policy,
+                "each session's exact store (for recall): all (every token), surprising (the highest-loss spans within "
+                "--store-budget), off")
+      ->capture_default_str();
+  s->add_option("--store-budget", o.store_budget, "bytes per session the surprising policy keeps")->capture_default_str();
+  s->add_option("--store-span", o.store_span, "tokens per retrieval span (fixed when a store is created)")->capture_default_str();
   s->add_option("--model-name", o.model_name, "model id in /v1/models and completions (default: the directory name)");
   reg.push_back({s, [] { return server::run_server(g_serve); }});
 }

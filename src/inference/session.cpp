@@ -54,6 +54,26 @@ void Session::learn_now(const std::vector<int32_t>& tokens, int32_t next, bool k
   // A copy of the state's handles is enough to go back: fed rows are appended after the
   // views it holds (append_rows), never over them.
   const State before = s_;
+  // Read and learned but not kept: the observers (the exact store) see nothing of it.
+  NllObserver nll_saved;
+  ReadObserver read_saved;
+  if (!keep_in_window) {
+    nll_saved = std::move(nll_observer_);
+    read_saved = std::move(read_observer_);
+    nll_observer_ = {};
+    read_observer_ = {};
+  }
+  struct Restore {
+    Session& s;
+    NllObserver& n;
+    ReadObserver& r;
+    bool on;
+    ~Restore() {
+      if (!on) return;
+      s.nll_observer_ = std::move(n);
+      s.read_observer_ = std::move(r);
+    }
+  } restore{*this, nll_saved, read_saved, !keep_in_window};
   feed(tokens);
   if (!s_.pending_tokens.empty()) {
     ttt_step(next);
@@ -93,6 +113,7 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens, const StepO
     if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size)
       throw std::invalid_argument("token " + std::to_string(i) + " has id " + std::to_string(tokens[i]) +
                                   ", out of range [0, " + std::to_string(cfg.vocab_size) + ")");
+  if (read_observer_ && !tokens.empty()) read_observer_(s_.pos, tokens);
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
   // Segments end where a TTT step is due (b tokens pending), or after kSegment tokens without
   // TTT (bounding the attention scores held at once); one token is the decode step.
@@ -156,6 +177,8 @@ Tensor deep_copy(const Tensor& t) {
 
 Session Session::fork() const {
   Session out(*this);
+  out.nll_observer_ = {};
+  out.read_observer_ = {};
   for (auto& c : out.s_.caches) c = c.deep_copy();
   out.s_.chunk = out.s_.chunk.deep_copy();
   for (auto& h : out.s_.pending_h) h = deep_copy(h);

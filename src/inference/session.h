@@ -63,10 +63,15 @@ class Session {
   void reset();  // back to phi_0 and empty caches (the TTT options are kept)
 
   // Sees every TTT step's per-token NLL (scored before the step): nll[i] is the loss with which
-  // the token at position pos + i was predicted (the exact store records it). Not part of the
-  // state: forks share it, saves do not keep it.
+  // the token at position pos + i was predicted (the exact store records it).
   using NllObserver = std::function<void(int64_t pos, const std::vector<float>& nll)>;
   void set_nll_observer(NllObserver f) { nll_observer_ = std::move(f); }
+  // Sees every token the session reads, at its position (the exact store keeps them): called by
+  // feed (and step) once the ids are checked, before they are read. Tokens that learn_now reads
+  // without keeping them in the window are not reported (the position does not move).
+  // Observers are not part of the state: forks start without them, saves do not keep them.
+  using ReadObserver = std::function<void(int64_t pos, const std::vector<int32_t>& tokens)>;
+  void set_read_observer(ReadObserver f) { read_observer_ = std::move(f); }
 
   // For recall (inference/recall.h), on a fork that reads recalled text:
   // test-time training off for the rest of this session (what it reads only enters the window);
@@ -124,6 +129,7 @@ class Session {
   const model::Model& m_;
   State s_;
   NllObserver nll_observer_;
+  ReadObserver read_observer_;
   mutable uint64_t checksum_ = 0;  // of m_'s parameters, computed on first use
   mutable bool have_checksum_ = false;
 };

@@ -64,6 +64,7 @@ class Stmt {
     sqlite3_clear_bindings(s_);
   }
   int64_t i64(int c) const { return sqlite3_column_int64(s_, c); }
+  bool null(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
   double f64(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL ? std::nan("") : sqlite3_column_double(s_, c); }
   std::string text(int c) const {
     const auto* p = sqlite3_column_text(s_, c);
@@ -99,16 +100,21 @@ ExactStore::ExactStore(const std::string& path, const StoreOptions& o) : o_(o), 
   if (o_.policy == KeepPolicy::kSurprising && o_.budget_bytes <= 0)
     throw std::invalid_argument("the surprising-spans policy needs a positive byte budget");
   const std::string where = path.empty() ? ":memory:" : path;
-  if (sqlite3_open_v2(where.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
-      SQLITE_OK) {
+  const int flags = (o_.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(where.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
     const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close(db_);
     db_ = nullptr;
     throw std::runtime_error("exact store " + io::one_line(where) + ": " + msg);
   }
   try {
-    exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
-    exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    if (o_.read_only) {
+      // A file from elsewhere (an upload): no schema-defined functions or triggers run.
+      sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+      sqlite3_db_config(db_, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+    }
+    if (!o_.read_only) exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    if (!o_.read_only) exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
          "CREATE TABLE IF NOT EXISTS tokens(pos INTEGER PRIMARY KEY, id INTEGER NOT NULL, loss REAL);"
          "CREATE VIRTUAL TABLE IF NOT EXISTS spans USING fts5(terms, start UNINDEXED, tokenize='ascii');"
          "CREATE TABLE IF NOT EXISTS span_loss(start INTEGER PRIMARY KEY, loss REAL);"
@@ -118,6 +124,7 @@ ExactStore::ExactStore(const std::string& path, const StoreOptions& o) : o_(o), 
       Stmt q(db_, "SELECT key, value FROM meta");
       while (q.step()) meta[q.text(0)] = q.text(1);
     }
+    if (meta.empty() && o_.read_only) throw std::runtime_error("not an exact store (no meta rows)");
     if (meta.empty()) {
       Stmt put(db_, "INSERT INTO meta(key, value) VALUES (?1, ?2)");
       put.bind(1, std::string("format")).bind(2, std::string(kFormat)).run();
@@ -132,11 +139,7 @@ ExactStore::ExactStore(const std::string& path, const StoreOptions& o) : o_(o), 
       if (meta["span_tokens"] != std::to_string(o_.span_tokens))
         throw std::runtime_error("made with spans of " + io::one_line(meta["span_tokens"], 20) + " tokens, not " +
                                  std::to_string(o_.span_tokens));
-      next_pos_ = std::stoll(meta["next_pos"]);
-      next_span_ = std::stoll(meta["next_span"]);
-      deleted_ = std::stoll(meta["deleted"]);
-      if (next_pos_ < 0 || next_span_ < 0 || next_span_ > next_pos_ || deleted_ < 0 || deleted_ > next_pos_)
-        throw std::runtime_error("inconsistent positions");
+      read_meta();
     }
   } catch (const std::exception& e) {
     sqlite3_close(db_);
@@ -156,6 +159,30 @@ void ExactStore::exec(const char* sql) const {
     sqlite3_free(err);
     throw std::runtime_error("exact store: " + msg);
   }
+}
+
+void ExactStore::read_meta() {
+  std::map<std::string, std::string> meta;
+  {
+    Stmt q(db_, "SELECT key, value FROM meta");
+    while (q.step()) meta[q.text(0)] = q.text(1);
+  }
+  auto num = [&](const char* k) {
+    try {
+      size_t used = 0;
+      const std::string& v = meta[k];
+      const int64_t x = std::stoll(v, &used);
+      if (used != v.size()) throw std::invalid_argument(k);
+      return x;
+    } catch (const std::exception&) {
+      throw std::runtime_error(std::string("bad meta value for ") + k);
+    }
+  };
+  next_pos_ = num("next_pos");
+  next_span_ = num("next_span");
+  deleted_ = num("deleted");
+  if (next_pos_ < 0 || next_span_ < 0 || next_span_ > next_pos_ || deleted_ < 0 || deleted_ > next_pos_)
+    throw std::runtime_error("inconsistent positions");
 }
 
 void ExactStore::put_meta(const char* key, int64_t v) {
@@ -192,11 +219,21 @@ void ExactStore::index_spans() {
   Stmt get(db_, "SELECT id FROM tokens WHERE pos >= ?1 AND pos < ?2 ORDER BY pos");
   Stmt put(db_, "INSERT INTO spans(rowid, terms, start) VALUES (?1, ?2, ?1)");
   Stmt loss(db_, "INSERT OR REPLACE INTO span_loss(start, loss) SELECT ?1, avg(loss) FROM tokens WHERE pos >= ?1 AND pos < ?2");
+  Stmt first(db_, "SELECT min(pos) FROM tokens WHERE pos >= ?1");
   for (; next_pos_ - next_span_ >= S; next_span_ += S) {
     std::vector<int32_t> ids;
     get.bind(1, next_span_).bind(2, next_span_ + S);
     while (get.step()) ids.push_back(static_cast<int32_t>(get.i64(0)));
     get.reset();
+    if (ids.empty()) {
+      // Positions read but not kept (align): jump to the span of the next kept token.
+      first.bind(1, next_span_);
+      const bool any = first.step() && !first.null(0);
+      const int64_t next = any ? first.i64(0) / S * S : next_pos_ / S * S;
+      first.reset();
+      next_span_ = std::max(next_span_, next - S);  // the loop adds S
+      continue;
+    }
     put.bind(1, next_span_).bind(2, span_terms(ids)).run();
     loss.bind(1, next_span_).bind(2, next_span_ + S).run();
   }
@@ -314,6 +351,87 @@ std::vector<RecalledSpan> ExactStore::retrieve(const std::vector<int32_t>& query
   return out;
 }
 
+void ExactStore::align(int64_t pos) {
+  if (pos < 0) throw std::invalid_argument("exact store: negative position");
+  if (pos == next_pos_) return;
+  const int64_t np = next_pos_, ns = next_span_, dl = deleted_;
+  exec("BEGIN IMMEDIATE");
+  try {
+    if (pos < next_pos_) {
+      const int64_t S = o_.span_tokens;
+      Stmt(db_, "DELETE FROM tokens WHERE pos >= ?1").bind(1, pos).run();
+      // Spans reaching past pos go; the ones before it stay indexed.
+      Stmt(db_, "DELETE FROM spans WHERE rowid > ?1").bind(1, pos - S).run();
+      Stmt(db_, "DELETE FROM span_loss WHERE start > ?1").bind(1, pos - S).run();
+      next_span_ = std::min(next_span_, pos / S * S);
+      Stmt count(db_, "SELECT count(*) FROM tokens");
+      const int64_t kept = count.step() ? count.i64(0) : 0;
+      next_pos_ = pos;
+      deleted_ = pos - kept;
+    } else {
+      deleted_ += pos - next_pos_;
+      next_pos_ = pos;
+      index_spans();
+    }
+    put_meta("next_pos", next_pos_);
+    put_meta("next_span", next_span_);
+    put_meta("deleted", deleted_);
+    exec("COMMIT");
+  } catch (...) {
+    exec("ROLLBACK");
+    next_pos_ = np;
+    next_span_ = ns;
+    deleted_ = dl;
+    throw;
+  }
+}
+
+void ExactStore::replace_with(const ExactStore& src) {
+  if (src.o_.span_tokens != o_.span_tokens)
+    throw std::runtime_error("exact store: spans of " + std::to_string(src.o_.span_tokens) + " tokens, not " +
+                             std::to_string(o_.span_tokens));
+  // The backup API writes the destination in one transaction of its own: a crash leaves either
+  // the old contents or the new.
+  sqlite3_backup* b = sqlite3_backup_init(db_, "main", src.db_, "main");
+  if (!b) throw std::runtime_error(std::string("exact store: cannot replace: ") + sqlite3_errmsg(db_));
+  const int rc = sqlite3_backup_step(b, -1);
+  sqlite3_backup_finish(b);
+  if (rc != SQLITE_DONE) throw std::runtime_error(std::string("exact store: replace failed: ") + sqlite3_errstr(rc));
+  read_meta();
+}
+
+void ExactStore::copy_rows_from(const ExactStore& src, int64_t vocab, int64_t until) {
+  if (next_pos_ != 0) throw std::logic_error("exact store: copy_rows_from into a store that is not empty");
+  Stmt q(src.db_, "SELECT pos, id, loss FROM tokens WHERE pos >= 0 AND pos < ?1 ORDER BY pos");
+  q.bind(1, std::min(src.size(), until));
+  std::vector<int32_t> run;
+  std::vector<float> losses;
+  int64_t run_start = 0;
+  auto flush = [&]() {
+    if (run.empty()) return;
+    align(run_start);
+    append(run);
+    set_losses(run_start, losses);  // NaN (unknown) stays NULL
+    run.clear();
+    losses.clear();
+  };
+  while (q.step()) {
+    const int64_t pos = q.i64(0), id = q.i64(1);
+    if (id < 0 || id >= vocab)
+      throw std::runtime_error("token at position " + std::to_string(pos) + " has id " + std::to_string(id) +
+                               ", outside the vocabulary [0, " + std::to_string(vocab) + ")");
+    if (pos < (run.empty() ? next_pos_ : run_start + static_cast<int64_t>(run.size())))
+      throw std::runtime_error("positions out of order");
+    if (!run.empty() && pos != run_start + static_cast<int64_t>(run.size())) flush();
+    if (run.empty()) run_start = pos;
+    run.push_back(static_cast<int32_t>(id));
+    losses.push_back(static_cast<float>(q.f64(2)));
+    if (run.size() >= 65536) flush();
+  }
+  flush();
+  align(until);
+}
+
 void ExactStore::copy_to(const std::string& path) const {
   const std::filesystem::path target(path);
   const std::string tmp = path + ".tmp-" + std::to_string(getpid());
@@ -327,7 +445,11 @@ void ExactStore::copy_to(const std::string& path) const {
   sqlite3_backup* b = sqlite3_backup_init(dst, "main", db_, "main");
   const int rc = b ? sqlite3_backup_step(b, -1) : SQLITE_ERROR;
   if (b) sqlite3_backup_finish(b);
-  const std::string msg = sqlite3_errmsg(dst);
+  std::string msg = sqlite3_errmsg(dst);
+  // The copy is a plain file (rollback journal): it can be read, shipped or renamed without
+  // -wal/-shm files beside it.
+  if (rc == SQLITE_DONE && sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", nullptr, nullptr, nullptr) != SQLITE_OK)
+    msg = sqlite3_errmsg(dst);
   sqlite3_close(dst);
   if (rc != SQLITE_DONE) {
     std::filesystem::remove(tmp);

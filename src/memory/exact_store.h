@@ -39,6 +39,9 @@ struct StoreOptions {
   // kSurprising: kept tokens are limited to budget_bytes at the store's typical bytes per token
   // (exact_store.cpp: kBytesPerToken, measured); the least surprising scored spans go first.
   int64_t budget_bytes = 0;
+  // Opens an existing store for reading only (a snapshot's copy): nothing is created or written,
+  // and no journal files appear beside it.
+  bool read_only = false;
 };
 
 // A retrieved stretch of the store: a span that matched, widened by half a span on each side
@@ -74,8 +77,23 @@ class ExactStore {
                                      int64_t before = std::numeric_limits<int64_t>::max(),
                                      int64_t query_tokens = 256) const;
 
+  // Makes the store end at position `pos` in one transaction: tokens at or after it (and the spans
+  // they fall in) are dropped, or, when the store is shorter, the positions up to `pos` are
+  // counted as read but not kept. A session's store is aligned to the session's position before
+  // it is used: what a failed or killed request appended is dropped, and a state imported or
+  // restored without its store starts with nothing kept.
+  void align(int64_t pos);
+
   // A consistent copy at `path` (fork, snapshot, export), written to a temporary file and renamed.
   void copy_to(const std::string& path) const;
+  // Replaces this store's whole contents with `src`'s in one transaction (restore, import); `src`
+  // must have the same span size.
+  void replace_with(const ExactStore& src);
+  // Appends every kept token of `src` before position `until` (with its loss) at its position,
+  // and counts the positions it did not keep as read but not kept, up to `until`; this store
+  // must be empty. Ids outside [0, vocab) throw. Used to import a store that is not trusted:
+  // only its rows are read.
+  void copy_rows_from(const ExactStore& src, int64_t vocab, int64_t until);
   int64_t bytes() const;  // live bytes of the database (pages in use)
   const StoreOptions& options() const { return o_; }
 
@@ -84,6 +102,7 @@ class ExactStore {
   void index_spans();     // FTS rows for every complete span not yet indexed
   void enforce_budget();  // kSurprising: drop the least surprising spans beyond the budget
   void put_meta(const char* key, int64_t v);
+  void read_meta();  // next_pos_, next_span_, deleted_ from the database (checked)
 
   StoreOptions o_;
   std::string path_;

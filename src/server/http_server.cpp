@@ -18,6 +18,7 @@
 
 #include "data/tokenizer.h"
 #include "inference/generation.h"
+#include "inference/recall.h"
 #include "io/json_read.h"
 #include "io/messages.h"
 #include "model/model.h"
@@ -169,6 +170,13 @@ class Server {
     if (o_.threads < 1) throw std::invalid_argument("--threads must be >= 1");
     if (o_.max_tenant_requests < 1) throw std::invalid_argument("--max-tenant-requests must be >= 1");
     if (o_.max_new_tokens < 0 || o_.max_input_tokens < 1) throw std::invalid_argument("token limits must be positive");
+    if (o_.store_policy != "off") {
+      memory::StoreOptions eo;
+      eo.policy = memory::parse_keep_policy(o_.store_policy);  // "all", "surprising"
+      eo.budget_bytes = o_.store_budget;
+      eo.span_tokens = o_.store_span;
+      memory::ExactStore check("", eo);  // throws for a bad budget or span
+    }
     model_id_ = o_.model_name.empty() ? fs::path(o_.model_dir).lexically_normal().filename().string() : o_.model_name;
     if (model_id_.empty() || model_id_ == ".") model_id_ = "ttt";
     routes();
@@ -196,6 +204,16 @@ class Server {
   Input input(const Fields& f, const std::string& key, bool allow_text = true, bool openai_batch = false) const;
   std::vector<int32_t> resolve(const Input& in, bool new_document) const;
   inference::GenerateOptions gen_options(const Fields& f, const std::string& max_key, int64_t default_max) const;
+  // The "recall" field of generate and completions: {"k", "mode", "query_tokens"} (k 0: off).
+  inference::RecallOptions recall_options(const Fields& f) const;
+  // Generates for `prompt` on s. With recall (ro.k > 0 and a store) the answer comes from a fork
+  // that recalled first; s then reads only the prompt and the answer when keep (a commit), and
+  // nothing otherwise: recall itself never enters a session. rr: what was recalled.
+  inference::GenerateResult generate_with_recall(inference::Session& s, const memory::ExactStore* ex,
+                                                 const std::vector<int32_t>& prompt, const inference::GenerateOptions& go,
+                                                 const inference::RecallOptions& ro, bool keep,
+                                                 const inference::TokenCallback& cb,
+                                                 std::optional<inference::RecallResult>& rr) const;
   std::string detok(const std::vector<int32_t>& ids, size_t from) const;
   Metrics::Gauges gauges();
 
@@ -333,6 +351,57 @@ inference::GenerateOptions Server::gen_options(const Fields& f, const std::strin
   return g;
 }
 
+inference::RecallOptions Server::recall_options(const Fields& f) const {
+  inference::RecallOptions r;
+  if (!f.has("recall")) return r;
+  const json& v = f.at("recall");
+  if (v.is_null()) return r;
+  if (!v.is_object()) throw bad_request("field 'recall' must be an object {\"k\", \"mode\", \"query_tokens\"}");
+  Fields rf(v, {"k", "mode", "query_tokens"}, true);
+  r.k = static_cast<int>(rf.integer("k", 0, 64).value_or(4));
+  if (auto m = rf.string("mode")) {
+    try {
+      r.mode = inference::parse_recall_mode(*m);
+    } catch (const std::invalid_argument& e) {
+      throw bad_request(std::string("field 'recall.mode': ") + e.what());
+    }
+  }
+  r.query_tokens = rf.integer("query_tokens", 1, 65536).value_or(256);
+  if (r.k > 0 && !store_->exact_enabled())
+    throw exact_store_off();
+  return r;
+}
+
+inference::GenerateResult Server::generate_with_recall(inference::Session& s, const memory::ExactStore* ex,
+                                                      const std::vector<int32_t>& prompt,
+                                                      const inference::GenerateOptions& go,
+                                                      const inference::RecallOptions& ro, bool keep,
+                                                      const inference::TokenCallback& cb,
+                                                      std::optional<inference::RecallResult>& rr) const {
+  if (ro.k <= 0 || !ex) return inference::generate(s, prompt, go, cb);
+  if (prompt.empty()) throw bad_request("recall needs a prompt to recall for");
+  auto answer = [&](inference::Session& w) {
+    rr = inference::recall(w, *ex, prompt, ro);
+    auto gw = go;
+    gw.feed_last = false;
+    return inference::generate(w, prompt, gw, cb);
+  };
+  if (!keep) return answer(s);  // s is a throwaway fork already
+  inference::Session w = s.fork();
+  auto r = answer(w);
+  std::vector<int32_t> read = prompt;
+  read.insert(read.end(), r.tokens.begin(), r.tokens.end());
+  s.feed(read);
+  return r;
+}
+
+json recall_json(const inference::RecallResult& rr) {
+  json spans = json::array();
+  for (const auto& sp : rr.spans)
+    spans.push_back({{"start", sp.start}, {"length", static_cast<int64_t>(sp.tokens.size())}, {"score", sp.score}});
+  return {{"spans", spans}, {"tokens", rr.tokens}, {"seconds", rr.seconds}};
+}
+
 // Text of ids[from..]; without a tokenizer, the ids in decimal (space-separated, as `ttt generate`).
 std::string Server::detok(const std::vector<int32_t>& ids, size_t from) const {
   if (tok_) return tok_->decode(ids.data() + from, ids.size() - from);
@@ -395,7 +464,7 @@ void Server::ingest(Ctx& c, const std::string& id) {
   auto run = [this, in, ifm, tenant, id](const std::function<void(int64_t, double)>& progress) {
     std::vector<double> losses;
     int64_t steps = 0, n = 0;
-    SessionInfo info = store_->mutate(tenant, id, ifm, "ingest", [&](inference::Session& s) {
+    SessionInfo info = store_->mutate(tenant, id, ifm, "ingest", [&](inference::Session& s, const memory::ExactStore*) {
       const auto ids = resolve(in, s.position() == 0);
       const int64_t s0 = s.ttt_steps();
       losses = inference::ingest(s, ids, progress);
@@ -440,26 +509,29 @@ void Server::generate(Ctx& c, const std::string& id) {
   const json body = body_json(c.req);
   Fields f(body,
            {"prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "stop_tokens",
-            "commit", "stream"},
+            "commit", "stream", "recall"},
            true);
   const Input in = f.has("prompt") ? input(f, "prompt") : Input{};
   inference::GenerateOptions go = gen_options(f, "max_tokens", 16);
+  const inference::RecallOptions ro = recall_options(f);
   const bool commit = f.boolean("commit").value_or(true);
   const bool stream = f.boolean("stream").value_or(false);
   go.feed_last = commit;  // a kept session has read its whole answer (as `ttt generate --state-out`)
   const auto ifm = if_match(c.req);
   const std::string tenant = c.tenant;
   using OnToken = std::function<void(const std::vector<int32_t>&)>;
-  auto run = [this, in, go, commit, ifm, tenant, id](const OnToken& on_token) {
+  auto run = [this, in, go, ro, commit, ifm, tenant, id](const OnToken& on_token) {
     inference::GenerateResult r;
-    auto work = [&](inference::Session& s) {
+    std::optional<inference::RecallResult> rr;
+    auto work = [&](inference::Session& s, const memory::ExactStore* ex) {
       const auto prompt = resolve(in, s.position() == 0);
       std::vector<int32_t> sofar;
-      r = inference::generate(s, prompt, go, [&](int32_t t, int64_t) {
+      auto cb = [&](int32_t t, int64_t) {
         sofar.push_back(t);
         if (on_token) on_token(sofar);
         return true;
-      });
+      };
+      r = generate_with_recall(s, ex, prompt, go, ro, commit, cb, rr);
       metrics_.prompt(r.prompt_tokens);
       metrics_.generated(static_cast<int64_t>(r.tokens.size()));
       metrics_.ttt_steps(r.ttt_steps);
@@ -469,16 +541,17 @@ void Server::generate(Ctx& c, const std::string& id) {
     if (commit) {
       info = store_->mutate(tenant, id, ifm, "generate", work);
     } else {
-      store_->read(tenant, id, [&](const inference::Session& cur, const SessionInfo& i) {
+      store_->read(tenant, id, [&](const inference::Session& cur, const SessionInfo& i, const memory::ExactStore* ex) {
         if (ifm && *ifm != i.version)
           throw ApiError(412, "precondition_failed", "If-Match: version " + std::to_string(*ifm) +
                                                          " is stale, the session is at version " + std::to_string(i.version));
         inference::Session s = cur.fork();  // the session itself is left exactly as it was
-        work(s);
+        work(s, ex);
         info = i;
       });
     }
     json j = {{"tokens", r.tokens}, {"finish_reason", inference::stop_reason_name(r.stop)}, {"session", session_json(info)}};
+    if (rr) j["recall"] = recall_json(*rr);
     if (tok_) j["text"] = detok(r.tokens, 0);
     return j;
   };
@@ -545,6 +618,8 @@ void Server::completions(Ctx& c) {
   }
   const bool stream = f.boolean("stream").value_or(false);
   const std::optional<std::string> session = f.string("session");
+  const inference::RecallOptions ro = recall_options(f);
+  if (ro.k > 0 && !session) throw bad_request("field 'recall' needs a 'session' (its exact store is what is recalled)");
   const auto ifm = if_match(c.req);
   const std::string tenant = c.tenant;
   if (session) store_->check_exists(tenant, *session);
@@ -557,15 +632,16 @@ void Server::completions(Ctx& c) {
   // on_text(delta, final): the text to send so far; stop strings end generation (the text is cut
   // before the stop string, as OpenAI does).
   using OnText = std::function<void(const std::string&)>;
-  auto run = [this, in, go, session, ifm, tenant, stops, hold](const OnText& on_text) {
+  auto run = [this, in, go, ro, session, ifm, tenant, stops, hold](const OnText& on_text) {
     inference::GenerateResult r;
+    std::optional<inference::RecallResult> rr;
     std::string text;
     bool stopped = false;
-    auto work = [&](inference::Session& s) {
+    auto work = [&](inference::Session& s, const memory::ExactStore* ex) {
       const auto prompt = resolve(in, s.position() == 0);
       std::vector<int32_t> sofar;
       size_t emitted = 0;
-      r = inference::generate(s, prompt, go, [&](int32_t t, int64_t) {
+      r = generate_with_recall(s, ex, prompt, go, ro, /*keep=*/session.has_value(), [&](int32_t t, int64_t) {
         sofar.push_back(t);
         text = detok(sofar, 0);
         for (auto& st : stops) {
@@ -582,7 +658,7 @@ void Server::completions(Ctx& c) {
           emitted = end;
         }
         return !stopped;
-      });
+      }, rr);
       if (on_text && text.size() > emitted) on_text(text.substr(emitted));
       metrics_.prompt(r.prompt_tokens);
       metrics_.generated(static_cast<int64_t>(r.tokens.size()));
@@ -594,8 +670,9 @@ void Server::completions(Ctx& c) {
       extra = session_json(store_->mutate(tenant, *session, ifm, "completion", work));
     } else {
       inference::Session s(*model_);
-      work(s);
+      work(s, nullptr);
     }
+    if (rr) extra["recall"] = recall_json(*rr);
     const std::string reason = stopped || r.stop == inference::StopReason::kStopToken ? "stop" : "length";
     return std::make_tuple(text, reason, r, extra);
   };
@@ -611,7 +688,13 @@ void Server::completions(Ctx& c) {
                {{"prompt_tokens", r.prompt_tokens},
                 {"completion_tokens", r.tokens.size()},
                 {"total_tokens", r.prompt_tokens + static_cast<int64_t>(r.tokens.size())}}}};
-    if (session) j["session"] = extra;
+    if (session) {
+      if (extra.contains("recall")) {
+        j["recall"] = extra["recall"];
+        extra.erase("recall");
+      }
+      j["session"] = extra;
+    }
     send_json(c.res, 200, j);
     return;
   }
@@ -754,6 +837,41 @@ void Server::routes() {
       send_json(c.res, 200, session_json(store_->import_state(c.tenant, c.req.matches[1], c.req.body, if_match(c.req))));
     });
   });
+  http_.Get(sid + "/store", [this](const Req& req, Res& res) {
+    handle("sessions.store_export", req, res, [this](Ctx& c) {
+      c.res.set_content(store_->export_exact(c.tenant, c.req.matches[1]), "application/vnd.sqlite3");
+    });
+  });
+  http_.Put(sid + "/store", [this](const Req& req, Res& res) {
+    handle("sessions.store_import", req, res, [this](Ctx& c) {
+      if (c.req.body.empty()) throw bad_request("the body must be an exact store (GET .../store gives one)");
+      send_json(c.res, 200, session_json(store_->import_exact(c.tenant, c.req.matches[1], c.req.body, if_match(c.req))));
+    });
+  });
+  // What recall would bring back for a prompt, without generating (the session is not changed).
+  http_.Post(sid + "/recall", [this](const Req& req, Res& res) {
+    handle("sessions.recall", req, res, [this](Ctx& c) {
+      const json body = body_json(c.req);
+      Fields f(body, {"prompt", "k", "query_tokens"}, true);
+      if (!f.has("prompt")) throw bad_request("field 'prompt' is required");
+      const Input in = input(f, "prompt");
+      const int k = static_cast<int>(f.integer("k", 1, 64).value_or(4));
+      const int64_t qt = f.integer("query_tokens", 1, 65536).value_or(256);
+      if (!store_->exact_enabled())
+        throw exact_store_off();
+      json data = json::array();
+      store_->read(c.tenant, c.req.matches[1], [&](const inference::Session& s, const SessionInfo&, const memory::ExactStore* ex) {
+        const auto prompt = resolve(in, s.position() == 0);
+        if (prompt.empty()) throw bad_request("field 'prompt' is empty");
+        for (const auto& sp : ex->retrieve(prompt, k, inference::recall_horizon(s), qt)) {
+          json j = {{"start", sp.start}, {"length", static_cast<int64_t>(sp.tokens.size())}, {"score", sp.score}, {"tokens", sp.tokens}};
+          if (tok_) j["text"] = detok(sp.tokens, 0);
+          data.push_back(j);
+        }
+      });
+      send_json(c.res, 200, {{"object", "list"}, {"data", data}});
+    });
+  });
   // Errors httplib raises itself (no route, body too large, bad request line) in the same form.
   http_.set_error_handler(httplib::Server::HandlerWithResponse([](const Req&, Res& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
@@ -794,6 +912,13 @@ void Server::load() {
   so.state_dir = o_.state_dir;
   so.max_resident = o_.max_resident_sessions;
   so.max_snapshots = o_.max_snapshots;
+  so.exact_store = o_.store_policy != "off";
+  if (so.exact_store) {
+    so.exact.policy = memory::parse_keep_policy(o_.store_policy);
+    so.exact.budget_bytes = o_.store_budget;
+    so.exact.span_tokens = o_.store_span;
+    memory::ExactStore check("", so.exact);  // the options are checked before any session uses them
+  }
   store_ = std::make_unique<SessionStore>(*model_, so);
   created_ = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }

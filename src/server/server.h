@@ -22,6 +22,11 @@ struct ServerOptions {
   int64_t max_new_tokens = 4096;        // per generation
   int64_t max_tenant_requests = 8;      // concurrent requests per tenant (429 beyond)
   int read_timeout_s = 60;
+  // The exact store of every session (issue 13): "all" keeps every token, "surprising" the
+  // highest-loss spans within store_budget bytes, "off" none (recall then finds nothing).
+  std::string store_policy = "all";
+  int64_t store_budget = 0;
+  int64_t store_span = 64;
 };
 
 // The document served at /openapi.json.

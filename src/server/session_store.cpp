@@ -22,6 +22,9 @@ using inference::Session;
 
 ApiError not_found(const std::string& what) { return ApiError(404, "not_found_error", what + " not found"); }
 ApiError bad_request(const std::string& msg) { return ApiError(400, "invalid_request_error", msg); }
+ApiError exact_store_off() {
+  return ApiError(409, "conflict", "the exact store is off (ttt serve --store-policy off): nothing to recall or export");
+}
 
 namespace {
 
@@ -53,6 +56,23 @@ void remove_file(const std::string& path) {
   if (!path.empty()) ::unlink(path.c_str());
 }
 
+// An SQLite database and the journal files that may lie beside it.
+void remove_db_files(const std::string& path) {
+  if (path.empty()) return;
+  for (const char* ext : {"", "-wal", "-shm", "-journal"}) ::unlink((path + ext).c_str());
+}
+
+// Renames a finished replacement store over `to` (no connection is open on either: stores are
+// opened per request under the session's lock). The old store's journal files go first: they
+// belong to the old contents.
+void install_db(const std::string& from, const std::string& to) {
+  for (const char* ext : {"-wal", "-shm", "-journal"}) ::unlink((to + ext).c_str());
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) throw std::runtime_error("exact store: cannot rename " + from + ": " + ec.message());
+  fsync_dir(fs::path(to).parent_path().string());
+}
+
 }  // namespace
 
 SessionStore::SessionStore(const model::Model& m, StoreOptions o) : m_(m), o_(std::move(o)) {
@@ -63,6 +83,7 @@ SessionStore::SessionStore(const model::Model& m, StoreOptions o) : m_(m), o_(st
     std::error_code ec;
     fs::create_directories(fs::path(dir_) / "states", ec);
     if (!ec) fs::create_directories(fs::path(dir_) / "snapshots", ec);
+    if (!ec) fs::create_directories(fs::path(dir_) / "stores", ec);
     if (ec) throw std::runtime_error("--state-dir " + dir_ + ": " + ec.message());
     db_ = std::make_unique<Database>((fs::path(dir_) / "sessions.db").string());
     // A state directory belongs to one model: its state files are of that model only.
@@ -84,6 +105,7 @@ SessionStore::SessionStore(const model::Model& m, StoreOptions o) : m_(m), o_(st
       entries_[r.id] = e;
     }
     sweep_orphans();
+    finish_pending_exact();
   } else {
     // Memory only: spilled states go to a private directory that lives as long as the server.
     const char* tmp = std::getenv("TMPDIR");
@@ -95,6 +117,7 @@ SessionStore::SessionStore(const model::Model& m, StoreOptions o) : m_(m), o_(st
     own_dir_ = true;
     fs::create_directories(fs::path(dir_) / "states");
     fs::create_directories(fs::path(dir_) / "snapshots");
+    fs::create_directories(fs::path(dir_) / "stores");
   }
 }
 
@@ -113,6 +136,7 @@ void SessionStore::sweep_orphans() {
     if (!e->file.empty()) keep.insert(e->file);
     for (auto& s : e->snaps)
       if (!s.second.empty()) keep.insert(s.second);
+    for (auto& s : e->snaps) keep.insert(exact_snapshot_path(id, s.first.version));
   }
   for (const char* sub : {"states", "snapshots"}) {
     std::error_code ec;
@@ -128,6 +152,63 @@ std::string SessionStore::state_path(const std::string& id, int64_t version) con
 
 std::string SessionStore::snapshot_path(const std::string& id, int64_t version) const {
   return (fs::path(dir_) / "snapshots" / (id + ".v" + std::to_string(version) + ".state")).string();
+}
+
+std::string SessionStore::exact_path(const std::string& id) const {
+  return (fs::path(dir_) / "stores" / (id + ".store")).string();
+}
+
+std::string SessionStore::exact_snapshot_path(const std::string& id, int64_t version) const {
+  return (fs::path(dir_) / "snapshots" / (id + ".v" + std::to_string(version) + ".store")).string();
+}
+
+std::string SessionStore::exact_pending_path(const std::string& id, int64_t version) const {
+  return (fs::path(dir_) / "stores" / (id + ".v" + std::to_string(version) + ".pending.store")).string();
+}
+
+std::unique_ptr<memory::ExactStore> SessionStore::open_exact(const std::string& id) const {
+  if (!o_.exact_store) return nullptr;
+  return std::make_unique<memory::ExactStore>(exact_path(id), o_.exact);
+}
+
+void SessionStore::write_empty_exact(const std::string& path, int64_t pos) const {
+  remove_db_files(path);
+  memory::ExactStore fresh(path, o_.exact);
+  fresh.align(pos);
+}
+
+// Stores in stores/: a session's own (kept when the session exists), a pending replacement
+// (renamed in when its version is the committed one: the commit happened, the rename did not),
+// anything else (removed). Only at start, before any request.
+void SessionStore::finish_pending_exact() {
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (auto it = fs::directory_iterator(fs::path(dir_) / "stores", ec); !ec && it != fs::directory_iterator();
+       it.increment(ec))
+    files.push_back(it->path());
+  std::sort(files.begin(), files.end());
+  for (const auto& p : files) {
+    const std::string name = p.filename().string();
+    const auto dot = name.find('.');
+    const std::string id = name.substr(0, dot);
+    auto it = entries_.find(id);
+    const std::string rest = dot == std::string::npos ? "" : name.substr(dot);
+    bool keep = false;
+    if (it != entries_.end()) {
+      for (const char* ext : {"", "-wal", "-shm", "-journal"})
+        if (rest == std::string(".store") + ext) keep = true;
+      const std::string pending = ".v" + std::to_string(it->second->info.version) + ".pending.store";
+      if (rest == pending) {
+        try {
+          install_db(p.string(), exact_path(id));
+          continue;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "ttt serve: %s\n", io::one_line(e.what(), 400).c_str());
+        }
+      }
+    }
+    if (!keep && fs::exists(p)) fs::remove(p, ec);
+  }
 }
 
 std::string SessionStore::new_id() {
@@ -207,7 +288,7 @@ void SessionStore::ensure_file(Entry& e) {
 }
 
 SessionInfo SessionStore::commit(Entry& e, std::unique_ptr<Session> next, const std::string& op, int64_t tokens,
-                                 const std::string& written) {
+                                 const std::string& written, const std::string& exact_pending) {
   SessionInfo info;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -230,18 +311,30 @@ SessionInfo SessionStore::commit(Entry& e, std::unique_ptr<Session> next, const 
       db_->update_session(row_of(tmp, info), {0, info.updated, info.tenant, op, info.id, info.version, tokens});
     } catch (...) {
       remove_file(path);
+      remove_db_files(exact_pending);
       throw;
     }
     e.file = path;
   } else {
     e.file = written;  // an imported file holds exactly the new state
   }
+
   if (old != e.file) remove_file(old);  // snapshots have names of their own
   set_live(e, std::move(next));
   {
     std::lock_guard<std::mutex> g(mu_);
     e.info = info;
     e.last_used = ++clock_;
+  }
+  // Committed: the replacement store is now the session's (a kill before this leaves it pending
+  // under the committed version, and finish_pending_exact installs it at start).
+  if (!exact_pending.empty()) {
+    try {
+      install_db(exact_pending, exact_path(info.id));
+    } catch (const std::exception& ex) {
+      std::fprintf(stderr, "ttt serve: session %s: %s (installed at the next start)\n", info.id.c_str(),
+                   io::one_line(ex.what(), 400).c_str());
+    }
   }
   return info;
 }
@@ -325,7 +418,7 @@ SessionInfo SessionStore::get(const std::string& tenant, const std::string& id) 
 void SessionStore::check_exists(const std::string& tenant, const std::string& id) { get(tenant, id); }
 
 SessionInfo SessionStore::mutate(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match,
-                                 const std::string& op, const std::function<int64_t(Session&)>& fn) {
+                                 const std::string& op, const MutateFn& fn) {
   SessionInfo info;
   {
     std::unique_lock<std::mutex> lk;
@@ -335,15 +428,35 @@ SessionInfo SessionStore::mutate(const std::string& tenant, const std::string& i
     std::unique_ptr<Session> work = e->live ? std::make_unique<Session>(e->live->fork())
                                     : e->file.empty() ? fresh()
                                                       : std::make_unique<Session>(Session::load_state(m_, e->file));
-    const int64_t tokens = fn(*work);
+    // The exact store sees what the working copy reads; it is written before the state is
+    // committed, so a kill in between leaves it ahead of the position (dropped by align).
+    auto ex = open_exact(id);
+    const int64_t from = work->position();
+    std::vector<int32_t> read;
+    std::vector<std::pair<int64_t, std::vector<float>>> losses;
+    if (ex) {
+      ex->align(from);
+      work->set_read_observer([&](int64_t pos, const std::vector<int32_t>& t) {
+        if (pos != from + static_cast<int64_t>(read.size())) throw std::logic_error("exact store: reads out of order");
+        read.insert(read.end(), t.begin(), t.end());
+      });
+      work->set_nll_observer([&](int64_t pos, const std::vector<float>& nll) { losses.emplace_back(pos, nll); });
+    }
+    const int64_t tokens = fn(*work, ex.get());
+    if (ex) {
+      work->set_read_observer({});
+      work->set_nll_observer({});
+      ex->append(read);
+      for (const auto& [pos, nll] : losses) ex->set_losses(pos, nll);
+      ex.reset();
+    }
     info = commit(*e, std::move(work), op, tokens);
   }
   evict_if_needed(nullptr);
   return info;
 }
 
-void SessionStore::read(const std::string& tenant, const std::string& id,
-                        const std::function<void(const Session&, const SessionInfo&)>& fn) {
+void SessionStore::read(const std::string& tenant, const std::string& id, const ReadFn& fn) {
   {
     std::unique_lock<std::mutex> lk;
     auto e = lock(tenant, id, lk);
@@ -354,7 +467,9 @@ void SessionStore::read(const std::string& tenant, const std::string& id,
       std::lock_guard<std::mutex> g(mu_);
       info = e->info;
     }
-    fn(s, info);
+    // Possibly ahead of the position (a failed request): recall reads only before the window.
+    auto ex = open_exact(id);
+    fn(s, info, ex.get());
   }
   evict_if_needed(nullptr);
 }
@@ -385,14 +500,20 @@ SessionInfo SessionStore::fork(const std::string& tenant, const std::string& id)
     } else {
       set_live(*ne, std::make_unique<Session>(e->live->fork()));
     }
-    if (db_) {
-      std::lock_guard<std::mutex> g(db_mu_);
-      try {
-        db_->insert_session(row_of(*ne, ne->info), {0, ne->info.created, tenant, "fork", ne->info.id, 0, 0});
-      } catch (...) {
-        remove_file(ne->file);
-        throw;
+    try {
+      if (o_.exact_store && fs::exists(exact_path(id))) {
+        auto ex = open_exact(id);
+        ex->align(e->info.position);
+        ex->copy_to(exact_path(ne->info.id));
       }
+      if (db_) {
+        std::lock_guard<std::mutex> g(db_mu_);
+        db_->insert_session(row_of(*ne, ne->info), {0, ne->info.created, tenant, "fork", ne->info.id, 0, 0});
+      }
+    } catch (...) {
+      remove_file(ne->file);
+      remove_db_files(exact_path(ne->info.id));
+      throw;
     }
     touch(*e);
     std::lock_guard<std::mutex> g(mu_);
@@ -411,7 +532,9 @@ SessionInfo SessionStore::reset(const std::string& tenant, const std::string& id
     check_if_match(*e, if_match);
     // Session::reset keeps the TTT options (an imported state may have them off).
     const e2e::TTTOptions opt = load(*e).options();
-    info = commit(*e, std::make_unique<Session>(m_, opt), "reset", 0);
+    std::string pending;
+    if (o_.exact_store) write_empty_exact(pending = exact_pending_path(id, e->info.version + 1), 0);
+    info = commit(*e, std::make_unique<Session>(m_, opt), "reset", 0, "", pending);
   }
   evict_if_needed(nullptr);
   return info;
@@ -429,6 +552,16 @@ SnapshotInfo SessionStore::snapshot(const std::string& tenant, const std::string
   const std::string path = snapshot_path(id, s.version);
   auto same = std::find_if(e->snaps.begin(), e->snaps.end(), [&](auto& p) { return p.first.version == s.version; });
   if (same == e->snaps.end()) link_or_copy(e->file, path);
+  if (o_.exact_store) {
+    try {
+      auto ex = open_exact(id);
+      ex->align(s.position);
+      ex->copy_to(exact_snapshot_path(id, s.version));
+    } catch (...) {
+      if (same == e->snaps.end()) remove_file(path);
+      throw;
+    }
+  }
   // Retention: the oldest snapshots beyond the limit go (never the one being made).
   std::vector<int64_t> drop;
   const size_t after = e->snaps.size() + (same == e->snaps.end() ? 1 : 0);
@@ -441,7 +574,10 @@ SnapshotInfo SessionStore::snapshot(const std::string& tenant, const std::string
     try {
       db_->put_snapshot(r, drop, {0, s.created, tenant, "snapshot", id, s.version, 0});
     } catch (...) {
-      if (same == e->snaps.end()) remove_file(path);
+      if (same == e->snaps.end()) {
+        remove_file(path);
+        remove_db_files(exact_snapshot_path(id, s.version));
+      }
       throw;
     }
   }
@@ -451,6 +587,7 @@ SnapshotInfo SessionStore::snapshot(const std::string& tenant, const std::string
     auto it = std::find_if(e->snaps.begin(), e->snaps.end(), [&](auto& p) { return p.first.version == v; });
     if (it != e->snaps.end()) {
       remove_file(it->second);
+      remove_db_files(exact_snapshot_path(id, v));
       e->snaps.erase(it);
     }
   }
@@ -476,7 +613,21 @@ SessionInfo SessionStore::restore(const std::string& tenant, const std::string& 
     check_if_match(*e, if_match);
     auto it = std::find_if(e->snaps.begin(), e->snaps.end(), [&](auto& p) { return p.first.version == version; });
     if (it == e->snaps.end()) throw not_found("snapshot of version " + std::to_string(version));
-    info = commit(*e, std::make_unique<Session>(Session::load_state(m_, it->second)), "restore", 0);
+    auto next = std::make_unique<Session>(Session::load_state(m_, it->second));
+    std::string pending;
+    if (o_.exact_store) {
+      pending = exact_pending_path(id, e->info.version + 1);
+      const std::string snap = exact_snapshot_path(id, version);
+      if (fs::exists(snap)) {
+        remove_db_files(pending);
+        auto ro = o_.exact;
+        ro.read_only = true;
+        memory::ExactStore(snap, ro).copy_to(pending);
+      } else {
+        write_empty_exact(pending, next->position());  // a snapshot made while the store was off
+      }
+    }
+    info = commit(*e, std::move(next), "restore", 0, "", pending);
   }
   evict_if_needed(nullptr);
   return info;
@@ -515,7 +666,11 @@ SessionInfo SessionStore::import_state(const std::string& tenant, const std::str
       throw bad_request(msg);
     }
     try {
-      info = commit(*e, std::move(next), "import", 0, path);
+      // An imported state comes without its store: nothing before its position is kept (PUT
+      // .../store after it brings one).
+      std::string pending;
+      if (o_.exact_store) write_empty_exact(pending = exact_pending_path(id, e->info.version + 1), next->position());
+      info = commit(*e, std::move(next), "import", 0, path, pending);
     } catch (...) {
       remove_file(path);
       throw;
@@ -535,10 +690,70 @@ void SessionStore::remove(const std::string& tenant, const std::string& id, std:
   }
   e->deleted = true;
   remove_file(e->file);
-  for (auto& s : e->snaps) remove_file(s.second);
+  for (auto& s : e->snaps) {
+    remove_file(s.second);
+    remove_db_files(exact_snapshot_path(id, s.first.version));
+  }
+  remove_db_files(exact_path(id));
   set_live(*e, nullptr);
   std::lock_guard<std::mutex> g(mu_);
   entries_.erase(id);
+}
+
+std::string SessionStore::export_exact(const std::string& tenant, const std::string& id) {
+  if (!o_.exact_store) throw exact_store_off();
+  std::unique_lock<std::mutex> lk;
+  auto e = lock(tenant, id, lk);
+  auto ex = open_exact(id);
+  ex->align(e->info.position);
+  const std::string tmp = (fs::path(dir_) / "stores" / (id + ".export.tmp")).string();
+  ex->copy_to(tmp);
+  std::string bytes;
+  try {
+    bytes = io::read_regular_file(tmp, "exact store", uint64_t{1} << 40);
+  } catch (...) {
+    remove_db_files(tmp);
+    throw;
+  }
+  remove_db_files(tmp);
+  touch(*e);
+  return bytes;
+}
+
+SessionInfo SessionStore::import_exact(const std::string& tenant, const std::string& id, const std::string& bytes,
+                                       std::optional<int64_t> if_match) {
+  if (!o_.exact_store) throw exact_store_off();
+  SessionInfo info;
+  {
+    std::unique_lock<std::mutex> lk;
+    auto e = lock(tenant, id, lk);
+    check_if_match(*e, if_match);
+    const std::string upload = (fs::path(dir_) / "stores" / (id + ".upload.tmp")).string();
+    const std::string pending = exact_pending_path(id, e->info.version + 1);
+    remove_db_files(pending);
+    try {
+      io::write_file_atomic(upload, bytes.data(), bytes.size());
+      // The upload is read, never trusted: its rows are copied into a store built here (ids
+      // checked against the vocabulary), so its schema, index and settings play no part.
+      auto ro = o_.exact;
+      ro.read_only = true;
+      memory::ExactStore src(upload, ro);
+      memory::ExactStore dst(pending, o_.exact);
+      dst.copy_rows_from(src, m_.config().vocab_size, e->info.position);
+    } catch (const std::exception& ex) {
+      remove_db_files(upload);
+      remove_db_files(pending);
+      std::string msg = ex.what();
+      for (const std::string* p : {&upload, &pending})
+        for (size_t at; (at = msg.find(*p)) != std::string::npos;) msg.replace(at, p->size(), "the uploaded store");
+      throw bad_request(msg);
+    }
+    remove_db_files(upload);
+    auto next = std::make_unique<Session>(load(*e).fork());
+    info = commit(*e, std::move(next), "import_store", 0, "", pending);
+  }
+  evict_if_needed(nullptr);
+  return info;
 }
 
 StoreStats SessionStore::stats() {

@@ -13,6 +13,14 @@
 //   a state directory their file is already current; without, it is written first) and read
 //   back on the next request.
 // - Tenants: a session exists only for the tenant that created it (others get 404).
+// - The exact store (memory/exact_store.h, issue 13), when on: every session keeps every token it
+//   reads in stores/<id>.store, an SQLite database beside its state. The session's position is
+//   the commit point: a mutation appends what it read to the store before it commits the state,
+//   and the store is aligned to the committed position before each use (what a failed or killed
+//   request appended is dropped). Forks and snapshots copy it; a restore, a state import or a
+//   store import writes the replacement to stores/<id>.v<version>.pending.store and renames it
+//   over the store only once the new version is committed (at start, a pending file of the
+//   committed version is renamed, any other one removed).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -26,6 +34,7 @@
 #include <vector>
 
 #include "inference/session.h"
+#include "memory/exact_store.h"
 #include "model/model.h"
 #include "server/database.h"
 
@@ -40,11 +49,14 @@ struct ApiError : std::runtime_error {
 };
 ApiError not_found(const std::string& what);
 ApiError bad_request(const std::string& msg);
+ApiError exact_store_off();  // 409: recall or a store request while --store-policy is off
 
 struct StoreOptions {
   std::string state_dir;      // "" = memory only
   int64_t max_resident = 0;   // states kept in memory; 0 = no limit
   int64_t max_snapshots = 0;  // per session, oldest dropped first; 0 = no limit
+  bool exact_store = false;   // keep every session's tokens in an exact store
+  memory::StoreOptions exact;  // its policy, budget and span size
 };
 
 struct SessionInfo {
@@ -82,12 +94,15 @@ class SessionStore {
   // how many tokens it read or wrote (for the audit). If fn returns normally the copy becomes
   // the new state, one version later; if it throws, nothing changes. If-Match (if_match) is
   // checked under the session's lock: 412 when stale.
+  // fn also gets the session's exact store (null when the store is off), aligned to the working
+  // copy's position, for recall; what the copy reads is appended to it by mutate itself.
+  using MutateFn = std::function<int64_t(inference::Session&, const memory::ExactStore*)>;
   SessionInfo mutate(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match,
-                     const std::string& op, const std::function<int64_t(inference::Session&)>& fn);
-  // A read under the session's lock: fn sees the current state and its info (fn must not keep
-  // references). Used by generate with commit false (fn forks).
-  void read(const std::string& tenant, const std::string& id,
-            const std::function<void(const inference::Session&, const SessionInfo&)>& fn);
+                     const std::string& op, const MutateFn& fn);
+  // A read under the session's lock: fn sees the current state, its info and its exact store
+  // (null when off; fn must not keep references). Used by generate with commit false (fn forks).
+  using ReadFn = std::function<void(const inference::Session&, const SessionInfo&, const memory::ExactStore*)>;
+  void read(const std::string& tenant, const std::string& id, const ReadFn& fn);
 
   SessionInfo fork(const std::string& tenant, const std::string& id);
   SessionInfo reset(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match);
@@ -100,6 +115,16 @@ class SessionStore {
   SessionInfo import_state(const std::string& tenant, const std::string& id, const std::string& bytes,
                            std::optional<int64_t> if_match);
   void remove(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match);
+
+  // The exact store as one SQLite file (a consistent copy, rollback-journal mode); 409 when the
+  // store is off.
+  std::string export_exact(const std::string& tenant, const std::string& id);
+  // Replaces the session's exact store with an uploaded one (400 for a file that is not a store
+  // or has another span size): a new version with the same state. The store is then aligned to
+  // the session's position.
+  SessionInfo import_exact(const std::string& tenant, const std::string& id, const std::string& bytes,
+                           std::optional<int64_t> if_match);
+  bool exact_enabled() const { return o_.exact_store; }
 
   StoreStats stats();
   bool durable() const { return !o_.state_dir.empty(); }
@@ -128,13 +153,23 @@ class SessionStore {
   void ensure_file(Entry& e);
   // Persists `next` as the session's next version and swaps it in. `written`: a state file of
   // `next` already in place under the next version's name (import).
+  // `exact_pending`: a replacement exact store for the new version, renamed over the session's
+  // store once the version is committed (removed if the commit fails).
   SessionInfo commit(Entry& e, std::unique_ptr<inference::Session> next, const std::string& op, int64_t tokens,
-                     const std::string& written = "");
+                     const std::string& written = "", const std::string& exact_pending = "");
   void touch(Entry& e);
   void set_live(Entry& e, std::unique_ptr<inference::Session> s);  // keeps the resident count
   void evict_if_needed(const Entry* keep);
   std::string state_path(const std::string& id, int64_t version) const;
   std::string snapshot_path(const std::string& id, int64_t version) const;
+  std::string exact_path(const std::string& id) const;
+  std::string exact_snapshot_path(const std::string& id, int64_t version) const;
+  std::string exact_pending_path(const std::string& id, int64_t version) const;
+  // The session's exact store, created if absent (null when the store is off).
+  std::unique_ptr<memory::ExactStore> open_exact(const std::string& id) const;
+  // An empty store file at `path` aligned to `pos` (nothing kept): a state imported without one.
+  void write_empty_exact(const std::string& path, int64_t pos) const;
+  void finish_pending_exact();  // at start: see the class comment
   std::string new_id();
   void sweep_orphans();
   SessionRow row_of(const Entry& e, const SessionInfo& info) const;
