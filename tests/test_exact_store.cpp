@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "eval/long_context.h"
+#include "eval/recall_eval.h"
 #include "inference/recall.h"
 #include "inference/session.h"
 #include "memory/exact_store.h"
@@ -279,6 +281,36 @@ TEST(Recall, NeverChangesTheCallersSessionAndEachModeDoesWhatItSays) {
   inference::recall(rv, store, prompt, o);
   auto plain = s.fork();
   EXPECT_NE(rv.feed(prompt), plain.feed(prompt));
+}
+
+// The recall-loss evaluation's baseline is plain reading: its no-recall probes equal the prefill's
+// per-position NLL; recalling variants see the same probes.
+TEST(Recall, LossEvalWithoutRecallEqualsThePrefillsPositionLoss) {
+  auto cfg = session_config(true);
+  cfg.vocab_size = 40;
+  const auto m = model::Model::init(cfg, 6);
+  Rng r(9);
+  std::vector<std::vector<int32_t>> docs = {random_ids(r, 200, 1, 40), random_ids(r, 200, 1, 40)};
+  eval::RecallLossOptions o;
+  o.length = 120;
+  o.probe_every = 40;
+  o.prompt_tokens = 8;
+  o.probe_tokens = 10;
+  o.k = 1;
+  const auto res = eval::recall_loss_eval(m, docs, o, nullptr);
+  ASSERT_EQ(res.variants.size(), 4u);
+  ASSERT_EQ(res.probes, (std::vector<int64_t>{40, 80}));
+  const auto curve = eval::position_nll(m, docs, 130);
+  for (size_t d = 0; d < docs.size(); ++d)
+    for (size_t j = 0; j < res.probes.size(); ++j) {
+      double want = 0;
+      for (int64_t t = 0; t < o.probe_tokens; ++t) want += curve.doc_nll[d][static_cast<size_t>(res.probes[j] + t - 1)];
+      want /= static_cast<double>(o.probe_tokens);
+      EXPECT_NEAR(res.nll[0][d][j], want, 1e-4) << "document " << d << " probe " << j;
+      for (size_t v = 1; v < res.variants.size(); ++v) EXPECT_TRUE(std::isfinite(res.nll[v][d][j]));
+    }
+  EXPECT_GT(res.recalled_tokens, 0);
+  EXPECT_EQ(res.tokens_read, 2 * (80 - 8));
 }
 
 }  // namespace

@@ -15,21 +15,10 @@ namespace ttt::eval {
 
 namespace {
 
-double nll_of(const std::vector<float>& logits, int32_t target) {
-  float mx = -INFINITY;
-  for (float v : logits) mx = std::max(mx, v);
-  double s = 0;
-  for (float v : logits) s += std::exp(static_cast<double>(v) - mx);
-  return std::log(s) + mx - logits[static_cast<size_t>(target)];
-}
-
 int32_t argmax(const std::vector<float>& logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-std::string short_len(int64_t n) {
-  return n >= 1024 && n % 1024 == 0 ? std::to_string(n / 1024) + "K" : std::to_string(n);
-}
 
 template <class F>
 double mean_of(const std::vector<NeedleRecord>& rs, F&& keep, double (*value)(const NeedleRecord&)) {
@@ -89,9 +78,13 @@ Interval NeedleEvalResult::answer_nll_interval(size_t model, const data::NeedleT
       true));
 }
 
-Interval NeedleEvalResult::distance_interval(size_t model, int64_t lo, int64_t hi) const {
+Interval NeedleEvalResult::distance_interval(size_t model, int64_t lo, int64_t hi, int64_t length, bool nll) const {
   return interval_or_none(values_of(
-      records, [&](const NeedleRecord& r) { return r.model == model && r.distance >= lo && r.distance < hi; }, false));
+      records,
+      [&](const NeedleRecord& r) {
+        return r.model == model && r.distance >= lo && r.distance < hi && (length < 0 || r.length == length);
+      },
+      nll));
 }
 
 Interval NeedleEvalResult::hit_rate_interval(size_t model, int64_t length) const {
@@ -119,45 +112,64 @@ std::vector<int32_t> needle_haystack(const std::vector<std::vector<int32_t>>& do
   return out;
 }
 
-NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
-                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt, int recall,
-                               const std::string& recall_mode) {
+namespace {
+
+// What every model answering one case shares: the context before the question, read once per
+// (model, TTT on/off) and, for the models that recall, written to an exact store.
+struct ReadContext {
+  inference::Session s;
+  std::unique_ptr<memory::ExactStore> store;
+  double read_seconds = 0, store_seconds = 0;
+  int64_t store_bytes = 0;
+};
+
+ReadContext read_context(const model::Model& m, bool ttt, const std::vector<int32_t>& body, bool with_store) {
   using Clock = std::chrono::steady_clock;
+  e2e::TTTOptions opt;
+  opt.ttt = ttt;
+  ReadContext c{inference::Session(m, opt), nullptr};
+  auto t0 = Clock::now();
+  c.s.feed(body);
+  c.read_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (with_store) {
+    t0 = Clock::now();
+    c.store = std::make_unique<memory::ExactStore>("");
+    c.store->append(body);
+    c.store_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    c.store_bytes = c.store->bytes();
+  }
+  return c;
+}
+
+// Answers one case from a session that has read the context before the question (s is used up).
+NeedleRecord answer_case(inference::Session& s, const ReadContext& ctx, const data::Tokenizer& tok,
+                         const data::NeedleInstance& inst, const data::NeedlePrompt& prompt, int64_t extra_tokens,
+                         int recall, const std::string& recall_mode) {
   NeedleRecord rec;
   rec.length = static_cast<int64_t>(prompt.tokens.size());
   rec.distance = prompt.distance;
   rec.value = inst.value;
-  e2e::TTTOptions opt;
-  opt.ttt = ttt;
-  inference::Session s(m, opt);
+  rec.read_seconds = ctx.read_seconds;
+  const auto q = prompt.tokens.end() - static_cast<std::ptrdiff_t>(inst.query.size());
+  const std::vector<int32_t> query(q, prompt.tokens.end());
+  const int64_t value_pos = rec.length - prompt.distance;  // where the needle's value ids begin
+  rec.beyond_window = value_pos + static_cast<int64_t>(inst.answer.size()) <= inference::recall_horizon(s);
   if (recall > 0) {
-    // The context before the question is read (and stored); the question recalls from the store.
+    // The question recalls from the store of the context before it.
     rec.recalled = true;
-    const auto q = prompt.tokens.end() - static_cast<std::ptrdiff_t>(inst.query.size());
-    const std::vector<int32_t> body(prompt.tokens.begin(), q), query(q, prompt.tokens.end());
-    memory::ExactStore store("");
-    auto t0 = Clock::now();
-    s.feed(body);
-    rec.read_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    t0 = Clock::now();
-    store.append(body);
-    rec.store_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    rec.store_bytes = store.bytes();
+    rec.store_seconds = ctx.store_seconds;
+    rec.store_bytes = ctx.store_bytes;
     inference::RecallOptions ro;
     ro.k = recall;
     ro.mode = inference::parse_recall_mode(recall_mode);
-    const int64_t value_pos = rec.length - prompt.distance;  // where the needle's value ids begin
-    rec.beyond_window = value_pos + static_cast<int64_t>(inst.answer.size()) <= inference::recall_horizon(s);
-    const auto rr = inference::recall(s, store, query, ro);
+    const auto rr = inference::recall(s, *ctx.store, query, ro);
     rec.recall_tokens = rr.tokens;
     rec.recall_seconds = rr.seconds;
     for (const auto& sp : rr.spans)
       rec.hit |= sp.start <= value_pos && value_pos + static_cast<int64_t>(inst.answer.size()) <=
                                               sp.start + static_cast<int64_t>(sp.tokens.size());
-    s.feed(query);
-  } else {
-    s.feed(prompt.tokens);
   }
+  s.feed(query);
   // Teacher-forced NLL of the answer ids, on a fork so that the greedy answer starts from the prompt.
   {
     auto f = s.fork();
@@ -178,6 +190,19 @@ NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok
   rec.generated = tok.decode(gen);
   rec.correct = rec.generated.find(inst.value) != std::string::npos;
   return rec;
+}
+
+std::vector<int32_t> context_of(const data::NeedleInstance& inst, const data::NeedlePrompt& prompt) {
+  return std::vector<int32_t>(prompt.tokens.begin(), prompt.tokens.end() - static_cast<std::ptrdiff_t>(inst.query.size()));
+}
+
+}  // namespace
+
+NeedleRecord score_needle_case(const model::Model& m, const data::Tokenizer& tok, const data::NeedleInstance& inst,
+                               const data::NeedlePrompt& prompt, int64_t extra_tokens, bool ttt, int recall,
+                               const std::string& recall_mode) {
+  ReadContext ctx = read_context(m, ttt, context_of(inst, prompt), recall > 0);
+  return answer_case(ctx.s, ctx, tok, inst, prompt, extra_tokens, recall, recall_mode);
 }
 
 NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::Tokenizer& tok,
@@ -229,27 +254,47 @@ NeedleEvalResult needle_eval(const std::vector<NamedModel>& models, const data::
           cases.push_back(std::move(c));
         }
 
+  // Models that are the same weights read the same way (with or without recall) share the reading
+  // of each case's context: it is read once, and each of them answers from a fork of it.
+  std::vector<std::vector<size_t>> groups;
   for (size_t mi = 0; mi < models.size(); ++mi) {
-    const auto t0 = std::chrono::steady_clock::now();
-    int correct = 0;
-    for (size_t ci = 0; ci < cases.size(); ++ci) {
-      const auto& c = cases[ci];
-      NeedleRecord rec = score_needle_case(*models[mi].model, tok, c.inst, c.prompt, o.extra_tokens, models[mi].ttt,
-                                           models[mi].recall, models[mi].recall_mode);
-      rec.model = mi;
-      rec.task = c.task;
-      rec.depth = c.depth;
-      correct += rec.correct;
-      r.records.push_back(std::move(rec));
-      if (progress && ((ci + 1) % 10 == 0 || ci + 1 == cases.size())) {
-        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::fprintf(progress, "\r  needle: %s %zu/%zu cases, %d correct, %.0f s", models[mi].name.c_str(), ci + 1,
-                     cases.size(), correct, secs);
-        if (ci + 1 == cases.size()) std::fprintf(progress, "\n");
-        std::fflush(progress);
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const std::vector<size_t>& x) {
+      return models[x[0]].model == models[mi].model && models[x[0]].ttt == models[mi].ttt;
+    });
+    if (g == groups.end()) groups.push_back({mi});
+    else g->push_back(mi);
+  }
+  std::vector<std::vector<NeedleRecord>> per_model(models.size());
+  std::vector<int> correct(models.size(), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const auto& c = cases[ci];
+    for (const auto& g : groups) {
+      bool store = false;
+      for (size_t mi : g) store |= models[mi].recall > 0;
+      ReadContext ctx = read_context(*models[g[0]].model, models[g[0]].ttt, context_of(c.inst, c.prompt), store);
+      for (size_t j = 0; j < g.size(); ++j) {
+        const size_t mi = g[j];
+        inference::Session s = j + 1 == g.size() ? std::move(ctx.s) : ctx.s.fork();
+        NeedleRecord rec = answer_case(s, ctx, tok, c.inst, c.prompt, o.extra_tokens, models[mi].recall, models[mi].recall_mode);
+        rec.model = mi;
+        rec.task = c.task;
+        rec.depth = c.depth;
+        correct[mi] += rec.correct;
+        per_model[mi].push_back(std::move(rec));
       }
     }
+    if (progress) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(progress, "\r  needle: %zu/%zu cases (%s, %s), correct so far:", ci + 1, cases.size(),
+                   data::needle_task_name(c.task), short_len(static_cast<int64_t>(c.prompt.tokens.size())).c_str());
+      for (size_t mi = 0; mi < models.size(); ++mi) std::fprintf(progress, " %d", correct[mi]);
+      std::fprintf(progress, ", %.0f s%s", secs, ci + 1 == cases.size() ? "\n" : "");
+      std::fflush(progress);
+    }
   }
+  for (auto& v : per_model)
+    for (auto& rec : v) r.records.push_back(std::move(rec));
   return r;
 }
 
@@ -305,6 +350,32 @@ void print_needle_eval(const NeedleEvalResult& r, int64_t window, std::FILE* out
     for (size_t i = 0; i < r.models.size(); ++i) {
       std::fprintf(out, "| %s |", r.models[i].c_str());
       for (int b = 0; b < 3; ++b) cell(r.distance_interval(i, bands[b].first, bands[b].second), "%.2f");
+      std::fprintf(out, "\n");
+    }
+  }
+  // Per length, inside vs beyond the window: where distance stops mattering (issue 13's goal).
+  for (int table = 0; window > 0 && table < 2; ++table) {
+    const bool nll = table == 1;
+    std::fprintf(out, "\n%s inside (distance < %lld) and beyond the window, per context length, all tasks\n",
+                 nll ? "Answer NLL (nats per answer token)" : "Needle accuracy", static_cast<long long>(window));
+    std::fprintf(out, "\n| model |");
+    for (int64_t len : r.lengths) std::fprintf(out, " %s inside | %s beyond |", short_len(len).c_str(), short_len(len).c_str());
+    std::fprintf(out, "\n|---|");
+    for (size_t j = 0; j < r.lengths.size(); ++j) std::fprintf(out, "---:|---:|");
+    std::fprintf(out, "\n| cases |");
+    for (int64_t len : r.lengths) {
+      int64_t in = 0, out_n = 0;
+      for (auto& rec : r.records)
+        if (rec.model == 0 && rec.length == len) (rec.distance < window ? in : out_n) += 1;
+      std::fprintf(out, " %lld | %lld |", static_cast<long long>(in), static_cast<long long>(out_n));
+    }
+    std::fprintf(out, "\n");
+    for (size_t i = 0; i < r.models.size(); ++i) {
+      std::fprintf(out, "| %s |", r.models[i].c_str());
+      for (int64_t len : r.lengths) {
+        cell(r.distance_interval(i, 0, window, len, nll), nll ? "%.3f" : "%.2f");
+        cell(r.distance_interval(i, window, INT64_MAX, len, nll), nll ? "%.3f" : "%.2f");
+      }
       std::fprintf(out, "\n");
     }
   }

@@ -69,7 +69,8 @@ struct NeedleEvalResult {
   // The same with 95% bootstrap intervals over cases (units 0 when no case matches).
   Interval accuracy_interval(size_t model, const data::NeedleTask* task, int64_t length) const;
   Interval answer_nll_interval(size_t model, const data::NeedleTask* task, int64_t length) const;
-  Interval distance_interval(size_t model, int64_t lo, int64_t hi) const;
+  // (length >= 0: only cases of that length; nll: the answer NLL instead of accuracy)
+  Interval distance_interval(size_t model, int64_t lo, int64_t hi, int64_t length = -1, bool nll = false) const;
   // Paired over the same cases (every model answers the same prompts): accuracy of a minus b for
   // needles at distance [lo, hi).
   Interval distance_difference(size_t a, size_t b, int64_t lo, int64_t hi) const;

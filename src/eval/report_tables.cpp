@@ -22,10 +22,19 @@ std::vector<std::vector<int32_t>> long_documents(const data::Dataset& ds, int64_
   return docs;
 }
 
+}  // namespace
+
 std::string short_len(int64_t n) {
   return n >= 1024 && n % 1024 == 0 ? std::to_string(n / 1024) + "K" : std::to_string(n);
 }
-}  // namespace
+
+double nll_of(const std::vector<float>& logits, int32_t target) {
+  float mx = -INFINITY;
+  for (float v : logits) mx = std::max(mx, v);
+  double s = 0;
+  for (float v : logits) s += std::exp(static_cast<double>(v) - mx);
+  return std::log(s) + mx - logits[static_cast<size_t>(target)];
+}
 
 LongEvalResult long_context_eval(const std::vector<NamedModel>& models, const data::Dataset& ds,
                                  const std::vector<int64_t>& lengths, int64_t max_docs, std::FILE* progress) {

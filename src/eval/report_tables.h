@@ -13,6 +13,12 @@
 
 namespace ttt::eval {
 
+// "8K" for 8192 (multiples of 1024), the number itself otherwise: context lengths in tables.
+std::string short_len(int64_t n);
+// -log softmax(logits)[target], computed stably.
+double nll_of(const std::vector<float>& logits, int32_t target);
+
+
 struct NamedModel {
   std::string name;
   const model::Model* model;

@@ -18,6 +18,7 @@
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "eval/needle_eval.h"
+#include "eval/recall_eval.h"
 #include "eval/report_tables.h"
 #include "io/atomic_file.h"
 #include "io/file_read.h"
@@ -32,6 +33,7 @@ using json = nlohmann::json;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using eval::short_len;
 
 
 void stage(const char* what) {
@@ -163,9 +165,6 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::string short_len(int64_t n) {
-  return n >= 1024 && n % 1024 == 0 ? std::to_string(n / 1024) + "K" : std::to_string(n);
-}
 
 
 // The held-out sets the report's intervals rest on (issue 10): at least 50 documents and 100K
@@ -211,7 +210,7 @@ int run_experiment(ExperimentOptions o) {
 
   // 1. Corpus. The default one is (re)built when missing or when an older recipe left held-out
   // sets too small for the intervals.
-  stage("1/7 corpus");
+  stage("1/8 corpus");
   {
     const bool have = fs::exists(fs::path(o.data_dir) / "index.json");
     std::string shortfall;
@@ -235,7 +234,7 @@ int run_experiment(ExperimentOptions o) {
     std::fprintf(stderr, "warning: %s; the report's intervals will be wide\n", shortfall.c_str());
 
   // 2. Training: the same steps, batch and sequences (same sampler seed) for every model.
-  stage("2/7 training");
+  stage("2/8 training");
   auto vs = variants(ds.vocab_size(), ds.bos_id());
   std::map<std::string, TrainRecord> rec;
   for (auto& v : vs) {
@@ -297,11 +296,11 @@ int run_experiment(ExperimentOptions o) {
   }
 
   // 3. Held-out loss on whole short documents.
-  stage("3/7 held-out loss");
+  stage("3/8 held-out loss");
   const auto held = eval::split_loss_eval(named, ds, "val", 400, o.quick ? 150000 : 400000, kLongDocTokens, stderr);
 
   // 4. Loss vs context length on held-out long documents.
-  stage("4/7 long-context loss");
+  stage("4/8 long-context loss");
   int64_t longest = 0;
   for (auto& d : ds.split("val-long").documents) longest = std::max(longest, d.length);
   std::vector<int64_t> lengths;
@@ -312,7 +311,7 @@ int run_experiment(ExperimentOptions o) {
   eval::plot_long_eval(le, out.string(), vs[1].cfg.sliding_window_size);
 
   // 5. Recall: repeated span below and beyond the window.
-  stage("5/7 recall probe");
+  stage("5/8 recall probe");
   const int64_t w = vs[1].cfg.sliding_window_size;
   const std::vector<int64_t> gaps = {w / 4, w / 2, 2 * w, 8 * w};
   const auto sp = eval::span_probe_eval(named, ds, gaps, 32, o.quick ? 8 : 20, stderr);
@@ -320,8 +319,10 @@ int run_experiment(ExperimentOptions o) {
   // 6. Needle tests. These small code models have never seen a question; a short tuning on a
   // needle-task mix (RULER-style pairs spliced into corpus sequences) teaches them the format,
   // then pass-key / number / UUID retrieval is measured vs context length.
-  stage("6/7 needle tests");
-  eval::NeedleEvalResult needle;
+  stage("6/8 needle tests");
+  eval::NeedleEvalResult needle, layered;
+  eval::RecallLossResult recall_loss;
+  constexpr int kRecallK = 2;  // stretches recalled: 2 x (64 + 64) tokens at most, within the window of 256
   std::vector<model::Model> tuned;
   const int64_t needle_seq = 512, needle_batch = 8;
   if (o.needle_steps > 0) {
@@ -366,12 +367,42 @@ int run_experiment(ExperimentOptions o) {
     no.depths = o.quick ? 3 : 5;
     no.trials = 2;
     no.seed = o.seed;
-    needle = eval::needle_eval(tn, tok, eval::needle_haystack(docs, tok.bos_id()), no, stderr);
+    const auto haystack = eval::needle_haystack(docs, tok.bos_id());
+    needle = eval::needle_eval(tn, tok, haystack, no, stderr);
     eval::plot_needle_eval(needle, (out / "needle_accuracy.png").string());
+
+    // 7. Layered memory (issue 13): the same tuned models at long contexts, TTT-E2E also with
+    // an exact store and recall in each mode; then recall on ordinary text.
+    stage("7/8 layered memory");
+    std::vector<eval::NamedModel> lm = {{vs[0].name, &tuned[0]}, {vs[1].name, &tuned[1]}, {vs[iT].name, &tuned[iT]}};
+    for (const char* mode : {"window", "review", "both"}) {
+      eval::NamedModel nm{vs[iT].name + " + recall " + mode, &tuned[iT], true};
+      nm.recall = kRecallK;
+      nm.recall_mode = mode;
+      lm.push_back(nm);
+    }
+    eval::NeedleEvalOptions lo;
+    lo.tasks = no.tasks;
+    lo.lengths = {8192, 32768, 65536};
+    lo.depths = o.quick ? 2 : 4;  // depth 1: the needle inside the window; the others beyond it
+    lo.trials = o.quick ? 1 : 2;
+    lo.seed = o.seed + 13;
+    layered = eval::needle_eval(lm, tok, haystack, lo, stderr);
+    eval::plot_needle_eval(layered, (out / "layered_memory_needles.png").string());
+    eval::RecallLossOptions rl;
+    rl.k = kRecallK;
+    rl.length = o.quick ? 8192 : 16384;
+    std::vector<std::vector<int32_t>> rdocs;
+    for (auto& d : docs)
+      if (static_cast<int64_t>(d.size()) > rl.length + rl.probe_tokens && static_cast<int64_t>(rdocs.size()) < (o.quick ? 4 : 10))
+        rdocs.emplace_back(d.begin(), d.begin() + rl.length + rl.probe_tokens + 1);
+    recall_loss = eval::recall_loss_eval(models[iT], rdocs, rl, stderr);
+  } else {
+    stage("7/8 layered memory: skipped (it uses the needle-tuned models; --needle-steps -1 skips them)");
   }
 
-  // 7. Latency vs context.
-  stage("7/7 latency");
+  // 8. Latency vs context.
+  stage("8/8 latency");
   std::vector<bench::NamedModel> bm;
   bm.push_back({vs[iT].name, models[iT]});  // first: the table's ratios are against TTT-E2E
   for (size_t i = 0; i + 1 < vs.size(); ++i) bm.push_back({vs[i].name, models[i]});
@@ -465,6 +496,23 @@ int run_experiment(ExperimentOptions o) {
       << "`" << ttt_off << "` is the tuned TTT-E2E model reading with its initial fast weights.\n"
       << capture([&](std::FILE* f) { eval::print_needle_eval(needle, w, f); })
       << "\n![needle accuracy](needle_accuracy.png)\n\n";
+  }
+  if (!layered.records.empty()) {
+    r << "## Layered memory: window, weights and an exact store\n\n"
+      << "The needle-tuned models again, at 8K to 64K tokens, and TTT-E2E also with an exact store of everything "
+         "it read (SQLite, FTS5 BM25 over token unigrams and bigrams, spans of 64 tokens): before the question it "
+         "recalls the "
+      << kRecallK
+      << " stretches most relevant to the question from beyond the window and either reads them into the window "
+         "(`window`), learns them with one inner step and restores the window (`review`), or both (`both`). "
+         "Hit rate: the share of cases with the needle beyond the window whose recalled stretches held its value.\n"
+      << capture([&](std::FILE* f) { eval::print_needle_eval(layered, w, f); })
+      << "\n![needles with recall](layered_memory_needles.png)\n\n"
+      << "### Recall on ordinary text\n\nThe base TTT-E2E model reads held-out long documents; at every probe it "
+         "forks, recalls from its store with the next "
+      << eval::RecallLossOptions{}.prompt_tokens << " tokens as the query (or does not), reads them, and predicts the "
+      << eval::RecallLossOptions{}.probe_tokens << " tokens after them, teacher-forced.\n"
+      << capture([&](std::FILE* f) { eval::print_recall_loss(recall_loss, f); }) << "\n";
   }
   r << "## Latency\n\n" << capture([&](std::FILE* f) { bench::print_context_bench(lat, bm, f); });
   r << "![latency vs context](latency_vs_context.png)\n\n";
