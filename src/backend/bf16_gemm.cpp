@@ -28,13 +28,15 @@ bool cpu_has_avx512() {
 bool use_avx512() { return cpu_has_avx512() && !g_force_scalar.load(std::memory_order_relaxed); }
 
 inline float widen(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
+inline float widen(float v) { return v; }
 
 // ---- portable kernels
 
 // y[j] = x . b[j, :] for j in [j0, j1) (b is [n, k]).
-void gemv_t_scalar(const float* x, const uint16_t* b, int64_t k, int64_t j0, int64_t j1, float* y) {
+template <class W>
+void gemv_t_scalar(const float* x, const W* b, int64_t k, int64_t j0, int64_t j1, float* y) {
   for (int64_t j = j0; j < j1; ++j) {
-    const uint16_t* r = b + j * k;
+    const W* r = b + j * k;
     float s[8] = {};
     int64_t i = 0;
     for (; i + 8 <= k; i += 8)
@@ -45,11 +47,12 @@ void gemv_t_scalar(const float* x, const uint16_t* b, int64_t k, int64_t j0, int
 }
 
 // y[j0:j1] = x @ b[:, j0:j1] (b is [k, n]).
-void gemv_n_scalar(const float* x, const uint16_t* b, int64_t k, int64_t n, int64_t j0, int64_t j1, float* y) {
+template <class W>
+void gemv_n_scalar(const float* x, const W* b, int64_t k, int64_t n, int64_t j0, int64_t j1, float* y) {
   std::fill(y + j0, y + j1, 0.0f);
   for (int64_t i = 0; i < k; ++i) {
     const float xi = x[i];
-    const uint16_t* r = b + i * n;
+    const W* r = b + i * n;
     for (int64_t j = j0; j < j1; ++j) y[j] += xi * widen(r[j]);
   }
 }
@@ -74,34 +77,41 @@ TTT_AVX512 inline float hsum(__m512 v) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+// Sixteen weights as floats: bf16 widened, float32 as they are.
+TTT_AVX512 inline __m512 load16(const uint16_t* p) { return widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+TTT_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+TTT_AVX512 inline __m512 load16(__mmask16 m, const uint16_t* p) { return widen16(_mm256_maskz_loadu_epi16(m, p)); }
+TTT_AVX512 inline __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+
 TTT_AVX512 inline __mmask16 tail_mask(int64_t rem) {
   return rem >= 16 ? static_cast<__mmask16>(0xFFFF) : rem <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << rem) - 1);
 }
 
-TTT_AVX512 void gemv_t_avx512(const float* x, const uint16_t* b, int64_t k, int64_t j0, int64_t j1, float* y) {
+template <class W>
+TTT_AVX512 void gemv_t_avx512(const float* x, const W* b, int64_t k, int64_t j0, int64_t j1, float* y) {
   const int64_t kv = k & ~int64_t{15};
   const __mmask16 mt = tail_mask(k - kv);
   int64_t j = j0;
   // Four rows at a time share each load of x; the four independent accumulators keep FMAs in flight.
   for (; j + 4 <= j1; j += 4) {
-    const uint16_t* r0 = b + j * k;
-    const uint16_t* r1 = r0 + k;
-    const uint16_t* r2 = r1 + k;
-    const uint16_t* r3 = r2 + k;
+    const W* r0 = b + j * k;
+    const W* r1 = r0 + k;
+    const W* r2 = r1 + k;
+    const W* r3 = r2 + k;
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < kv; i += 16) {
       const __m512 xv = _mm512_loadu_ps(x + i);
-      s0 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + i))), xv, s0);
-      s1 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + i))), xv, s1);
-      s2 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r2 + i))), xv, s2);
-      s3 = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r3 + i))), xv, s3);
+      s0 = _mm512_fmadd_ps(load16(r0 + i), xv, s0);
+      s1 = _mm512_fmadd_ps(load16(r1 + i), xv, s1);
+      s2 = _mm512_fmadd_ps(load16(r2 + i), xv, s2);
+      s3 = _mm512_fmadd_ps(load16(r3 + i), xv, s3);
     }
     if (mt) {
       const __m512 xv = _mm512_maskz_loadu_ps(mt, x + kv);
-      s0 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r0 + kv)), xv, s0);
-      s1 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r1 + kv)), xv, s1);
-      s2 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r2 + kv)), xv, s2);
-      s3 = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r3 + kv)), xv, s3);
+      s0 = _mm512_fmadd_ps(load16(mt, r0 + kv), xv, s0);
+      s1 = _mm512_fmadd_ps(load16(mt, r1 + kv), xv, s1);
+      s2 = _mm512_fmadd_ps(load16(mt, r2 + kv), xv, s2);
+      s3 = _mm512_fmadd_ps(load16(mt, r3 + kv), xv, s3);
     }
     y[j] = hsum(s0);
     y[j + 1] = hsum(s1);
@@ -109,18 +119,17 @@ TTT_AVX512 void gemv_t_avx512(const float* x, const uint16_t* b, int64_t k, int6
     y[j + 3] = hsum(s3);
   }
   for (; j < j1; ++j) {
-    const uint16_t* r = b + j * k;
+    const W* r = b + j * k;
     __m512 s = _mm512_setzero_ps();
-    for (int64_t i = 0; i < kv; i += 16)
-      s = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + i))), _mm512_loadu_ps(x + i), s);
-    if (mt) s = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(mt, r + kv)), _mm512_maskz_loadu_ps(mt, x + kv), s);
+    for (int64_t i = 0; i < kv; i += 16) s = _mm512_fmadd_ps(load16(r + i), _mm512_loadu_ps(x + i), s);
+    if (mt) s = _mm512_fmadd_ps(load16(mt, r + kv), _mm512_maskz_loadu_ps(mt, x + kv), s);
     y[j] = hsum(s);
   }
 }
 
 // Up to 128 columns [j0, j1) held in eight accumulators over the whole k loop.
-TTT_AVX512 void gemv_n_avx512(const float* x, const uint16_t* b, int64_t k, int64_t n, int64_t j0, int64_t j1,
-                              float* y) {
+template <class W>
+TTT_AVX512 void gemv_n_avx512(const float* x, const W* b, int64_t k, int64_t n, int64_t j0, int64_t j1, float* y) {
   for (int64_t c0 = j0; c0 < j1; c0 += 128) {
     const int64_t w = std::min<int64_t>(128, j1 - c0);
     __mmask16 m[8];
@@ -130,16 +139,15 @@ TTT_AVX512 void gemv_n_avx512(const float* x, const uint16_t* b, int64_t k, int6
     if (w == 128) {
       for (int64_t i = 0; i < k; ++i) {
         const __m512 xi = _mm512_set1_ps(x[i]);
-        const uint16_t* r = b + i * n + c0;
-        for (int v = 0; v < 8; ++v)
-          acc[v] = _mm512_fmadd_ps(widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + 16 * v))), xi, acc[v]);
+        const W* r = b + i * n + c0;
+        for (int v = 0; v < 8; ++v) acc[v] = _mm512_fmadd_ps(load16(r + 16 * v), xi, acc[v]);
       }
     } else {
       for (int64_t i = 0; i < k; ++i) {
         const __m512 xi = _mm512_set1_ps(x[i]);
-        const uint16_t* r = b + i * n + c0;
+        const W* r = b + i * n + c0;
         for (int v = 0; v < 8; ++v)
-          if (m[v]) acc[v] = _mm512_fmadd_ps(widen16(_mm256_maskz_loadu_epi16(m[v], r + 16 * v)), xi, acc[v]);
+          if (m[v]) acc[v] = _mm512_fmadd_ps(load16(m[v], r + 16 * v), xi, acc[v]);
       }
     }
     for (int v = 0; v < 8; ++v)
@@ -147,7 +155,8 @@ TTT_AVX512 void gemv_n_avx512(const float* x, const uint16_t* b, int64_t k, int6
   }
 }
 
-void gemv(int64_t n, int64_t k, const float* x, const uint16_t* b, bool tb, float* y) {
+template <class W>
+void gemv(int64_t n, int64_t k, const float* x, const W* b, bool tb, float* y) {
   const bool simd = use_avx512();
   if (tb) {
     // Rows of b are independent dot products: split them over the pool, ~64K weights a piece.
@@ -172,6 +181,15 @@ void gemv(int64_t n, int64_t k, const float* x, const uint16_t* b, bool tb, floa
 }
 
 }  // namespace
+
+void gemv_f32(int64_t n, int64_t k, const float* x, const float* b, bool tb, float* y) {
+  if (n == 0) return;
+  if (k == 0) {
+    std::fill(y, y + n, 0.0f);
+    return;
+  }
+  gemv(n, k, x, b, tb, y);
+}
 
 const char* bf16_gemv_kernel() { return use_avx512() ? "avx512" : "scalar"; }
 void set_bf16_force_scalar(bool force) { g_force_scalar.store(force, std::memory_order_relaxed); }

@@ -19,6 +19,11 @@ namespace ttt::kernels {
 void gemm_f32_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb,
                    float* c, int64_t ldc);
 
+// The one-row product y[n] = x[k] @ op(b) for float32 weights (decoding): the same kernels as
+// the bf16 GEMV, reading b once, split over the pool. BLAS's sgemm with one row packs and
+// threads as for a large product and ran at a few GFLOP/s on a decode step.
+void gemv_f32(int64_t n, int64_t k, const float* x, const float* b, bool tb, float* y);
+
 // Which GEMV kernel runs: "avx512" or "scalar". force_scalar (tests) selects the portable one.
 const char* bf16_gemv_kernel();
 void set_bf16_force_scalar(bool force);

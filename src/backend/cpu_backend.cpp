@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/profiler.h"
 #include "backend/bf16_gemm.h"
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
@@ -342,8 +343,19 @@ void rope_kernel(const T* x, T* y, int64_t t, int64_t h, int64_t d, int64_t pos0
   const int64_t a0 = floor_div(pos0, kRopeBlock), a1 = floor_div(pos0 + t - 1, kRopeBlock);
   const int64_t na = a1 - a0 + 1;
   std::vector<double> cc(na * half), cs(na * half), fc(kRopeBlock * half), fs(kRopeBlock * half);
-  parallel_for(0, na + kRopeBlock, std::max<int64_t>(1, 512 / half), [&](int64_t lo, int64_t hi) {
+  // A few positions (decoding): only the table rows they use, on this thread. The same formula
+  // per entry as the full tables below, so the angles are bit for bit those of a prefill.
+  const bool few = t <= 8;
+  std::vector<char> need(static_cast<size_t>(na + kRopeBlock), few ? 0 : 1);
+  if (few)
+    for (int64_t p = 0; p < t; ++p) {
+      const int64_t P = pos0 + p, a = floor_div(P, kRopeBlock);
+      need[static_cast<size_t>(a - a0)] = 1;
+      need[static_cast<size_t>(na + P - a * kRopeBlock)] = 1;
+    }
+  parallel_for(0, na + kRopeBlock, few ? na + kRopeBlock : std::max<int64_t>(1, 512 / half), [&](int64_t lo, int64_t hi) {
     for (int64_t k = lo; k < hi; ++k) {
+      if (!need[static_cast<size_t>(k)]) continue;
       const bool coarse = k < na;
       const double p = coarse ? static_cast<double>((a0 + k) * kRopeBlock) : static_cast<double>(k - na);
       double* c = coarse ? &cc[k * half] : &fc[(k - na) * half];
@@ -472,6 +484,12 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < batch; ++i)
         kernels::gemm_f32_bf16(m, n, k, a.data<float>() + i * stride_a, k, b.data<uint16_t>() + i * stride_b, tb,
                                out.data<float>() + i * m * n, n);
+      return;
+    }
+    if (m == 1 && !ta && out.dtype() == DType::F32) {  // one row (decoding): a GEMV that reads b once
+      for (int64_t i = 0; i < batch; ++i)
+        kernels::gemv_f32(n, k, a.data<float>() + i * stride_a, b.data<float>() + i * stride_b, tb,
+                          out.data<float>() + i * n);
       return;
     }
     for_dtype(out.dtype(), [&]<class T>() {
@@ -679,7 +697,7 @@ class CpuBackend final : public Backend {
 Backend& backend_for(Device device) {
   static CpuBackend cpu;
   switch (device) {
-    case Device::CPU: return cpu;
+    case Device::CPU: return profile::enabled() ? profile::wrap(cpu) : cpu;
   }
   throw std::invalid_argument("no backend for this device");
 }

@@ -1,5 +1,6 @@
 #include "bench/context_bench.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -9,6 +10,7 @@
 #include "backend/thread_pool.h"
 #include "bench/op_bench.h"
 #include "inference/session.h"
+#include "tensor/pool.h"
 #include "ttt/inner_loop.h"
 
 namespace ttt::bench {
@@ -144,6 +146,55 @@ double prefill_inner_flops(const model::ModelConfig& c, int64_t t) {
   return per_chunk * static_cast<double>(updates);
 }
 
+// Read bandwidth of main memory: the best of several parallel sums over a buffer far larger than
+// the caches (what a decode step's weight and cache reads are bound by).
+static double measure_read_bandwidth() {
+  const size_t n = size_t{1} << 28;  // 1 GiB of floats
+  std::vector<float> buf(n, 1.0f);
+  const int threads = num_threads();
+  std::vector<double> partial(static_cast<size_t>(threads) * 8, 0.0);
+  double best = 0;
+  volatile double sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    std::fill(partial.begin(), partial.end(), 0.0);
+    parallel_for(0, static_cast<int64_t>(n), 1 << 20, [&](int64_t lo, int64_t hi) {
+      // Eight independent accumulators of 16 floats: the adds keep up with the loads.
+      float acc[8][16] = {};
+      int64_t i = lo;
+      for (; i + 128 <= hi; i += 128)
+        for (int a = 0; a < 8; ++a)
+          for (int j = 0; j < 16; ++j) acc[a][j] += buf[static_cast<size_t>(i + a * 16 + j)];
+      double s = 0;
+      for (; i < hi; ++i) s += buf[static_cast<size_t>(i)];
+      for (auto& a : acc)
+        for (float x : a) s += x;
+      partial[static_cast<size_t>(thread_index()) * 8] += s;
+    });
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    double total = 0;
+    for (double x : partial) total += x;
+    sink = total;
+    best = std::max(best, static_cast<double>(n * sizeof(float)) / secs * 1e-9);
+  }
+  (void)sink;
+  return best;
+}
+
+namespace {
+
+// Bytes a decode step reads at least: every parameter (the embedding table only as the head when
+// it is tied: an untied one gives a single row) plus the session state.
+double decode_step_bytes(const model::Model& m, double state_bytes) {
+  double bytes = 0;
+  for (auto& [name, t] : m.named_parameters())
+    if (name != "embed.weight" || m.config().tie_word_embeddings)
+      bytes += static_cast<double>(t.numel() * dtype_size(t.dtype()));
+  return bytes + state_bytes;
+}
+
+}  // namespace
+
 ContextReport run_context_bench(const std::vector<NamedModel>& models, const ContextBenchOptions& opt,
                                 std::FILE* progress) {
   ContextReport rep;
@@ -199,15 +250,24 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
     row.flops = prefill_forward_flops(cfg, t);
     row.inner_flops = prefill_inner_flops(cfg, t);
   });
+  rep.read_gbps = opt.decode_lengths.empty() ? 0 : measure_read_bandwidth();
   rows("decode", opt.decode_lengths, [&](const NamedModel& nm, int64_t t, ContextRow& row) {
     const auto& cfg = nm.model.config();
-    inference::Session s(nm.model);
-    s.feed(random_tokens(t, cfg.vocab_size, opt.seed + 7 * t));
-    row.state_bytes = static_cast<double>(s.state_bytes());
-    const auto next = random_tokens(opt.decode_tokens, cfg.vocab_size, opt.seed + 11 * t);
-    const auto t0 = Clock::now();
-    for (int32_t x : next) s.step(x);
-    row.seconds = since(t0) / std::max(1, opt.decode_tokens);
+    const auto ctx = random_tokens(t, cfg.vocab_size, opt.seed + 7 * t);
+    pool::trim();
+    pool::reset_peak();
+    const double before = static_cast<double>(pool::stats().bytes_in_use);
+    {
+      inference::Session s(nm.model);
+      s.feed(ctx);
+      const auto next = random_tokens(opt.decode_tokens, cfg.vocab_size, opt.seed + 11 * t);
+      const auto t0 = Clock::now();
+      for (int32_t x : next) s.step(x);
+      row.seconds = since(t0) / std::max(1, opt.decode_tokens);
+      row.state_bytes = static_cast<double>(s.state_bytes());
+    }
+    row.peak_bytes = static_cast<double>(pool::stats().peak_bytes_in_use) - before;
+    row.step_bytes = decode_step_bytes(nm.model, row.state_bytes);
     row.s_per_1k = row.seconds * 1024.0;
   });
   return rep;
@@ -275,11 +335,25 @@ void print_context_bench(const ContextReport& r, const std::vector<NamedModel>& 
         }
       std::fprintf(out, "\n");
     } else {
-      std::fprintf(out, "### decode speed and state memory\n\n| model | context | tokens/s | state bytes |\n|---|---:|---:|---:|\n");
+      std::fprintf(out,
+                   "### decode speed against the bandwidth bound, and session memory\n\n"
+                   "Memory read bandwidth %.1f GB/s (parallel sum over 1 GiB). Bound: that bandwidth over the bytes one "
+                   "step reads at least (the weights it touches and the state). Session peak: the most tensor memory "
+                   "the session held, reading its context and decoding, above what was in use before it; the check "
+                   "is peak <= 1.5 x state bytes + the model's bytes.\n\n"
+                   "| model | context | tokens/s | bound tokens/s | of bound | state bytes | session peak bytes | "
+                   "peak / state | check |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+                   r.read_gbps);
       for (auto& row : r.rows)
-        if (row.mode == mode && !row.skipped)
-          std::fprintf(out, "| %s | %lld | %.2f | %.0f |\n", row.model.c_str(), static_cast<long long>(row.context),
-                       1.0 / row.seconds, row.state_bytes);
+        if (row.mode == mode && !row.skipped) {
+          const double bound = row.step_bytes > 0 ? r.read_gbps * 1e9 / row.step_bytes : 0;
+          const double model_bytes = row.step_bytes - row.state_bytes;
+          const bool ok = row.peak_bytes <= 1.5 * row.state_bytes + model_bytes;
+          std::fprintf(out, "| %s | %lld | %.2f | %.1f | %.1f%% | %.0f | %.0f | %.2f | %s |\n", row.model.c_str(),
+                       static_cast<long long>(row.context), 1.0 / row.seconds, bound,
+                       bound > 0 ? 100.0 / row.seconds / bound : 0.0, row.state_bytes, row.peak_bytes,
+                       row.state_bytes > 0 ? row.peak_bytes / row.state_bytes : 0.0, ok ? "ok" : "OVER");
+        }
       std::fprintf(out, "\n");
     }
   }

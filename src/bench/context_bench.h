@@ -48,10 +48,17 @@ struct ContextRow {
   double inner_flops = 0;    // prefill inner-step FLOPs (TTT-E2E)
   double head_seconds = 0;   // prefill: the head's share of `seconds` (final norm, head, loss; see below)
   double state_bytes = 0;    // decode only
+  // decode only: the most tensor memory the session held above what was in use before it was
+  // created (the pool's peak while it read the context and decoded), and the bytes one decode
+  // step must read at least (the weights it touches: every matrix but the embedding table, which
+  // gives one row, plus the state): the bandwidth bound is read_bandwidth / step_bytes tokens/s.
+  double peak_bytes = 0;
+  double step_bytes = 0;
 };
 
 struct ContextReport {
   double peak_gflops = 0;
+  double read_gbps = 0;  // measured memory read bandwidth (GB/s, all threads)
   std::vector<ContextRow> rows;
 };
 

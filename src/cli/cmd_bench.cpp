@@ -9,12 +9,14 @@
 
 #include "bench/context_bench.h"
 #include "bench/op_bench.h"
+#include "bench/profile_bench.h"
 #include "bench/train_bench.h"
 #include "cli/commands.h"
 #include "io/atomic_file.h"
 
 namespace ttt::cli {
 namespace {
+bench::ProfileOptions g_profile;
 
 struct BenchOpsArgs {
   bench::OpBenchOptions opt;
@@ -135,6 +137,27 @@ void register_bench(CLI::App& app, Registry& reg) {
   tr->add_option("--steps", g_train_bench.steps, "timed steps (after one warm-up)")->capture_default_str();
   tr->add_flag("--no-remat", g_train_bench_no_remat, "meta-gradient without per-chunk rematerialization");
   reg.push_back({tr, run_bench_train});
+
+  auto* pr = bench_app->add_subcommand(
+      "profile", "Where the time goes, by backend op: TTT-E2E prefill, decode, meta-gradient step, SWA pretrain step");
+  pr->add_option("--workload", g_profile.workloads, "prefill, decode, meta, pretrain (comma list)")
+      ->delimiter(',')
+      ->capture_default_str();
+  pr->add_option("--prefill-len", g_profile.prefill_len, "prefill tokens")->capture_default_str()->check(CLI::Range(1, 1 << 22));
+  pr->add_option("--train-len", g_profile.train_len, "tokens of the meta and pretrain sequences")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1 << 20));
+  pr->add_option("--decode-context", g_profile.decode_context, "tokens read before the profiled decoding")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 22));
+  pr->add_option("--decode-tokens", g_profile.decode_tokens, "decoded tokens profiled")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  pr->add_option("--seed", g_profile.seed, "seed of the models and tokens")->capture_default_str();
+  reg.push_back({pr, [] {
+                   bench::run_profile_bench(g_profile, stdout, stderr);
+                   return 0;
+                 }});
 }
 
 }  // namespace ttt::cli

@@ -98,6 +98,27 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
     for (int64_t r = 0; r < nq; ++r) lse[h * s.tq + i0 + r] = -std::numeric_limits<T>::infinity();
     return;
   }
+  if (nq == 1) {
+    // One query (decoding): dot products and a weighted sum of value rows, without BLAS calls
+    // (a 1-row sgemm packs its operands as for a large product).
+    const int64_t nk = band1 - band0;
+    T* S = scratch<T>(0, static_cast<size_t>(nk));
+    T* acc = scratch<T>(1, static_cast<size_t>(D));
+    const T* qt = q + i0 * ld + h * D;
+    for (int64_t j = 0; j < nk; ++j) S[j] = static_cast<T>(s.scale) * vec::vdot(qt, k + (band0 + j) * ld + h * D, D);
+    const T mx = vec::vmax(S, nk);
+    const T sum = vec::vexp_sum(S, mx, S, nk);
+    std::fill_n(acc, D, T(0));
+    for (int64_t j = 0; j < nk; ++j) {
+      const T p = S[j];
+      const T* vr = v + (band0 + j) * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] += p * vr[d];
+    }
+    const T inv = T(1) / sum;
+    for (int64_t d = 0; d < D; ++d) orow0[d] = acc[d] * inv;
+    lse[h * s.tq + i0] = mx + std::log(sum);
+    return;
+  }
   const int64_t bk = std::min(kKeyBlock, band1 - band0);
   T* S = scratch<T>(0, static_cast<size_t>(nq * bk));
   T* acc = scratch<T>(1, static_cast<size_t>(nq * D));

@@ -19,7 +19,21 @@ MixerState MixerState::deep_copy() const {
 MixerState MixerState::detached() const {
   NoGrad ng;
   MixerState out;
-  for (const auto& t : tensors) out.tensors.push_back(t.defined() ? contiguous(t.detach()) : t);
+  for (const auto& t : tensors) {
+    if (!t.defined()) {
+      out.tensors.push_back(t);
+      continue;
+    }
+    Tensor d = contiguous(t.detach());
+    // A window kept as a view of a much larger buffer (a prefill segment's keys: the window plus
+    // the segment plus room for the next one) would hold that whole buffer: copied into one of
+    // its own size when the buffer exceeds 1.5x the rows kept. Decoding's buffers (the kept rows
+    // plus a quarter) stay shared, so appends go on in place.
+    const auto& st = d.impl()->storage;
+    const double own = static_cast<double>(d.numel() * dtype_size(d.dtype()));
+    if (st && static_cast<double>(st->bytes) > 1.5 * own + 4096) d = clone(d);
+    out.tensors.push_back(d);
+  }
   return out;
 }
 

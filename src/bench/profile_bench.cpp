@@ -1,0 +1,103 @@
+#include "bench/profile_bench.h"
+
+#include <chrono>
+#include <functional>
+#include <stdexcept>
+
+#include "backend/blas.h"
+#include "backend/profiler.h"
+#include "backend/thread_pool.h"
+#include "bench/context_bench.h"
+#include "bench/op_bench.h"
+#include "inference/session.h"
+#include "tensor/random.h"
+#include "train/trainer.h"
+#include "ttt/inner_loop.h"
+
+namespace ttt::bench {
+
+namespace {
+
+std::vector<int32_t> tokens(int64_t n, int64_t vocab, Rng& r) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(1 + r.next_u64() % static_cast<uint64_t>(vocab - 1));
+  return t;
+}
+
+model::Model& pick(std::vector<NamedModel>& ms, const char* name) {
+  for (auto& m : ms)
+    if (m.name == name) return m.model;
+  throw std::logic_error(std::string("no built-in model ") + name);
+}
+
+}  // namespace
+
+void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progress) {
+  int samples = 0;
+  const double peak = 2e-9 * 1024.0 * 1024 * 1024 / measure_sgemm_peak(1024, 10, 0.5, samples);
+  const auto& b = blas::info();
+  std::fprintf(out, "## ttt bench profile\n\n- BLAS: %s, kernel %s; %d threads; sgemm 1024^3 peak %.1f GFLOP/s\n",
+               b.library.c_str(), b.core.c_str(), num_threads(), peak);
+  auto models = builtin_context_models(o.seed);
+  Rng r(o.seed);
+  for (const auto& w : o.workloads) {
+    std::function<void()> work;  // the profiled run (after one unprofiled warm-up)
+    std::string what;
+    std::unique_ptr<inference::Session> session;
+    std::unique_ptr<train::AdamW> adam;
+    if (w == "prefill") {
+      auto& m = pick(models, "ttt-e2e");
+      const auto t = tokens(o.prefill_len + 1, m.config().vocab_size, r);
+      const std::vector<int32_t> in(t.begin(), t.end() - 1), tg(t.begin() + 1, t.end());
+      what = "TTT-E2E prefill of " + std::to_string(o.prefill_len) + " tokens (bench model)";
+      work = [&m, in, tg] { e2e::prefill(m, in, tg); };
+    } else if (w == "decode") {
+      auto& m = pick(models, "ttt-e2e");
+      session = std::make_unique<inference::Session>(m);
+      session->feed(tokens(o.decode_context, m.config().vocab_size, r));
+      const auto next = tokens(o.decode_tokens, m.config().vocab_size, r);
+      what = "TTT-E2E decoding of " + std::to_string(o.decode_tokens) + " tokens after " +
+             std::to_string(o.decode_context) + " (bench model)";
+      inference::Session* s = session.get();
+      work = [s, next] {
+        inference::Session f = s->fork();
+        for (int32_t x : next) f.step(x);
+      };
+    } else if (w == "meta" || w == "pretrain") {
+      auto& m = pick(models, w == "meta" ? "ttt-e2e" : "swa");
+      m.set_requires_grad(true);
+      adam = std::make_unique<train::AdamW>(m.named_parameters(), train::AdamWOptions{});
+      const auto seq = tokens(o.train_len + 1, m.config().vocab_size, r);
+      what = std::string(w == "meta" ? "TTT-E2E meta-gradient step" : "SWA pretraining step") + " on " +
+             std::to_string(o.train_len) + " tokens (bench model, rematerialized, AdamW included)";
+      train::AdamW* opt = adam.get();
+      const int64_t len = o.train_len;
+      work = [&m, opt, seq, len] {
+        train::TrainOptions to;
+        to.steps = 1000;
+        to.seq_len = len;
+        train::train_step(m, *opt, {seq}, to, 200);
+      };
+    } else {
+      throw std::invalid_argument("--workload: unknown workload '" + w + "' (prefill, decode, meta, pretrain)");
+    }
+    if (progress) std::fprintf(progress, "  %s: warm-up...\n", w.c_str());
+    work();
+    if (progress) std::fprintf(progress, "  %s: profiled run...\n", w.c_str());
+    profile::reset();
+    profile::enable(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      work();
+    } catch (...) {
+      profile::enable(false);
+      throw;
+    }
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    profile::enable(false);
+    std::fprintf(out, "\n### %s: %.3f s\n\n", what.c_str(), wall);
+    profile::print(profile::snapshot(), wall, peak, out);
+  }
+}
+
+}  // namespace ttt::bench

@@ -1,0 +1,23 @@
+// `ttt bench profile`: where the time of a workload goes, by backend op (backend/profiler.h), on
+// the bench model: TTT-E2E prefill, TTT-E2E decoding, a TTT-E2E meta-gradient step and an SWA
+// pretraining step. Each runs once unprofiled (warm-up), then once profiled.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace ttt::bench {
+
+struct ProfileOptions {
+  std::vector<std::string> workloads = {"prefill", "decode", "meta", "pretrain"};
+  int64_t prefill_len = 8192;
+  int64_t train_len = 4096;     // meta and pretrain sequences
+  int64_t decode_context = 8192;
+  int decode_tokens = 64;
+  uint64_t seed = 1;
+};
+
+void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progress);
+
+}  // namespace ttt::bench
