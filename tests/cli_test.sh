@@ -24,6 +24,17 @@ awk -v a="${prefill#loss }" -v b="${stream#loss }" 'BEGIN { d = a - b; if (d < 0
   || fail "--stream ($stream) differs from prefill ($prefill)"
 [ "$prefill" != "$nottt" ] || fail "TTT made no difference"
 
+# --compute bf16: bf16 x bf16 products where the CPU has AVX512_BF16 (close to float32), a
+# one-line refusal where it has not.
+if grep -q avx512_bf16 /proc/cpuinfo; then
+  cb=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --compute bf16)
+  awk -v a="${prefill#loss }" -v b="${cb#loss }" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.05) }' \
+    || fail "--compute bf16 ($cb) far from float32 ($prefill)"
+else
+  out=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --compute bf16 2>&1) && fail "--compute bf16 without AVX512_BF16 succeeded"
+  [[ "$out" == *AVX512_BF16* ]] || fail "--compute bf16 refusal: $out"
+fi
+
 g=$("$TTT" grad --model "$work/model" --tokens "$work/tok.bin" --out "$work/g.safetensors")
 [[ "$g" =~ ^loss\ [0-9.eE+-]+$ ]] && [ -s "$work/g.safetensors" ] || fail "grad output '$g'"
 

@@ -228,3 +228,39 @@ TEST(Bf16, StorageRoundTripsAndLoadsAsAsked) {
 
 }  // namespace
 }  // namespace ttt::test
+
+namespace ttt::test {
+namespace {
+
+// --compute bf16: the AVX512_BF16 product equals the float64 product of the bf16-rounded
+// activations and weights up to float32 accumulation, for every tail of m, n and k.
+TEST(Bf16DotGemm, EqualsTheProductOfRoundedOperands) {
+  if (!kernels::cpu_has_avx512_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  Rng rng(21);
+  for (int64_t m : {1, 5, 6, 7, 13})
+    for (int64_t n : {1, 17, 64, 100})
+      for (int64_t k : {1, 3, 64, 513, 1100})
+        for (bool tb : {false, true}) {
+          const auto a = randn({m, k}, rng, 1.0).to_vector();
+          std::vector<float> af(a.begin(), a.end());
+          std::vector<uint16_t> b(static_cast<size_t>(n * k));
+          for (auto& x : b) x = float_to_bf16(static_cast<float>(randn({1}, rng, 1.0).item()));
+          std::vector<float> c(static_cast<size_t>(m * n), -7.0f);
+          kernels::gemm_bf16_bf16(m, n, k, af.data(), k, b.data(), tb, c.data(), n);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              double ref = 0, mag = 0;
+              for (int64_t p = 0; p < k; ++p) {
+                const double t = static_cast<double>(bf16_to_float(float_to_bf16(af[static_cast<size_t>(i * k + p)]))) *
+                                 bf16_to_float(tb ? b[static_cast<size_t>(j * k + p)] : b[static_cast<size_t>(p * n + j)]);
+                ref += t;
+                mag += std::fabs(t);
+              }
+              ASSERT_NEAR(c[static_cast<size_t>(i * n + j)], ref, 2e-6 * mag + 1e-30)
+                  << "m " << m << " n " << n << " k " << k << " tb " << tb << " at " << i << "," << j;
+            }
+        }
+}
+
+}  // namespace
+}  // namespace ttt::test

@@ -24,6 +24,17 @@ void gemm_f32_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
 // threads as for a large product and ran at a few GFLOP/s on a decode step.
 void gemv_f32(int64_t n, int64_t k, const float* x, const float* b, bool tb, float* y);
 
+// bf16 x bf16 -> float32 products (`--compute bf16`, bf16_dot_gemm.cpp): the same contract as
+// gemm_f32_bf16, but a is rounded to bf16 first and the pair products run on AVX512_BF16
+// (vdpbf16ps) with float32 accumulation. Needs cpu_has_avx512_bf16().
+bool cpu_has_avx512_bf16();
+void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb,
+                    float* c, int64_t ldc);
+// Process-wide: products with bf16 weights of two rows or more use gemm_bf16_bf16 (one row, a
+// decode step, stays the bandwidth-bound GEMV). Off by default; set by --compute bf16.
+void set_compute_bf16(bool on);
+bool compute_bf16();
+
 // Which GEMV kernel runs: "avx512" or "scalar". force_scalar (tests) selects the portable one.
 const char* bf16_gemv_kernel();
 void set_bf16_force_scalar(bool force);

@@ -481,9 +481,11 @@ class CpuBackend final : public Backend {
     if (b.dtype() == DType::BF16) {  // float32 activations times bf16 weights (ops.cpp checks the rest)
       if (ta || a.dtype() != DType::F32 || out.dtype() != DType::F32)
         throw std::logic_error("cpu backend: bf16 matmul needs a float32, untransposed left operand");
+      const bool dot = m > 1 && kernels::compute_bf16() && kernels::cpu_has_avx512_bf16();
       for (int64_t i = 0; i < batch; ++i)
-        kernels::gemm_f32_bf16(m, n, k, a.data<float>() + i * stride_a, k, b.data<uint16_t>() + i * stride_b, tb,
-                               out.data<float>() + i * m * n, n);
+        (dot ? kernels::gemm_bf16_bf16 : kernels::gemm_f32_bf16)(m, n, k, a.data<float>() + i * stride_a, k,
+                                                                 b.data<uint16_t>() + i * stride_b, tb,
+                                                                 out.data<float>() + i * m * n, n);
       return;
     }
     if (m == 1 && !ta && out.dtype() == DType::F32) {  // one row (decoding): a GEMV that reads b once

@@ -11,6 +11,7 @@
 
 #include "autodiff/graph.h"
 #include "autodiff/ops.h"
+#include "backend/bf16_gemm.h"
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
 #include "bench/context_bench.h"
@@ -155,6 +156,33 @@ std::vector<Case> build_cases(const OpBenchShapes& S, DType dt) {
   mm(dims({T, d}) + "x" + dims({d, f}), {T, d}, {d, f}, false, T, f, d);
   mm(dims({T, f}) + "x" + dims({f, d}), {T, f}, {f, d}, false, T, d, f);
   mm(dims({T, d}) + "x" + dims({V, d}) + "^T", {T, d}, {V, d}, true, T, V, d);  // tied logits
+  // Frozen bf16 weights (inference): float32 x bf16 (weights widened, sgemm) and, where the CPU
+  // has AVX512_BF16, bf16 x bf16 with float32 accumulation (--compute bf16).
+  if (dt == DType::F32)
+    for (bool dot : {false, true}) {
+      if (dot && !kernels::cpu_has_avx512_bf16()) continue;
+      auto wm = [&, dot](std::string shape, Shape a, Shape b, bool tb, int64_t m, int64_t nn, int64_t k) {
+        const double fl = 2.0 * double(m) * double(nn) * double(k);
+        auto make = [a, b] {
+          Rng rng(1234);
+          Inputs in{randn(a, rng, 1.0)};
+          Tensor w = randn(b, rng, 1.0);
+          in.push_back(from_vector(w.to_vector(), b, DType::BF16));
+          return in;
+        };
+        auto fn = [tb, dot](const Inputs& in) {
+          kernels::set_compute_bf16(dot);
+          Tensor y = matmul(in[0], in[1], false, tb);
+          kernels::set_compute_bf16(false);
+          return y;
+        };
+        L.forward(dot ? "matmul bf16 x bf16" : "matmul f32 x bf16", shape, fl, 0, make, fn);
+      };
+      wm(dims({T, d}) + "x" + dims({d, f}), {T, d}, {d, f}, false, T, f, d);
+      wm(dims({T, f}) + "x" + dims({f, d}), {T, f}, {f, d}, false, T, d, f);
+      wm(dims({T, d}) + "x" + dims({V, d}) + "^T", {T, d}, {V, d}, true, T, V, d);
+      wm(dims({n, n}) + "x" + dims({n, n}), {n, n}, {n, n}, false, n, n, n);
+    }
 
   // ---- memory-bound ops: bytes = inputs read once + outputs written once.
   {

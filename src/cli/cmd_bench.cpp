@@ -29,7 +29,7 @@ BenchOpsArgs g_ops;
 struct BenchContextArgs {
   bench::ContextBenchOptions opt;
   std::vector<std::string> models;
-  std::string weights = "auto";
+  std::string weights = "auto", compute = "f32";
   bool all_types = false;
 } g_ctx;
 
@@ -47,14 +47,17 @@ int run_bench_train() {
 
 int run_bench_context(const BenchContextArgs& a) {
   std::vector<bench::NamedModel> models;
+  const model::Weights weights = apply_compute(a.compute, model::parse_weights(a.weights));
   if (a.models.empty()) {
     models = bench::builtin_context_models(a.opt.seed, a.all_types);
+    if (a.compute == "bf16")
+      for (auto& nm : models) nm.model = nm.model.with_bf16_weights();
   } else {
     for (auto& dir : a.models) {
       std::string name = dir;
       while (name.size() > 1 && name.back() == '/') name.pop_back();
       name = name.substr(name.find_last_of('/') + 1);
-      models.push_back({name, model::Model::load(dir, model::parse_weights(a.weights))});
+      models.push_back({name, model::Model::load(dir, weights)});
     }
   }
   const auto rep = bench::run_context_bench(models, a.opt, isatty(fileno(stderr)) ? stderr : nullptr);
@@ -130,6 +133,7 @@ void register_bench(CLI::App& app, Registry& reg) {
   ctx->add_option("--weights", g_ctx.weights, "with --model: large weight matrices f32, bf16 or auto (as in the file)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  add_compute_option(ctx, g_ctx.compute);
   reg.push_back({ctx, [] { return run_bench_context(g_ctx); }});
 
   auto* tr = bench_app->add_subcommand("train", "Training tokens/s and MFU: SWA pretrain step vs TTT-E2E meta step");

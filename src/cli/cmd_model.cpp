@@ -4,6 +4,8 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+
+#include "backend/bf16_gemm.h"
 #include "inference/session.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -21,7 +23,7 @@ struct InitArgs {
 } g_init;
 
 struct EvalArgs {
-  std::string model, tokens, nll_out, weights = "auto";
+  std::string model, tokens, nll_out, weights = "auto", compute = "f32";
   bool no_ttt = false, stream = false;
 } g_eval;
 
@@ -79,7 +81,7 @@ void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
 }
 
 int run_eval() {
-  const auto m = model::Model::load(g_eval.model, model::parse_weights(g_eval.weights));
+  const auto m = model::Model::load(g_eval.model, apply_compute(g_eval.compute, model::parse_weights(g_eval.weights)));
   const auto tok = io::split_tokens(io::read_tokens(g_eval.tokens), m.config().vocab_size, g_eval.tokens);
   e2e::TTTOptions opt;
   opt.ttt = !g_eval.no_ttt;
@@ -140,6 +142,7 @@ void register_model_commands(CLI::App& app, Registry& reg) {
                    "the file stores them as bf16)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  add_compute_option(eval, g_eval.compute);
   reg.push_back({eval, run_eval});
 
   auto* gr = app.add_subcommand("grad", "Training objective of one sequence and its gradient");
@@ -150,6 +153,23 @@ void register_model_commands(CLI::App& app, Registry& reg) {
   gr->add_option("--inner-lr", g_grad.inner_lr, "inner learning rate eta")->capture_default_str();
   gr->add_flag("--no-remat", g_grad.no_remat, "keep every chunk's graph instead of rematerializing per chunk");
   reg.push_back({gr, run_grad});
+}
+
+model::Weights apply_compute(const std::string& compute, model::Weights weights) {
+  if (compute == "f32") return weights;
+  if (compute != "bf16") throw std::runtime_error("--compute must be f32 or bf16, got " + compute);
+  if (!kernels::cpu_has_avx512_bf16())
+    throw std::runtime_error("--compute bf16 needs a CPU with AVX512_BF16 (this one has none); use --weights bf16 instead");
+  kernels::set_compute_bf16(true);
+  return model::Weights::BF16;
+}
+
+void add_compute_option(CLI::App* cmd, std::string& compute) {
+  cmd->add_option("--compute", compute,
+                  "f32, or bf16: bf16 x bf16 products with float32 accumulation (AVX512_BF16) for the large weight "
+                  "matrices, held bf16 (prefill and training-free paths; one-row decode products stay GEMVs)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
 }
 
 }  // namespace ttt::cli

@@ -6,6 +6,7 @@ namespace ttt::cli {
 namespace {
 
 server::ServerOptions g_serve;
+std::string g_serve_compute = "f32";
 
 }  // namespace
 
@@ -35,7 +36,12 @@ void register_serve(CLI::App& app, Registry& reg) {
   s->add_option("--store-budget", o.store_budget, "bytes per session the surprising policy keeps")->capture_default_str();
   s->add_option("--store-span", o.store_span, "tokens per retrieval span (fixed when a store is created)")->capture_default_str();
   s->add_option("--model-name", o.model_name, "model id in /v1/models and completions (default: the directory name)");
-  reg.push_back({s, [] { return server::run_server(g_serve); }});
+  add_compute_option(s, g_serve_compute);
+  reg.push_back({s, [] {
+                   apply_compute(g_serve_compute, model::Weights::Auto);  // checks the CPU, turns the kernels on
+                   g_serve.compute_bf16 = g_serve_compute == "bf16";
+                   return server::run_server(g_serve);
+                 }});
 }
 
 }  // namespace ttt::cli

@@ -3,7 +3,10 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include "model/model.h"
+
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace ttt::cli {
@@ -26,5 +29,13 @@ void register_data_commands(CLI::App& app, Registry& reg);  // tokenizer train, 
 void register_import(CLI::App& app, Registry& reg);         // official checkpoints (orbax)
 void register_serve(CLI::App& app, Registry& reg);          // the HTTP server (src/server)
 int run_demo_default();  // what `ttt` with no arguments does
+
+// --compute f32|bf16 (issue 15): "bf16" turns on bf16 x bf16 products with float32 accumulation
+// (AVX512_BF16) for the model's large weight matrices, which are then held bf16 (the returned
+// weights setting); "f32" returns `weights` unchanged. Throws std::runtime_error where the CPU
+// lacks AVX512_BF16.
+model::Weights apply_compute(const std::string& compute, model::Weights weights);
+// Adds the --compute option to a subcommand.
+void add_compute_option(CLI::App* cmd, std::string& compute);
 
 }  // namespace ttt::cli

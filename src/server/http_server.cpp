@@ -896,7 +896,8 @@ void Server::routes() {
 }
 
 void Server::load() {
-  model_ = std::make_unique<model::Model>(model::Model::load(o_.model_dir));
+  model_ = std::make_unique<model::Model>(
+      model::Model::load(o_.model_dir, o_.compute_bf16 ? model::Weights::BF16 : model::Weights::Auto));
   std::string tp = o_.tokenizer;
   if (tp.empty())
     for (const char* name : {"tokenizer.model", "tokenizer.json"})

@@ -27,6 +27,7 @@ struct ServerOptions {
   std::string store_policy = "all";
   int64_t store_budget = 0;
   int64_t store_span = 64;
+  bool compute_bf16 = false;  // --compute bf16 (the CLI checks the CPU and turns the kernels on)
 };
 
 // The document served at /openapi.json.
