@@ -12,6 +12,7 @@ namespace ttt::profile {
 namespace {
 
 std::atomic<bool> g_on{false};
+std::atomic<bool> g_shapes{false};
 std::mutex g_mu;
 std::map<std::string, OpStat> g_stats;
 
@@ -65,7 +66,7 @@ const char* binary_name(BinaryOp op) {
 // Times one call and adds it to the op's row.
 class Timer {
  public:
-  Timer(const char* op, double flops, double bytes) : op_(op), flops_(flops), bytes_(bytes), t0_(Clock::now()) {}
+  Timer(std::string op, double flops, double bytes) : op_(std::move(op)), flops_(flops), bytes_(bytes), t0_(Clock::now()) {}
   ~Timer() {
     const double s = std::chrono::duration<double>(Clock::now() - t0_).count();
     std::lock_guard<std::mutex> g(g_mu);
@@ -79,7 +80,7 @@ class Timer {
 
  private:
   using Clock = std::chrono::steady_clock;
-  const char* op_;
+  std::string op_;
   double flops_, bytes_;
   Clock::time_point t0_;
 };
@@ -110,7 +111,10 @@ class ProfilingBackend final : public Backend {
   }
   void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& out, int64_t batch, int64_t m,
               int64_t n, int64_t k, int64_t stride_a, int64_t stride_b) override {
-    const char* op = m == 1 ? "matmul gemv (1 row)" : batch > 1 ? "matmul batched" : "matmul gemm";
+    std::string op = m == 1 ? "matmul gemv (1 row)" : batch > 1 ? "matmul batched" : "matmul gemm";
+    if (g_shapes.load(std::memory_order_relaxed))
+      op += " " + std::to_string(batch) + "x[" + std::to_string(m) + "," + std::to_string(k) + "]" + (ta ? "^T" : "") + "x[" +
+            std::to_string(k) + "," + std::to_string(n) + "]" + (tb ? "^T" : "");
     Timer t(op, 2.0 * static_cast<double>(batch) * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k),
             bytes_of(a) + bytes_of(b) + bytes_of(out));
     in_.matmul(a, ta, b, tb, out, batch, m, n, k, stride_a, stride_b);
@@ -189,6 +193,7 @@ class ProfilingBackend final : public Backend {
 }  // namespace
 
 void enable(bool on) { g_on = on; }
+void by_shape(bool on) { g_shapes = on; }
 bool enabled() { return g_on.load(std::memory_order_relaxed); }
 
 void reset() {

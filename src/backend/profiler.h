@@ -24,6 +24,8 @@ struct OpStat {
 };
 
 void enable(bool on);
+// Matrix products one row per shape ("matmul gemm 1x[256,704]x[704,256]^T"), to find the slow ones.
+void by_shape(bool on);
 bool enabled();
 void reset();
 // Sorted by time, largest first.

@@ -45,11 +45,13 @@ void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progr
     std::string what;
     std::unique_ptr<inference::Session> session;
     std::unique_ptr<train::AdamW> adam;
-    if (w == "prefill") {
-      auto& m = pick(models, "ttt-e2e");
+    if (w == "prefill" || w == "prefill-swa" || w == "prefill-full") {
+      const char* name = w == "prefill" ? "ttt-e2e" : w == "prefill-swa" ? "swa" : "full";
+      auto& m = pick(models, name);
       const auto t = tokens(o.prefill_len + 1, m.config().vocab_size, r);
       const std::vector<int32_t> in(t.begin(), t.end() - 1), tg(t.begin() + 1, t.end());
-      what = "TTT-E2E prefill of " + std::to_string(o.prefill_len) + " tokens (bench model)";
+      what = std::string(w == "prefill" ? "TTT-E2E" : w == "prefill-swa" ? "SWA" : "full-attention") + " prefill of " +
+             std::to_string(o.prefill_len) + " tokens (bench model)";
       work = [&m, in, tg] { e2e::prefill(m, in, tg); };
     } else if (w == "decode") {
       auto& m = pick(models, "ttt-e2e");
@@ -79,12 +81,14 @@ void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progr
         train::train_step(m, *opt, {seq}, to, 200);
       };
     } else {
-      throw std::invalid_argument("--workload: unknown workload '" + w + "' (prefill, decode, meta, pretrain)");
+      throw std::invalid_argument("--workload: unknown workload '" + w +
+                                  "' (prefill, prefill-swa, prefill-full, decode, meta, pretrain)");
     }
     if (progress) std::fprintf(progress, "  %s: warm-up...\n", w.c_str());
     work();
     if (progress) std::fprintf(progress, "  %s: profiled run...\n", w.c_str());
     profile::reset();
+    profile::by_shape(o.by_shape);
     profile::enable(true);
     const auto t0 = std::chrono::steady_clock::now();
     try {
@@ -96,7 +100,15 @@ void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progr
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     profile::enable(false);
     std::fprintf(out, "\n### %s: %.3f s\n\n", what.c_str(), wall);
-    profile::print(profile::snapshot(), wall, peak, out);
+    auto ops = profile::snapshot();
+    if (o.top > 0 && static_cast<int>(ops.size()) > o.top) {
+      double rest = 0;
+      for (size_t i = static_cast<size_t>(o.top); i < ops.size(); ++i) rest += ops[i].seconds;
+      ops.resize(static_cast<size_t>(o.top));
+      std::fprintf(out, "(the %d slowest ops; the others took %.4f s)\n\n", o.top, rest);
+      ops.push_back({"(the other ops)", 0, rest, 0, 0});
+    }
+    profile::print(ops, wall, peak, out);
   }
 }
 

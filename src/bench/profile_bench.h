@@ -16,6 +16,8 @@ struct ProfileOptions {
   int64_t decode_context = 8192;
   int decode_tokens = 64;
   uint64_t seed = 1;
+  bool by_shape = false;  // matrix products one row per shape
+  int top = 0;            // print only the first N rows (0: all)
 };
 
 void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progress);

@@ -144,7 +144,7 @@ void register_bench(CLI::App& app, Registry& reg) {
 
   auto* pr = bench_app->add_subcommand(
       "profile", "Where the time goes, by backend op: TTT-E2E prefill, decode, meta-gradient step, SWA pretrain step");
-  pr->add_option("--workload", g_profile.workloads, "prefill, decode, meta, pretrain (comma list)")
+  pr->add_option("--workload", g_profile.workloads, "prefill (TTT-E2E), prefill-swa, prefill-full, decode, meta, pretrain (comma list)")
       ->delimiter(',')
       ->capture_default_str();
   pr->add_option("--prefill-len", g_profile.prefill_len, "prefill tokens")->capture_default_str()->check(CLI::Range(1, 1 << 22));
@@ -158,6 +158,8 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   pr->add_option("--seed", g_profile.seed, "seed of the models and tokens")->capture_default_str();
+  pr->add_flag("--by-shape", g_profile.by_shape, "one row per matrix-product shape");
+  pr->add_option("--top", g_profile.top, "print only the N slowest rows (0: all)")->capture_default_str();
   reg.push_back({pr, [] {
                    bench::run_profile_bench(g_profile, stdout, stderr);
                    return 0;
