@@ -59,6 +59,23 @@ TEST_P(Bf16Kernel, GemvAndGemmMatchFloat64OfTheRoundedWeights) {
         }
 }
 
+// One-row float32 products (decoding) run the same GEMV kernels with float32 weights.
+TEST_P(Bf16Kernel, OneRowFloat32ProductsMatchFloat64) {
+  Rng rng(8);
+  for (int64_t k : {1, 15, 16, 17, 64, 131, 700})
+    for (int64_t n : {1, 3, 17, 128, 130, 300})
+      for (bool tb : {false, true}) expect_product(randn({1, k}, rng, 1.0), randn(tb ? Shape{n, k} : Shape{k, n}, rng, 1.0), tb);
+  // A batch of one-row products with a broadcast weight.
+  const Tensor a = randn({4, 1, 33}, rng, 1.0), w = randn({33, 19}, rng, 1.0);
+  const auto c = matmul(a, w).to_vector(), av = a.to_vector(), wv = w.to_vector();
+  for (int64_t b = 0; b < 4; ++b)
+    for (int64_t j = 0; j < 19; ++j) {
+      double ref = 0;
+      for (int64_t p = 0; p < 33; ++p) ref += av[static_cast<size_t>(b * 33 + p)] * wv[static_cast<size_t>(p * 19 + j)];
+      EXPECT_NEAR(c[static_cast<size_t>(b * 19 + j)], ref, 1e-4);
+    }
+}
+
 TEST_P(Bf16Kernel, LargePanelsAndNonFinite) {
   Rng rng(9);
   // More than one widening panel (about 1M weights each) in both layouts.
