@@ -1,6 +1,9 @@
 // `ttt bench <mode>`: benchmarks. `ttt bench ops` times every differentiable op at the model's
 // shapes and prints a Markdown table (src/bench/op_bench.h explains the method).
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -11,6 +14,9 @@
 #include "bench/op_bench.h"
 #include "bench/profile_bench.h"
 #include "bench/train_bench.h"
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include "cli/commands.h"
 #include "io/atomic_file.h"
 
@@ -141,6 +147,37 @@ void register_bench(CLI::App& app, Registry& reg) {
   tr->add_option("--steps", g_train_bench.steps, "timed steps (after one warm-up)")->capture_default_str();
   tr->add_flag("--no-remat", g_train_bench_no_remat, "meta-gradient without per-chunk rematerialization");
   reg.push_back({tr, run_bench_train});
+
+  // The side-by-side with the official JAX code and PyTorch: scripts/bench_compare.sh does the
+  // work (a venv from PyPI, the peers' runs, the interleaving); this finds it and runs it.
+  auto* cmp = bench_app->add_subcommand(
+      "compare",
+      "This engine vs the official JAX code vs PyTorch eager on the bench model (runs scripts/bench_compare.sh; "
+      "its options: --official PATH --quick --repeats N --workloads LIST ..., see --help there)");
+  cmp->allow_extras();
+  cmp->prefix_command();
+  reg.push_back({cmp, [cmp]() -> int {
+                   namespace fs = std::filesystem;
+                   std::vector<fs::path> roots;
+                   std::error_code ec;
+                   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+                   if (!ec) roots.push_back(exe.parent_path().parent_path());
+                   roots.push_back(TTT_SOURCE_DIR);
+                   for (const auto& r : roots) {
+                     const fs::path script = r / "scripts" / "bench_compare.sh";
+                     if (!fs::is_regular_file(script)) continue;
+                     std::vector<std::string> args = {"bash", script.string()};
+                     for (const auto& x : cmp->remaining()) args.push_back(x);
+                     std::vector<char*> argv;
+                     for (auto& x : args) argv.push_back(x.data());
+                     argv.push_back(nullptr);
+                     std::fflush(stdout);
+                     ::execvp("bash", argv.data());
+                     throw std::runtime_error("bench compare: cannot run bash: " + std::string(std::strerror(errno)));
+                   }
+                   throw std::runtime_error("bench compare: scripts/bench_compare.sh not found beside the binary or in " +
+                                            std::string(TTT_SOURCE_DIR));
+                 }});
 
   auto* pr = bench_app->add_subcommand(
       "profile", "Where the time goes, by backend op: TTT-E2E prefill, decode, meta-gradient step, SWA pretrain step");
