@@ -185,10 +185,11 @@ TEST(ExactStore, AWriterKilledMidAppendLeavesWholeCommittedAppends) {
   const std::string path = (d.p / "killed.db").string();
   memory::StoreOptions o;
   o.span_tokens = 16;
-  // Batch k holds 97 tokens of value (k * 7 + i) % 1000: any torn batch would show.
+  // Batch k holds 97 tokens whose ids are their positions (mod 50000): a torn or reordered batch
+  // would show, and every span's terms are its own (retrieval below is unambiguous).
   auto batch = [](int64_t k) {
     std::vector<int32_t> v(97);
-    for (int i = 0; i < 97; ++i) v[static_cast<size_t>(i)] = static_cast<int32_t>((k * 7 + i) % 1000);
+    for (int i = 0; i < 97; ++i) v[static_cast<size_t>(i)] = static_cast<int32_t>((k * 97 + i) % 50000);
     return v;
   };
   const pid_t child = ::fork();
@@ -202,7 +203,7 @@ TEST(ExactStore, AWriterKilledMidAppendLeavesWholeCommittedAppends) {
     ::_exit(1);
   }
   // Let it write for a while (at least a few batches), then kill it mid-flight.
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < 500; ++i) {  // up to 10 s on a slow (sanitized, loaded) machine
     ::usleep(20000);
     std::error_code ec;
     if (fs::exists(path + "-wal", ec) && fs::file_size(path + "-wal", ec) > 200000) break;
@@ -221,7 +222,7 @@ TEST(ExactStore, AWriterKilledMidAppendLeavesWholeCommittedAppends) {
   }
   EXPECT_EQ(ids_of(s, 0, s.size() + 1000), want);
   const int64_t n = s.size();
-  s.append(batch(-1 + 1000));
+  s.append(batch(n / 97));
   EXPECT_EQ(s.size(), n + 97);
   // Its index is whole too: a span of the last committed batch is found.
   const auto last = batch(n / 97 - 1);
