@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
 
@@ -112,9 +113,13 @@ class ProfilingBackend final : public Backend {
   void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& out, int64_t batch, int64_t m,
               int64_t n, int64_t k, int64_t stride_a, int64_t stride_b) override {
     std::string op = m == 1 ? "matmul gemv (1 row)" : batch > 1 ? "matmul batched" : "matmul gemm";
-    if (g_shapes.load(std::memory_order_relaxed))
-      op += " " + std::to_string(batch) + "x[" + std::to_string(m) + "," + std::to_string(k) + "]" + (ta ? "^T" : "") + "x[" +
-            std::to_string(k) + "," + std::to_string(n) + "]" + (tb ? "^T" : "");
+    if (g_shapes.load(std::memory_order_relaxed)) {
+      char shape[128];
+      std::snprintf(shape, sizeof shape, " %lldx[%lld,%lld]%sx[%lld,%lld]%s", static_cast<long long>(batch),
+                    static_cast<long long>(m), static_cast<long long>(k), ta ? "^T" : "", static_cast<long long>(k),
+                    static_cast<long long>(n), tb ? "^T" : "");
+      op.append(shape);
+    }
     Timer t(op, 2.0 * static_cast<double>(batch) * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k),
             bytes_of(a) + bytes_of(b) + bytes_of(out));
     in_.matmul(a, ta, b, tb, out, batch, m, n, k, stride_a, stride_b);

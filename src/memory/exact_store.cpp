@@ -76,11 +76,31 @@ class Stmt {
   sqlite3_stmt* s_ = nullptr;
 };
 
+// The FTS terms of token ids: "t<id>" per token, "b<id>x<next>" per adjacent pair. Built by
+// appends (GCC 12 reports a false -Wrestrict on chains of string + char*).
+std::string unigram(int32_t id) {
+  std::string t(1, 't');
+  t.append(std::to_string(id));
+  return t;
+}
+
+std::string bigram(int32_t a, int32_t b) {
+  std::string t(1, 'b');
+  t.append(std::to_string(a));
+  t.push_back('x');
+  t.append(std::to_string(b));
+  return t;
+}
+
 std::string span_terms(const std::vector<int32_t>& ids) {
   std::string t;
   for (size_t i = 0; i < ids.size(); ++i) {
-    t += "t" + std::to_string(ids[i]) + " ";
-    if (i + 1 < ids.size()) t += "b" + std::to_string(ids[i]) + "x" + std::to_string(ids[i + 1]) + " ";
+    t.append(unigram(ids[i]));
+    t.push_back(' ');
+    if (i + 1 < ids.size()) {
+      t.append(bigram(ids[i], ids[i + 1]));
+      t.push_back(' ');
+    }
   }
   return t;
 }
@@ -307,8 +327,8 @@ std::vector<RecalledSpan> ExactStore::retrieve(const std::vector<int32_t>& query
                           : 0;
   std::set<std::string> terms;
   for (size_t i = from; i < query.size(); ++i) {
-    terms.insert("t" + std::to_string(query[i]));
-    if (i + 1 < query.size()) terms.insert("b" + std::to_string(query[i]) + "x" + std::to_string(query[i + 1]));
+    terms.insert(unigram(query[i]));
+    if (i + 1 < query.size()) terms.insert(bigram(query[i], query[i + 1]));
   }
   std::string match;
   for (const auto& t : terms) match += (match.empty() ? "" : " OR ") + t;
