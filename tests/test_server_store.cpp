@@ -45,6 +45,14 @@ struct TempDir {
   }
 };
 
+server::StoreOptions store_options(const std::string& dir, int64_t resident, int64_t snapshots) {
+  server::StoreOptions o;
+  o.state_dir = dir;
+  o.max_resident = resident;
+  o.max_snapshots = snapshots;
+  return o;
+}
+
 int status_of(const std::function<void()>& f) {
   try {
     f();
@@ -210,7 +218,7 @@ int64_t feed(inference::Session& s, const std::vector<int32_t>& t) {
 
 TEST(ServerStore, VersionsIfMatchTenantsAndFailedMutations) {
   const auto m = model::Model::init(session_config(true), 5);
-  SessionStore st(m, StoreOptions{});
+  SessionStore st(m, StoreOptions());
   const auto a = st.create("alice", "{\"k\":1}");
   EXPECT_EQ(a.version, 0);
   EXPECT_EQ(a.position, 0);
@@ -251,7 +259,7 @@ TEST(ServerStore, VersionsIfMatchTenantsAndFailedMutations) {
 TEST(ServerStore, SnapshotsRestoreRetentionAndImport) {
   const auto m = model::Model::init(session_config(true), 6);
   TempDir d;
-  SessionStore st(m, StoreOptions{d.path, 0, 2});
+  SessionStore st(m, store_options(d.path, 0, 2));
   const auto a = st.create("", "{}");
   const auto toks = seq_tokens(9, 13, 2);
   st.mutate("", a.id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) { return feed(s, toks); });
@@ -285,7 +293,7 @@ TEST(ServerStore, StateSurvivesARestartAndSpilledSessionsReloadExactly) {
   std::vector<std::string> ids;
   std::vector<std::vector<float>> logits;
   {
-    SessionStore st(m, StoreOptions{d.path, 1, 0});  // one resident: the others spill
+    SessionStore st(m, store_options(d.path, 1, 0));  // one resident: the others spill
     for (int k = 0; k < 3; ++k) {
       ids.push_back(st.create("t", "{}").id);
       st.mutate("t", ids.back(), std::nullopt, "ingest",
@@ -297,7 +305,7 @@ TEST(ServerStore, StateSurvivesARestartAndSpilledSessionsReloadExactly) {
   }
   // Planted leftovers of a killed mutation: an unreferenced state file.
   { std::ofstream(d.path + "/states/" + ids[0] + ".v2.state") << "half"; }
-  SessionStore st(m, StoreOptions{d.path, 0, 0});
+  SessionStore st(m, store_options(d.path, 0, 0));
   EXPECT_FALSE(fs::exists(d.path + "/states/" + ids[0] + ".v2.state"));
   for (size_t k = 0; k < ids.size(); ++k) {
     const auto info = st.get("t", ids[k]);
@@ -309,7 +317,7 @@ TEST(ServerStore, StateSurvivesARestartAndSpilledSessionsReloadExactly) {
   ASSERT_NE(st.database(), nullptr);
   EXPECT_EQ(st.database()->audit(ids[0]).size(), 3u);  // create, ingest, snapshot
   // Memory only, with spilling.
-  SessionStore mem(m, StoreOptions{"", 1, 0});
+  SessionStore mem(m, store_options("", 1, 0));
   std::vector<std::string> mids;
   for (int k = 0; k < 3; ++k) {
     mids.push_back(mem.create("t", "{}").id);
@@ -323,7 +331,7 @@ TEST(ServerStore, StateSurvivesARestartAndSpilledSessionsReloadExactly) {
 // ---- the exact store of each session (issue 13) ----
 
 StoreOptions exact_on(const std::string& dir) {
-  StoreOptions o{dir, 0, 0};
+  StoreOptions o = store_options(dir, 0, 0);
   o.exact_store = true;
   o.exact.span_tokens = 4;
   return o;
@@ -433,7 +441,7 @@ TEST(ServerExactStore, GenerateWithRecallNeverChangesTheSessionUnlessCommitted) 
     const std::vector<int32_t> prompt(toks.begin() + 4, toks.begin() + 10);
     const auto rr = inference::recall(w, *ex, prompt, ro);
     EXPECT_GT(rr.tokens, 0);
-  });
+  }, /*with_exact=*/true);
   EXPECT_EQ(store_logits(st, "t", a.id), before);
   EXPECT_EQ(st.get("t", a.id).version, 1);
   EXPECT_EQ(store_ids(st, "t", a.id, d.path), toks);

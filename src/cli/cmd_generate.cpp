@@ -127,25 +127,13 @@ int run_generate() {
   go.max_new_tokens = a.max_new_tokens;
   go.sampling = a.sampling;
   go.feed_last = !a.state_out.empty();  // a saved state has read its whole answer
-  std::vector<int32_t> generated;
-  if (ro.k > 0) {
-    // Recall on a fork: the session itself reads only the prompt and the answer (when kept).
-    inference::Session w = s.fork();
-    w.set_nll_observer({});
-    const auto rr = inference::recall(w, *store, prompt, ro);
+  // Recall on a fork: the session itself reads only the prompt and the answer (when kept).
+  inference::RecallResult rr;
+  const std::vector<int32_t> generated =
+      inference::generate_with_recall(s, store.get(), prompt, go, ro, {}, &rr).tokens;
+  if (ro.k > 0)
     std::fprintf(stderr, "recall: %zu stretches, %lld tokens, %s mode, %.3f s\n", rr.spans.size(),
                  static_cast<long long>(rr.tokens), inference::recall_mode_name(ro.mode), rr.seconds);
-    auto gw = go;
-    gw.feed_last = false;
-    generated = inference::generate(w, prompt, gw).tokens;
-    if (!a.state_out.empty()) {
-      std::vector<int32_t> read = prompt;
-      read.insert(read.end(), generated.begin(), generated.end());
-      s.feed(read);
-    }
-  } else {
-    generated = inference::generate(s, prompt, go).tokens;
-  }
   if (store && !a.state_out.empty()) {
     std::vector<int32_t> read = prompt;
     read.insert(read.end(), generated.begin(), generated.end());

@@ -12,8 +12,8 @@ namespace ttt::eval {
 
 namespace {
 
-// Reads `prompt` into s, then returns the mean NLL of `probe[1..]` predicted one token at a time
-// after probe[0]'s predecessor: targets are probe[0..n) given everything before each.
+// Reads `prompt` into s, then returns the mean NLL of probe[0..n), each predicted from everything
+// before it (teacher-forced, one decode step per token).
 double probe_nll(inference::Session& s, const std::vector<int32_t>& prompt, const std::vector<int32_t>& probe) {
   std::vector<float> logits = s.feed(prompt);
   double sum = 0;
@@ -26,32 +26,29 @@ double probe_nll(inference::Session& s, const std::vector<int32_t>& prompt, cons
 
 }  // namespace
 
+namespace {
+
+// One document's probe NLL for a variant: at probe j, or the mean over its probes (j < 0).
+double doc_value(const std::vector<double>& doc, int64_t j) {
+  if (j >= 0) return doc[static_cast<size_t>(j)];
+  double s = 0;
+  for (double x : doc) s += x;
+  return s / static_cast<double>(doc.size());
+}
+
+}  // namespace
+
 Interval RecallLossResult::mean(size_t variant, int64_t probe) const {
   std::vector<double> v;
-  for (const auto& doc : nll[variant]) {
-    if (probe >= 0) {
-      v.push_back(doc[static_cast<size_t>(probe)]);
-    } else {
-      double s = 0;
-      for (double x : doc) s += x;
-      v.push_back(s / static_cast<double>(doc.size()));
-    }
-  }
+  for (const auto& doc : nll[variant]) v.push_back(doc_value(doc, probe));
   return v.empty() ? Interval{std::nan(""), 0, 0, 0} : bootstrap_mean(v);
 }
 
 Interval RecallLossResult::difference(size_t variant, int64_t probe) const {
   std::vector<double> a, b;
   for (size_t d = 0; d < nll[variant].size(); ++d) {
-    auto pick = [&](size_t var) {
-      const auto& doc = nll[var][d];
-      if (probe >= 0) return doc[static_cast<size_t>(probe)];
-      double s = 0;
-      for (double x : doc) s += x;
-      return s / static_cast<double>(doc.size());
-    };
-    a.push_back(pick(variant));
-    b.push_back(pick(0));
+    a.push_back(doc_value(nll[variant][d], probe));
+    b.push_back(doc_value(nll[0][d], probe));
   }
   return a.empty() ? Interval{std::nan(""), 0, 0, 0} : bootstrap_paired_difference(a, b, {});
 }

@@ -61,4 +61,25 @@ RecallResult recall(Session& s, const memory::ExactStore& store, const std::vect
   return r;
 }
 
+GenerateResult generate_with_recall(Session& s, const memory::ExactStore* store, const std::vector<int32_t>& prompt,
+                                    const GenerateOptions& go, const RecallOptions& o, const TokenCallback& on_token,
+                                    RecallResult* rr) {
+  if (o.k <= 0 || !store) return generate(s, prompt, go, on_token);
+  if (prompt.empty()) throw std::invalid_argument("recall needs a prompt to recall for");
+  auto answer = [&](Session& w) {
+    const RecallResult got = recall(w, *store, prompt, o);
+    if (rr) *rr = got;
+    GenerateOptions gw = go;
+    gw.feed_last = false;
+    return generate(w, prompt, gw, on_token);
+  };
+  if (!go.feed_last) return answer(s);
+  Session w = s.fork();
+  GenerateResult r = answer(w);
+  std::vector<int32_t> read = prompt;
+  read.insert(read.end(), r.tokens.begin(), r.tokens.end());
+  s.feed(read);
+  return r;
+}
+
 }  // namespace ttt::inference

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "inference/generation.h"
 #include "inference/session.h"
 #include "memory/exact_store.h"
 
@@ -43,5 +44,15 @@ int64_t recall_horizon(const Session& s);
 // review step's last token).
 RecallResult recall(Session& s, const memory::ExactStore& store, const std::vector<int32_t>& prompt,
                     const RecallOptions& o);
+
+// generate() with recall first, as `ttt generate --recall` and the server's requests run it.
+// Without recall (o.k == 0 or no store) it is generate(s, prompt, go, on_token). With recall the
+// answer comes from a fork of s that recalled; then, when go.feed_last (the session is kept),
+// s reads the prompt and the answer only, so recall itself never enters it. Without feed_last
+// s is scratch, as generate leaves it: the recall is applied to it directly. `rr` (optional)
+// receives what was recalled.
+GenerateResult generate_with_recall(Session& s, const memory::ExactStore* store, const std::vector<int32_t>& prompt,
+                                    const GenerateOptions& go, const RecallOptions& o,
+                                    const TokenCallback& on_token = {}, RecallResult* rr = nullptr);
 
 }  // namespace ttt::inference

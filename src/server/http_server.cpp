@@ -206,14 +206,6 @@ class Server {
   inference::GenerateOptions gen_options(const Fields& f, const std::string& max_key, int64_t default_max) const;
   // The "recall" field of generate and completions: {"k", "mode", "query_tokens"} (k 0: off).
   inference::RecallOptions recall_options(const Fields& f) const;
-  // Generates for `prompt` on s. With recall (ro.k > 0 and a store) the answer comes from a fork
-  // that recalled first; s then reads only the prompt and the answer when keep (a commit), and
-  // nothing otherwise: recall itself never enters a session. rr: what was recalled.
-  inference::GenerateResult generate_with_recall(inference::Session& s, const memory::ExactStore* ex,
-                                                 const std::vector<int32_t>& prompt, const inference::GenerateOptions& go,
-                                                 const inference::RecallOptions& ro, bool keep,
-                                                 const inference::TokenCallback& cb,
-                                                 std::optional<inference::RecallResult>& rr) const;
   std::string detok(const std::vector<int32_t>& ids, size_t from) const;
   Metrics::Gauges gauges();
 
@@ -372,29 +364,6 @@ inference::RecallOptions Server::recall_options(const Fields& f) const {
   return r;
 }
 
-inference::GenerateResult Server::generate_with_recall(inference::Session& s, const memory::ExactStore* ex,
-                                                      const std::vector<int32_t>& prompt,
-                                                      const inference::GenerateOptions& go,
-                                                      const inference::RecallOptions& ro, bool keep,
-                                                      const inference::TokenCallback& cb,
-                                                      std::optional<inference::RecallResult>& rr) const {
-  if (ro.k <= 0 || !ex) return inference::generate(s, prompt, go, cb);
-  if (prompt.empty()) throw bad_request("recall needs a prompt to recall for");
-  auto answer = [&](inference::Session& w) {
-    rr = inference::recall(w, *ex, prompt, ro);
-    auto gw = go;
-    gw.feed_last = false;
-    return inference::generate(w, prompt, gw, cb);
-  };
-  if (!keep) return answer(s);  // s is a throwaway fork already
-  inference::Session w = s.fork();
-  auto r = answer(w);
-  std::vector<int32_t> read = prompt;
-  read.insert(read.end(), r.tokens.begin(), r.tokens.end());
-  s.feed(read);
-  return r;
-}
-
 json recall_json(const inference::RecallResult& rr) {
   json spans = json::array();
   for (const auto& sp : rr.spans)
@@ -531,7 +500,8 @@ void Server::generate(Ctx& c, const std::string& id) {
         if (on_token) on_token(sofar);
         return true;
       };
-      r = generate_with_recall(s, ex, prompt, go, ro, commit, cb, rr);
+      if (ro.k > 0) rr.emplace();
+      r = inference::generate_with_recall(s, ex, prompt, go, ro, cb, rr ? &*rr : nullptr);
       metrics_.prompt(r.prompt_tokens);
       metrics_.generated(static_cast<int64_t>(r.tokens.size()));
       metrics_.ttt_steps(r.ttt_steps);
@@ -548,7 +518,7 @@ void Server::generate(Ctx& c, const std::string& id) {
         inference::Session s = cur.fork();  // the session itself is left exactly as it was
         work(s, ex);
         info = i;
-      });
+      }, /*with_exact=*/ro.k > 0);
     }
     json j = {{"tokens", r.tokens}, {"finish_reason", inference::stop_reason_name(r.stop)}, {"session", session_json(info)}};
     if (rr) j["recall"] = recall_json(*rr);
@@ -641,7 +611,8 @@ void Server::completions(Ctx& c) {
       const auto prompt = resolve(in, s.position() == 0);
       std::vector<int32_t> sofar;
       size_t emitted = 0;
-      r = generate_with_recall(s, ex, prompt, go, ro, /*keep=*/session.has_value(), [&](int32_t t, int64_t) {
+      if (ro.k > 0) rr.emplace();
+      r = inference::generate_with_recall(s, ex, prompt, go, ro, [&](int32_t t, int64_t) {
         sofar.push_back(t);
         text = detok(sofar, 0);
         for (auto& st : stops) {
@@ -658,7 +629,7 @@ void Server::completions(Ctx& c) {
           emitted = end;
         }
         return !stopped;
-      }, rr);
+      }, rr ? &*rr : nullptr);
       if (on_text && text.size() > emitted) on_text(text.substr(emitted));
       metrics_.prompt(r.prompt_tokens);
       metrics_.generated(static_cast<int64_t>(r.tokens.size()));
@@ -868,7 +839,7 @@ void Server::routes() {
           if (tok_) j["text"] = detok(sp.tokens, 0);
           data.push_back(j);
         }
-      });
+      }, /*with_exact=*/true);
       send_json(c.res, 200, {{"object", "list"}, {"data", data}});
     });
   });

@@ -456,7 +456,7 @@ SessionInfo SessionStore::mutate(const std::string& tenant, const std::string& i
   return info;
 }
 
-void SessionStore::read(const std::string& tenant, const std::string& id, const ReadFn& fn) {
+void SessionStore::read(const std::string& tenant, const std::string& id, const ReadFn& fn, bool with_exact) {
   {
     std::unique_lock<std::mutex> lk;
     auto e = lock(tenant, id, lk);
@@ -468,7 +468,7 @@ void SessionStore::read(const std::string& tenant, const std::string& id, const 
       info = e->info;
     }
     // Possibly ahead of the position (a failed request): recall reads only before the window.
-    auto ex = open_exact(id);
+    auto ex = with_exact ? open_exact(id) : nullptr;
     fn(s, info, ex.get());
   }
   evict_if_needed(nullptr);

@@ -99,10 +99,11 @@ class SessionStore {
   using MutateFn = std::function<int64_t(inference::Session&, const memory::ExactStore*)>;
   SessionInfo mutate(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match,
                      const std::string& op, const MutateFn& fn);
-  // A read under the session's lock: fn sees the current state, its info and its exact store
-  // (null when off; fn must not keep references). Used by generate with commit false (fn forks).
+  // A read under the session's lock: fn sees the current state, its info and, when with_exact,
+  // its exact store (otherwise, or when the store is off, null; fn must not keep references).
+  // Used by generate with commit false (fn forks) and by recall.
   using ReadFn = std::function<void(const inference::Session&, const SessionInfo&, const memory::ExactStore*)>;
-  void read(const std::string& tenant, const std::string& id, const ReadFn& fn);
+  void read(const std::string& tenant, const std::string& id, const ReadFn& fn, bool with_exact = false);
 
   SessionInfo fork(const std::string& tenant, const std::string& id);
   SessionInfo reset(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match);
