@@ -4,6 +4,7 @@
 
 #include "gradcheck.h"
 #include "kernels/attention.h"
+#include "backend/thread_pool.h"
 #include "model/model.h"
 
 namespace ttt::test {
@@ -362,6 +363,64 @@ std::vector<OpCase> all_cases() {
     cs.push_back(mixer_case("swa_mixer", a));
   }
   return cs;
+}
+
+// The fused attention against its composite form in float64, on shapes the small op cases
+// above do not reach: several query tiles, heads not a multiple of the thread count (private
+// key accumulators), sliding windows with a cache, and bands wider than one key block (the
+// second-order kernel then recomputes its blocks). Values, first derivatives (the fused
+// backward) and second derivatives (the fused backward of the backward, the path the
+// meta-gradient takes) must agree to rounding; a third derivative runs through the composite
+// fallback of the fused backward's backward.
+struct AttnCase {
+  int64_t tq, tk, heads, dim, window;
+};
+
+void expect_close(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_TRUE(a.defined() && b.defined()) << what;
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  EXPECT_LT(rel_err(a.to_vector(), b.to_vector()), 1e-11) << what;
+}
+
+TEST(FusedAttentionSecondOrder, MatchesCompositeInFloat64) {
+  const int saved = num_threads();
+  for (const AttnCase c : {AttnCase{300, 300, 3, 8, 0}, AttnCase{260, 260 + 70, 3, 4, 100}, AttnCase{130, 130, 2, 6, 7},
+                           AttnCase{5, 2200, 1, 4, 0}, AttnCase{150, 2300, 2, 4, 2250}}) {
+    for (int nt : {1, 2, 4}) {
+      set_num_threads(nt);
+      SCOPED_TRACE(::testing::Message() << "tq " << c.tq << " tk " << c.tk << " H " << c.heads << " D " << c.dim
+                                        << " window " << c.window << " threads " << nt);
+      Rng r(static_cast<uint64_t>(c.tq * 31 + c.tk + nt));
+      const Tensor q = rn(r, {c.tq, c.heads, c.dim}).set_requires_grad(true);
+      const Tensor k = rn(r, {c.tk, c.heads, c.dim}).set_requires_grad(true);
+      const Tensor v = rn(r, {c.tk, c.heads, c.dim}).set_requires_grad(true);
+      const Tensor g = rn(r, {c.tq, c.heads, c.dim}).set_requires_grad(true);
+      const Tensor aq = rn(r, {c.tq, c.heads, c.dim}), ak = rn(r, {c.tk, c.heads, c.dim}),
+                   av = rn(r, {c.tk, c.heads, c.dim});
+      AttentionOptions o;
+      o.window = c.window;
+      o.q_pos0 = 3 + c.tk - c.tq;
+      o.k_pos0 = 3;
+      std::vector<std::vector<Tensor>> res;
+      for (int fused = 0; fused < 2; ++fused) {
+        const Tensor out = fused ? attention(q, k, v, o) : attention_composite(q, k, v, o);
+        auto d = grad({out}, {q, k, v}, {g}, /*create_graph=*/true);
+        const Tensor inner = add(add(sum(mul(d[0], aq)), sum(mul(d[1], ak))), sum(mul(d[2], av)));
+        // Without a graph: the fused second-order kernel. With one: its composite fallback, and
+        // a third derivative along one direction, d/dq of <d2_q, aq>.
+        auto d2 = grad({inner}, {q, k, v, g});
+        auto d2g = grad({inner}, {q, k, v, g}, {}, /*create_graph=*/true);
+        std::vector<Tensor> all = {out.detach(), d[0].detach(), d[1].detach(), d[2].detach()};
+        for (auto& t : d2) all.push_back(t);
+        all.push_back(d2g[3].detach());
+        all.push_back(grad({sum(mul(d2g[0], aq))}, {q})[0]);
+        res.push_back(all);
+      }
+      const char* names[] = {"output", "dq", "dk", "dv", "d2 q", "d2 k", "d2 v", "d2 dout", "d2 dout with a graph", "d3 q"};
+      for (size_t i = 0; i < res[0].size(); ++i) expect_close(res[1][i], res[0][i], names[i]);
+    }
+  }
+  set_num_threads(saved);
 }
 
 class OpCheck : public ::testing::TestWithParam<size_t> {};

@@ -906,6 +906,66 @@ std::vector<Tensor> attention_backward_composite(const Tensor& q, const Tensor& 
   }
   return {dq, dk, dv};
 }
+
+// The backward of attention's backward from differentiable ops (kernels/attention.h gives the
+// formulas): used for third and higher derivatives, where the fused kernel's result must itself
+// carry a graph. Materializes [H, Tq, Tk] matrices.
+std::vector<Tensor> attention_backward_backward_composite(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                          const Tensor& g, const Tensor& aq, const Tensor& ak,
+                                                          const Tensor& av, const kernels::AttentionShape& s) {
+  const Tensor qh = heads_first(q), kh = heads_first(k), vh = heads_first(v), gh = heads_first(g);
+  const Tensor aqh = heads_first(aq), akh = heads_first(ak), avh = heads_first(av);
+  const Tensor p = masked_softmax(mul_scalar(matmul(qh, kh, false, true), s.scale), s);
+  const Tensor dp = matmul(gh, vh, false, true);
+  const Tensor d = sum(mul(p, dp), -1, true);
+  const Tensor b = mul_scalar(add(matmul(aqh, kh, false, true), matmul(qh, akh, false, true)), s.scale);
+  const Tensor x = matmul(gh, avh, false, true);
+  const Tensor e = sum(mul(p, b), -1, true);
+  const Tensor dp_d = sub(dp, d);
+  const Tensor ds = mul(p, dp_d);
+  const Tensor c = mul(p, sub(b, e));
+  const Tensor y = sub(add(x, mul(b, dp_d)), mul(e, dp));
+  const Tensor z = mul(p, sub(y, sum(mul(p, y), -1, true)));
+  const Tensor gq = mul_scalar(add(matmul(ds, akh), matmul(z, kh)), s.scale);
+  const Tensor gk = mul_scalar(add(matmul(ds, aqh, true, false), matmul(z, qh, true, false)), s.scale);
+  const Tensor gv = matmul(c, gh, true, false);
+  const Tensor gg = add(matmul(c, vh), matmul(p, avh));
+  return {heads_first(gq), heads_first(gk), heads_first(gv), heads_first(gg)};
+}
+
+// dq, dk and dv of attention as one differentiable op, for gradients that are differentiated
+// again (the meta-gradient through the inner step): one tensor [Tq + 2 Tk, H, D] filled by the
+// fused backward kernel, whose own backward is the fused attention_backward_backward kernel.
+// The caller takes the three row ranges as slices. `o` and `lse` are the forward's results
+// (values only: the second-order formulas recompute everything they depend on).
+Tensor attention_backward_packed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                 const Tensor& lse, const Tensor& g, const kernels::AttentionShape& s) {
+  const int64_t tq = s.tq, tk = s.tk;
+  Tensor packed = Tensor::empty({tq + 2 * tk, s.heads, s.head_dim}, q.dtype(), q.device());
+  be(q).attention_backward(s, dense(q), dense(k), dense(v), o, lse, dense(g), slice(packed, 0, 0, tq),
+                           slice(packed, 0, tq, tq + tk), slice(packed, 0, tq + tk, tq + 2 * tk));
+  if (needs_graph({&q, &k, &v, &g})) {
+    record(packed, "attention_backward", {q, k, v, g},
+           [q, k, v, o, lse, g, s](const Tensor& gp, const Tensor&, const std::vector<bool>& n) {
+             const int64_t tq = s.tq, tk = s.tk;
+             const Tensor aq = dense(slice(gp, 0, 0, tq)), ak = dense(slice(gp, 0, tq, tq + tk)),
+                          av = dense(slice(gp, 0, tq + tk, tq + 2 * tk));
+             std::vector<Tensor> out;
+             if (grad_enabled()) {
+               out = attention_backward_backward_composite(q, k, v, g, aq, ak, av, s);
+             } else {
+               out = {Tensor::empty(q.shape(), q.dtype(), q.device()), Tensor::empty(k.shape(), k.dtype(), k.device()),
+                      Tensor::empty(v.shape(), v.dtype(), v.device()), Tensor::empty(g.shape(), g.dtype(), g.device())};
+               be(q).attention_backward_backward(s, dense(q), dense(k), dense(v), o, lse, dense(g), aq, ak, av,
+                                                 out[0], out[1], out[2], out[3]);
+             }
+             for (size_t i = 0; i < out.size(); ++i)
+               if (!n[i]) out[i] = Tensor();
+             return out;
+           });
+  }
+  return packed;
+}
 }  // namespace
 
 Tensor attention_composite(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
@@ -923,7 +983,12 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   be(q).attention_forward(s, qc, kc, vc, o, lse);
   if (needs_graph({&q, &k, &v})) {
     record(o, "attention", {q, k, v}, [q, k, v, lse, s](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
-      if (grad_enabled()) return attention_backward_composite(q, k, v, g, s, n);
+      if (grad_enabled()) {  // the gradient will be differentiated: the fused op with a fused backward
+        const Tensor p = attention_backward_packed(q, k, v, dense(out.detach()), lse, g, s);
+        const int64_t tq = s.tq, tk = s.tk;
+        return std::vector<Tensor>{n[0] ? slice(p, 0, 0, tq) : Tensor(), n[1] ? slice(p, 0, tq, tq + tk) : Tensor(),
+                                   n[2] ? slice(p, 0, tq + tk, tq + 2 * tk) : Tensor()};
+      }
       Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());
       Tensor dk = Tensor::empty(k.shape(), k.dtype(), k.device());
       Tensor dv = Tensor::empty(v.shape(), v.dtype(), v.device());

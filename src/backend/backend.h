@@ -68,6 +68,12 @@ class Backend {
                                   const Tensor& v, const Tensor& o, const Tensor& lse,
                                   const Tensor& dout, const Tensor& dq, const Tensor& dk,
                                   const Tensor& dv) = 0;
+  // Second order: gradients with respect to q, k, v and dout of <aq, dq> + <ak, dk> + <av, dv>.
+  virtual void attention_backward_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
+                                           const Tensor& v, const Tensor& o, const Tensor& lse,
+                                           const Tensor& dout, const Tensor& aq, const Tensor& ak,
+                                           const Tensor& av, const Tensor& gq, const Tensor& gk,
+                                           const Tensor& gv, const Tensor& gdout) = 0;
 };
 
 Backend& backend_for(Device device);

@@ -692,6 +692,17 @@ class CpuBackend final : public Backend {
                                      dout.data<T>(), dq.data<T>(), dk.data<T>(), dv.data<T>());
     });
   }
+
+  void attention_backward_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
+                                   const Tensor& v, const Tensor& o, const Tensor& lse, const Tensor& dout,
+                                   const Tensor& aq, const Tensor& ak, const Tensor& av, const Tensor& gq,
+                                   const Tensor& gk, const Tensor& gv, const Tensor& gdout) override {
+    for_dtype(o.dtype(), [&]<class T>() {
+      kernels::attention_backward_backward<T>(s, q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.data<T>(),
+                                              dout.data<T>(), aq.data<T>(), ak.data<T>(), av.data<T>(), gq.data<T>(),
+                                              gk.data<T>(), gv.data<T>(), gdout.data<T>());
+    });
+  }
 };
 
 }  // namespace

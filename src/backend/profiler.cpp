@@ -190,6 +190,15 @@ class ProfilingBackend final : public Backend {
     Timer t("attention_backward", 10.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);
     in_.attention_backward(s, q, k, v, o, lse, dout, dq, dk, dv);
   }
+  void attention_backward_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
+                                   const Tensor& v, const Tensor& o, const Tensor& lse, const Tensor& dout,
+                                   const Tensor& aq, const Tensor& ak, const Tensor& av, const Tensor& gq,
+                                   const Tensor& gk, const Tensor& gv, const Tensor& gdout) override {
+    // Scores, dP, B (two), X, then gq, gk (two each), gdout (two), gv: twelve products per
+    // visible pair when the tile's band fits one key block (the usual case).
+    Timer t("attention_backward_backward", 24.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);
+    in_.attention_backward_backward(s, q, k, v, o, lse, dout, aq, ak, av, gq, gk, gv, gdout);
+  }
 
  private:
   Backend& in_;

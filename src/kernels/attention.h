@@ -30,6 +30,21 @@ template <class T>
 void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o,
                         const T* lse, const T* dout, T* dq, T* dk, T* dv);
 
+// The backward of attention_backward, for second derivatives (the meta-gradient differentiates
+// the inner step's attention backward). With aq, ak, av the adjoints of dq, dk, dv (shapes of q,
+// k, v), writes the gradients of <aq, dq> + <ak, dk> + <av, dv> with respect to q, k, v and dout
+// into gq, gk, gv, gdout (overwritten). Same tiles as the backward: per query tile, one pass
+// gathers two row sums, a second one forms the products; the probabilities are recomputed from
+// lse per key block (kept when the tile's band fits one block), never for the whole sequence.
+// Per head, with P the probabilities, dP = dO V^T, D = rowsum(dO * O) and scale s:
+//   B = s (Aq K^T + Q Ak^T), X = dO Av^T, E = rowsum(P * B), F = rowsum(P * (X + B * dP)) - 2 D E
+//   dS = P (dP - D), C = P (B - E), Z = P (X + B (dP - D) - E dP - F)
+//   gq = s (dS Ak + Z K), gk = s (dS^T Aq + Z^T Q), gv = C^T dO, gdout = C V + P Av.
+template <class T>
+void attention_backward_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o,
+                                 const T* lse, const T* dout, const T* aq, const T* ak, const T* av, T* gq,
+                                 T* gk, T* gv, T* gdout);
+
 // Straightforward O(Tq*Tk)-memory reference used by tests (same contract as above).
 template <class T>
 void attention_forward_reference(const AttentionShape& s, const T* q, const T* k, const T* v,

@@ -17,6 +17,10 @@
 // ranges: with H a multiple of the thread count each item is a head and accumulates straight
 // into dk/dv; otherwise each head's queries are cut into chunks of equal work, every chunk
 // accumulates into its own buffer over its key band, and the buffers are summed at the end.
+//
+// Backward of the backward (attention.h): the same work items and the same split of the
+// key-indexed outputs (gk, gv play the roles of dk, dv); per query tile, a first sweep over the
+// key blocks gathers the row sums E and F, a second one forms the products.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -43,7 +47,7 @@ constexpr int64_t kKeyBlock = 2048;  // keys per online-softmax block (S scratch
 // Per-thread scratch, one buffer per slot and element type.
 template <class T>
 T* scratch(int slot, size_t n) {
-  thread_local std::vector<T> bufs[4];
+  thread_local std::vector<T> bufs[8];
   auto& b = bufs[slot];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -326,26 +330,26 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
   });
 }
 
-template <class T>
-void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o,
-                        const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+namespace {
+
+// Runs range(h, r0, r1, kacc, vacc, kbase, ldb) over every head and its query rows [r0, r1).
+// Two key-indexed outputs (ko, vo: [Tk, H, D], zeroed here) receive what the ranges accumulate
+// for keys [kbase, ...) into kacc/vacc (leading dimension ldb): straight into ko/vo when work
+// items are whole heads, else into private zeroed buffers that are summed at the end.
+template <class T, class Range>
+void for_each_query_range(const AttentionShape& s, const Vis& vis, T* ko, T* vo, const Range& range) {
   const int64_t H = s.heads, D = s.head_dim, ld = H * D;
   if (s.tk > 0) {
-    std::fill_n(dk, s.tk * ld, T(0));
-    std::fill_n(dv, s.tk * ld, T(0));
+    std::fill_n(ko, s.tk * ld, T(0));
+    std::fill_n(vo, s.tk * ld, T(0));
   }
   if (s.tq <= 0 || H <= 0 || D <= 0) return;
-  const Vis vis = make_vis(s);
   const int nt = num_threads();
   blas::SingleThreadedBlas single;
   if (H % nt == 0 || s.tq <= kQueryTile) {
-    // One item per head: accumulate directly into dk/dv.
-    for_each_item(H, [&](int64_t h) {
-      backward_range(s, vis, h, 0, s.tq, q, k, v, o, lse, dout, dq, dk + h * D, dv + h * D, 0, ld);
-    });
+    for_each_item(H, [&](int64_t h) { range(h, int64_t{0}, s.tq, ko + h * D, vo + h * D, int64_t{0}, ld); });
     return;
   }
-  // Chunks of each head's queries, each with private dK/dV over its key band.
   const int64_t chunks = std::min<int64_t>(nt, (s.tq + kQueryTile - 1) / kQueryTile);
   const std::vector<int64_t> cut = split_by_work(vis, chunks);
   struct Chunk {
@@ -368,27 +372,143 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
     const int64_t h = item / chunks;
     const Chunk& ch = cs[static_cast<size_t>(item % chunks)];
     if (ch.r1 <= ch.r0) return;
-    T* dkb = buf.data() + static_cast<size_t>(h) * total + ch.offset;
-    T* dvb = dkb + (ch.kb1 - ch.kb0) * D;
-    backward_range(s, vis, h, ch.r0, ch.r1, q, k, v, o, lse, dout, dq, dkb, dvb, ch.kb0, D);
+    T* kb = buf.data() + static_cast<size_t>(h) * total + ch.offset;
+    T* vb = kb + (ch.kb1 - ch.kb0) * D;
+    range(h, ch.r0, ch.r1, kb, vb, ch.kb0, D);
   });
   // Sum the chunks' contributions, in parallel over heads x key rows.
   parallel_for(0, H * s.tk, 256, [&](int64_t lo, int64_t hi) {
     for (int64_t x = lo; x < hi; ++x) {
       const int64_t h = x / s.tk, j = x % s.tk;
-      T* dkr = dk + j * ld + h * D;
-      T* dvr = dv + j * ld + h * D;
+      T* kr = ko + j * ld + h * D;
+      T* vr = vo + j * ld + h * D;
       for (const Chunk& ch : cs) {
         if (j < ch.kb0 || j >= ch.kb1) continue;
-        const T* dkb = buf.data() + static_cast<size_t>(h) * total + ch.offset;
-        const T* a = dkb + (j - ch.kb0) * D;
-        const T* b = dkb + (ch.kb1 - ch.kb0) * D + (j - ch.kb0) * D;
+        const T* kb = buf.data() + static_cast<size_t>(h) * total + ch.offset;
+        const T* a = kb + (j - ch.kb0) * D;
+        const T* b = kb + (ch.kb1 - ch.kb0) * D + (j - ch.kb0) * D;
         for (int64_t d = 0; d < D; ++d) {
-          dkr[d] += a[d];
-          dvr[d] += b[d];
+          kr[d] += a[d];
+          vr[d] += b[d];
         }
       }
     }
+  });
+}
+
+// Query rows [r0, r1) of head h for attention_backward_backward; gk/gv for keys [kbase, ...)
+// accumulate into gkb/gvb (leading dimension ldb, zeroed by the caller).
+template <class T>
+void backward2_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t r0, int64_t r1, const T* q,
+                     const T* k, const T* v, const T* o, const T* lse, const T* dout, const T* aq, const T* ak,
+                     const T* av, T* gq, T* gdout, T* gkb, T* gvb, int64_t kbase, int64_t ldb) {
+  const int64_t H = s.heads, D = s.head_dim, ld = H * D;
+  const T scale = static_cast<T>(s.scale);
+  const int ild = static_cast<int>(ld), iD = static_cast<int>(D), ildb = static_cast<int>(ldb);
+  T* drow = scratch<T>(4, static_cast<size_t>(kQueryTile));
+  T* E = scratch<T>(5, static_cast<size_t>(kQueryTile));
+  T* F = scratch<T>(6, static_cast<size_t>(kQueryTile));
+  for (int64_t i0 = r0; i0 < r1; i0 += kQueryTile) {
+    const int64_t i1 = std::min(r1, i0 + kQueryTile), nq = i1 - i0;
+    const int inq = static_cast<int>(nq);
+    const int64_t band0 = vis.klo(i0), band1 = vis.khi(i1 - 1);
+    const int64_t off = i0 * ld + h * D;
+    zero_rows(gq + off, nq, D, ld);
+    zero_rows(gdout + off, nq, D, ld);
+    if (band1 <= band0) continue;
+    const T *qt = q + off, *dot = dout + off, *aqt = aq + off;
+    for (int64_t r = 0; r < nq; ++r) {
+      drow[r] = vec::vdot(dot + r * ld, o + off + r * ld, D);
+      E[r] = F[r] = T(0);
+    }
+    const int64_t bk = std::min(kKeyBlock, band1 - band0);
+    const bool one_block = bk == band1 - band0;
+    T* P = scratch<T>(0, static_cast<size_t>(nq * bk));
+    T* dP = scratch<T>(1, static_cast<size_t>(nq * bk));
+    T* B = scratch<T>(2, static_cast<size_t>(nq * bk));
+    T* X = scratch<T>(3, static_cast<size_t>(nq * bk));
+    // P, dP = dO V^T, B = s (Aq K^T + Q Ak^T) and X = dO Av^T for keys [kb0, kb0 + nk).
+    auto block = [&](int64_t kb0, int64_t nk) {
+      const int ink = static_cast<int>(nk);
+      const int64_t koff = kb0 * ld + h * D;
+      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, k + koff, ild, T(0), P, ink);
+      for (int64_t r = 0; r < nq; ++r) {
+        const T lr = lse[h * s.tq + i0 + r];
+        int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
+        int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
+        if (!(lr > -std::numeric_limits<T>::infinity())) c0 = c1 = 0;
+        probs_row(P + r * nk, nk, c0, std::max(c0, c1), lr);
+      }
+      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, v + koff, ild, T(0), dP, ink);
+      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, aqt, ild, k + koff, ild, T(0), B, ink);
+      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, ak + koff, ild, T(1), B, ink);
+      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, av + koff, ild, T(0), X, ink);
+    };
+    // Sweep 1: E = rowsum(P B), F = rowsum(P (X + B dP)) - 2 D E.
+    for (int64_t kb0 = band0; kb0 < band1; kb0 += bk) {
+      const int64_t nk = std::min(band1, kb0 + bk) - kb0;
+      block(kb0, nk);
+      for (int64_t r = 0; r < nq; ++r) {
+        const T *p = P + r * nk, *b = B + r * nk, *dp = dP + r * nk, *x = X + r * nk;
+        T e = 0, f = 0;
+        for (int64_t j = 0; j < nk; ++j) {
+          e += p[j] * b[j];
+          f += p[j] * (x[j] + b[j] * dp[j]);
+        }
+        E[r] += e;
+        F[r] += f;
+      }
+    }
+    for (int64_t r = 0; r < nq; ++r) F[r] -= 2 * drow[r] * E[r];
+    // Sweep 2: Z (into X), C (into B), dS (into dP), then the products.
+    for (int64_t kb0 = band0; kb0 < band1; kb0 += bk) {
+      const int64_t nk = std::min(band1, kb0 + bk) - kb0;
+      const int ink = static_cast<int>(nk);
+      if (!one_block) block(kb0, nk);
+      for (int64_t r = 0; r < nq; ++r) {
+        T *p = P + r * nk, *b = B + r * nk, *dp = dP + r * nk, *x = X + r * nk;
+        const T d = drow[r], e = E[r], f = F[r];
+        for (int64_t j = 0; j < nk; ++j) {
+          const T pj = p[j], bj = b[j], dpj = dp[j];
+          x[j] = pj * (x[j] + bj * (dpj - d) - e * dpj - f);
+          b[j] = pj * (bj - e);
+          dp[j] = pj * (dpj - d);
+        }
+      }
+      const int64_t koff = kb0 * ld + h * D;
+      T* gkblk = gkb + (kb0 - kbase) * ldb;
+      T* gvblk = gvb + (kb0 - kbase) * ldb;
+      // gq += s (dS Ak + Z K); gk += s (dS^T Aq + Z^T Q); gdout += C V + P Av; gv += C^T dO.
+      blas::gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, ak + koff, ild, T(1), gq + off, ild);
+      blas::gemm(Trans::No, Trans::No, inq, iD, ink, scale, X, ink, k + koff, ild, T(1), gq + off, ild);
+      blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, dP, ink, aqt, ild, T(1), gkblk, ildb);
+      blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, X, ink, qt, ild, T(1), gkblk, ildb);
+      blas::gemm(Trans::No, Trans::No, inq, iD, ink, T(1), B, ink, v + koff, ild, T(1), gdout + off, ild);
+      blas::gemm(Trans::No, Trans::No, inq, iD, ink, T(1), P, ink, av + koff, ild, T(1), gdout + off, ild);
+      blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, T(1), B, ink, dot, ild, T(1), gvblk, ildb);
+    }
+  }
+}
+
+}  // namespace
+
+template <class T>
+void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o,
+                        const T* lse, const T* dout, T* dq, T* dk, T* dv) {
+  const Vis vis = make_vis(s);
+  for_each_query_range(s, vis, dk, dv, [&](int64_t h, int64_t r0, int64_t r1, T* kb, T* vb, int64_t kbase, int64_t ldb) {
+    backward_range(s, vis, h, r0, r1, q, k, v, o, lse, dout, dq, kb, vb, kbase, ldb);
+  });
+}
+
+template <class T>
+void attention_backward_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* o,
+                                 const T* lse, const T* dout, const T* aq, const T* ak, const T* av, T* gq,
+                                 T* gk, T* gv, T* gdout) {
+  const Vis vis = make_vis(s);
+  if (s.head_dim <= 0 || s.heads <= 0) return;
+  for_each_query_range(s, vis, gk, gv, [&](int64_t h, int64_t r0, int64_t r1, T* kb, T* vb, int64_t kbase, int64_t ldb) {
+    backward2_range(s, vis, h, r0, r1, q, k, v, o, lse, dout, aq, ak, av, gq, gdout, kb, vb, kbase, ldb);
   });
 }
 
@@ -462,6 +582,9 @@ void attention_backward_reference(const AttentionShape& s, const T* q, const T* 
                                      T*);                                                       \
   template void attention_backward<T>(const AttentionShape&, const T*, const T*, const T*,      \
                                       const T*, const T*, const T*, T*, T*, T*);                \
+  template void attention_backward_backward<T>(const AttentionShape&, const T*, const T*,       \
+                                               const T*, const T*, const T*, const T*,         \
+                                               const T*, const T*, const T*, T*, T*, T*, T*);  \
   template void attention_forward_reference<T>(const AttentionShape&, const T*, const T*,       \
                                                const T*, T*, T*);                               \
   template void attention_backward_reference<T>(const AttentionShape&, const T*, const T*,      \
