@@ -423,6 +423,39 @@ TEST(FusedAttentionSecondOrder, MatchesCompositeInFloat64) {
   set_num_threads(saved);
 }
 
+// The head's loss as the inner step meets it (gradient in x only, the head frozen but requiring
+// grad like every parameter), fused against plain cross_entropy on explicit logits: the forward's
+// kept logits (one block) and recomputed row blocks, both head layouts; first, second (the fused
+// kernel) and third derivatives (its composite fallback), including those in the head weight
+// and in the incoming per-row gradient.
+TEST(FusedLinearCrossEntropySecondOrder, MatchesCompositeInFloat64) {
+  for (bool wt : {false, true})
+    for (int64_t block_rows : {int64_t{0}, int64_t{3}}) {
+      SCOPED_TRACE(::testing::Message() << "w transposed " << wt << " block rows " << block_rows);
+      Rng r(wt * 10 + static_cast<uint64_t>(block_rows));
+      const int64_t T = 10, d = 5, V = 13;
+      const Tensor x = rn(r, {T, d}).set_requires_grad(true);
+      const Tensor w = rn(r, wt ? Shape{d, V} : Shape{V, d}).set_requires_grad(true);
+      const Tensor g = rn(r, {T}).set_requires_grad(true);
+      const Tensor a = rn(r, {T, d});
+      const auto targets = rand_ids(r, T, V);
+      std::vector<std::vector<Tensor>> res;
+      for (int fused = 0; fused < 2; ++fused) {
+        const Tensor y = fused ? linear_cross_entropy(x, w, targets, wt, block_rows)
+                               : cross_entropy(wt ? matmul(x, w) : matmul(x, w, false, true), targets);
+        const Tensor dx = grad({y}, {x}, {g}, /*create_graph=*/true)[0];
+        const Tensor inner = sum(mul(dx, a));
+        auto d2 = grad({inner}, {x, w, g});
+        auto d2g = grad({inner}, {x, w, g}, {}, /*create_graph=*/true);
+        std::vector<Tensor> all = {y.detach(), dx.detach(), d2[0], d2[1], d2[2], d2g[1].detach(),
+                                   grad({sum(mul(d2g[0], a))}, {x, w})[1]};
+        res.push_back(all);
+      }
+      const char* names[] = {"loss", "dx", "d2 x", "d2 w", "d2 g", "d2 w with a graph", "d3 w"};
+      for (size_t i = 0; i < res[0].size(); ++i) expect_close(res[1][i], res[0][i], names[i]);
+    }
+}
+
 class OpCheck : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(OpCheck, ValuesGradientsAndSecondDerivatives) {

@@ -767,6 +767,80 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets) 
 namespace {
 // Rows per block of linear_cross_entropy: about 8M logits (32 MB in float32) at a time.
 int64_t lce_rows(int64_t vocab) { return std::max<int64_t>(16, (int64_t{8} << 20) / std::max<int64_t>(vocab, 1)); }
+
+// The head of linear_cross_entropy: logits of rows x with w [V, d] (or [d, V] when wt).
+struct LceHead {
+  Tensor w;
+  bool wt;
+  int64_t rows;  // per block
+  Tensor logits(const Tensor& x) const { return wt ? matmul(x, w) : matmul(x, w, false, true); }
+  Tensor times_w(const Tensor& d) const { return wt ? matmul(d, w, false, true) : matmul(d, w); }  // [R, V] -> [R, d]
+  // d(loss)/dw of logits = x w^T given their adjoint d: [V, d] (or [d, V]).
+  Tensor weight_grad(const Tensor& d, const Tensor& x) const {
+    return wt ? matmul(x, d, true, false) : matmul(d, x, true, false);
+  }
+};
+
+// The gradient with respect to x of linear_cross_entropy, as a differentiable op (create_graph:
+// the inner step's gradient through the frozen head, differentiated again by the meta-gradient).
+// Row blocks of at most head.rows, never [T, V] at once; `saved` holds the forward's logits when
+// the whole input was one block (the scored chunk's activations, reused). Its backward is fused
+// per block as well: B = A w^T, then cross_entropy_backward_backward gives dlogits, the logits'
+// adjoint C and dg; gx = C w, gw = dlogits^T A + C^T x.
+Tensor lce_input_grad(const Tensor& x, const LceHead& head, const std::vector<int32_t>& targets, const Tensor& g,
+                      const Tensor& saved) {
+  const int64_t T = x.size(0), R = head.rows;
+  Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+  {
+    NoGrad ng;
+    for (int64_t s = 0; s < T; s += R) {
+      const int64_t e = std::min(T, s + R);
+      const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
+      const Tensor lg = saved.defined() ? saved : head.logits(slice(x, 0, s, e));
+      Tensor d = Tensor::empty(lg.shape(), lg.dtype(), lg.device());
+      be(x).cross_entropy_backward(dense(lg), tg, dense(slice(g, 0, s, e)), d);
+      be(x).copy(head.times_w(d), slice(dx, 0, s, e));
+    }
+  }
+  const Tensor w = head.w;
+  if (needs_graph({&x, &w, &g})) {
+    record(dx, "linear_cross_entropy_backward", {x, w, g},
+           [x, head, targets, g, saved](const Tensor& a, const Tensor&, const std::vector<bool>& n) {
+             if (grad_enabled()) {  // third order: the same formulas from differentiable ops, [T, V] at once
+               const Tensor gcol = reshape(g, {-1, 1});
+               const Tensor p = softmax(head.logits(x)), p_y = onehot_sub(p, targets);
+               const Tensor b = head.logits(a);
+               const Tensor c = mul(mul(p, sub(b, sum(mul(p, b), -1, true))), gcol);
+               return std::vector<Tensor>{
+                   n[0] ? head.times_w(c) : Tensor(),
+                   n[1] ? add(head.weight_grad(mul(p_y, gcol), a), head.weight_grad(c, x)) : Tensor(),
+                   n[2] ? sum(mul(b, p_y), -1) : Tensor()};
+             }
+             const int64_t T = x.size(0), R = head.rows;
+             Tensor gx = n[0] ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+             Tensor gg = n[2] ? Tensor::empty(g.shape(), g.dtype(), g.device()) : Tensor();
+             Tensor gw;
+             for (int64_t s = 0; s < T; s += R) {
+               const int64_t e = std::min(T, s + R);
+               const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
+               const Tensor xb = slice(x, 0, s, e), ab = slice(a, 0, s, e);
+               const Tensor lg = saved.defined() ? saved : head.logits(xb);
+               Tensor c = head.logits(ab);  // B = A w^T, then C in place
+               Tensor dz = Tensor::empty(lg.shape(), lg.dtype(), lg.device());
+               Tensor dg = Tensor::empty({e - s}, g.dtype(), g.device());
+               be(x).cross_entropy_backward_backward(dense(lg), c, tg, dense(slice(g, 0, s, e)), dz, c, dg);
+               if (n[0]) be(x).copy(head.times_w(c), slice(gx, 0, s, e));
+               if (n[1]) {
+                 const Tensor part = add(head.weight_grad(dz, ab), head.weight_grad(c, xb));
+                 gw = gw.defined() ? add(gw, part) : part;
+               }
+               if (n[2]) be(x).copy(dg, slice(gg, 0, s, e));
+             }
+             return std::vector<Tensor>{gx, gw, gg};
+           });
+  }
+  return dx;
+}
 }  // namespace
 
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<int32_t>& targets, bool wt,
@@ -784,43 +858,49 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
   const int64_t R = block_rows > 0 ? block_rows : lce_rows(V) * (w.dtype() == DType::BF16 ? 4 : 1);
   if (V == 0) fail("linear_cross_entropy: empty vocabulary");
   check_ids(targets, V, "linear_cross_entropy");
-  auto block_logits = [wt](const Tensor& xb, const Tensor& wv) { return wt ? matmul(xb, wv) : matmul(xb, wv, false, true); };
-  Tensor y;
+  const LceHead head{w, wt, R};
+  const bool graph = needs_graph({&x, &w});
+  Tensor y, saved;  // saved: the logits, kept for the backward when they are one block
   {
     NoGrad ng;
     if (T <= R) {
-      y = cross_entropy(block_logits(x, w), targets);
+      Tensor lg = head.logits(x);
+      y = cross_entropy(lg, targets);
+      if (graph) saved = lg;
     } else {
       y = Tensor::empty({T}, x.dtype(), x.device());
       for (int64_t s = 0; s < T; s += R) {
         const int64_t e = std::min(T, s + R);
         const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
-        be(x).copy(cross_entropy(block_logits(slice(x, 0, s, e), w), tg), slice(y, 0, s, e));
+        be(x).copy(cross_entropy(head.logits(slice(x, 0, s, e)), tg), slice(y, 0, s, e));
       }
     }
   }
-  if (needs_graph({&x, &w})) {
-    record(y, "linear_cross_entropy", {x, w}, [x, w, targets, wt, block_logits, R, T](const Tensor& g, const Tensor&,
-                                                                                    const std::vector<bool>& n) {
-      if (grad_enabled()) {  // differentiated again (meta-learning): the plain composition
-        const Tensor d = mul(onehot_sub(softmax(block_logits(x, w)), targets), reshape(g, {-1, 1}));
-        return std::vector<Tensor>{n[0] ? (wt ? matmul(d, w, false, true) : matmul(d, w)) : Tensor(),
-                                   n[1] ? (wt ? matmul(x, d, true, false) : matmul(d, x, true, false)) : Tensor()};
+  if (graph) {
+    record(y, "linear_cross_entropy", {x, w}, [x, head, targets, saved](const Tensor& g, const Tensor&,
+                                                                       const std::vector<bool>& n) {
+      if (grad_enabled()) {  // differentiated again (meta-learning)
+        // Only x's gradient (the inner step: the head is frozen): the fused differentiable op.
+        if (!n[1]) return std::vector<Tensor>{lce_input_grad(x, head, targets, g, saved), Tensor()};
+        // Both: the plain composition (tests of the op itself).
+        const Tensor d = mul(onehot_sub(softmax(head.logits(x)), targets), reshape(g, {-1, 1}));
+        return std::vector<Tensor>{n[0] ? head.times_w(d) : Tensor(), head.weight_grad(d, x)};
       }
-      // First order: per block, recompute the logits, d = g (softmax - onehot), then
+      // First order: per block, the logits (kept or recomputed), d = g (softmax - onehot), then
       // dx = d w and dw += d^T x (w [V, d]; transposed for [d, V]).
+      const int64_t T = x.size(0), R = head.rows;
       Tensor dx = n[0] ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
       Tensor dw;
       for (int64_t s = 0; s < T; s += R) {
         const int64_t e = std::min(T, s + R);
         const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
         const Tensor xb = slice(x, 0, s, e);
-        const Tensor lg = block_logits(xb, w);
+        const Tensor lg = saved.defined() ? saved : head.logits(xb);
         Tensor d = Tensor::empty(lg.shape(), lg.dtype(), lg.device());
         be(lg).cross_entropy_backward(dense(lg), tg, dense(slice(g, 0, s, e)), d);
-        if (n[0]) be(x).copy(wt ? matmul(d, w, false, true) : matmul(d, w), slice(dx, 0, s, e));
+        if (n[0]) be(x).copy(head.times_w(d), slice(dx, 0, s, e));
         if (n[1]) {
-          const Tensor part = wt ? matmul(xb, d, true, false) : matmul(d, xb, true, false);
+          const Tensor part = head.weight_grad(d, xb);
           dw = dw.defined() ? add(dw, part) : part;
         }
       }
@@ -888,24 +968,6 @@ kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const 
 
 // [T, H, D] -> [H, T, D] contiguous (differentiable).
 Tensor heads_first(const Tensor& x) { return contiguous(transpose(x, 0, 1)); }
-
-// Exact attention backward from differentiable ops: used when the gradient must itself be
-// differentiated (create_graph). Materializes [H, Tq, Tk] probabilities.
-std::vector<Tensor> attention_backward_composite(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                 const Tensor& g, const kernels::AttentionShape& s,
-                                                 const std::vector<bool>& need) {
-  Tensor qh = heads_first(q), kh = heads_first(k), vh = heads_first(v), gh = heads_first(g);
-  Tensor p = masked_softmax(mul_scalar(matmul(qh, kh, false, true), s.scale), s);
-  Tensor dq, dk, dv;
-  if (need[2]) dv = heads_first(matmul(p, gh, true, false));
-  if (need[0] || need[1]) {
-    Tensor dp = matmul(gh, vh, false, true);
-    Tensor ds = mul_scalar(softmax_backward(dp, p), s.scale);
-    if (need[0]) dq = heads_first(matmul(ds, kh));
-    if (need[1]) dk = heads_first(matmul(ds, qh, true, false));
-  }
-  return {dq, dk, dv};
-}
 
 // The backward of attention's backward from differentiable ops (kernels/attention.h gives the
 // formulas): used for third and higher derivatives, where the fused kernel's result must itself

@@ -62,6 +62,10 @@ class Backend {
                                 const Tensor& dw) = 0;
   virtual void cross_entropy_backward(const Tensor& logits, const std::vector<int32_t>& targets, const Tensor& g,
                                       const Tensor& dlogits) = 0;
+  // Second order of cross_entropy_backward (kernels/fused_cpu.h): dz, c (may alias b), dg.
+  virtual void cross_entropy_backward_backward(const Tensor& logits, const Tensor& b,
+                                               const std::vector<int32_t>& targets, const Tensor& g,
+                                               const Tensor& dz, const Tensor& c, const Tensor& dg) = 0;
   virtual void attention_forward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
                                  const Tensor& v, const Tensor& o, const Tensor& lse) = 0;
   virtual void attention_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,

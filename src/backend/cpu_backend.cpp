@@ -684,6 +684,15 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void cross_entropy_backward_backward(const Tensor& logits, const Tensor& b, const std::vector<int32_t>& targets,
+                                       const Tensor& g, const Tensor& dz, const Tensor& c, const Tensor& dg) override {
+    for_dtype(dz.dtype(), [&]<class T>() {
+      kernels::cross_entropy_backward_backward<T>(logits.data<T>(), b.data<T>(), targets.data(), g.data<T>(),
+                                                  logits.size(0), logits.size(1), dz.data<T>(), c.data<T>(),
+                                                  dg.data<T>());
+    });
+  }
+
   void attention_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
                           const Tensor& v, const Tensor& o, const Tensor& lse, const Tensor& dout,
                           const Tensor& dq, const Tensor& dk, const Tensor& dv) override {

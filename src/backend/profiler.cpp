@@ -178,6 +178,11 @@ class ProfilingBackend final : public Backend {
     Timer t("cross_entropy_backward", 0, bytes_of(logits) + bytes_of(dlogits));
     in_.cross_entropy_backward(logits, targets, g, dlogits);
   }
+  void cross_entropy_backward_backward(const Tensor& logits, const Tensor& b, const std::vector<int32_t>& targets,
+                                       const Tensor& g, const Tensor& dz, const Tensor& c, const Tensor& dg) override {
+    Timer t("cross_entropy_backward_backward", 0, bytes_of(logits) + bytes_of(b) + bytes_of(dz) + bytes_of(c));
+    in_.cross_entropy_backward_backward(logits, b, targets, g, dz, c, dg);
+  }
   void attention_forward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
                          const Tensor& o, const Tensor& lse) override {
     Timer t("attention_forward", 4.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);

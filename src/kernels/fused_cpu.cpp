@@ -54,10 +54,39 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const T* g,
   });
 }
 
+template <class T>
+void cross_entropy_backward_backward(const T* logits, const T* b, const int32_t* targets, const T* g, int64_t rows,
+                                     int64_t v, T* dz, T* c, T* dg) {
+  parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(v, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const T* xr = logits + r * v;
+      const T* br = b + r * v;
+      T* zr = dz + r * v;
+      T* cr = c + r * v;
+      const T mx = vec::vmax(xr, v);
+      const T inv = T(1) / vec::vexp_sum(xr, mx, zr, v);  // zr = exp(x - max)
+      const T pb = vec::vdot(zr, br, v) * inv;            // rowsum(P b)
+      const int32_t t = targets[r];
+      dg[r] = pb - br[t];
+      const T gi = g[r] * inv;
+      for (int64_t j = 0; j < v; ++j) {
+        const T gp = gi * zr[j];  // g P
+        cr[j] = gp * (br[j] - pb);
+        zr[j] = gp;
+      }
+      zr[t] -= g[r];
+    }
+  });
+}
+
 template void rmsnorm_backward<float>(const float*, const float*, const float*, int64_t, int64_t, double, float*, float*);
 template void rmsnorm_backward<double>(const double*, const double*, const double*, int64_t, int64_t, double, double*,
                                        double*);
 template void cross_entropy_backward<float>(const float*, const int32_t*, const float*, int64_t, int64_t, float*);
 template void cross_entropy_backward<double>(const double*, const int32_t*, const double*, int64_t, int64_t, double*);
+template void cross_entropy_backward_backward<float>(const float*, const float*, const int32_t*, const float*, int64_t,
+                                                     int64_t, float*, float*, float*);
+template void cross_entropy_backward_backward<double>(const double*, const double*, const int32_t*, const double*,
+                                                      int64_t, int64_t, double*, double*, double*);
 
 }  // namespace ttt::kernels

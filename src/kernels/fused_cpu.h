@@ -16,4 +16,11 @@ template <class T>
 void cross_entropy_backward(const T* logits, const int32_t* targets, const T* g, int64_t rows, int64_t v,
                             T* dlogits);
 
+// Its backward (second order): with b [rows, v] the adjoint of dlogits and P = softmax(logits),
+// writes dz = dlogits as above, c = g[r] P (b - rowsum(P b)) (the adjoint of the logits) and
+// dg[r] = rowsum(b (P - onehot)) (the adjoint of g). c may alias b; dz must not alias logits.
+template <class T>
+void cross_entropy_backward_backward(const T* logits, const T* b, const int32_t* targets, const T* g, int64_t rows,
+                                     int64_t v, T* dz, T* c, T* dg);
+
 }  // namespace ttt::kernels
