@@ -40,13 +40,15 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
   // state from one segment to the next as a decoding session does: memory is bounded by the
   // windows and one segment, not by the sequence (a 1B-shaped model's 9K-token prefill took 13 GB
   // when the first blocks read the whole sequence at once).
-  const int64_t seg = use_ttt ? b : 1024;
+  // The first L-S blocks do not depend on phi: with TTT they read whole numbers of chunks at a
+  // time (about 1024 tokens, larger and faster matrix products), and the suffix then takes the
+  // segment's chunks one by one.
+  const int64_t seg = use_ttt ? b * std::max<int64_t>(1, 1024 / b) : 1024;
   const int64_t whole = use_ttt ? first : L;
   std::vector<model::MixerState> caches(static_cast<size_t>(whole));
   SuffixMemory mem = SuffixMemory::start(m);
   for (int64_t s = 0; s < t; s += seg) {
     const int64_t e = std::min(t, s + seg);
-    const auto tg = part(targets, s, e);
     Tensor h = m.embed_tokens(part(inputs, s, e));
     for (int64_t l = 0; l < whole; ++l) {
       model::MixerState next;
@@ -54,22 +56,26 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
       caches[static_cast<size_t>(l)] = next.detached();
     }
     if (!use_ttt) {
-      auto v = m.token_nll(h, tg).to_floats();
+      auto v = m.token_nll(h, part(targets, s, e)).to_floats();
       res.nll.insert(res.nll.end(), v.begin(), v.end());
       continue;
     }
-    const bool update = (e - s == b) && e < t;  // a step after the last chunk would change nothing here
-    ChunkStep r;
-    {
-      GradMode mode(update);
-      if (update)
-        for (auto& p : mem.phi) p = p.detach().set_requires_grad(true);
-      r = suffix_chunk(m, h, s, tg, mem, update, opt, /*create_graph=*/false);
-      res.updates += update;
+    for (int64_t cs = s; cs < e; cs += b) {
+      const int64_t ce = std::min(e, cs + b);
+      const bool update = (ce - cs == b) && ce < t;  // a step after the last chunk would change nothing here
+      ChunkStep r;
+      {
+        GradMode mode(update);
+        if (update)
+          for (auto& p : mem.phi) p = p.detach().set_requires_grad(true);
+        const Tensor hc = e - s == ce - cs ? h : slice(h, 0, cs - s, ce - s);
+        r = suffix_chunk(m, hc, cs, part(targets, cs, ce), mem, update, opt, /*create_graph=*/false);
+        res.updates += update;
+      }
+      mem = r.next.detached();
+      auto v = r.nll.to_floats();
+      res.nll.insert(res.nll.end(), v.begin(), v.end());
     }
-    mem = r.next.detached();
-    auto v = r.nll.to_floats();
-    res.nll.insert(res.nll.end(), v.begin(), v.end());
   }
   double sum = 0, count = 0;
   for (int64_t i = 0; i < t; ++i)
