@@ -103,7 +103,18 @@ class ProfilingBackend final : public Backend {
     in_.unary(op, x, out, alpha);
   }
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override {
-    Timer t(binary_name(op), 0, bytes_of(a) + bytes_of(b) + bytes_of(out));
+    std::string name = binary_name(op);
+    if (g_shapes.load(std::memory_order_relaxed)) {  // " [a] [b]": which elementwise products cost
+      for (const Tensor* t : {&a, &b}) {
+        name.append(" [");
+        for (int64_t i = 0; i < t->dim(); ++i) {
+          if (i) name.append(",");
+          name.append(std::to_string(t->size(i)));
+        }
+        name.append("]");
+      }
+    }
+    Timer t(name, 0, bytes_of(a) + bytes_of(b) + bytes_of(out));
     in_.binary(op, a, b, out);
   }
   void sum_to(const Tensor& x, const Tensor& out) override {

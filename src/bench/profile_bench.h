@@ -14,7 +14,7 @@ struct ProfileOptions {
   int64_t prefill_len = 8192;
   int64_t train_len = 4096;     // meta and pretrain sequences
   int64_t decode_context = 8192;
-  int decode_tokens = 64;
+  int decode_tokens = 256;  // one chunk of the bench model: one inner step, as in steady decoding
   uint64_t seed = 1;
   bool by_shape = false;  // matrix products one row per shape
   int top = 0;            // print only the first N rows (0: all)
