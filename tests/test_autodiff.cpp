@@ -182,6 +182,24 @@ TEST(Pool, GrowingBuffersDoNotPileUpInTheCache) {
   pool::trim();
 }
 
+// Stale sizes fill the cache (a grown buffer's old copies); a block of a size still in use must
+// then evict them rather than be given back itself: otherwise every later allocation of it is a
+// fresh, page-faulting one from the system.
+TEST(Pool, StaleSizesAreEvictedBeforeTheBlockInHand) {
+  if (std::getenv("TTT_NO_POOL") != nullptr) GTEST_SKIP() << "pool disabled";
+  pool::trim();
+  const size_t mb = size_t(1) << 20;
+  std::vector<std::pair<void*, size_t>> stale;
+  for (size_t n : {30, 34, 38}) stale.push_back({pool::allocate(n * mb), n * mb});  // never touched
+  for (auto& [p, n] : stale) pool::release(p, n);
+  const size_t x = 70 * mb;  // with the stale blocks cached, over the pool's slack
+  pool::release(pool::allocate(x), x);
+  const auto before = pool::stats();
+  for (int i = 0; i < 5; ++i) pool::release(pool::allocate(x), x);
+  EXPECT_EQ(pool::stats().system_allocs, before.system_allocs);
+  pool::trim();
+}
+
 TEST(ThreadPool, ParallelForCoversTheRangeOnceAndPropagatesErrors) {
   std::vector<std::atomic<int>> hits(10007);
   parallel_for(0, 10007, 1, [&](int64_t lo, int64_t hi) {

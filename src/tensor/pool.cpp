@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <new>
@@ -35,11 +36,17 @@ size_t bucket(size_t bytes) {
 // buffer a new size, none reused) no longer keeps each old buffer alive in a free list.
 constexpr size_t kCacheSlack = size_t(64) << 20;
 
+struct Cached {
+  void* p;
+  uint64_t seq;  // release order: the oldest are evicted first
+};
+
 struct State {
   std::mutex mu;
-  std::map<size_t, std::vector<void*>> free_lists;
+  std::map<size_t, std::deque<Cached>> free_lists;  // allocation takes the newest (back)
   Stats stats;
   size_t high_water = 0;  // like peak_bytes_in_use, but never reset
+  uint64_t seq = 0;
 };
 
 State& state() {
@@ -68,7 +75,7 @@ void* allocate(size_t bytes) {
     if (pool_enabled()) {
       auto it = s.free_lists.find(b);
       if (it != s.free_lists.end() && !it->second.empty()) {
-        void* p = it->second.back();
+        void* p = it->second.back().p;
         it->second.pop_back();
         s.stats.bytes_cached -= b;
         return p;
@@ -86,14 +93,37 @@ void release(void* p, size_t bytes) {
   if (!p) return;
   const size_t b = bucket(std::max<size_t>(bytes, 1));
   auto& s = state();
-  std::lock_guard<std::mutex> g(s.mu);
-  s.stats.bytes_in_use -= b;
-  if (!pool_enabled() || s.stats.bytes_in_use + s.stats.bytes_cached + b > s.high_water + kCacheSlack) {
-    std::free(p);
-    return;
+  std::vector<void*> to_free;
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    s.stats.bytes_in_use -= b;
+    if (!pool_enabled()) {
+      to_free.push_back(p);
+    } else {
+      // Over the limit, the blocks released longest ago go back to the system first: they are
+      // the sizes nothing asks for any more (a grown cache's old buffers), while the block in
+      // hand is likely to be asked for again by the next iteration. Giving back the block in
+      // hand instead made every later activation a fresh, page-faulting allocation once stale
+      // sizes had filled the slack (full-attention prefill ran at half speed).
+      const size_t limit = s.high_water + kCacheSlack;
+      while (s.stats.bytes_in_use + s.stats.bytes_cached + b > limit && s.stats.bytes_cached > 0) {
+        auto oldest = s.free_lists.end();
+        for (auto it = s.free_lists.begin(); it != s.free_lists.end(); ++it)
+          if (!it->second.empty() && (oldest == s.free_lists.end() || it->second.front().seq < oldest->second.front().seq))
+            oldest = it;
+        to_free.push_back(oldest->second.front().p);
+        oldest->second.pop_front();
+        s.stats.bytes_cached -= oldest->first;
+      }
+      if (s.stats.bytes_in_use + s.stats.bytes_cached + b > limit) {
+        to_free.push_back(p);
+      } else {
+        s.free_lists[b].push_back({p, ++s.seq});
+        s.stats.bytes_cached += b;
+      }
+    }
   }
-  s.free_lists[b].push_back(p);
-  s.stats.bytes_cached += b;
+  for (void* q : to_free) std::free(q);
 }
 
 Stats stats() {
@@ -112,10 +142,11 @@ void trim() {
   auto& s = state();
   std::lock_guard<std::mutex> g(s.mu);
   for (auto& [b, list] : s.free_lists) {
-    for (void* p : list) std::free(p);
+    for (const Cached& c : list) std::free(c.p);
     s.stats.bytes_cached -= b * list.size();
     list.clear();
   }
+  s.high_water = s.stats.bytes_in_use;  // the cache limit starts over from what is in use now
 }
 
 }  // namespace ttt::pool

@@ -20,6 +20,6 @@ struct Stats {
 };
 Stats stats();
 void reset_peak();
-void trim();  // return cached blocks to the system
+void trim();  // return cached blocks to the system; the cache limit restarts from the bytes in use
 
 }  // namespace ttt::pool
