@@ -15,9 +15,10 @@ Workloads (seconds of one call, best of N; --quick: 2K/4K instead of 8K/32K, 2K 
   swa-grad-4k        SWA pretrain step on one 4K sequence (same clip and AdamW)
 
 What is timed:
-  engine  `ttt bench context --model DIR --prefill-lengths T` (the "seconds" of its prefill
-          throughput table: one e2e::prefill call, model loaded, the process warmed by its sgemm
-          peak measurement) on models made by `ttt init` with the bench shape;
+  engine  `ttt bench context --model DIR --prefill-lengths T --warm-up` (the "seconds" of its
+          prefill throughput table: one e2e::prefill call after one untimed call of the same
+          length, as the peers get their warm-up calls) on models made by `ttt init` with the
+          bench shape;
           `ttt bench train --seq-len T --steps 1` (one warm-up step, then one timed train step
           of the built-in bench models; one run gives both gradient rows).
   JAX     the official functions (scripts/bench_compare_jax.py): eval_step_fn for prefill,
@@ -312,7 +313,7 @@ def run_engine(args, cmd, env, timeout):
 
 def engine_prefill(args, env, model_dir, T):
     out = run_engine(args, [args.ttt, "bench", "context", "--model", model_dir, "--prefill-lengths", str(T),
-                            "--decode-lengths", "1", "--decode-tokens", "1"], env, args.timeout)
+                            "--warm-up", "--decode-lengths", "1", "--decode-tokens", "1"], env, args.timeout)
     name = os.path.basename(model_dir.rstrip("/"))
     m = re.search(rf"^\| {re.escape(name)} \| {T} \| ([0-9.]+) \|", out, re.M)
     if not m:
@@ -588,7 +589,7 @@ def main():
         f"Seconds per call, best of {repeats} interleaved run{'s' if repeats > 1 else ''}; in parentheses peer / engine "
         f"(above 1: the engine is faster). Bench model: vocab 4096, d 256, 8 layers, 4 heads, f 704, W 1024, b 256, "
         f"TTT-E2E prime MLPs in the last 2 blocks; float32 everywhere (the official code with compute_dtype fp32).",
-        "Engine: `ttt bench context` (prefill) and `ttt bench train` (one train step: gradient, clip, AdamW; "
+        "Engine: `ttt bench context --warm-up` (prefill, after one untimed call) and `ttt bench train` (one train step: gradient, clip, AdamW; "
         "one run times both gradient rows). JAX: the official eval_step_fn / train_on_sequence, compiled and warmed "
         "up first. PyTorch: scripts/bench_compare_torch.py, eager, SDPA attention.",
         f"Machine: {machine_info(args)}; {args.threads} threads for every column; "

@@ -223,6 +223,7 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
     const auto& cfg = nm.model.config();
     const auto tok = random_tokens(t + 1, cfg.vocab_size, opt.seed + t);
     std::vector<int32_t> in(tok.begin(), tok.end() - 1), tg(tok.begin() + 1, tok.end());
+    if (opt.warm_up) e2e::prefill(nm.model, in, tg);
     const auto t0 = Clock::now();
     const auto res = e2e::prefill(nm.model, in, tg);
     row.seconds = since(t0);

@@ -38,6 +38,7 @@ struct ContextBenchOptions {
   std::vector<int64_t> decode_lengths = {8192, 65536};
   int decode_tokens = 256;
   int64_t full_attention_max = 32768;  // longer contexts are skipped for full-attention models
+  bool warm_up = false;  // one untimed prefill of each length first (pool and page faults warmed)
   uint64_t seed = 1;
 };
 

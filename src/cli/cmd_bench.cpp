@@ -132,6 +132,8 @@ void register_bench(CLI::App& app, Registry& reg) {
   ctx->add_option("--full-attention-max", g_ctx.opt.full_attention_max,
                   "skip full-attention models beyond this context")
       ->capture_default_str();
+  ctx->add_flag("--warm-up", g_ctx.opt.warm_up,
+                "one untimed prefill of each length before the timed one (as the peers' warm-up calls in bench compare)");
   ctx->add_option("--seed", g_ctx.opt.seed, "seed of the built-in models and the tokens")->capture_default_str();
   ctx->add_flag("--all-types", g_ctx.all_types,
                 "with the built-in models: also the SWA/full hybrid, Mamba 2, Gated DeltaNet and TTT-KVB (each hybrid "
