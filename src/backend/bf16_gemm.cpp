@@ -6,6 +6,7 @@
 #include <atomic>
 #include <bit>
 #include <cstring>
+#include <vector>
 
 #include "backend/blas.h"
 #include "backend/thread_pool.h"
@@ -46,14 +47,13 @@ void gemv_t_scalar(const float* x, const W* b, int64_t k, int64_t j0, int64_t j1
   }
 }
 
-// y[j0:j1] = x @ b[:, j0:j1] (b is [k, n]).
+// acc[0:n] += x[i0:i1] @ b[i0:i1, :] (b is [k, n]): whole rows, front to back.
 template <class W>
-void gemv_n_scalar(const float* x, const W* b, int64_t k, int64_t n, int64_t j0, int64_t j1, float* y) {
-  std::fill(y + j0, y + j1, 0.0f);
-  for (int64_t i = 0; i < k; ++i) {
+void gemv_n_rows_scalar(const float* x, const W* b, int64_t n, int64_t i0, int64_t i1, float* acc) {
+  for (int64_t i = i0; i < i1; ++i) {
     const float xi = x[i];
     const W* r = b + i * n;
-    for (int64_t j = j0; j < j1; ++j) y[j] += xi * widen(r[j]);
+    for (int64_t j = 0; j < n; ++j) acc[j] += xi * widen(r[j]);
   }
 }
 
@@ -127,31 +127,45 @@ TTT_AVX512 void gemv_t_avx512(const float* x, const W* b, int64_t k, int64_t j0,
   }
 }
 
-// Up to 128 columns [j0, j1) held in eight accumulators over the whole k loop.
+// acc[0:n] += x[i0:i1] @ b[i0:i1, :], four rows per pass over acc: every row of b is read once,
+// front to back, so each thread streams a contiguous stretch of b (what the hardware prefetchers
+// follow at full speed; reading column blocks instead strided through every row).
 template <class W>
-TTT_AVX512 void gemv_n_avx512(const float* x, const W* b, int64_t k, int64_t n, int64_t j0, int64_t j1, float* y) {
-  for (int64_t c0 = j0; c0 < j1; c0 += 128) {
-    const int64_t w = std::min<int64_t>(128, j1 - c0);
-    __mmask16 m[8];
-    for (int v = 0; v < 8; ++v) m[v] = tail_mask(w - 16 * v);
-    __m512 acc[8];
-    for (int v = 0; v < 8; ++v) acc[v] = _mm512_setzero_ps();
-    if (w == 128) {
-      for (int64_t i = 0; i < k; ++i) {
-        const __m512 xi = _mm512_set1_ps(x[i]);
-        const W* r = b + i * n + c0;
-        for (int v = 0; v < 8; ++v) acc[v] = _mm512_fmadd_ps(load16(r + 16 * v), xi, acc[v]);
-      }
-    } else {
-      for (int64_t i = 0; i < k; ++i) {
-        const __m512 xi = _mm512_set1_ps(x[i]);
-        const W* r = b + i * n + c0;
-        for (int v = 0; v < 8; ++v)
-          if (m[v]) acc[v] = _mm512_fmadd_ps(load16(m[v], r + 16 * v), xi, acc[v]);
-      }
+TTT_AVX512 void gemv_n_rows_avx512(const float* x, const W* b, int64_t n, int64_t i0, int64_t i1, float* acc) {
+  const int64_t nv = n & ~int64_t{15};
+  const __mmask16 mt = tail_mask(n - nv);
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const __m512 x0 = _mm512_set1_ps(x[i]), x1 = _mm512_set1_ps(x[i + 1]), x2 = _mm512_set1_ps(x[i + 2]),
+                 x3 = _mm512_set1_ps(x[i + 3]);
+    const W* r0 = b + i * n;
+    const W* r1 = r0 + n;
+    const W* r2 = r1 + n;
+    const W* r3 = r2 + n;
+    for (int64_t j = 0; j < nv; j += 16) {
+      __m512 a = _mm512_loadu_ps(acc + j);
+      a = _mm512_fmadd_ps(load16(r0 + j), x0, a);
+      a = _mm512_fmadd_ps(load16(r1 + j), x1, a);
+      a = _mm512_fmadd_ps(load16(r2 + j), x2, a);
+      a = _mm512_fmadd_ps(load16(r3 + j), x3, a);
+      _mm512_storeu_ps(acc + j, a);
     }
-    for (int v = 0; v < 8; ++v)
-      if (m[v]) _mm512_mask_storeu_ps(y + c0 + 16 * v, m[v], acc[v]);
+    if (mt) {
+      __m512 a = _mm512_maskz_loadu_ps(mt, acc + nv);
+      a = _mm512_fmadd_ps(load16(mt, r0 + nv), x0, a);
+      a = _mm512_fmadd_ps(load16(mt, r1 + nv), x1, a);
+      a = _mm512_fmadd_ps(load16(mt, r2 + nv), x2, a);
+      a = _mm512_fmadd_ps(load16(mt, r3 + nv), x3, a);
+      _mm512_mask_storeu_ps(acc + nv, mt, a);
+    }
+  }
+  for (; i < i1; ++i) {
+    const __m512 xi = _mm512_set1_ps(x[i]);
+    const W* r = b + i * n;
+    for (int64_t j = 0; j < nv; j += 16)
+      _mm512_storeu_ps(acc + j, _mm512_fmadd_ps(load16(r + j), xi, _mm512_loadu_ps(acc + j)));
+    if (mt)
+      _mm512_mask_storeu_ps(acc + nv, mt, _mm512_fmadd_ps(load16(mt, r + nv), xi, _mm512_maskz_loadu_ps(mt, acc + nv)));
   }
 }
 
@@ -168,15 +182,29 @@ void gemv(int64_t n, int64_t k, const float* x, const W* b, bool tb, float* y) {
         gemv_t_scalar(x, b, k, lo, hi, y);
     });
   } else {
-    // Column blocks of 128 (one block's accumulators live in registers across the k loop).
-    const int64_t blocks = (n + 127) / 128;
-    parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
-      const int64_t j0 = lo * 128, j1 = std::min(n, hi * 128);
+    // Contiguous stretches of rows, ~64K weights each (at most 8), one partial y per stretch,
+    // summed in a fixed order: the result does not depend on the thread count.
+    const int64_t pieces = std::clamp<int64_t>((k * n + (int64_t{1} << 16) - 1) >> 16, 1, std::min<int64_t>(8, k));
+    auto rows = [&](int64_t i0, int64_t i1, float* acc) {
       if (simd)
-        gemv_n_avx512(x, b, k, n, j0, j1, y);
+        gemv_n_rows_avx512(x, b, n, i0, i1, acc);
       else
-        gemv_n_scalar(x, b, k, n, j0, j1, y);
+        gemv_n_rows_scalar(x, b, n, i0, i1, acc);
+    };
+    if (pieces == 1) {
+      std::fill(y, y + n, 0.0f);
+      rows(0, k, y);
+      return;
+    }
+    thread_local std::vector<float> partial;
+    partial.assign(static_cast<size_t>(pieces * n), 0.0f);
+    float* part = partial.data();
+    parallel_for(0, pieces, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t p = lo; p < hi; ++p) rows(k * p / pieces, k * (p + 1) / pieces, part + p * n);
     });
+    std::copy(part, part + n, y);
+    for (int64_t p = 1; p < pieces; ++p)
+      for (int64_t j = 0; j < n; ++j) y[j] += part[p * n + j];
   }
 }
 
