@@ -878,7 +878,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
   }
   if (graph) {
     record(y, "linear_cross_entropy", {x, w}, [x, head, targets, saved](const Tensor& g, const Tensor&,
-                                                                       const std::vector<bool>& n) {
+                                                                       const std::vector<bool>& n) mutable {
       if (grad_enabled()) {  // differentiated again (meta-learning)
         // Only x's gradient (the inner step: the head is frozen): the fused differentiable op.
         if (!n[1]) return std::vector<Tensor>{lce_input_grad(x, head, targets, g, saved), Tensor()};
@@ -904,6 +904,10 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
           dw = dw.defined() ? add(dw, part) : part;
         }
       }
+      // Released once used at first order: from the head's forward to here nothing else was
+      // allocated, so keeping them costs no peak memory (a TTT session's inner step); a second
+      // backward over the same graph recomputes them. The fused op above holds its own reference.
+      saved = Tensor();
       return std::vector<Tensor>{dx, dw};
     });
   }
