@@ -18,7 +18,8 @@
 #   --threads N      threads for all three (default 2): TTT_NUM_THREADS, torch.set_num_threads,
 #                    XLA_FLAGS intra_op_parallelism_threads, OMP/MKL/OPENBLAS_NUM_THREADS
 #   --workloads LIST comma list of swa-prefill-8k, full-prefill-8k, full-prefill-32k,
-#                    ttt-prefill-8k, ttt-prefill-32k, ttt-meta-grad-4k, swa-grad-4k (default all)
+#                    ttt-prefill-8k, ttt-prefill-32k, ttt-meta-grad-4k, swa-grad-4k (the
+#                    default: all of these), ttt-meta-grad-8k, swa-grad-8k (asked for only)
 #   --quick          2K/4K lengths instead of 8K/32K, 2K instead of 4K for the gradients,
 #                    1 repeat: a few minutes
 #   --no-install     use the venv as it is
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --repeats|--threads|--workloads|--build|--out|--mem-limit-gb|--timeout) PY_ARGS+=("$1" "$2"); shift 2 ;;
     --quick|--skip-check) PY_ARGS+=("$1"); shift ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "bench_compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
