@@ -192,6 +192,26 @@ void probs_row(T* srow, int64_t nk, int64_t c0, int64_t c1, T lse_r) {
   if (c1 > c0) vec::vexp_sum(srow + c0, lse_r, srow + c0, c1 - c0);
 }
 
+// The recomputation both backward kernels start each key block with, for query rows
+// [i0, i0 + nq) of head h and keys [kb0, kb0 + nk): P = exp(scale Q K^T - lse) (0 where a query
+// may not look) and dP = dO V^T, both [nq, nk].
+template <class T>
+void block_probs(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t nq, int64_t kb0, int64_t nk,
+                 const T* qt, const T* dot, const T* k, const T* v, const T* lse, T* P, T* dP) {
+  const int64_t ld = s.heads * s.head_dim, koff = kb0 * ld + h * s.head_dim;
+  const int inq = static_cast<int>(nq), ink = static_cast<int>(nk), iD = static_cast<int>(s.head_dim),
+            ild = static_cast<int>(ld);
+  blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, static_cast<T>(s.scale), qt, ild, k + koff, ild, T(0), P, ink);
+  for (int64_t r = 0; r < nq; ++r) {
+    const T lr = lse[h * s.tq + i0 + r];
+    int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
+    int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
+    if (!(lr > -std::numeric_limits<T>::infinity())) c0 = c1 = 0;
+    probs_row(P + r * nk, nk, c0, std::max(c0, c1), lr);
+  }
+  blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, v + koff, ild, T(0), dP, ink);
+}
+
 // dS = P * (dP - drow), in place in dP.
 void dsoftmax_row(const float* p, float* dp, float drow, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - drow);
@@ -236,16 +256,7 @@ void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t 
       const int64_t kb1 = std::min(band1, kb0 + bk), nk = kb1 - kb0;
       const int ink = static_cast<int>(nk);
       const T* kblk = k + kb0 * ld + h * D;
-      const T* vblk = v + kb0 * ld + h * D;
-      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, kblk, ild, T(0), P, ink);
-      for (int64_t r = 0; r < nq; ++r) {
-        const T lr = lse[h * s.tq + i0 + r];
-        int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
-        int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
-        if (!(lr > -std::numeric_limits<T>::infinity())) c0 = c1 = 0;
-        probs_row(P + r * nk, nk, c0, std::max(c0, c1), lr);
-      }
-      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, vblk, ild, T(0), dP, ink);
+      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, k, v, lse, P, dP);
       T* dvblk = dvb + (kb0 - kbase) * ldb;
       T* dkblk = dkb + (kb0 - kbase) * ldb;
       blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, T(1), P, ink, dot, ild, T(1), dvblk, ildb);
@@ -495,15 +506,7 @@ void backward2_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t
     auto block = [&](int64_t kb0, int64_t nk) {
       const int ink = static_cast<int>(nk);
       const int64_t koff = kb0 * ld + h * D;
-      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, k + koff, ild, T(0), P, ink);
-      for (int64_t r = 0; r < nq; ++r) {
-        const T lr = lse[h * s.tq + i0 + r];
-        int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
-        int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
-        if (!(lr > -std::numeric_limits<T>::infinity())) c0 = c1 = 0;
-        probs_row(P + r * nk, nk, c0, std::max(c0, c1), lr);
-      }
-      blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, v + koff, ild, T(0), dP, ink);
+      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, k, v, lse, P, dP);
       blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, aqt, ild, k + koff, ild, T(0), B, ink);
       blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, ak + koff, ild, T(1), B, ink);
       blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, av + koff, ild, T(0), X, ink);
