@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include "autodiff/ops.h"
 #include "backend/blas.h"
@@ -227,6 +230,33 @@ TEST(ThreadPool, BackToBackJobsNeverRunAPieceTwice) {
     });
     ASSERT_EQ(ran.load(), 8) << "job " << job;
     for (int i = 0; i < 8; ++i) ASSERT_EQ(local[i], 1) << "job " << job << " piece " << i;
+  }
+}
+
+TEST(ThreadPool, WorkersAsleepOrSteppedAsideStillTakePart) {
+  // Workers spin between regions for TTT_SPIN_US (100 us by default), then sleep; a threaded BLAS
+  // call sends them to sleep at once. Jobs after each of those must still be covered exactly once,
+  // and the workers must be woken to help.
+  bool helped = false;
+  for (int job = 0; job < 300; ++job) {
+    if (job % 3 == 1) std::this_thread::sleep_for(std::chrono::microseconds(300));  // past the spin
+    if (job % 3 == 2) yield_cores_to_other_threads();
+    std::vector<std::atomic<int>> hits(64);
+    std::atomic<bool> other{false};
+    parallel_for(0, 64, 8, [&](int64_t lo, int64_t hi) {
+      if (thread_index() != 0) other = true;
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+      for (int64_t i = lo; i < hi; ++i) hits[static_cast<size_t>(i)]++;
+    });
+    for (auto& h : hits) {
+      ASSERT_EQ(h.load(), 1) << "job " << job;
+    }
+    helped = helped || other.load();
+  }
+  if (num_threads() > 1) {
+    EXPECT_TRUE(helped);
   }
 }
 

@@ -65,6 +65,9 @@ TEST_P(Bf16Kernel, OneRowFloat32ProductsMatchFloat64) {
   for (int64_t k : {1, 15, 16, 17, 64, 131, 700})
     for (int64_t n : {1, 3, 17, 128, 130, 300})
       for (bool tb : {false, true}) expect_product(randn({1, k}, rng, 1.0), randn(tb ? Shape{n, k} : Shape{k, n}, rng, 1.0), tb);
+  // Rows of 4 KB and more go four per pass (k = 39: three left over), float32 and bf16.
+  expect_product(randn({1, 39}, rng, 1.0), randn({39, 1100}, rng, 1.0), false);
+  expect_product(randn({1, 39}, rng, 1.0), random_bf16({39, 2100}, rng), false);
   // A batch of one-row products with a broadcast weight.
   const Tensor a = randn({4, 1, 33}, rng, 1.0), w = randn({33, 19}, rng, 1.0);
   const auto c = matmul(a, w).to_vector(), av = a.to_vector(), wv = w.to_vector();

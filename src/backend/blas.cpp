@@ -131,6 +131,14 @@ void gemm_reference(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a
 thread_local int tl_single_depth = 0;
 std::mutex g_threads_mu;
 
+// Whether BLAS will run this product on its own threads (OpenBLAS goes single-threaded up to
+// m*n*k = 65536 x GEMM_MULTITHREAD_THRESHOLD, 4 by default): then our pool's spinning workers
+// step aside for them.
+bool threaded(const Loaded& L, int m, int n, int k) {
+  return L.threads > 1 && tl_single_depth == 0 && !ttt::in_parallel_region() &&
+         static_cast<double>(m) * n * k > 262144.0;
+}
+
 }  // namespace
 
 const Info& info() { return lib().info; }
@@ -148,6 +156,7 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, 
     gemm_reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  if (threaded(L, m, n, k)) ttt::yield_cores_to_other_threads();
   L.sgemm(kRowMajor, ta == Trans::No ? kNoTrans : kTrans, tb == Trans::No ? kNoTrans : kTrans, m,
           n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
@@ -165,6 +174,7 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a
     gemm_reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  if (threaded(L, m, n, k)) ttt::yield_cores_to_other_threads();
   L.dgemm(kRowMajor, ta == Trans::No ? kNoTrans : kTrans, tb == Trans::No ? kNoTrans : kTrans, m,
           n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -17,6 +17,10 @@ void set_num_threads(int n);  // call before heavy work; resizes the pool
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn);
 
+// Workers spinning for the next region (see TTT_SPIN_US) go to sleep now: called before a call
+// that runs on other threads (multithreaded BLAS), which would otherwise share cores with them.
+void yield_cores_to_other_threads();
+
 // True inside a parallel_for body (where nested parallel calls run serially).
 bool in_parallel_region();
 
