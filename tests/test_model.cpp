@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 
 #include "gradcheck.h"
 #include "model/model.h"
@@ -215,12 +216,28 @@ void expect_remat_equal(const model::ModelConfig& cfg, bool ttt, uint64_t seed) 
   std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
   e2e::TTTOptions opt;
   opt.ttt = ttt;
-  const auto full = e2e::meta_gradient(m, in, tg, opt, /*rematerialize=*/false);
-  const auto remat = e2e::meta_gradient(m, in, tg, opt, /*rematerialize=*/true);
+  const auto full = e2e::meta_gradient(m, in, tg, opt, e2e::GraphBudget::keep_all());
+  const auto remat = e2e::meta_gradient(m, in, tg, opt, e2e::GraphBudget::rematerialize_all());
   EXPECT_NEAR(full.loss, remat.loss, 1e-12);
+  EXPECT_EQ(full.kept_chunks, 4);
+  EXPECT_EQ(remat.kept_chunks, 0);
   ASSERT_EQ(full.grads.size(), remat.grads.size());
   for (size_t i = 0; i < full.grads.size(); ++i)
     EXPECT_LT(rel_err(remat.grads[i].to_vector(), full.grads[i].to_vector()), 1e-10) << m.named_parameters()[i].first;
+  // Budgets between the two: the first chunks keep their graph, the rest are rematerialized, and
+  // the adjoint of the memory at the boundary joins them. Every split gives the same gradient.
+  std::set<int64_t> splits;
+  for (double bytes = 1; bytes < 1e12; bytes *= 1.1) {
+    const auto part = e2e::meta_gradient(m, in, tg, opt, e2e::GraphBudget{static_cast<size_t>(bytes)});
+    ASSERT_EQ(part.chunks, 4);
+    if (part.kept_chunks == 4) break;
+    if (part.kept_chunks == 0 || !splits.insert(part.kept_chunks).second) continue;
+    EXPECT_NEAR(part.loss, full.loss, 1e-12) << "kept " << part.kept_chunks;
+    for (size_t i = 0; i < full.grads.size(); ++i)
+      EXPECT_LT(rel_err(part.grads[i].to_vector(), full.grads[i].to_vector()), 1e-10)
+          << m.named_parameters()[i].first << ", " << part.kept_chunks << " chunks kept";
+  }
+  EXPECT_GE(splits.size(), 2u) << "budgets should split the chunks in several places";
 }
 
 TEST(MetaGradient, RematerializationGivesTheSameGradient) { expect_remat_equal(tiny_config(true), true, 11); }

@@ -24,7 +24,7 @@ std::vector<TrainBenchRow> run_train_bench(const TrainBenchOptions& opt, double&
     train::TrainOptions o;
     o.steps = 1000;
     o.seq_len = opt.seq_len;
-    o.remat = opt.remat;
+    o.graph_budget_mb = opt.graph_budget_mb;
     Rng r(opt.seed);
     auto seq = [&] {
       std::vector<int32_t> s(opt.seq_len + 1);
@@ -34,14 +34,19 @@ std::vector<TrainBenchRow> run_train_bench(const TrainBenchOptions& opt, double&
     if (progress) std::fprintf(progress, "  %s: warm-up step...\n", nm.name.c_str());
     train::train_step(m, adam, seq(), o, 200);
     double best = 1e300;
+    int64_t chunks = 0, kept = 0;
     for (int i = 0; i < opt.steps; ++i) {
       if (progress) std::fprintf(progress, "  %s: step %d/%d...\n", nm.name.c_str(), i + 1, opt.steps);
       const auto batch = seq();
       const auto t0 = std::chrono::steady_clock::now();
-      train::train_step(m, adam, batch, o, 200);
+      const auto res = train::train_step(m, adam, batch, o, 200);
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      kept = res.kept_chunks;
+      chunks = res.chunks;
     }
     TrainBenchRow row;
+    row.chunks = chunks;
+    row.kept_chunks = kept;
     row.model = nm.name;
     row.mode = m.config().prime ? "meta-learning" : "pretrain";
     row.step_seconds = best;
@@ -59,12 +64,19 @@ void print_train_bench(const std::vector<TrainBenchRow>& rows, double peak_gflop
   std::fprintf(out, "## ttt bench train\n\n- BLAS: %s, kernel %s; %d threads; sgemm 1024^3 peak %.1f GFLOP/s\n",
                b.library.c_str(), b.core.c_str(), num_threads(), peak_gflops);
   std::fprintf(out, "- bench model (vocab 4096, d 256, 8 layers, 4 heads, f 704, W 1024, b 256), one sequence of %lld "
-                    "tokens per step, best of %d steps after a warm-up; rematerialization %s\n\n",
-               static_cast<long long>(opt.seq_len), opt.steps, opt.remat ? "on" : "off");
-  std::fprintf(out, "| model | mode | s/step | tokens/s | model GFLOP/step | MFU |\n|---|---|---:|---:|---:|---:|\n");
-  for (auto& r : rows)
-    std::fprintf(out, "| %s | %s | %.3f | %.0f | %.1f | %.1f%% |\n", r.model.c_str(), r.mode.c_str(), r.step_seconds,
-                 r.tokens_per_s, r.model_flops * 1e-9, 100 * r.mfu);
+                    "tokens per step, best of %d steps after a warm-up; meta-gradient graph budget %s\n\n",
+               static_cast<long long>(opt.seq_len), opt.steps,
+               opt.graph_budget_mb < 0           ? "a quarter of physical memory"
+               : opt.graph_budget_mb == 0        ? "0 (every chunk rematerialized)"
+               : opt.graph_budget_mb == INT64_MAX ? "unlimited (no rematerialization)"
+                                                  : (std::to_string(opt.graph_budget_mb) + " MB").c_str());
+  std::fprintf(out, "| model | mode | s/step | tokens/s | model GFLOP/step | MFU | chunk graphs kept |\n"
+                    "|---|---|---:|---:|---:|---:|---:|\n");
+  for (auto& r : rows) {
+    const std::string kept = r.chunks > 0 ? std::to_string(r.kept_chunks) + " of " + std::to_string(r.chunks) : "-";
+    std::fprintf(out, "| %s | %s | %.3f | %.0f | %.1f | %.1f%% | %s |\n", r.model.c_str(), r.mode.c_str(),
+                 r.step_seconds, r.tokens_per_s, r.model_flops * 1e-9, 100 * r.mfu, kept.c_str());
+  }
   if (rows.size() == 2)
     std::fprintf(out, "\nmeta step / pretrain step: %.2fx\n", rows[0].step_seconds / rows[1].step_seconds);
 }

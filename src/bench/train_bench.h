@@ -16,12 +16,13 @@ struct TrainBenchOptions {
   int64_t seq_len = 4096;
   int steps = 3;  // timed steps after one warm-up step
   uint64_t seed = 1;
-  bool remat = true;
+  int64_t graph_budget_mb = -1;  // as TrainOptions::graph_budget_mb
 };
 
 struct TrainBenchRow {
   std::string model, mode;
   double step_seconds = 0, tokens_per_s = 0, model_flops = 0, mfu = 0;
+  int64_t chunks = 0, kept_chunks = 0;  // meta-learning: chunks of the step, and those not rematerialized
 };
 
 std::vector<TrainBenchRow> run_train_bench(const TrainBenchOptions& opt, double& peak_gflops, std::FILE* progress);

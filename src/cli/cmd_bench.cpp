@@ -44,7 +44,7 @@ bool g_train_bench_no_remat = false;
 
 int run_bench_train() {
   auto o = g_train_bench;
-  o.remat = !g_train_bench_no_remat;
+  if (g_train_bench_no_remat) o.graph_budget_mb = INT64_MAX;
   double peak = 0;
   const auto rows = bench::run_train_bench(o, peak, isatty(fileno(stderr)) ? stderr : nullptr);
   bench::print_train_bench(rows, peak, o, stdout);
@@ -147,7 +147,11 @@ void register_bench(CLI::App& app, Registry& reg) {
   auto* tr = bench_app->add_subcommand("train", "Training tokens/s and MFU: SWA pretrain step vs TTT-E2E meta step");
   tr->add_option("--seq-len", g_train_bench.seq_len, "tokens per sequence")->capture_default_str();
   tr->add_option("--steps", g_train_bench.steps, "timed steps (after one warm-up)")->capture_default_str();
-  tr->add_flag("--no-remat", g_train_bench_no_remat, "meta-gradient without per-chunk rematerialization");
+  tr->add_option("--graph-budget-mb", g_train_bench.graph_budget_mb,
+                 "memory for the meta-gradient's chunk graphs, as in `ttt train` (-1: a quarter of physical "
+                 "memory; 0: rematerialize every chunk)")
+      ->capture_default_str();
+  tr->add_flag("--no-remat", g_train_bench_no_remat, "keep every chunk's graph, whatever the memory");
   reg.push_back({tr, run_bench_train});
 
   // The side-by-side with the official JAX code and PyTorch: scripts/bench_compare.sh does the

@@ -30,6 +30,7 @@ struct EvalArgs {
 struct GradArgs {
   std::string model, tokens, out;
   bool no_ttt = false, no_remat = false;
+  int64_t graph_budget_mb = -1;
   double inner_lr = 1.0;
 } g_grad;
 
@@ -102,7 +103,9 @@ int run_grad() {
   e2e::TTTOptions opt;
   opt.ttt = !g_grad.no_ttt;
   opt.inner_lr = g_grad.inner_lr;
-  const auto res = e2e::meta_gradient(m, tok.inputs, tok.targets, opt, !g_grad.no_remat);
+  const auto res = e2e::meta_gradient(m, tok.inputs, tok.targets, opt,
+                                      g_grad.no_remat ? e2e::GraphBudget::keep_all()
+                                                      : e2e::GraphBudget::megabytes(g_grad.graph_budget_mb));
   if (!std::isfinite(res.loss)) nonfinite_loss(m, "");
   for (size_t i = 0; i < res.grads.size(); ++i) {
     const Tensor g = contiguous(res.grads[i]);
@@ -151,7 +154,11 @@ void register_model_commands(CLI::App& app, Registry& reg) {
   gr->add_option("--out", g_grad.out, "output gradient .safetensors (F32, parameter names)")->required();
   gr->add_flag("--no-ttt", g_grad.no_ttt, "chunked objective without inner updates");
   gr->add_option("--inner-lr", g_grad.inner_lr, "inner learning rate eta")->capture_default_str();
-  gr->add_flag("--no-remat", g_grad.no_remat, "keep every chunk's graph instead of rematerializing per chunk");
+  gr->add_option("--graph-budget-mb", g_grad.graph_budget_mb,
+                 "memory for chunk graphs: the first chunks keep theirs within it, the rest are rematerialized "
+                 "(-1: a quarter of physical memory; 0: rematerialize every chunk)")
+      ->capture_default_str();
+  gr->add_flag("--no-remat", g_grad.no_remat, "keep every chunk's graph, whatever the memory");
   reg.push_back({gr, run_grad});
 }
 

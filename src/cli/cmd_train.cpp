@@ -60,7 +60,7 @@ int run_train_on(TrainArgs a, dist::Communicator& comm) {
     }
     data = train::needle_mix_source(std::move(data), a.tokenizer, a.needle_mix, a.needle_pairs, a.seed);
   }
-  a.o.remat = !a.no_remat;
+  if (a.no_remat) a.o.graph_budget_mb = INT64_MAX;
   a.o.seed = a.seed;
   const auto& c = m.config();
   if (!a.quiet)
@@ -130,7 +130,11 @@ void register_train_commands(CLI::App& app, Registry& reg) {
   tr->add_option("--max-bad-steps", a.o.max_bad_steps,
                  "stop after this many steps in a row with a non-finite loss or gradient (each is skipped)")
       ->capture_default_str();
-  tr->add_flag("--no-remat", a.no_remat, "keep every chunk's graph (faster, more memory)");
+  tr->add_option("--graph-budget-mb", a.o.graph_budget_mb,
+                 "meta-learning: memory for chunk graphs; the first chunks keep theirs within it, the rest "
+                 "are rematerialized (-1: a quarter of physical memory; 0: rematerialize every chunk)")
+      ->capture_default_str();
+  tr->add_flag("--no-remat", a.no_remat, "keep every chunk's graph, whatever the memory (fastest)");
   tr->add_flag("--quiet", a.quiet, "no progress output");
   tr->add_flag("--zero1", a.o.zero1,
                "under mpirun: each rank keeps the AdamW moments of its share of the parameters (ZeRO-1)");

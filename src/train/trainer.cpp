@@ -381,7 +381,9 @@ StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector
   PairwiseSum<double, decltype(add_scalars)> losses(add_scalars);
   for (auto& seq : seqs) {
     std::vector<int32_t> in(seq.begin(), seq.end() - 1), tg(seq.begin() + 1, seq.end());
-    auto g = e2e::meta_gradient(m, in, tg, topt, o.remat);
+    auto g = e2e::meta_gradient(m, in, tg, topt, e2e::GraphBudget::megabytes(o.graph_budget_mb));
+    r.chunks += g.chunks;
+    r.kept_chunks += g.kept_chunks;
     losses.push(g.loss / batch);
     NoGrad ng;
     std::vector<Tensor> leaf(g.grads.size());

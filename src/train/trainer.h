@@ -37,7 +37,10 @@ struct TrainOptions {
   // Meta mode: inner learning rate from ilr_init to 1.0 over the first ilr_warmup_frac of steps
   // (0: 1.0 throughout, as for context extension).
   double ilr_init = 0.1, ilr_warmup_frac = 0.1;
-  bool remat = true;
+  // Memory the meta-gradient may hold in chunk graphs (e2e::GraphBudget): the first chunks keep
+  // theirs within it, the rest are rematerialized. -1: a quarter of physical memory; 0:
+  // rematerialize every chunk; a huge value: keep every graph (no recomputation).
+  int64_t graph_budget_mb = -1;
   int64_t val_every = 50, val_seqs = 4;  // val_every 0: no validation
   int64_t ckpt_every = 50;               // 0: only at the end
   std::string out_dir;
@@ -82,6 +85,7 @@ struct StepResult {
   double loss = 0, grad_norm = 0, lr = 0, inner_lr = 1;
   bool skipped = false;  // loss or gradient not finite: nothing was applied
   double comm_seconds = 0;  // inside collectives (several ranks)
+  int64_t chunks = 0, kept_chunks = 0;  // meta-gradient chunks, and of those not rematerialized (summed over sequences)
 };
 
 struct TrainSummary {

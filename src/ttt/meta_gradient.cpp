@@ -1,8 +1,12 @@
 #include "ttt/meta_gradient.h"
 
+#include <unistd.h>
+
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+
+#include "tensor/pool.h"
 
 namespace ttt::e2e {
 namespace {
@@ -16,13 +20,25 @@ void accumulate(Tensor& acc, const Tensor& g) {
 
 }  // namespace
 
+GraphBudget GraphBudget::machine_default() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return GraphBudget{size_t{1} << 30};
+  return GraphBudget{static_cast<size_t>(pages) / 4 * static_cast<size_t>(page)};
+}
+
+GraphBudget GraphBudget::megabytes(int64_t mb) {
+  if (mb < 0) return machine_default();
+  const uint64_t limit = SIZE_MAX >> 20;
+  return GraphBudget{static_cast<uint64_t>(mb) >= limit ? SIZE_MAX : static_cast<size_t>(mb) << 20};
+}
+
 MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& inputs,
-                           const std::vector<int32_t>& targets, const TTTOptions& opt, bool rematerialize) {
+                           const std::vector<int32_t>& targets, const TTTOptions& opt, GraphBudget budget) {
   validate(opt);
   const auto& cfg = m.config();
   const auto params = m.parameters();
   MetaGradient out;
-  if (!rematerialize || !cfg.prime) {
+  if (!cfg.prime) {  // pretraining: one graph over the whole sequence
     Tensor loss = training_loss(m, inputs, targets, opt);
     out.loss = loss.item();
     out.grads = grad({loss}, params);
@@ -52,14 +68,43 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
     for (int64_t l = 0; l < first; ++l) h_graph = m.block_forward(l, h_graph, 0, nullptr, nullptr);
   }
   const Tensor h_first = h_graph.detach();
-  // Forward sweep over the chunks without an outer graph: keep the suffix memory (phi and the
-  // mixer states) at each chunk boundary.
-  std::vector<SuffixMemory> mems(chunks);  // the memory entering chunk c (phi_{c-1} scores it)
+  out.chunks = chunks;
   double total = 0;
+
+  // Kept chunks [0, kept): their whole graph (second-order inner steps included) from one pass.
+  const size_t base = pool::stats().bytes_in_use;
+  auto keep_next = [&](int64_t k) {
+    if (budget.bytes == 0) return false;
+    if (budget.bytes == SIZE_MAX || k == 0) return true;
+    const size_t now = pool::stats().bytes_in_use, used = now > base ? now - base : 0;
+    return used + used / static_cast<size_t>(k) <= budget.bytes;  // one more chunk of the mean size
+  };
+  const SuffixMemory start = SuffixMemory::start(m).leaves();
+  SuffixMemory cur = start;  // the memory entering chunk `kept`, with the kept chunks' graph
+  std::vector<Tensor> kept_x, kept_loss;
+  int64_t kept = 0;
+  {
+    GradMode on(true);
+    while (kept < chunks && keep_next(kept)) {
+      Tensor x = leaf(slice(h_first, 0, kept * b, (kept + 1) * b));
+      const bool step = opt.ttt && kept + 1 < chunks;
+      ChunkStep g = suffix_chunk(m, x, kept * b, part(kept), cur, step, opt, /*create_graph=*/true);
+      total += g.loss.item();
+      kept_x.push_back(std::move(x));
+      kept_loss.push_back(std::move(g.loss));
+      cur = std::move(g.next);
+      ++kept;
+    }
+  }
+  out.kept_chunks = kept;
+
+  // Rematerialized chunks [kept, chunks): a forward sweep without an outer graph keeps the
+  // suffix memory at each chunk boundary.
+  std::vector<SuffixMemory> mems(chunks);  // the memory entering chunk c (phi_{c-1} scores it)
   {
     NoGrad ng;
-    SuffixMemory mem = SuffixMemory::start(m);
-    for (int64_t c = 0; c < chunks; ++c) {
+    SuffixMemory mem = kept < chunks ? cur.detached() : SuffixMemory{};
+    for (int64_t c = kept; c < chunks; ++c) {
       mems[c] = mem;
       const bool step = opt.ttt && c + 1 < chunks;
       // The inner gradient needs a graph of this chunk (first order only).
@@ -74,36 +119,46 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   }
   out.loss = total / static_cast<double>(chunks);
 
-  // Backward sweep: rebuild each chunk's graph from leaves and pull adjoints through it.
+  // Backward sweep: rebuild each rematerialized chunk's graph from leaves and pull adjoints
+  // through it, then through the kept graph in one call.
   std::unordered_map<TensorImpl*, size_t> index;
   for (size_t i = 0; i < params.size(); ++i) index[params[i].impl()] = i;
   std::vector<Tensor> acc(params.size());
   std::vector<Tensor> d_x(chunks);  // adjoint of each chunk's rows of h_first
   std::vector<Tensor> d_next;       // adjoint of the memory leaving chunk c (SuffixMemory::tensors order)
-  for (int64_t c = chunks - 1; c >= 0; --c) {
-    GradMode on(true);
-    const SuffixMemory in = mems[c].leaves();
-    Tensor x = leaf(slice(h_first, 0, c * b, (c + 1) * b));
-    const bool step = opt.ttt && c + 1 < chunks;
-    ChunkStep g = suffix_chunk(m, x, c * b, part(c), in, step, opt, /*create_graph=*/true);
-
-    std::vector<Tensor> outs = {g.loss}, couts = {full({}, 1.0 / static_cast<double>(chunks), g.loss.dtype())};
-    if (c + 1 < chunks) {
-      const auto next = g.next.tensors();
+  const Tensor mean_weight = full({}, 1.0 / static_cast<double>(chunks), h_first.dtype());
+  auto pull = [&](std::vector<Tensor> outs, std::vector<Tensor> couts, const std::vector<Tensor>& next,
+                  const std::vector<Tensor>& xs, const SuffixMemory& in, int64_t c0) {
+    if (!next.empty()) {
       if (next.size() != d_next.size()) throw std::logic_error("meta_gradient: the suffix memory changed shape");
       outs.insert(outs.end(), next.begin(), next.end());
       couts.insert(couts.end(), d_next.begin(), d_next.end());
     }
     const auto in_tensors = in.tensors();
-    std::vector<Tensor> ins = {x};
+    std::vector<Tensor> ins = xs;
     ins.insert(ins.end(), in_tensors.begin(), in_tensors.end());
     const size_t n_local = ins.size();
     ins.insert(ins.end(), params.begin(), params.end());
     std::vector<Tensor> gs = grad(outs, ins, couts);  // create_graph off: plain adjoints
     NoGrad ng;
-    d_x[c] = gs[0];
-    d_next.assign(gs.begin() + 1, gs.begin() + static_cast<std::ptrdiff_t>(n_local));
+    for (size_t i = 0; i < xs.size(); ++i) d_x[static_cast<size_t>(c0) + i] = gs[i];
+    d_next.assign(gs.begin() + static_cast<std::ptrdiff_t>(xs.size()), gs.begin() + static_cast<std::ptrdiff_t>(n_local));
     for (size_t i = n_local; i < gs.size(); ++i) accumulate(acc[i - n_local], gs[i]);
+  };
+  for (int64_t c = chunks - 1; c >= kept; --c) {
+    GradMode on(true);
+    const SuffixMemory in = mems[c].leaves();
+    mems[c] = SuffixMemory{};
+    Tensor x = leaf(slice(h_first, 0, c * b, (c + 1) * b));
+    const bool step = opt.ttt && c + 1 < chunks;
+    ChunkStep g = suffix_chunk(m, x, c * b, part(c), in, step, opt, /*create_graph=*/true);
+    pull({g.loss}, {mean_weight}, c + 1 < chunks ? g.next.tensors() : std::vector<Tensor>{}, {x}, in, c);
+  }
+  if (kept > 0) {
+    pull(kept_loss, std::vector<Tensor>(static_cast<size_t>(kept), mean_weight),
+         kept < chunks ? cur.tensors() : std::vector<Tensor>{}, kept_x, start, 0);
+    kept_loss.clear();
+    cur = SuffixMemory{};
   }
   // phi_0 is the prime blocks' checkpoint weights.
   {
