@@ -71,7 +71,9 @@ void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progr
       adam = std::make_unique<train::AdamW>(m.named_parameters(), train::AdamWOptions{});
       const auto seq = tokens(o.train_len + 1, m.config().vocab_size, r);
       what = std::string(w == "meta" ? "TTT-E2E meta-gradient step" : "SWA pretraining step") + " on " +
-             std::to_string(o.train_len) + " tokens (bench model, rematerialized, AdamW included)";
+             std::to_string(o.train_len) +
+             (w == "meta" ? " tokens (bench model, chunk graphs kept within the default budget, AdamW included)"
+                          : " tokens (bench model, AdamW included)");
       train::AdamW* opt = adam.get();
       const int64_t len = o.train_len;
       work = [&m, opt, seq, len] {
