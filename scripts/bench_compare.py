@@ -13,8 +13,10 @@ Workloads (seconds of one call, best of N; --quick: 2K/4K instead of 8K/32K, 2K 
   ttt-meta-grad-4k   TTT-E2E meta-learning step on one 4K sequence (gradient through every inner
                      step, second order), including the global-norm clip and the AdamW update
   swa-grad-4k        SWA pretrain step on one 4K sequence (same clip and AdamW)
-  ttt-meta-grad-8k   the same two at 8K (not in the default list: JAX alone compiles and runs
-  swa-grad-8k        for several minutes)
+  ttt-meta-grad-8k   the same two at 8K and 32K (not in the default list: long runs; JAX alone
+  swa-grad-8k        compiles and runs for several minutes at 8K)
+  ttt-meta-grad-32k
+  swa-grad-32k
 
 What is timed:
   engine  `ttt bench context --model DIR --prefill-lengths T --warm-up` (the "seconds" of its
@@ -79,11 +81,13 @@ WORKLOADS = {
     "ttt-prefill-32k": ("TTT-E2E prefill", "ttt", 32768, 4096, False),
     "ttt-meta-grad-4k": ("TTT-E2E meta-gradient step", "ttt", 4096, 2048, True),
     "swa-grad-4k": ("SWA pretrain gradient step", "swa", 4096, 2048, True),
-    # Not in the default list (a long run): the gradients at 8K.
+    # Not in the default list (long runs): the gradients at 8K and 32K.
     "ttt-meta-grad-8k": ("TTT-E2E meta-gradient step", "ttt", 8192, 4096, True),
     "swa-grad-8k": ("SWA pretrain gradient step", "swa", 8192, 4096, True),
+    "ttt-meta-grad-32k": ("TTT-E2E meta-gradient step", "ttt", 32768, 8192, True),
+    "swa-grad-32k": ("SWA pretrain gradient step", "swa", 32768, 8192, True),
 }
-DEFAULT_WORKLOADS = [n for n in WORKLOADS if not n.endswith("-grad-8k")]
+DEFAULT_WORKLOADS = [n for n in WORKLOADS if not (n.endswith("-grad-8k") or n.endswith("-grad-32k"))]
 
 
 def klabel(t):

@@ -19,7 +19,8 @@
 #                    XLA_FLAGS intra_op_parallelism_threads, OMP/MKL/OPENBLAS_NUM_THREADS
 #   --workloads LIST comma list of swa-prefill-8k, full-prefill-8k, full-prefill-32k,
 #                    ttt-prefill-8k, ttt-prefill-32k, ttt-meta-grad-4k, swa-grad-4k (the
-#                    default: all of these), ttt-meta-grad-8k, swa-grad-8k (asked for only)
+#                    default: all of these), ttt-meta-grad-8k, swa-grad-8k, ttt-meta-grad-32k,
+#                    swa-grad-32k (asked for only)
 #   --quick          2K/4K lengths instead of 8K/32K, 2K instead of 4K for the gradients,
 #                    1 repeat: a few minutes
 #   --no-install     use the venv as it is
