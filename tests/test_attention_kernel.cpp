@@ -113,6 +113,29 @@ void check_against_reference(const AttentionShape& s, unsigned seed, double q_sc
     for (int64_t x = 0; x < s.heads * s.head_dim; ++x)
       EXPECT_EQ(dq[static_cast<size_t>(i * s.heads * s.head_dim + x)], T(0)) << "row " << i;
   }
+  // Constant keys (k_grad_from): their dk, dv rows are zero, everything else as before (dq
+  // exactly: its products do not change).
+  for (int64_t from : {int64_t{1}, s.tk / 2, s.tk - 1}) {
+    if (from <= 0 || from >= s.tk) continue;
+    AttentionShape sc = s;
+    sc.k_grad_from = from;
+    std::vector<T> dq2(nq, T(7)), dk2(nk, T(7)), dv2(nk, T(7)), dk2_ref(nk), dv2_ref(nk), dq2_ref(nq);
+    ttt::kernels::attention_backward(sc, q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq2.data(),
+                                     dk2.data(), dv2.data());
+    ttt::kernels::attention_backward_reference(sc, q.data(), k.data(), v.data(), o_ref.data(), lse_ref.data(),
+                                               dout.data(), dq2_ref.data(), dk2_ref.data(), dv2_ref.data());
+    EXPECT_EQ(dq2, dq) << "k_grad_from " << from;
+    const size_t cut = static_cast<size_t>(from * s.heads * s.head_dim);
+    for (size_t x = 0; x < cut; ++x) {
+      ASSERT_EQ(dk2[x], T(0)) << "k_grad_from " << from;
+      ASSERT_EQ(dv2[x], T(0)) << "k_grad_from " << from;
+    }
+    EXPECT_LE(rel_err(dk2, dk2_ref, 0.1), 5 * tol) << "k_grad_from " << from;
+    EXPECT_LE(rel_err(dv2, dv2_ref, 0.1), 5 * tol) << "k_grad_from " << from;
+    const std::vector<T> dk_tail(dk.begin() + static_cast<std::ptrdiff_t>(cut), dk.end()),
+        dk2_tail(dk2.begin() + static_cast<std::ptrdiff_t>(cut), dk2.end());
+    EXPECT_LE(rel_err(dk2_tail, dk_tail, 0.1), 5 * tol) << "k_grad_from " << from;
+  }
 }
 
 template <class T>

@@ -1,5 +1,6 @@
 #include "autodiff/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -1048,7 +1049,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   Tensor lse = Tensor::empty({s.heads, s.tq}, q.dtype(), q.device());
   be(q).attention_forward(s, qc, kc, vc, o, lse);
   if (needs_graph({&q, &k, &v})) {
-    record(o, "attention", {q, k, v}, [q, k, v, lse, s](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
+    kernels::AttentionShape s1 = s;  // first order: no dk, dv for constant keys
+    s1.k_grad_from = std::clamp<int64_t>(opt.k_grad_from, 0, s.tk);
+    record(o, "attention", {q, k, v}, [q, k, v, lse, s, s1](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
       if (grad_enabled()) {  // the gradient will be differentiated: the fused op with a fused backward
         const Tensor p = attention_backward_packed(q, k, v, dense(out.detach()), lse, g, s);
         const int64_t tq = s.tq, tk = s.tk;
@@ -1058,7 +1061,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
       Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());
       Tensor dk = Tensor::empty(k.shape(), k.dtype(), k.device());
       Tensor dv = Tensor::empty(v.shape(), v.dtype(), v.device());
-      be(q).attention_backward(s, dense(q), dense(k), dense(v), dense(out), lse, dense(g), dq, dk, dv);
+      be(q).attention_backward(s1, dense(q), dense(k), dense(v), dense(out), lse, dense(g), dq, dk, dv);
       return std::vector<Tensor>{dq, dk, dv};
     });
   }

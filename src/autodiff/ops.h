@@ -107,6 +107,10 @@ Tensor scatter_add_rows(const Tensor& rows, const std::vector<int32_t>& ids, int
 
 struct AttentionOptions {
   int64_t q_pos0 = 0, k_pos0 = 0, window = 0;  // see kernels/attention.h
+  // Keys before this row are constants whose gradient nobody needs (a detached cache): a
+  // first-order backward leaves their dk, dv zero instead of computing them. Only a hint: a
+  // backward that is differentiated again computes every row.
+  int64_t k_grad_from = 0;
 };
 // q [Tq, H, D], k and v [Tk, H, D] -> [Tq, H, D]; scale 1/sqrt(D). Fused tiled kernel forward;
 // first-order backward through the fused backward kernel; with create_graph the backward is

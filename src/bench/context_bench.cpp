@@ -130,18 +130,27 @@ double prefill_inner_flops(const model::ModelConfig& c, int64_t t) {
   const int64_t updates = t / b - (t % b == 0 ? 1 : 0);
   if (updates <= 0) return 0;
   const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
+  // What the gradient of phi needs, no more: a block is mixer -> prime MLP -> MLP, so below the
+  // first prime MLP nothing is differentiated (neither its input gradient nor that block's mixer;
+  // the graph is pruned there, and the profile shows one attention backward per inner step on a
+  // model with two prime blocks).
   double per_chunk = 2.0 * b * d * c.vocab_size;  // head: input gradient
   for (int64_t l = c.first_prime_layer(); l < c.num_hidden_layers; ++l) {
-    per_chunk += 2.0 * b * 3 * d * f * 2;  // input gradients of the MLP and prime MLP matmuls
-    per_chunk += 2.0 * b * 3 * d * f;      // weight gradients of phi
-    if (c.is_recurrent(l)) {               // input gradients through the mixer: about twice its forward
+    per_chunk += 2.0 * b * 3 * d * f;  // input gradients of the MLP matmuls
+    per_chunk += 2.0 * b * 3 * d * f;  // weight gradients of phi
+    if (l == c.first_prime_layer()) continue;
+    per_chunk += 2.0 * b * 3 * d * f;  // input gradients of the prime MLP matmuls
+    if (c.is_recurrent(l)) {           // input gradients through the mixer: about twice its forward
       per_chunk += 2.0 * mixer_forward_flops(c, l, b);
       continue;
     }
     per_chunk += 2.0 * b * 4 * d * d;
     const int64_t w = c.window_of(l), cache = w > 0 ? std::min<int64_t>(w, t) : t / 2;
-    per_chunk += 10.0 * c.head_dim() *
-                 attention_visible_pairs(b, cache + b, c.num_attention_heads, cache, 0, w);  // steady-state chunk
+    // Steady-state chunk: scores recomputed, dP and dQ for every visible pair (5 products with
+    // dK and dV, 3 without); dK and dV only for the chunk's own keys, the cache being constant.
+    const double pairs = attention_visible_pairs(b, cache + b, c.num_attention_heads, cache, 0, w),
+                 own = attention_visible_pairs(b, b, c.num_attention_heads, 0, 0, w);
+    per_chunk += c.head_dim() * (6.0 * pairs + 4.0 * own);
   }
   return per_chunk * static_cast<double>(updates);
 }

@@ -19,6 +19,9 @@ struct AttentionShape {
   int64_t q_pos0 = 0, k_pos0 = 0;
   int64_t window = 0;  // 0: plain causal
   double scale = 0;    // usually 1/sqrt(head_dim)
+  // attention_backward only: dk and dv rows before this key are left zero, not computed (keys
+  // whose gradient nobody needs: a TTT inner step's cache of earlier chunks, a constant there).
+  int64_t k_grad_from = 0;
 };
 
 template <class T>

@@ -257,13 +257,16 @@ void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t 
       const int ink = static_cast<int>(nk);
       const T* kblk = k + kb0 * ld + h * D;
       block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, k, v, lse, P, dP);
-      T* dvblk = dvb + (kb0 - kbase) * ldb;
-      T* dkblk = dkb + (kb0 - kbase) * ldb;
-      blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, T(1), P, ink, dot, ild, T(1), dvblk, ildb);
+      // dK and dV only for keys from k_grad_from on: columns [c0, nk) of P and dS.
+      const int64_t c0 = std::clamp<int64_t>(s.k_grad_from - kb0, 0, nk);
+      const int inkg = static_cast<int>(nk - c0);
+      T* dvblk = dvb + (kb0 + c0 - kbase) * ldb;
+      T* dkblk = dkb + (kb0 + c0 - kbase) * ldb;
+      if (inkg > 0) blas::gemm(Trans::Yes, Trans::No, inkg, iD, inq, T(1), P + c0, ink, dot, ild, T(1), dvblk, ildb);
       for (int64_t r = 0; r < nq; ++r) dsoftmax_row(P + r * nk, dP + r * nk, drow[r], nk);
       blas::gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, kblk, ild,
                  first ? T(0) : T(1), dqt, ild);
-      blas::gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, dP, ink, qt, ild, T(1), dkblk, ildb);
+      if (inkg > 0) blas::gemm(Trans::Yes, Trans::No, inkg, iD, inq, scale, dP + c0, ink, qt, ild, T(1), dkblk, ildb);
       first = false;
     }
   }
@@ -638,8 +641,9 @@ void attention_backward_reference(const AttentionShape& s, const T* q, const T* 
           ak += dP[static_cast<size_t>(i * Tk + j)] * static_cast<double>(q[(i * H + h) * D + d]);
           av += P[static_cast<size_t>(i * Tk + j)] * static_cast<double>(dout[(i * H + h) * D + d]);
         }
-        dk[(j * H + h) * D + d] = static_cast<T>(ak * s.scale);
-        dv[(j * H + h) * D + d] = static_cast<T>(av);
+        const bool wanted = j >= s.k_grad_from;
+        dk[(j * H + h) * D + d] = wanted ? static_cast<T>(ak * s.scale) : T(0);
+        dv[(j * H + h) * D + d] = wanted ? static_cast<T>(av) : T(0);
       }
   }
 }
