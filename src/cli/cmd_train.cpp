@@ -7,6 +7,7 @@
 #include "model/model.h"
 #include "train/convert.h"
 #include "train/trainer.h"
+#include "ttt/meta_gradient.h"
 
 namespace ttt::cli {
 namespace {
@@ -61,6 +62,8 @@ int run_train_on(TrainArgs a, dist::Communicator& comm) {
     data = train::needle_mix_source(std::move(data), a.tokenizer, a.needle_mix, a.needle_pairs, a.seed);
   }
   if (a.no_remat) a.o.graph_budget_mb = INT64_MAX;
+  if (a.o.graph_budget_mb < 0 && dist::local_ranks() > 1)  // ranks on one node share its memory
+    a.o.graph_budget_mb = static_cast<int64_t>(e2e::GraphBudget::machine_default().bytes >> 20) / dist::local_ranks();
   a.o.seed = a.seed;
   const auto& c = m.config();
   if (!a.quiet)

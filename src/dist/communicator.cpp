@@ -45,6 +45,13 @@ bool launched_by_mpi() {
   return env_int("OMPI_COMM_WORLD_SIZE") > 0 || std::getenv("PMIX_RANK") != nullptr || env_int("PMI_SIZE") > 0;
 }
 
+int local_ranks() {
+  if (!launched_by_mpi()) return 1;
+  int local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (local <= 0) local = env_int("MPI_LOCALNRANKS");
+  return std::max(1, local);
+}
+
 bool have_mpi() { return TTT_HAVE_MPI != 0; }
 bool have_nccl() { return TTT_HAVE_NCCL != 0; }
 
@@ -54,8 +61,7 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& o) {
   auto c = mpi_communicator(o);
   if (!std::getenv("TTT_NUM_THREADS")) {
     // N ranks on one node each with every core would oversubscribe it N times.
-    int local = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");
-    if (local <= 0) local = env_int("MPI_LOCALNRANKS");
+    const int local = local_ranks();
     if (local > 1) {
       const unsigned hc = std::thread::hardware_concurrency();
       const int share = std::max(1, static_cast<int>(hc == 0 ? 1 : hc) / local);

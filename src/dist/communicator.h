@@ -62,6 +62,9 @@ std::unique_ptr<Communicator> local_communicator();
 // True when this process was started by an MPI launcher (mpirun / mpiexec / srun with PMIx).
 bool launched_by_mpi();
 
+// Ranks of this launch on this node (Open MPI's or MPICH's environment); 1 outside MPI.
+int local_ranks();
+
 // MPI when launched by mpirun and the build has MPI, else the local communicator. A launch by
 // mpirun of a build without MPI is an error (N independent copies would each train alone). Under
 // MPI, unless TTT_NUM_THREADS is set, each rank's thread pool gets its share of this node's cores.
