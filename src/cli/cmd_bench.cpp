@@ -150,7 +150,8 @@ void register_bench(CLI::App& app, Registry& reg) {
   tr->add_option("--graph-budget-mb", g_train_bench.graph_budget_mb,
                  "memory for the meta-gradient's chunk graphs, as in `ttt train` (-1: a quarter of physical "
                  "memory; 0: rematerialize every chunk)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, INT64_MAX));
   tr->add_flag("--no-remat", g_train_bench_no_remat, "keep every chunk's graph, whatever the memory");
   reg.push_back({tr, run_bench_train});
 

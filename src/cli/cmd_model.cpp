@@ -157,7 +157,8 @@ void register_model_commands(CLI::App& app, Registry& reg) {
   gr->add_option("--graph-budget-mb", g_grad.graph_budget_mb,
                  "memory for chunk graphs: the first chunks keep theirs within it, the rest are rematerialized "
                  "(-1: a quarter of physical memory; 0: rematerialize every chunk)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, INT64_MAX));
   gr->add_flag("--no-remat", g_grad.no_remat, "keep every chunk's graph, whatever the memory");
   reg.push_back({gr, run_grad});
 }

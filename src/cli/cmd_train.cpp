@@ -136,7 +136,8 @@ void register_train_commands(CLI::App& app, Registry& reg) {
   tr->add_option("--graph-budget-mb", a.o.graph_budget_mb,
                  "meta-learning: memory for chunk graphs; the first chunks keep theirs within it, the rest "
                  "are rematerialized (-1: a quarter of physical memory; 0: rematerialize every chunk)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, INT64_MAX));
   tr->add_flag("--no-remat", a.no_remat, "keep every chunk's graph, whatever the memory (fastest)");
   tr->add_flag("--quiet", a.quiet, "no progress output");
   tr->add_flag("--zero1", a.o.zero1,
