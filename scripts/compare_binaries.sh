@@ -21,7 +21,8 @@ for cfg in ttt hyb fa; do
     bin=${!B}
     $bin eval --model m_$cfg --tokens tok64.bin --nll-out nll_${cfg}_$B > /dev/null
     $bin eval --model m_$cfg --tokens tok64.bin --stream --nll-out nlls_${cfg}_$B > /dev/null
-    $bin grad --model m_$cfg --tokens tok64.bin --out g_${cfg}_$B > /dev/null
+    # Every chunk rebuilt (--graph-budget-mb 0; binaries before it rebuilt them by default).
+    $bin grad --model m_$cfg --tokens tok64.bin --out g_${cfg}_$B --graph-budget-mb 0 > /dev/null
     $bin grad --model m_$cfg --tokens tok64.bin --out gn_${cfg}_$B --no-remat > /dev/null
     $bin generate --model m_$cfg --prompt "1 2 3 4 5 6 7 8 9" --max-new-tokens 20 --temperature 0.8 --seed 4 --state-out s_${cfg}_$B > gen_${cfg}_$B 2>/dev/null
     $bin generate --model m_$cfg --prompt "5 6 7" --max-new-tokens 9 --state-in s_${cfg}_$B --state-out s2_${cfg}_$B > gen2_${cfg}_$B 2>/dev/null
