@@ -52,10 +52,10 @@ std::vector<float> random_vector(size_t n, unsigned seed) {
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::max(1, std::atoi(argv[1])) : 20;
   const auto& bi = ttt::blas::info();
-  std::printf("BLAS: %s, core %s (%s), threads %d; pool threads %d\n", bi.library.c_str(),
-              bi.core.c_str(), bi.how.c_str(), bi.threads, ttt::num_threads());
+  std::printf("BLAS: %s, core %s (%s); threads %d (the pool, shared by BLAS products)\n",
+              bi.library.c_str(), bi.core.c_str(), bi.how.c_str(), ttt::num_threads());
 
-  // sgemm 1024^3 with BLAS's own threading.
+  // sgemm 1024^3 split over the pool.
   const int n = 1024;
   const auto a = random_vector(size_t(n) * n, 1), b = random_vector(size_t(n) * n, 2);
   std::vector<float> c(size_t(n) * n);

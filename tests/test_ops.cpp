@@ -123,6 +123,9 @@ std::vector<OpCase> all_cases() {
   cs.push_back({"sigmoid", [=](Rng& r) { return V{rn(r, shape2(r), 2.0)}; }, [](const V& x) { return sigmoid(x[0]); }, ref1([](double v) { return 1 / (1 + std::exp(-v)); })});
   cs.push_back({"softplus", [=](Rng& r) { return V{rn(r, shape2(r), 3.0)}; }, [](const V& x) { return softplus(x[0]); }, ref1([](double v) { return std::log1p(std::exp(v)); })});
   cs.push_back({"silu", [=](Rng& r) { return V{rn(r, shape2(r), 2.0)}; }, [](const V& x) { return silu(x[0]); }, ref1([](double v) { return v / (1 + std::exp(-v)); })});
+  cs.push_back({"silu_mul", [=](Rng& r) { Shape s = shape2(r); return V{rn(r, s, 2.0), rn(r, s)}; },
+                [](const V& x) { return silu_mul(x[0], x[1]); },
+                [](const V& x) { D a = x[0].to_vector(), b = x[1].to_vector(); for (size_t i = 0; i < a.size(); ++i) a[i] = a[i] / (1 + std::exp(-a[i])) * b[i]; return a; }});
   // silu'' and silu''' are exercised by differentiating silu twice through a product.
   cs.push_back({"silu_third_order_path", [=](Rng& r) { return V{rn(r, {3, 3}, 2.0)}; },
                 [](const V& x) {
@@ -454,6 +457,29 @@ TEST(FusedLinearCrossEntropySecondOrder, MatchesCompositeInFloat64) {
       const char* names[] = {"loss", "dx", "d2 x", "d2 w", "d2 g", "d2 w with a graph", "d3 w"};
       for (size_t i = 0; i < res[0].size(); ++i) expect_close(res[1][i], res[0][i], names[i]);
     }
+}
+
+// SwiGLU's fused gate against mul(silu(a), b) in float32, over many blocks, threads and a tail:
+// the forward and the one-pass first-order backward bit for bit, the backward under create_graph
+// (the composite formula) to rounding.
+TEST(FusedSiluMul, MatchesCompositeBitForBit) {
+  Rng r(17);
+  const Tensor a = randn({37, 1001}, r, 2.0).set_requires_grad(true);
+  const Tensor b = randn({37, 1001}, r, 1.0).set_requires_grad(true);
+  const Tensor g = randn({37, 1001}, r, 1.0);
+  const Tensor yf = silu_mul(a, b), yc = mul(silu(a), b);
+  EXPECT_EQ(yf.to_vector(), yc.to_vector());
+  const auto df = grad({yf}, {a, b}, {g}), dc = grad({yc}, {a, b}, {g});
+  EXPECT_EQ(df[0].to_vector(), dc[0].to_vector());
+  EXPECT_EQ(df[1].to_vector(), dc[1].to_vector());
+  const auto dg = grad({silu_mul(a, b)}, {a, b}, {g}, /*create_graph=*/true);
+  for (int i = 0; i < 2; ++i) {
+    const auto x = dg[static_cast<size_t>(i)].to_vector(), y = dc[static_cast<size_t>(i)].to_vector();
+    double err = 0;
+    for (size_t j = 0; j < x.size(); ++j) err = std::max(err, std::fabs(x[j] - y[j]) / (1 + std::fabs(y[j])));
+    EXPECT_LT(err, 1e-6) << "input " << i;
+  }
+  EXPECT_THROW(silu_mul(a, randn({37, 1000}, r)), std::exception);
 }
 
 class OpCheck : public ::testing::TestWithParam<size_t> {};

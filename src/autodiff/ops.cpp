@@ -493,6 +493,31 @@ TTT_UNARY(silu, Silu, mul(g, silu_derivative(x, 1)))
 TTT_UNARY(softplus, Softplus, mul(g, sigmoid(x)))
 #undef TTT_UNARY
 
+Tensor silu_mul(const Tensor& a, const Tensor& b) {
+  check_defined(a, "silu_mul");
+  check_defined(b, "silu_mul");
+  check_same_dtype(a, b, "silu_mul");
+  if (a.shape() != b.shape())
+    fail("silu_mul: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
+  Tensor ac = dense(a), bc = dense(b);
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  be(a).silu_mul(ac, bc, y);
+  if (needs_graph({&a, &b})) {
+    record(y, "silu_mul", {a, b}, [ac, bc](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
+      if (!grad_enabled()) {  // first order only: one fused pass, rounded as the composite below
+        Tensor da = Tensor::empty(ac.shape(), ac.dtype(), ac.device());
+        Tensor db = Tensor::empty(bc.shape(), bc.dtype(), bc.device());
+        be(ac).silu_mul_backward(ac, bc, dense(g), da, db);
+        return std::vector<Tensor>{n[0] ? da : Tensor(), n[1] ? db : Tensor()};
+      }
+      // The backward of mul(silu(a), b), itself differentiable.
+      return std::vector<Tensor>{n[0] ? mul(mul(g, bc), silu_derivative(ac, 1)) : Tensor(),
+                                 n[1] ? mul(g, silu(ac)) : Tensor()};
+    });
+  }
+  return y;
+}
+
 namespace {
 // silu', silu'', silu''' as ops, each differentiable through the next; a fourth derivative is
 // refused rather than silently wrong.

@@ -57,6 +57,8 @@ Tensor reciprocal(const Tensor& x);
 Tensor square(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor silu(const Tensor& x);
+// silu(a) * b for a and b of one shape (SwiGLU's gate) in one pass, with a one-pass backward.
+Tensor silu_mul(const Tensor& a, const Tensor& b);
 Tensor softplus(const Tensor& x);  // log(1 + e^x), stable for large |x|
 // (I + L)^-1 for L [..., n, n] strictly lower triangular (entries on and above the diagonal are
 // ignored): the UT transform of the chunked delta rule. Forward substitution, stable where the

@@ -57,7 +57,11 @@ class Backend {
   virtual void onehot_sub(const Tensor& x, const std::vector<int32_t>& targets, const Tensor& out) = 0;
   virtual void gather_rows(const Tensor& table, const std::vector<int32_t>& ids, const Tensor& out) = 0;
   virtual void scatter_add_rows(const Tensor& rows, const std::vector<int32_t>& ids, const Tensor& out) = 0;
+  // SwiGLU's gate, out = silu(a) * b (a, b, out of one shape).
+  virtual void silu_mul(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
   // Fused first-order backwards (kernels/fused_cpu.h): used when no graph of the gradient is needed.
+  virtual void silu_mul_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& da,
+                                 const Tensor& db) = 0;
   virtual void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& g, double eps, const Tensor& dx,
                                 const Tensor& dw) = 0;
   virtual void cross_entropy_backward(const Tensor& logits, const std::vector<int32_t>& targets, const Tensor& g,

@@ -3,8 +3,8 @@
 #include <dlfcn.h>
 
 #include <cpuid.h>
+#include <algorithm>
 #include <cstdlib>
-#include <mutex>
 #include <stdexcept>
 #include <vector>
 
@@ -28,7 +28,6 @@ struct Loaded {
   sgemm_fn sgemm = nullptr;
   dgemm_fn dgemm = nullptr;
   set_threads_fn set_threads = nullptr;
-  int threads = 1;
 };
 
 bool cpu_has_avx512() {
@@ -92,9 +91,7 @@ Loaded load() {
     L.info.library = "built-in";
     L.info.core = "reference (no BLAS library found: install libopenblas0-pthread)";
   }
-  L.threads = ttt::num_threads();
-  if (L.set_threads) L.set_threads(L.threads);
-  L.info.threads = L.threads;
+  if (L.set_threads) L.set_threads(1);  // never threaded by OpenBLAS: see dispatch()
   return L;
 }
 
@@ -129,14 +126,62 @@ void gemm_reference(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a
 }
 
 thread_local int tl_single_depth = 0;
-std::mutex g_threads_mu;
 
-// Whether BLAS will run this product on its own threads (OpenBLAS goes single-threaded up to
-// m*n*k = 65536 x GEMM_MULTITHREAD_THRESHOLD, 4 by default): then our pool's spinning workers
-// step aside for them.
-bool threaded(const Loaded& L, int m, int n, int k) {
-  return L.threads > 1 && tl_single_depth == 0 && !ttt::in_parallel_region() &&
-         static_cast<double>(m) * n * k > 262144.0;
+// Threaded products run as blocks of C on our own pool, each block a single-threaded BLAS call;
+// OpenBLAS itself is always single-threaded. Its threads spin-wait for a while after every
+// threaded call, and on few cores they then take turns with our pool's workers: measured on
+// 2 cores, the TTT-E2E prefill at 8K took 2.98-3.12 s with OpenBLAS threading its own products
+// and 2.14-2.37 s like this; even the attention kernels (our pool only) ran 1.45x slower among
+// the spinners. A result depends only on the shapes and the thread count, as with OpenBLAS's own
+// threading (blocks may take OpenBLAS's small-matrix kernels, so it is not bit for bit the
+// product run whole).
+constexpr double kSplitMinMulAdds = 262144.0;  // smaller products run on the calling thread
+constexpr int kMinBlockRows = 32, kMinBlockCols = 64;
+
+// Start of block p of `parts` over [0, n), on a multiple of `align` (the last block ends at n).
+int block_start(int n, int parts, int p, int align) {
+  if (p >= parts) return n;
+  return static_cast<int>(static_cast<long>(n) * p / parts) / align * align;
+}
+
+template <class T, class Fn>
+void dispatch(Fn fn, Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a,
+              int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+  const int cta = ta == Trans::No ? kNoTrans : kTrans, ctb = tb == Trans::No ? kNoTrans : kTrans;
+  const int threads = ttt::num_threads();
+  if (threads <= 1 || tl_single_depth > 0 || ttt::in_parallel_region() ||
+      static_cast<double>(m) * n * k <= kSplitMinMulAdds) {
+    fn(kRowMajor, cta, ctb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // Split the longer side of C first (measured on 2 cores: [256,704] as column halves 1.2x faster
+  // than as row halves, [1024,704] the other way round), the other with the threads left over.
+  constexpr int align = static_cast<int>(64 / sizeof(T));  // column blocks on cache lines
+  const int max_rows = std::max(1, m / kMinBlockRows), max_cols = std::max(1, n / kMinBlockCols);
+  int rows, cols;
+  if (m > n) {
+    rows = std::min(threads, max_rows);
+    cols = std::min(threads / rows, max_cols);
+  } else {
+    cols = std::min(threads, max_cols);
+    rows = std::min(threads / cols, max_rows);
+  }
+  if (rows * cols <= 1) {
+    fn(kRowMajor, cta, ctb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  ttt::parallel_for(0, rows * cols, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t item = lo; item < hi; ++item) {
+      const int pr = static_cast<int>(item) / cols, pc = static_cast<int>(item) % cols;
+      const int r0 = block_start(m, rows, pr, 1), r1 = block_start(m, rows, pr + 1, 1);
+      const int c0 = block_start(n, cols, pc, align), c1 = block_start(n, cols, pc + 1, align);
+      if (r1 <= r0 || c1 <= c0) continue;
+      const T* ap = ta == Trans::No ? a + static_cast<long>(r0) * lda : a + r0;
+      const T* bp = tb == Trans::No ? b + c0 : b + static_cast<long>(c0) * ldb;
+      fn(kRowMajor, cta, ctb, r1 - r0, c1 - c0, k, alpha, ap, lda, bp, ldb, beta,
+         c + static_cast<long>(r0) * ldc + c0, ldc);
+    }
+  });
 }
 
 }  // namespace
@@ -156,9 +201,7 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, 
     gemm_reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  if (threaded(L, m, n, k)) ttt::yield_cores_to_other_threads();
-  L.sgemm(kRowMajor, ta == Trans::No ? kNoTrans : kTrans, tb == Trans::No ? kNoTrans : kTrans, m,
-          n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  dispatch(L.sgemm, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
@@ -174,26 +217,13 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a
     gemm_reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  if (threaded(L, m, n, k)) ttt::yield_cores_to_other_threads();
-  L.dgemm(kRowMajor, ta == Trans::No ? kNoTrans : kTrans, tb == Trans::No ? kNoTrans : kTrans, m,
-          n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  dispatch(L.dgemm, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void set_threads(int n) {
-  auto& L = lib();
-  std::lock_guard<std::mutex> g(g_threads_mu);
-  L.threads = n < 1 ? 1 : n;
-  if (L.set_threads) L.set_threads(L.threads);
-}
+int threads() { return ttt::num_threads(); }
 
-int threads() { return lib().threads; }
+SingleThreadedBlas::SingleThreadedBlas() { ++tl_single_depth; }
 
-SingleThreadedBlas::SingleThreadedBlas() : saved_(lib().threads) {
-  if (tl_single_depth++ == 0 && saved_ != 1 && lib().set_threads) lib().set_threads(1);
-}
-
-SingleThreadedBlas::~SingleThreadedBlas() {
-  if (--tl_single_depth == 0 && saved_ != 1 && lib().set_threads) lib().set_threads(saved_);
-}
+SingleThreadedBlas::~SingleThreadedBlas() { --tl_single_depth; }
 
 }  // namespace ttt::blas

@@ -22,24 +22,22 @@ struct Info {
   std::string library;  // path of the loaded library, or "built-in"
   std::string core;     // kernel family OpenBLAS runs (e.g. "SkylakeX"), or "reference"
   std::string how;      // how the core was chosen (CPUID, user's OPENBLAS_CORETYPE, ...)
-  int threads = 1;
 };
 const Info& info();  // loads the library on first use
 
-// Number of threads BLAS itself may use for one call. Kernels that already run several BLAS
-// calls in parallel on our own thread pool use SingleThreadedBlas to avoid oversubscription.
-void set_threads(int n);
+// Threads one product may use. The BLAS library itself always runs single-threaded; a large
+// product is split into blocks of C that run on our thread pool (ttt::num_threads()), so one
+// set of threads serves BLAS and the kernels alike.
 int threads();
 
+// While one is alive on this thread, products run whole on the calling thread (kernels that
+// already spread many products over the pool).
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas();
   ~SingleThreadedBlas();
   SingleThreadedBlas(const SingleThreadedBlas&) = delete;
   SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_;
 };
 
 }  // namespace ttt::blas

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -329,41 +331,69 @@ void rmsnorm_kernel(const T* x, const T* w, T* y, int64_t rows, int64_t n, doubl
 // Rotary embedding. The angle of absolute position P and frequency i is P * inv_freq[i]; with
 // P = A * kRopeBlock + b its cosine and sine come from two small tables (positions that are
 // multiples of kRopeBlock, and offsets 0..kRopeBlock-1) by the angle-addition formulas, in
-// double, so only about (T / kRopeBlock + kRopeBlock) * D / 2 sin/cos pairs are evaluated per
-// call instead of T * D / 2. Each position's row is built once and applied to all heads.
+// double, so only about T / kRopeBlock * D / 2 sin/cos pairs are evaluated per call instead of
+// T * D / 2. The offsets' table depends only on theta and D and is built once per process (it
+// was most of the sin/cos work of a 256-token inner-step chunk). Each position's row is built
+// once and applied to all heads.
 constexpr int64_t kRopeBlock = 64;
+
+struct RopeTables {
+  double theta;
+  int64_t d;
+  std::vector<double> inv_freq, fc, fs;  // inv_freq[half]; fc, fs [kRopeBlock, half]
+};
+
+// The per-(theta, D) tables, built on first use; entries live until the process ends.
+const RopeTables& rope_tables(double theta, int64_t d) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<RopeTables>> cache;
+  std::lock_guard<std::mutex> g(mu);
+  for (const auto& e : cache)
+    if (e->theta == theta && e->d == d) return *e;
+  auto e = std::make_unique<RopeTables>();
+  const int64_t half = d / 2;
+  e->theta = theta;
+  e->d = d;
+  e->inv_freq.resize(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) e->inv_freq[i] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+  e->fc.resize(static_cast<size_t>(kRopeBlock * half));
+  e->fs.resize(static_cast<size_t>(kRopeBlock * half));
+  for (int64_t b = 0; b < kRopeBlock; ++b)
+    for (int64_t i = 0; i < half; ++i) {
+      const double ang = static_cast<double>(b) * e->inv_freq[i];
+      e->fc[b * half + i] = std::cos(ang);
+      e->fs[b * half + i] = std::sin(ang);
+    }
+  cache.push_back(std::move(e));
+  return *cache.back();
+}
 
 template <class T>
 void rope_kernel(const T* x, T* y, int64_t t, int64_t h, int64_t d, int64_t pos0, double theta, bool inverse) {
   const int64_t half = d / 2;
   if (t == 0 || half == 0) return;
-  std::vector<double> inv_freq(half);
-  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+  const RopeTables& tab = rope_tables(theta, d);
+  const double* inv_freq = tab.inv_freq.data();
+  const double* fc = tab.fc.data();
+  const double* fs = tab.fs.data();
   auto floor_div = [](int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
   const int64_t a0 = floor_div(pos0, kRopeBlock), a1 = floor_div(pos0 + t - 1, kRopeBlock);
   const int64_t na = a1 - a0 + 1;
-  std::vector<double> cc(na * half), cs(na * half), fc(kRopeBlock * half), fs(kRopeBlock * half);
+  std::vector<double> cc(na * half), cs(na * half);
   // A few positions (decoding): only the table rows they use, on this thread. The same formula
-  // per entry as the full tables below, so the angles are bit for bit those of a prefill.
+  // per entry as the full table below, so the angles are bit for bit those of a prefill.
   const bool few = t <= 8;
-  std::vector<char> need(static_cast<size_t>(na + kRopeBlock), few ? 0 : 1);
+  std::vector<char> need(static_cast<size_t>(na), few ? 0 : 1);
   if (few)
-    for (int64_t p = 0; p < t; ++p) {
-      const int64_t P = pos0 + p, a = floor_div(P, kRopeBlock);
-      need[static_cast<size_t>(a - a0)] = 1;
-      need[static_cast<size_t>(na + P - a * kRopeBlock)] = 1;
-    }
-  parallel_for(0, na + kRopeBlock, few ? na + kRopeBlock : std::max<int64_t>(1, 512 / half), [&](int64_t lo, int64_t hi) {
+    for (int64_t p = 0; p < t; ++p) need[static_cast<size_t>(floor_div(pos0 + p, kRopeBlock) - a0)] = 1;
+  parallel_for(0, na, few ? na : std::max<int64_t>(1, 512 / half), [&](int64_t lo, int64_t hi) {
     for (int64_t k = lo; k < hi; ++k) {
       if (!need[static_cast<size_t>(k)]) continue;
-      const bool coarse = k < na;
-      const double p = coarse ? static_cast<double>((a0 + k) * kRopeBlock) : static_cast<double>(k - na);
-      double* c = coarse ? &cc[k * half] : &fc[(k - na) * half];
-      double* s = coarse ? &cs[k * half] : &fs[(k - na) * half];
+      const double p = static_cast<double>((a0 + k) * kRopeBlock);
       for (int64_t i = 0; i < half; ++i) {
         const double ang = p * inv_freq[i];
-        c[i] = std::cos(ang);
-        s[i] = std::sin(ang);
+        cc[k * half + i] = std::cos(ang);
+        cs[k * half + i] = std::sin(ang);
       }
     }
   });
@@ -376,8 +406,8 @@ void rope_kernel(const T* x, T* y, int64_t t, int64_t h, int64_t d, int64_t pos0
       const int64_t P = pos0 + p, a = floor_div(P, kRopeBlock), b = P - a * kRopeBlock;
       const double* ca = &cc[(a - a0) * half];
       const double* sa = &cs[(a - a0) * half];
-      const double* cb = &fc[b * half];
-      const double* sb = &fs[b * half];
+      const double* cb = fc + b * half;
+      const double* sb = fs + b * half;
       for (int64_t i = 0; i < half; ++i) {
         c[i] = static_cast<T>(ca[i] * cb[i] - sa[i] * sb[i]);
         s[i] = static_cast<T>(sign * (sa[i] * cb[i] + ca[i] * sb[i]));
@@ -505,9 +535,8 @@ class CpuBackend final : public Backend {
                    pa + i * stride_a, lda, pb + i * stride_b, ldb, T(0), pc + i * m * n,
                    static_cast<int>(n));
       };
-      // Many small products (the chunked scans' per-head blocks): one per thread of our pool with
-      // single-threaded BLAS, instead of waking BLAS's own threads for each small call (on two
-      // cores their spin-waiting alone cost 15% of a Gated DeltaNet forward).
+      // Many small products (the chunked scans' per-head blocks): whole products spread over the
+      // pool, rather than each split into blocks (blas.h) with a pool round trip per call.
       const double item_flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
       if (batch >= 2 && num_threads() > 1 && item_flops < kSmallGemmFlops) {
         blas::SingleThreadedBlas single;
@@ -664,6 +693,17 @@ class CpuBackend final : public Backend {
                          const Tensor& v, const Tensor& o, const Tensor& lse) override {
     for_dtype(o.dtype(), [&]<class T>() {
       kernels::attention_forward<T>(s, q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.data<T>());
+    });
+  }
+
+  void silu_mul(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    for_dtype(out.dtype(), [&]<class T>() { kernels::silu_mul<T>(a.data<T>(), b.data<T>(), out.numel(), out.data<T>()); });
+  }
+
+  void silu_mul_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& da,
+                         const Tensor& db) override {
+    for_dtype(da.dtype(), [&]<class T>() {
+      kernels::silu_mul_backward<T>(a.data<T>(), b.data<T>(), g.data<T>(), da.numel(), da.data<T>(), db.data<T>());
     });
   }
 

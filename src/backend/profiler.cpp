@@ -179,6 +179,15 @@ class ProfilingBackend final : public Backend {
     Timer t("scatter_add_rows", 0, 2 * bytes_of(rows));
     in_.scatter_add_rows(rows, ids, out);
   }
+  void silu_mul(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    Timer t("silu_mul", 0, bytes_of(a) + bytes_of(b) + bytes_of(out));
+    in_.silu_mul(a, b, out);
+  }
+  void silu_mul_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& da,
+                         const Tensor& db) override {
+    Timer t("silu_mul_backward", 0, bytes_of(a) + bytes_of(b) + bytes_of(g) + bytes_of(da) + bytes_of(db));
+    in_.silu_mul_backward(a, b, g, da, db);
+  }
   void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& g, double eps, const Tensor& dx,
                         const Tensor& dw) override {
     Timer t("rmsnorm_backward", 0, bytes_of(x) + bytes_of(g) + bytes_of(dx));

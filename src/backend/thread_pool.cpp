@@ -61,7 +61,6 @@ class Pool {
   ~Pool() { stop(); }
 
   int size() const { return n_; }
-  void yield_cores() { park_.fetch_add(1, std::memory_order_relaxed); }
 
   void resize(int n) {
     stop();
@@ -155,10 +154,8 @@ class Pool {
     tl_index = index;
     uint64_t seen = 0;
     for (;;) {
-      const uint64_t parked = park_.load(std::memory_order_relaxed);
       spin_until(spin_ns_, [&] {
-        return generation_.load(std::memory_order_acquire) != seen || quit_.load(std::memory_order_relaxed) ||
-               park_.load(std::memory_order_relaxed) != parked;
+        return generation_.load(std::memory_order_acquire) != seen || quit_.load(std::memory_order_relaxed);
       });
       Job job;
       {
@@ -188,7 +185,6 @@ class Pool {
 
   int n_ = 1;
   const int64_t spin_ns_;
-  std::atomic<uint64_t> park_{0};  // bumped by yield_cores(): spinning workers go to sleep
   std::vector<std::thread> workers_;
   std::mutex job_mu_, mu_;
   std::condition_variable cv_, done_cv_;
@@ -222,7 +218,6 @@ void set_num_threads(int n) { pool().resize(n); }
 int thread_index() { return tl_index; }
 bool in_parallel_region() { return tl_in_parallel; }
 
-void yield_cores_to_other_threads() { pool().yield_cores(); }
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn) {

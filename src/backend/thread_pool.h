@@ -1,7 +1,9 @@
-// A small persistent thread pool for the CPU kernels.
+// A small persistent thread pool for the CPU kernels and the BLAS products (backend/blas.h:
+// OpenBLAS runs single-threaded, large products are split over this pool).
 //
-// Why not OpenMP: OpenMP worker threads spin after each region and steal the cores OpenBLAS's
-// own threads need right after; a pool we control sleeps when idle and never nests.
+// Why one pool: two sets of threads that each spin-wait after their work (OpenMP's or
+// OpenBLAS's, and ours) take turns on the same cores; one pool we control never competes with
+// itself, sleeps when idle and never nests.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -16,10 +18,6 @@ void set_num_threads(int n);  // call before heavy work; resizes the pool
 // on the pool (the calling thread takes part). Nested calls run serially in the caller.
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn);
-
-// Workers spinning for the next region (see TTT_SPIN_US) go to sleep now: called before a call
-// that runs on other threads (multithreaded BLAS), which would otherwise share cores with them.
-void yield_cores_to_other_threads();
 
 // True inside a parallel_for body (where nested parallel calls run serially).
 bool in_parallel_region();

@@ -5,7 +5,6 @@
 #include <stdexcept>
 #include <thread>
 
-#include "backend/blas.h"
 #include "backend/thread_pool.h"
 
 namespace ttt::dist {
@@ -65,8 +64,7 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& o) {
     if (local > 1) {
       const unsigned hc = std::thread::hardware_concurrency();
       const int share = std::max(1, static_cast<int>(hc == 0 ? 1 : hc) / local);
-      set_num_threads(share);
-      blas::set_threads(share);
+      set_num_threads(share);  // BLAS products run on the same pool
     }
   }
   return c;

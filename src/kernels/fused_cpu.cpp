@@ -79,6 +79,49 @@ void cross_entropy_backward_backward(const T* logits, const T* b, const int32_t*
   });
 }
 
+// Elements per block: silu and its derivative go through a small buffer that stays in L1, so
+// each input is read once from memory and each output written once.
+constexpr int64_t kSiluBlock = 1024;
+
+template <class T>
+void silu_mul(const T* a, const T* b, int64_t n, T* y) {
+  parallel_for(0, (n + kSiluBlock - 1) / kSiluBlock, 16, [&](int64_t lo, int64_t hi) {
+    T s[kSiluBlock];
+    for (int64_t blk = lo; blk < hi; ++blk) {
+      const int64_t i0 = blk * kSiluBlock, len = std::min(kSiluBlock, n - i0);
+      vec::vsilu(a + i0, s, len);
+      const T* __restrict bb = b + i0;
+      T* __restrict yy = y + i0;
+      for (int64_t i = 0; i < len; ++i) yy[i] = s[i] * bb[i];
+    }
+  });
+}
+
+template <class T>
+void silu_mul_backward(const T* a, const T* b, const T* g, int64_t n, T* da, T* db) {
+  parallel_for(0, (n + kSiluBlock - 1) / kSiluBlock, 8, [&](int64_t lo, int64_t hi) {
+    T s[kSiluBlock], s1[kSiluBlock];
+    for (int64_t blk = lo; blk < hi; ++blk) {
+      const int64_t i0 = blk * kSiluBlock, len = std::min(kSiluBlock, n - i0);
+      vec::vsilu(a + i0, s, len);
+      vec::vsilu_deriv(1, a + i0, s1, len);
+      const T* __restrict bb = b + i0;
+      const T* __restrict gg = g + i0;
+      T* __restrict dda = da + i0;
+      T* __restrict ddb = db + i0;
+      for (int64_t i = 0; i < len; ++i) {
+        const T gb = gg[i] * bb[i];
+        dda[i] = gb * s1[i];
+        ddb[i] = gg[i] * s[i];
+      }
+    }
+  });
+}
+
+template void silu_mul<float>(const float*, const float*, int64_t, float*);
+template void silu_mul<double>(const double*, const double*, int64_t, double*);
+template void silu_mul_backward<float>(const float*, const float*, const float*, int64_t, float*, float*);
+template void silu_mul_backward<double>(const double*, const double*, const double*, int64_t, double*, double*);
 template void rmsnorm_backward<float>(const float*, const float*, const float*, int64_t, int64_t, double, float*, float*);
 template void rmsnorm_backward<double>(const double*, const double*, const double*, int64_t, int64_t, double, double*,
                                        double*);

@@ -23,4 +23,13 @@ template <class T>
 void cross_entropy_backward_backward(const T* logits, const T* b, const int32_t* targets, const T* g, int64_t rows,
                                      int64_t v, T* dz, T* c, T* dg);
 
+// SwiGLU's gate over n elements: y = silu(a) * b.
+template <class T>
+void silu_mul(const T* a, const T* b, int64_t n, T* y);
+
+// Its backward: da = (g * b) * silu'(a), db = g * silu(a), rounded exactly as the composite
+// mul(silu(a), b) backward rounds them.
+template <class T>
+void silu_mul_backward(const T* a, const T* b, const T* g, int64_t n, T* da, T* db);
+
 }  // namespace ttt::kernels

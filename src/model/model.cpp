@@ -17,7 +17,7 @@ namespace {
 bool is_norm(const std::string& name) { return name.find("norm") != std::string::npos; }
 
 Tensor swiglu(const Tensor& x, const Tensor& w1, const Tensor& w3, const Tensor& w2) {
-  return matmul(mul(silu(matmul(x, w1)), matmul(x, w3)), w2);
+  return matmul(silu_mul(matmul(x, w1), matmul(x, w3)), w2);
 }
 
 }  // namespace
