@@ -5,7 +5,9 @@
 #include <set>
 #include <string>
 
+#include "bench/context_bench.h"
 #include "bench/op_bench.h"
+#include "test_configs.h"
 
 namespace ttt::bench {
 namespace {
@@ -46,6 +48,40 @@ TEST(OpBench, VisiblePairsFollowTheMaskRule) {
   EXPECT_EQ(attention_visible_pairs(1024, 2048, 4, 1024, 0, 1024), 1024 * 1024 * 4);
   // Plain causal: T (T + 1) / 2 per head.
   EXPECT_EQ(attention_visible_pairs(8, 8, 2, 0, 0, 0), 36 * 2);
+}
+
+}  // namespace
+}  // namespace ttt::bench
+
+namespace ttt::bench {
+namespace {
+
+// `ttt bench context --repeats`: rows come out once per (length, model) in that order, with
+// the best of the runs (positive times and the FLOP counts of their length).
+TEST(ContextBench, RepeatsKeepOneRowPerCell) {
+  std::vector<NamedModel> models;
+  models.push_back({"ttt", model::Model::init(test::session_config(true), 3)});
+  models.push_back({"swa", model::Model::init(test::session_config(false), 3)});
+  ContextBenchOptions opt;
+  opt.prefill_lengths = {8, 12};
+  opt.decode_lengths = {};
+  opt.repeats = 3;
+  const ContextReport rep = run_context_bench(models, opt, nullptr);
+  ASSERT_EQ(rep.rows.size(), 4u);
+  const char* names[] = {"ttt", "swa", "ttt", "swa"};
+  const int64_t lengths[] = {8, 8, 12, 12};
+  for (size_t i = 0; i < 4; ++i) {
+    const auto& r = rep.rows[i];
+    EXPECT_EQ(r.model, names[i]);
+    EXPECT_EQ(r.mode, "prefill");
+    EXPECT_EQ(r.context, lengths[i]);
+    EXPECT_FALSE(r.skipped);
+    EXPECT_GT(r.seconds, 0);
+    EXPECT_DOUBLE_EQ(r.s_per_1k, r.seconds / (static_cast<double>(r.context) / 1024.0));
+    EXPECT_DOUBLE_EQ(r.flops, prefill_forward_flops(models[i % 2].model.config(), r.context));
+  }
+  EXPECT_GT(rep.rows[0].inner_flops, 0);  // the TTT model's inner steps
+  EXPECT_EQ(rep.rows[1].inner_flops, 0);
 }
 
 }  // namespace

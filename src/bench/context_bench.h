@@ -2,13 +2,15 @@
 // models side by side (llama-bench style tables). TTT-E2E should stay flat; full attention grows
 // linearly per token.
 //
-// Prefill: e2e::prefill over T random tokens, timed once per (model, T); seconds per 1K tokens =
-// time / (T / 1024). The head's share is the same head work timed apart on random hidden states:
-// every chunk's NLL (final norm, [b, V] logits in blocks, cross-entropy) and, for each chunk that
-// takes a TTT step, the first-order backward to the head's input. Model FLOPs count the forward pass only (matmuls and visible attention
-// pairs); TTT-E2E also runs an inner backward per chunk, which is extra work the MFU column does
-// not credit. Decode: a Session is fed T tokens through its bulk path, then `decode_tokens` more
-// are decoded one at a time and timed; state bytes are the session's memory after feeding. The
+// Prefill: e2e::prefill over T random tokens, timed per (model, T) (best of --repeats runs,
+// interleaved over the models); seconds per 1K tokens = time / (T / 1024). The head's share is
+// the same head work timed apart on random hidden states: every chunk's NLL (final norm, [b, V]
+// logits in blocks, cross-entropy) and, for each chunk that takes a TTT step, the first-order
+// backward to the head's input. Model FLOPs count the forward pass (matmuls and visible attention
+// pairs) and, for TTT-E2E, what its inner steps must compute (prefill_inner_flops); the MFU
+// column credits both. Decode: a Session is fed T tokens through its bulk path, then
+// `decode_tokens` more are decoded one at a time and timed (the best of --repeats such rounds);
+// state bytes are the session's memory after feeding. The
 // default, 256 tokens, is one TTT chunk of the bench model: the one inner step a TTT-E2E session
 // takes per chunk while decoding is then amortized as in a steady state (with 32 tokens it was
 // counted eight times over).
@@ -39,6 +41,10 @@ struct ContextBenchOptions {
   int decode_tokens = 256;
   int64_t full_attention_max = 32768;  // longer contexts are skipped for full-attention models
   bool warm_up = false;  // one untimed prefill of each length first (pool and page faults warmed)
+  // Timed runs per cell, best kept (a shared machine's neighbours only ever add time): prefills
+  // interleaved over the models for each length; decoding as that many rounds of decode_tokens in
+  // one session (the context grows by decode_tokens per round).
+  int repeats = 1;
   uint64_t seed = 1;
 };
 

@@ -132,6 +132,11 @@ void register_bench(CLI::App& app, Registry& reg) {
   ctx->add_option("--full-attention-max", g_ctx.opt.full_attention_max,
                   "skip full-attention models beyond this context")
       ->capture_default_str();
+  ctx->add_option("--repeats", g_ctx.opt.repeats,
+                  "timed runs per cell, best kept: prefills interleaved over the models, decoding as rounds of "
+                  "--decode-tokens in one session")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   ctx->add_flag("--warm-up", g_ctx.opt.warm_up,
                 "one untimed prefill of each length before the timed one (as the peers' warm-up calls in bench compare)");
   ctx->add_option("--seed", g_ctx.opt.seed, "seed of the built-in models and the tokens")->capture_default_str();
