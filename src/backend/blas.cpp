@@ -129,12 +129,12 @@ thread_local int tl_single_depth = 0;
 
 // Threaded products run as blocks of C on our own pool, each block a single-threaded BLAS call;
 // OpenBLAS itself is always single-threaded. Its threads spin-wait for a while after every
-// threaded call, and on few cores they then take turns with our pool's workers: measured on
-// 2 cores, the TTT-E2E prefill at 8K took 2.98-3.12 s with OpenBLAS threading its own products
-// and 2.14-2.37 s like this; even the attention kernels (our pool only) ran 1.45x slower among
-// the spinners. A result depends only on the shapes and the thread count, as with OpenBLAS's own
-// threading (blocks may take OpenBLAS's small-matrix kernels, so it is not bit for bit the
-// product run whole).
+// threaded call, and on few cores they then take turns with our pool's workers, in the kernels
+// that follow as much as in the products. Measured on 2 cores (best of 5 interleaved runs, against
+// OpenBLAS threading its own products): TTT-E2E prefill at 8K 2.48 -> 2.36 s, meta-gradient step
+// at 4K 4.01 -> 3.60 s, decoding after 8K 3.2 -> 2.5 ms per token. A result depends only on the
+// shapes and the thread count, as with OpenBLAS's own threading (blocks may take OpenBLAS's
+// small-matrix kernels, so it is not bit for bit the product run whole).
 constexpr double kSplitMinMulAdds = 262144.0;  // smaller products run on the calling thread
 constexpr int kMinBlockRows = 32, kMinBlockCols = 64;
 
