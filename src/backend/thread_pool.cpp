@@ -218,7 +218,6 @@ void set_num_threads(int n) { pool().resize(n); }
 int thread_index() { return tl_index; }
 bool in_parallel_region() { return tl_in_parallel; }
 
-
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn) {
   pool().run(begin, end, grain, fn);

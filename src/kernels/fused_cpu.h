@@ -1,6 +1,6 @@
-// Fused first-order backward kernels for the CPU backend. The ops layer uses them when no graph
-// of the gradient is needed (create_graph off); otherwise it builds the same gradient from
-// differentiable ops so that it can be differentiated again.
+// Fused kernels for the CPU backend: SwiGLU's gate, and first-order backwards that the ops layer
+// uses when no graph of the gradient is needed (create_graph off); otherwise it builds the same
+// gradient from differentiable ops so that it can be differentiated again.
 #pragma once
 #include <cstdint>
 
