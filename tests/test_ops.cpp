@@ -126,6 +126,19 @@ std::vector<OpCase> all_cases() {
   cs.push_back({"silu_mul", [=](Rng& r) { Shape s = shape2(r); return V{rn(r, s, 2.0), rn(r, s)}; },
                 [](const V& x) { return silu_mul(x[0], x[1]); },
                 [](const V& x) { D a = x[0].to_vector(), b = x[1].to_vector(); for (size_t i = 0; i < a.size(); ++i) a[i] = a[i] / (1 + std::exp(-a[i])) * b[i]; return a; }});
+  // A strided (transposed) gate: the second derivatives must flow through the view, not a copy.
+  cs.push_back({"silu_mul_strided", [=](Rng& r) { Shape s = shape2(r); return V{rn(r, {s[1], s[0]}, 2.0), rn(r, s)}; },
+                [](const V& x) { return silu_mul(transpose(x[0], 0, 1), x[1]); },
+                [](const V& x) {
+                  const int64_t rows = x[1].size(0), cols = x[1].size(1);
+                  D a = x[0].to_vector(), b = x[1].to_vector(), y(b.size());
+                  for (int64_t i = 0; i < rows; ++i)
+                    for (int64_t j = 0; j < cols; ++j) {
+                      const double v = a[static_cast<size_t>(j * rows + i)];
+                      y[static_cast<size_t>(i * cols + j)] = v / (1 + std::exp(-v)) * b[static_cast<size_t>(i * cols + j)];
+                    }
+                  return y;
+                }});
   // silu'' and silu''' are exercised by differentiating silu twice through a product.
   cs.push_back({"silu_third_order_path", [=](Rng& r) { return V{rn(r, {3, 3}, 2.0)}; },
                 [](const V& x) {

@@ -499,20 +499,20 @@ Tensor silu_mul(const Tensor& a, const Tensor& b) {
   check_same_dtype(a, b, "silu_mul");
   if (a.shape() != b.shape())
     fail("silu_mul: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
-  Tensor ac = dense(a), bc = dense(b);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
-  be(a).silu_mul(ac, bc, y);
+  be(a).silu_mul(dense(a), dense(b), y);
   if (needs_graph({&a, &b})) {
-    record(y, "silu_mul", {a, b}, [ac, bc](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
+    // a and b themselves, not dense copies: the backward below is differentiated through them.
+    record(y, "silu_mul", {a, b}, [a, b](const Tensor& g, const Tensor&, const std::vector<bool>& n) {
       if (!grad_enabled()) {  // first order only: one fused pass, rounded as the composite below
-        Tensor da = Tensor::empty(ac.shape(), ac.dtype(), ac.device());
-        Tensor db = Tensor::empty(bc.shape(), bc.dtype(), bc.device());
-        be(ac).silu_mul_backward(ac, bc, dense(g), da, db);
+        Tensor da = Tensor::empty(a.shape(), a.dtype(), a.device());
+        Tensor db = Tensor::empty(b.shape(), b.dtype(), b.device());
+        be(a).silu_mul_backward(dense(a), dense(b), dense(g), da, db);
         return std::vector<Tensor>{n[0] ? da : Tensor(), n[1] ? db : Tensor()};
       }
       // The backward of mul(silu(a), b), itself differentiable.
-      return std::vector<Tensor>{n[0] ? mul(mul(g, bc), silu_derivative(ac, 1)) : Tensor(),
-                                 n[1] ? mul(g, silu(ac)) : Tensor()};
+      return std::vector<Tensor>{n[0] ? mul(mul(g, b), silu_derivative(a, 1)) : Tensor(),
+                                 n[1] ? mul(g, silu(a)) : Tensor()};
     });
   }
   return y;
