@@ -18,9 +18,9 @@
 #include <random>
 #include <vector>
 
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
-#include "kernels/attention.h"
+#include "backend/cpu/attention_cpu.h"
 
 namespace {
 
@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   });
   const double gemm_gflops = 2.0 * n * n * n / t_gemm * 1e-9;
 
-  ttt::kernels::AttentionShape s;
+  ttt::AttentionShape s;
   s.tq = 1024;
   s.tk = 2048;
   s.heads = 4;

@@ -9,11 +9,11 @@
 #include <vector>
 
 #include "backend/thread_pool.h"
-#include "kernels/attention.h"
+#include "backend/cpu/attention_cpu.h"
 
 namespace {
 
-using ttt::kernels::AttentionShape;
+using ttt::AttentionShape;
 
 AttentionShape make_shape(int64_t tq, int64_t tk, int64_t heads, int64_t dim, int64_t q_pos0,
                           int64_t k_pos0, int64_t window) {

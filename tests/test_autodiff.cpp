@@ -10,10 +10,10 @@
 #include <vector>
 
 #include "autodiff/ops.h"
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
 #include "gradcheck.h"
-#include "tensor/pool.h"
+#include "backend/cpu/pool.h"
 
 namespace ttt::test {
 namespace {

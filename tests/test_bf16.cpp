@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <string>
 
-#include "backend/bf16_gemm.h"
+#include "backend/cpu/bf16_gemm.h"
 #include "inference/session.h"
 #include "io/safetensors.h"
 #include "model/model.h"

@@ -12,8 +12,8 @@
 
 #include "autodiff/ops.h"
 #include "backend/thread_pool.h"
-#include "kernels/attention.h"
-#include "kernels/vec_math.h"
+#include "backend/cpu/attention_cpu.h"
+#include "backend/cpu/vec_math.h"
 
 namespace ttt {
 namespace {
@@ -147,7 +147,7 @@ TEST(CpuKernels, SoftmaxExtremeLogits) {
 }
 
 // Per-element reference of the masked softmax (kernels/attention.h visibility rule).
-std::vector<double> masked_softmax_ref(const std::vector<double>& x, const kernels::AttentionShape& s, int64_t heads) {
+std::vector<double> masked_softmax_ref(const std::vector<double>& x, const AttentionShape& s, int64_t heads) {
   std::vector<double> out(x.size(), 0.0);
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t i = 0; i < s.tq; ++i) {
@@ -178,7 +178,7 @@ TEST(CpuKernels, MaskedSoftmaxFullyMaskedRowsAndWindows) {
   const std::vector<Case> cases = {{5, 7, 0, 2, 0}, {6, 6, 0, 0, 2}, {4, 9, 5, 0, 3},
                                    {3, 4, 0, 10, 0}, {7, 20, 13, 0, 0}, {5, 40, 30, 3, 17}};
   for (const Case& c : cases) {
-    kernels::AttentionShape s;
+    AttentionShape s;
     s.tq = c.tq;
     s.tk = c.tk;
     s.heads = 2;
@@ -325,7 +325,7 @@ std::vector<std::vector<double>> run_all_kernels() {
   out.push_back(sum_to(a, {1, 1}).to_vector());
   out.push_back(sum_to(reshape(a, {257, 17, 59}), {257, 1, 59}).to_vector());
   out.push_back(rope(reshape(contiguous(slice(a, 1, 0, 1000)), {257, 25, 40}), 7, 10000.0).to_vector());
-  kernels::AttentionShape s;
+  AttentionShape s;
   s.tq = 257;
   s.tk = 1003;
   s.heads = 1;

@@ -113,49 +113,57 @@ void check_same_dtype(const Tensor& a, const Tensor& b, const char* what) {
 
 // ---------------------------------------------------------------- creation
 
-Tensor full(const Shape& shape, double value, DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype);
+Tensor full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = Tensor::empty(shape, dtype, device);
   be(t).fill(t, value);
   return t;
 }
-Tensor zeros(const Shape& shape, DType dtype) { return full(shape, 0.0, dtype); }
-Tensor ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
-Tensor zeros_like(const Tensor& x) { return zeros(x.shape(), x.dtype()); }
-Tensor ones_like(const Tensor& x) { return ones(x.shape(), x.dtype()); }
+Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
+Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+Tensor zeros_like(const Tensor& x) { return zeros(x.shape(), x.dtype(), x.device()); }
+Tensor ones_like(const Tensor& x) { return ones(x.shape(), x.dtype(), x.device()); }
 
-Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype) {
-  if (static_cast<int64_t>(values.size()) != shape_numel(shape))
-    fail("from_vector: " + std::to_string(values.size()) + " values for shape " + shape_str(shape));
-  Tensor t = Tensor::empty(shape, dtype);
-  if (dtype == DType::F32) {
-    float* p = t.data<float>();
-    for (size_t i = 0; i < values.size(); ++i) p[i] = static_cast<float>(values[i]);
-  } else if (dtype == DType::BF16) {  // through float32, rounded to nearest even
-    uint16_t* p = t.data<uint16_t>();
-    for (size_t i = 0; i < values.size(); ++i) p[i] = float_to_bf16(static_cast<float>(values[i]));
-  } else {
-    double* p = t.data<double>();
-    for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
-  }
+namespace {
+// Host values rounded to `dtype` in a host buffer, then one copy into device memory.
+template <class T, class Round>
+Tensor upload(const std::vector<double>& values, const Shape& shape, DType dtype, Device device, Round round) {
+  std::vector<T> host(values.size());
+  for (size_t i = 0; i < values.size(); ++i) host[i] = round(values[i]);
+  Tensor t = Tensor::empty(shape, dtype, device);
+  copy_from_host(host.data(), t);
   return t;
 }
+}  // namespace
 
-Tensor randn(const Shape& shape, Rng& rng, double stddev, DType dtype) {
-  std::vector<double> v(shape_numel(shape));
-  for (auto& x : v) x = rng.normal() * stddev;
-  return from_vector(v, shape, dtype);
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype, Device device) {
+  if (static_cast<int64_t>(values.size()) != shape_numel(shape))
+    fail("from_vector: " + std::to_string(values.size()) + " values for shape " + shape_str(shape));
+  switch (dtype) {
+    case DType::F32: return upload<float>(values, shape, dtype, device, [](double v) { return static_cast<float>(v); });
+    case DType::BF16:  // through float32, rounded to nearest even
+      return upload<uint16_t>(values, shape, dtype, device, [](double v) { return float_to_bf16(static_cast<float>(v)); });
+    case DType::F64: break;
+  }
+  return upload<double>(values, shape, dtype, device, [](double v) { return v; });
 }
 
-Tensor uniform(const Shape& shape, Rng& rng, double lo, double hi, DType dtype) {
+Tensor randn(const Shape& shape, Rng& rng, double stddev, DType dtype, Device device) {
+  std::vector<double> v(shape_numel(shape));
+  for (auto& x : v) x = rng.normal() * stddev;
+  return from_vector(v, shape, dtype, device);
+}
+
+Tensor uniform(const Shape& shape, Rng& rng, double lo, double hi, DType dtype, Device device) {
   std::vector<double> v(shape_numel(shape));
   for (auto& x : v) x = lo + (hi - lo) * rng.uniform();
-  return from_vector(v, shape, dtype);
+  return from_vector(v, shape, dtype, device);
 }
 
 Tensor to_dtype(const Tensor& x, DType dtype) {
   check_defined(x, "to_dtype");
   if (x.dtype() == dtype) return x;
-  Tensor y = from_vector(x.to_vector(), x.shape(), dtype);  // host conversion: used by checks
+  Tensor y = Tensor::empty(x.shape(), dtype, x.device());
+  be(x).convert(dense(x), y);
   if (needs_graph({&x})) {
     const DType from = x.dtype();
     record(y, "to_dtype", {x}, [from](const Tensor& g, const Tensor&, const std::vector<bool>&) {
@@ -163,6 +171,32 @@ Tensor to_dtype(const Tensor& x, DType dtype) {
     });
   }
   return y;
+}
+
+Tensor to_device(const Tensor& x, Device device) {
+  check_defined(x, "to_device");
+  if (x.device() == device) return x;
+  const Tensor c = contiguous(x.detach());
+  std::vector<unsigned char> host(static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+  copy_to_host(c, host.data());
+  Tensor y = Tensor::empty(c.shape(), c.dtype(), device);
+  copy_from_host(host.data(), y);
+  y.impl()->storage->bf16_products = c.impl()->storage->bf16_products;
+  return y;
+}
+
+void assign(const Tensor& dst, const Tensor& src) {
+  check_defined(dst, "assign");
+  check_defined(src, "assign");
+  if (dst.shape() != src.shape())
+    fail("assign: shape " + shape_str(src.shape()) + " into " + shape_str(dst.shape()));
+  check_same_dtype(dst, src, "assign");
+  be(dst).copy(src, dst);
+}
+
+int64_t count_nonfinite(const Tensor& x, bool negative_too) {
+  check_defined(x, "count_nonfinite");
+  return be(x).count_nonfinite(dense(x), negative_too);
 }
 
 Tensor clone(const Tensor& x) {
@@ -233,7 +267,7 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
 namespace {
 // Zeros of `shape` with g written at [start, start + g.size(dim)) along dim.
 Tensor pad_slice(const Tensor& g, const Shape& shape, int64_t dim, int64_t start) {
-  Tensor y = zeros(shape, g.dtype());
+  Tensor y = zeros(shape, g.dtype(), g.device());
   Shape sh = shape;
   sh[dim] = g.size(dim);
   Tensor dst = make_view(y, sh, y.strides(), y.offset() + start * y.strides()[dim]);
@@ -679,7 +713,7 @@ Tensor unit_lower_inverse(const Tensor& l) {
       std::vector<double> mask(static_cast<size_t>(n * n), 0.0);
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < i; ++j) mask[static_cast<size_t>(i * n + j)] = 1.0;
-      const Tensor m = from_vector(mask, {n, n}, g.dtype());
+      const Tensor m = from_vector(mask, {n, n}, g.dtype(), g.device());
       return std::vector<Tensor>{mul(neg(matmul(matmul(t, g, true, false), t, false, true)), m)};
     });
   }
@@ -733,7 +767,7 @@ Tensor softmax(const Tensor& x) {
   return y;
 }
 
-Tensor masked_softmax(const Tensor& x, const kernels::AttentionShape& s) {
+Tensor masked_softmax(const Tensor& x, const AttentionShape& s) {
   check_defined(x, "masked_softmax");
   if (x.dim() != 3 || x.size(1) != s.tq || x.size(2) != s.tk)
     fail("masked_softmax: scores " + shape_str(x.shape()) + " do not match Tq=" + std::to_string(s.tq) +
@@ -974,7 +1008,7 @@ Tensor scatter_add_rows(const Tensor& rows, const std::vector<int32_t>& ids, int
 // ---------------------------------------------------------------- attention
 
 namespace {
-kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const Tensor& v,
+AttentionShape attention_shape(const Tensor& q, const Tensor& k, const Tensor& v,
                                         const AttentionOptions& opt, const char* op) {
   for (auto* t : {&q, &k, &v}) check_defined(*t, op);
   check_same_dtype(q, k, op);
@@ -984,7 +1018,7 @@ kernels::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const 
     fail(std::string(op) + ": expected q [Tq, H, D] and k, v [Tk, H, D], got q " + shape_str(q.shape()) + ", k " +
          shape_str(k.shape()) + ", v " + shape_str(v.shape()));
   if (opt.window < 0) fail(std::string(op) + ": negative window");
-  kernels::AttentionShape s;
+  AttentionShape s;
   s.tq = q.size(0);
   s.tk = k.size(0);
   s.heads = q.size(1);
@@ -1004,7 +1038,7 @@ Tensor heads_first(const Tensor& x) { return contiguous(transpose(x, 0, 1)); }
 // carry a graph. Materializes [H, Tq, Tk] matrices.
 std::vector<Tensor> attention_backward_backward_composite(const Tensor& q, const Tensor& k, const Tensor& v,
                                                           const Tensor& g, const Tensor& aq, const Tensor& ak,
-                                                          const Tensor& av, const kernels::AttentionShape& s) {
+                                                          const Tensor& av, const AttentionShape& s) {
   const Tensor qh = heads_first(q), kh = heads_first(k), vh = heads_first(v), gh = heads_first(g);
   const Tensor aqh = heads_first(aq), akh = heads_first(ak), avh = heads_first(av);
   const Tensor p = masked_softmax(mul_scalar(matmul(qh, kh, false, true), s.scale), s);
@@ -1031,7 +1065,7 @@ std::vector<Tensor> attention_backward_backward_composite(const Tensor& q, const
 // The caller takes the three row ranges as slices. `o` and `lse` are the forward's results
 // (values only: the second-order formulas recompute everything they depend on).
 Tensor attention_backward_packed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
-                                 const Tensor& lse, const Tensor& g, const kernels::AttentionShape& s) {
+                                 const Tensor& lse, const Tensor& g, const AttentionShape& s) {
   const int64_t tq = s.tq, tk = s.tk;
   Tensor packed = Tensor::empty({tq + 2 * tk, s.heads, s.head_dim}, q.dtype(), q.device());
   be(q).attention_backward(s, dense(q), dense(k), dense(v), o, lse, dense(g), slice(packed, 0, 0, tq),
@@ -1074,7 +1108,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   Tensor lse = Tensor::empty({s.heads, s.tq}, q.dtype(), q.device());
   be(q).attention_forward(s, qc, kc, vc, o, lse);
   if (needs_graph({&q, &k, &v})) {
-    kernels::AttentionShape s1 = s;  // first order: no dk, dv for constant keys
+    AttentionShape s1 = s;  // first order: no dk, dv for constant keys
     s1.k_grad_from = std::clamp<int64_t>(opt.k_grad_from, 0, s.tk);
     record(o, "attention", {q, k, v}, [q, k, v, lse, s, s1](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
       if (grad_enabled()) {  // the gradient will be differentiated: the fused op with a fused backward

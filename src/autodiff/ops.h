@@ -6,23 +6,35 @@
 #include <vector>
 
 #include "autodiff/graph.h"
-#include "kernels/attention.h"
+#include "backend/attention_shape.h"
 #include "tensor/random.h"
 #include "tensor/tensor.h"
 
 namespace ttt {
 
-// ---- creation (never recorded) ----
-Tensor zeros(const Shape& shape, DType dtype = DType::F32);
-Tensor ones(const Shape& shape, DType dtype = DType::F32);
-Tensor full(const Shape& shape, double value, DType dtype = DType::F32);
-Tensor zeros_like(const Tensor& x);
+// ---- creation (never recorded), on a device (the CPU unless named) ----
+Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor full(const Shape& shape, double value, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor zeros_like(const Tensor& x);  // same shape, dtype and device
 Tensor ones_like(const Tensor& x);
-Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::F32);
-Tensor randn(const Shape& shape, Rng& rng, double stddev = 1.0, DType dtype = DType::F32);
-Tensor uniform(const Shape& shape, Rng& rng, double lo, double hi, DType dtype = DType::F32);
+// Host values, rounded to dtype on the host and copied to the device once.
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::F32,
+                   Device device = Device::cpu());
+Tensor randn(const Shape& shape, Rng& rng, double stddev = 1.0, DType dtype = DType::F32,
+             Device device = Device::cpu());
+Tensor uniform(const Shape& shape, Rng& rng, double lo, double hi, DType dtype = DType::F32,
+               Device device = Device::cpu());
 Tensor to_dtype(const Tensor& x, DType dtype);  // differentiable
 Tensor clone(const Tensor& x);                  // differentiable copy, contiguous
+// A contiguous copy on another device (x itself when already there); cut from the graph.
+Tensor to_device(const Tensor& x, Device device);
+// dst = src in place (same shape, dtype and device; never recorded): loading weights into live
+// parameters, an optimizer's update of a view.
+void assign(const Tensor& dst, const Tensor& src);
+// Elements of x that are not finite (and, with negative_too, below zero): the checks of loaded
+// weights, states and optimizer moments, run where the tensor lives.
+int64_t count_nonfinite(const Tensor& x, bool negative_too = false);
 
 // ---- views and layout ----
 Tensor contiguous(const Tensor& x);
@@ -92,7 +104,7 @@ Tensor rms_rstd(const Tensor& x, double eps);                       // 1/sqrt(me
 Tensor rope(const Tensor& x, int64_t pos0, double theta, bool inverse = false);
 Tensor softmax(const Tensor& x);  // over the last dim
 // Scores [H, Tq, Tk] -> probabilities; invisible keys (kernels/attention.h rule) get 0.
-Tensor masked_softmax(const Tensor& scores, const kernels::AttentionShape& s);
+Tensor masked_softmax(const Tensor& scores, const AttentionShape& s);
 // Per-row negative log-likelihood of targets: logits [R, V] -> [R].
 Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets);
 // cross_entropy(x w^T) (w [V, d]; with w_transposed, w is [d, V] and the logits are x w) without

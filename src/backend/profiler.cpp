@@ -20,7 +20,7 @@ std::map<std::string, OpStat> g_stats;
 double bytes_of(const Tensor& t) { return t.defined() ? static_cast<double>(t.numel() * dtype_size(t.dtype())) : 0.0; }
 
 // Query-key pairs a causal (windowed) attention call computes (kernels/attention.h's rule).
-double visible_pairs(const kernels::AttentionShape& s) {
+double visible_pairs(const AttentionShape& s) {
   double n = 0;
   for (int64_t i = 0; i < s.tq; ++i) {
     const int64_t p = s.q_pos0 + i;
@@ -90,6 +90,33 @@ class ProfilingBackend final : public Backend {
  public:
   explicit ProfilingBackend(Backend& inner) : in_(inner) {}
   const char* name() const override { return in_.name(); }
+  Device device() const override { return in_.device(); }
+  void* allocate(size_t bytes) override { return in_.allocate(bytes); }
+  void release(void* p, size_t bytes) override { in_.release(p, bytes); }
+  void copy_to_host(const void* src, void* dst, size_t bytes) override {
+    Timer t("copy_to_host", 0, static_cast<double>(bytes));
+    in_.copy_to_host(src, dst, bytes);
+  }
+  void copy_from_host(const void* src, void* dst, size_t bytes) override {
+    Timer t("copy_from_host", 0, static_cast<double>(bytes));
+    in_.copy_from_host(src, dst, bytes);
+  }
+  bool host_addressable() const override { return in_.host_addressable(); }
+  MemoryStats memory_stats() const override { return in_.memory_stats(); }
+  void reset_peak() override { in_.reset_peak(); }
+  void trim() override { in_.trim(); }
+  void convert(const Tensor& src, const Tensor& out) override {
+    Timer t("convert", 0, bytes_of(src) + bytes_of(out));
+    in_.convert(src, out);
+  }
+  int64_t count_nonfinite(const Tensor& x, bool negative_too) override {
+    Timer t("count_nonfinite", 0, bytes_of(x));
+    return in_.count_nonfinite(x, negative_too);
+  }
+  void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& h) override {
+    Timer t("adamw_step", 0, 4 * bytes_of(p) + 3 * bytes_of(p));
+    in_.adamw_step(p, g, m, v, h);
+  }
   void fill(const Tensor& out, double value) override {
     Timer t("fill", 0, bytes_of(out));
     in_.fill(out, value);
@@ -159,7 +186,7 @@ class ProfilingBackend final : public Backend {
     Timer t("softmax", 0, bytes_of(x) + bytes_of(out));
     in_.softmax(x, out);
   }
-  void masked_softmax(const Tensor& x, const kernels::AttentionShape& s, const Tensor& out) override {
+  void masked_softmax(const Tensor& x, const AttentionShape& s, const Tensor& out) override {
     Timer t("masked_softmax", 0, bytes_of(x) + bytes_of(out));
     in_.masked_softmax(x, s, out);
   }
@@ -203,19 +230,19 @@ class ProfilingBackend final : public Backend {
     Timer t("cross_entropy_backward_backward", 0, bytes_of(logits) + bytes_of(b) + bytes_of(dz) + bytes_of(c));
     in_.cross_entropy_backward_backward(logits, b, targets, g, dz, c, dg);
   }
-  void attention_forward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
+  void attention_forward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
                          const Tensor& o, const Tensor& lse) override {
     Timer t("attention_forward", 4.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);
     in_.attention_forward(s, q, k, v, o, lse);
   }
-  void attention_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
+  void attention_backward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& o, const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
                           const Tensor& dv) override {
     // Recomputed scores, dV, dP, dQ and dK: five products per visible pair.
     Timer t("attention_backward", 10.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);
     in_.attention_backward(s, q, k, v, o, lse, dout, dq, dk, dv);
   }
-  void attention_backward_backward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
+  void attention_backward_backward(const AttentionShape& s, const Tensor& q, const Tensor& k,
                                    const Tensor& v, const Tensor& o, const Tensor& lse, const Tensor& dout,
                                    const Tensor& aq, const Tensor& ak, const Tensor& av, const Tensor& gq,
                                    const Tensor& gk, const Tensor& gv, const Tensor& gdout) override {
@@ -251,8 +278,12 @@ std::vector<OpStat> snapshot() {
 }
 
 Backend& wrap(Backend& inner) {
-  static ProfilingBackend p(inner);  // one backend today (CPU); a second device gets its own
-  return p;
+  static std::mutex mu;
+  static auto* wrappers = new std::map<Backend*, ProfilingBackend*>;  // one per backend, never freed
+  std::lock_guard<std::mutex> g(mu);
+  auto& w = (*wrappers)[&inner];
+  if (!w) w = new ProfilingBackend(inner);
+  return *w;
 }
 
 void print(const std::vector<OpStat>& ops, double wall, double peak_gflops, std::FILE* out) {

@@ -6,11 +6,10 @@
 #include <functional>
 #include <map>
 
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
 #include "bench/op_bench.h"
 #include "inference/session.h"
-#include "tensor/pool.h"
 #include "ttt/inner_loop.h"
 
 namespace ttt::bench {
@@ -275,9 +274,10 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
   rows("decode", opt.decode_lengths, 1, [&](const NamedModel& nm, int64_t t, ContextRow& row, int) {
     const auto& cfg = nm.model.config();
     const auto ctx = random_tokens(t, cfg.vocab_size, opt.seed + 7 * t);
-    pool::trim();
-    pool::reset_peak();
-    const double before = static_cast<double>(pool::stats().bytes_in_use);
+    DeviceMemory& memory = device_memory(nm.model.device());
+    memory.trim();
+    memory.reset_peak();
+    const double before = static_cast<double>(memory.memory_stats().bytes_in_use);
     {
       inference::Session s(nm.model);
       s.feed(ctx);
@@ -291,7 +291,7 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
       }
       row.state_bytes = static_cast<double>(s.state_bytes());
     }
-    row.peak_bytes = static_cast<double>(pool::stats().peak_bytes_in_use) - before;
+    row.peak_bytes = static_cast<double>(memory.memory_stats().peak_bytes_in_use) - before;
     row.step_bytes = decode_step_bytes(nm.model, row.state_bytes);
     row.s_per_1k = row.seconds * 1024.0;
   });

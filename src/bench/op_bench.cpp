@@ -11,8 +11,8 @@
 
 #include "autodiff/graph.h"
 #include "autodiff/ops.h"
-#include "backend/bf16_gemm.h"
-#include "backend/blas.h"
+#include "backend/cpu/bf16_gemm.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
 #include "bench/context_bench.h"
 #include "model/model.h"
@@ -163,19 +163,15 @@ std::vector<Case> build_cases(const OpBenchShapes& S, DType dt) {
       if (dot && !kernels::cpu_has_avx512_bf16()) continue;
       auto wm = [&, dot](std::string shape, Shape a, Shape b, bool tb, int64_t m, int64_t nn, int64_t k) {
         const double fl = 2.0 * double(m) * double(nn) * double(k);
-        auto make = [a, b] {
+        auto make = [a, b, dot] {
           Rng rng(1234);
           Inputs in{randn(a, rng, 1.0)};
           Tensor w = randn(b, rng, 1.0);
-          in.push_back(from_vector(w.to_vector(), b, DType::BF16));
+          in.push_back(to_dtype(w, DType::BF16));
+          in.back().impl()->storage->bf16_products = dot;  // bf16 x bf16 products (--compute bf16)
           return in;
         };
-        auto fn = [tb, dot](const Inputs& in) {
-          kernels::set_compute_bf16(dot);
-          Tensor y = matmul(in[0], in[1], false, tb);
-          kernels::set_compute_bf16(false);
-          return y;
-        };
+        auto fn = [tb](const Inputs& in) { return matmul(in[0], in[1], false, tb); };
         L.forward(dot ? "matmul bf16 x bf16" : "matmul f32 x bf16", shape, fl, 0, make, fn);
       };
       wm(dims({T, d}) + "x" + dims({d, f}), {T, d}, {d, f}, false, T, f, d);

@@ -4,7 +4,7 @@
 #include <functional>
 #include <stdexcept>
 
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/profiler.h"
 #include "backend/thread_pool.h"
 #include "bench/context_bench.h"

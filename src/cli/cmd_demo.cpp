@@ -11,7 +11,7 @@
 #include <cstdio>
 
 #include "autodiff/ops.h"
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
 #include "cli/commands.h"
 
@@ -138,7 +138,7 @@ int run_demo(const DemoOptions& o) {
       Tensor upd = mul_scalar(div(mh, add_scalar(sqrt(vh), 1e-8)), lr);
       Tensor np = sub(params[i], upd);
       // Write in place: the parameters are leaves that the next step differentiates again.
-      std::copy(np.data<float>(), np.data<float>() + np.numel(), params[i].data<float>());
+      assign(params[i], np);
     }
     if (step % 25 == 0 || step == o.steps)
       std::printf("   step %4d/%d  outer loss %.4f\n", step, o.steps, loss.item());

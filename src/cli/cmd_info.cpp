@@ -1,7 +1,7 @@
 #include <cstdio>
 
-#include "backend/bf16_gemm.h"
-#include "backend/blas.h"
+#include "backend/cpu/bf16_gemm.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
 #include "cli/commands.h"
 #include "dist/communicator.h"

@@ -5,7 +5,8 @@
 
 #include "cli/commands.h"
 
-#include "backend/bf16_gemm.h"
+#include "backend/backend.h"
+#include "backend/cpu/bf16_gemm.h"
 #include "inference/session.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -108,12 +109,9 @@ int run_grad() {
                                                       : e2e::GraphBudget::megabytes(g_grad.graph_budget_mb));
   if (!std::isfinite(res.loss)) nonfinite_loss(m, "");
   for (size_t i = 0; i < res.grads.size(); ++i) {
-    const Tensor g = contiguous(res.grads[i]);
-    const float* p = g.data<float>();
-    for (int64_t j = 0; j < g.numel(); ++j)
-      if (!std::isfinite(p[j]))
-        throw std::runtime_error("the gradient of " + m.named_parameters()[i].first + " is not finite (element " +
-                                 std::to_string(j) + "); nothing was written");
+    if (count_nonfinite(res.grads[i]) > 0)
+      throw std::runtime_error("the gradient of " + m.named_parameters()[i].first +
+                               " is not finite; nothing was written");
   }
   std::vector<std::pair<std::string, Tensor>> out;
   for (size_t i = 0; i < res.grads.size(); ++i) out.emplace_back(m.named_parameters()[i].first, res.grads[i]);
@@ -168,8 +166,23 @@ model::Weights apply_compute(const std::string& compute, model::Weights weights)
   if (compute != "bf16") throw std::runtime_error("--compute must be f32 or bf16, got " + compute);
   if (!kernels::cpu_has_avx512_bf16())
     throw std::runtime_error("--compute bf16 needs a CPU with AVX512_BF16 (this one has none); use --weights bf16 instead");
-  kernels::set_compute_bf16(true);
   return model::Weights::BF16;
+}
+
+void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device, "where to compute: cpu, or cpu-checked (the CPU kernels over guarded memory, "
+                                      "for checks); `ttt info` lists the backends built in")
+      ->capture_default_str();
+}
+
+Device device_option(const std::string& device) { return require_device(device); }
+
+model::Model load_model(const std::string& dir, model::Weights weights, const std::string& compute,
+                        const std::string& device) {
+  const Device d = device_option(device);  // before any loading
+  model::Model m = model::Model::load(dir, apply_compute(compute, weights));
+  m.set_bf16_products(compute == "bf16");
+  return m.to(d);
 }
 
 void add_compute_option(CLI::App* cmd, std::string& compute) {

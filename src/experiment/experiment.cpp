@@ -12,7 +12,7 @@
 
 #include <unistd.h>
 
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
 #include "bench/context_bench.h"
 #include "data/corpus.h"

@@ -365,8 +365,9 @@ uint64_t Session::param_checksum() const {
   for (const auto& [name, t] : m_.named_parameters()) {
     h = mix_bytes(h, name.data(), name.size());
     h = mix_bytes(h, t.shape().data(), t.shape().size() * sizeof(int64_t));
-    const Tensor c = t.is_contiguous() ? t : contiguous(t.detach());
-    h = mix_bytes(h, c.raw_data(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+    std::vector<unsigned char> bytes(static_cast<size_t>(t.numel()) * dtype_size(t.dtype()));
+    copy_to_host(t, bytes.data());  // once per session: the checksum is cached
+    h = mix_bytes(h, bytes.data(), bytes.size());
   }
   checksum_ = h;
   have_checksum_ = true;
@@ -410,8 +411,7 @@ void Session::save_state(const std::string& path) const {
   }
   ts.emplace_back("pending_h", s_.pending_h.empty() ? empty_rows({cfg.hidden_size}, dt) : concat(s_.pending_h, 0));
   Tensor logits = Tensor::empty({static_cast<int64_t>(s_.last_logits.size())}, DType::F32);
-  if (!s_.last_logits.empty())
-    std::memcpy(logits.raw_data(), s_.last_logits.data(), s_.last_logits.size() * sizeof(float));
+  copy_from_host(s_.last_logits.data(), logits);  // host floats into a (CPU) tensor for the file
   ts.emplace_back("last_logits", logits);
   io::write_safetensors(path, ts, dt == DType::F64 ? io::StoreAs::F64 : io::StoreAs::F32, meta);
 }

@@ -394,7 +394,6 @@ void write_safetensors(const std::string& path,
     if (name == "__metadata__") bad("tensor name \"__metadata__\" is reserved");
     if (!seen.insert(name).second) bad("duplicate tensor name " + q_name(name));
     if (!t.defined()) bad("tensor " + q_name(name) + " is undefined");
-    if (t.device() != Device::CPU) bad("tensor " + q_name(name) + " is not on the CPU");
     if (t.dtype() != DType::F32 && t.dtype() != DType::F64 && t.dtype() != DType::BF16)
       bad("tensor " + q_name(name) + " has unsupported dtype " + dtype_name(t.dtype()));
     const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * elem;
@@ -416,7 +415,12 @@ void write_safetensors(const std::string& path,
     out.write(len, 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (size_t i = 0; i < tensors.size(); ++i) {
-      const Tensor& t = tensors[i].second;
+      Tensor t = tensors[i].second;
+      if (t.device() != Device::cpu()) {  // device memory: one explicit copy to the host first
+        Tensor host = Tensor::empty(t.shape(), t.dtype());
+        copy_to_host(t, host.raw_data());
+        t = host;
+      }
       if (t.dtype() == DType::F32)
         write_tensor_data<float>(out, t, dtypes[i]);
       else if (t.dtype() == DType::BF16)

@@ -31,7 +31,7 @@ Tensor GatedDeltaNetMixer::delta_chunks(const Tensor& q, const Tensor& k, const 
                                         const Tensor& g, int64_t nc, int64_t n, Tensor* S) const {
   const int64_t H = heads_, NH = nc * H;
   const DType dt = q.dtype();
-  const ChunkConstants c = chunk_constants(n, dt);
+  const ChunkConstants c = chunk_constants(n, dt, q.device());
   auto heads_first = [&](const Tensor& t, int64_t d) {  // [nc n, H, d] -> [nc H, n, d]
     return reshape(contiguous(transpose(reshape(contiguous(t), {nc, n, H, d}), 1, 2)), {NH, n, d});
   };
@@ -69,7 +69,7 @@ Tensor GatedDeltaNetMixer::forward(const Tensor& x, int64_t, const MixerState& i
   const DType dt = x.dtype();
   const Tensor qkv_raw = concat({matmul(x, p_.q_proj), matmul(x, p_.k_proj), matmul(x, p_.v_proj)}, 1);
   Tensor conv_tail;
-  const Tensor prev = in.empty() ? zeros({K - 1, kd * 2 + vd}, dt) : in.tensors[0];
+  const Tensor prev = in.empty() ? zeros({K - 1, kd * 2 + vd}, dt, x.device()) : in.tensors[0];
   const Tensor qkv = silu(causal_conv(qkv_raw, prev, p_.conv_weight, K, &conv_tail));
   // L2 norm over each head: x / sqrt(sum x^2 + 1e-6) = x rms_rstd(x, 1e-6 / d) / sqrt(d).
   auto l2norm = [&](const Tensor& v, double scale) {
@@ -83,7 +83,7 @@ Tensor GatedDeltaNetMixer::forward(const Tensor& x, int64_t, const MixerState& i
 
   // Many chunks of one length per call (delta_chunks); only the state-dependent part runs chunk by
   // chunk.
-  Tensor S = in.empty() ? zeros({H, dk_, dv_}, dt) : in.tensors[1];
+  Tensor S = in.empty() ? zeros({H, dk_, dv_}, dt, x.device()) : in.tensors[1];
   // Up to kScanGroupTokens at a time, so that the [chunks, n, n] blocks stay bounded at any length.
   const int64_t group = chunk_ * std::max<int64_t>(1, kScanGroupTokens / chunk_);
   std::vector<Tensor> outs;

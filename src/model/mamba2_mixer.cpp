@@ -32,7 +32,8 @@ Tensor Mamba2Mixer::ssd_chunks(const Tensor& xdt, const Tensor& a, const Tensor&
                                int64_t n, Tensor* S) const {
   const int64_t H = heads_, P = headdim_, N = d_state_, NH = nc * H;
   const DType dt = xdt.dtype();
-  const ChunkConstants in_chunk = chunk_constants(n, dt), across = chunk_constants(nc + 1, dt);
+  const ChunkConstants in_chunk = chunk_constants(n, dt, xdt.device()),
+                       across = chunk_constants(nc + 1, dt, xdt.device());
   // Cumulative log decay within each chunk, [nc H, n], and the decays exp(cs_i - cs_j), j <= i.
   const Tensor cs = matmul(reshape(contiguous(transpose(reshape(contiguous(a), {nc, n, H}), 1, 2)), {NH, n}),
                            in_chunk.upper);
@@ -51,7 +52,7 @@ Tensor Mamba2Mixer::ssd_chunks(const Tensor& xdt, const Tensor& a, const Tensor&
   // entry (z, c) = exp(sum of the chunk decays c+1..z) (1-based: row 0 is the entering state). The
   // sums are taken directly (masked, then cumulated down the rows), not as differences of a long
   // cumulative sum, which would lose float32 digits after many chunks (ssd_minimal's segsum).
-  const Tensor lastp = concat({zeros({H, 1}, dt), contiguous(transpose(reshape(last, {nc, H}), 0, 1))}, 1);  // [H, nc+1]
+  const Tensor lastp = concat({zeros({H, 1}, dt, xdt.device()), contiguous(transpose(reshape(last, {nc, H}), 0, 1))}, 1);  // [H, nc+1]
   const Tensor seg = matmul(reshape(across.lower, {1, nc + 1, nc + 1}), mul(reshape(lastp, {H, nc + 1, 1}), across.strict));
   const Tensor decay = exp(add(seg, across.neg_big));  // [H, nc+1, nc+1]
   const Tensor states = concat({reshape(*S, {1, H, P * N}), reshape(s_chunk, {nc, H, P * N})}, 0);  // [nc+1, H, P N]
@@ -73,7 +74,7 @@ Tensor Mamba2Mixer::forward(const Tensor& x, int64_t, const MixerState& in, Mixe
   const Tensor dt_raw = slice(zxbcdt, 1, d_inner_ + conv_dim_, d_inner_ + conv_dim_ + H);
 
   // Causal depthwise conv over [the previous K-1 inputs; this chunk].
-  const Tensor conv_prev = in.empty() ? zeros({K - 1, conv_dim_}, dt) : in.tensors[0];
+  const Tensor conv_prev = in.empty() ? zeros({K - 1, conv_dim_}, dt, x.device()) : in.tensors[0];
   Tensor conv_tail;
   const Tensor conv = add(causal_conv(xbc_raw, conv_prev, p_.conv_weight, K, &conv_tail), p_.conv_bias);
   const Tensor xbc = silu(conv);
@@ -87,7 +88,7 @@ Tensor Mamba2Mixer::forward(const Tensor& x, int64_t, const MixerState& in, Mixe
   const Tensor xdt = mul(X, reshape(dtv, {T, H, 1}));     // [T, H, P]
 
   // The chunked SSD scan, many chunks of one length per call (ssd_minimal's batched form).
-  Tensor S = in.empty() ? zeros({H, P, N}, dt) : in.tensors[1];
+  Tensor S = in.empty() ? zeros({H, P, N}, dt, x.device()) : in.tensors[1];
   // Up to kScanGroupTokens at a time, so that the [chunks, n, n] blocks stay bounded at any length.
   const int64_t group = chunk_ * std::max<int64_t>(1, kScanGroupTokens / chunk_);
   std::vector<Tensor> ys;

@@ -17,6 +17,6 @@ Tensor causal_conv(const Tensor& x, const Tensor& prev, const Tensor& weight, in
 struct ChunkConstants {
   Tensor upper, lower, neg_big, strict, eye;
 };
-ChunkConstants chunk_constants(int64_t n, DType dt);
+ChunkConstants chunk_constants(int64_t n, DType dt, Device dev);
 
 }  // namespace ttt::model

@@ -131,14 +131,21 @@ Model Model::with_bf16_weights() const {
       t[name] = p;
       continue;
     }
-    Tensor b = Tensor::empty(p.shape(), DType::BF16);
-    const Tensor c = contiguous(p.detach());
-    const float* src = c.data<float>();
-    uint16_t* dst = b.data<uint16_t>();
-    for (int64_t i = 0; i < c.numel(); ++i) dst[i] = float_to_bf16(src[i]);
-    t[name] = b;
+    t[name] = to_dtype(contiguous(p.detach()), DType::BF16);  // rounded to nearest even
   }
   return from_tensors(cfg_, std::move(t));
+}
+
+Model Model::to(Device device) const {
+  if (device == this->device()) return *this;
+  std::map<std::string, Tensor> t;
+  for (const auto& [name, p] : params_) t[name] = to_device(p, device);
+  return from_tensors(cfg_, std::move(t), dtype());
+}
+
+void Model::set_bf16_products(bool on) {
+  for (const auto& [n, t] : params_)
+    if (t.dtype() == DType::BF16) t.impl()->storage->bf16_products = on;
 }
 
 bool Model::has_bf16_weights() const {
@@ -265,25 +272,13 @@ Tensor masked_mean(const Tensor& nll, const std::vector<int32_t>& targets, int32
   auto m = target_mask(targets, bos);
   double count = 0;
   for (double v : m) count += v;
-  Tensor mask = from_vector(m, {static_cast<int64_t>(m.size())}, nll.dtype());
+  Tensor mask = from_vector(m, {static_cast<int64_t>(m.size())}, nll.dtype(), nll.device());
   return mul_scalar(sum(mul(nll, mask)), 1.0 / std::max(1.0, count));
 }
 
 std::string first_nonfinite_parameter(const Model& m) {
-  for (const auto& [name, t] : m.named_parameters()) {
-    if (t.dtype() == DType::BF16) {  // bf16 inference weights: exponent bits all ones
-      const uint16_t* p = t.data<uint16_t>();
-      for (int64_t i = 0; i < t.numel(); ++i)
-        if ((p[i] & 0x7f80u) == 0x7f80u) return name;
-    } else if (t.dtype() == DType::F32 && t.is_contiguous()) {
-      const float* p = t.data<float>();
-      for (int64_t i = 0; i < t.numel(); ++i)
-        if (!std::isfinite(p[i])) return name;
-    } else {
-      for (double v : t.to_vector())  // F64 models of the gradient checks
-        if (!std::isfinite(v)) return name;
-    }
-  }
+  for (const auto& [name, t] : m.named_parameters())
+    if (count_nonfinite(t) > 0) return name;
   return "";
 }
 

@@ -58,6 +58,14 @@ class Model {
   // The same model with its bf16-eligible matrices rounded to bf16 (inference only).
   Model with_bf16_weights() const;
   bool has_bf16_weights() const;
+  // Products with the bf16 weights: float32 x bf16 (off) or bf16 x bf16 with float32
+  // accumulation (on: `--compute bf16`, AVX512_BF16). A property of this model's weights that the
+  // backend reads per product, not a process-wide switch.
+  void set_bf16_products(bool on);
+  // The device every parameter lives on (and every op of this model runs on).
+  Device device() const { return final_norm_.device(); }
+  // The same model on another device (the parameters copied; *this when already there).
+  Model to(Device device) const;
   // The compute (activation) dtype: float32, or float64 for the gradient-check models.
   DType dtype() const { return final_norm_.dtype(); }
 

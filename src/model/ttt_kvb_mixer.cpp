@@ -100,8 +100,9 @@ std::vector<Shape> TttKvbMixer::state_shapes(int64_t pos) const {
 std::vector<Tensor> TttKvbMixer::initial_state_tensors(DType dt) const {
   NoGrad ng;
   auto cp = [&](const Tensor& t) { return to_dtype(clone(t.detach()), dt); };
-  return {zeros({0, heads_, head_dim_}, dt), zeros({0, heads_, head_dim_}, dt), cp(p_.w0), cp(p_.w1), cp(p_.w2),
-          zeros({nh_, 0, din_}, dt),         zeros({nh_, 0, din_}, dt),         zeros({nh_, 0, 3}, dt)};
+  const Device d = p_.w0.device();
+  return {zeros({0, heads_, head_dim_}, dt, d), zeros({0, heads_, head_dim_}, dt, d), cp(p_.w0), cp(p_.w1), cp(p_.w2),
+          zeros({nh_, 0, din_}, dt, d),         zeros({nh_, 0, din_}, dt, d),         zeros({nh_, 0, 3}, dt, d)};
 }
 
 Tensor TttKvbMixer::forward(const Tensor& x, int64_t pos0, const MixerState& in, MixerState* out) const {
@@ -138,7 +139,8 @@ Tensor TttKvbMixer::forward(const Tensor& x, int64_t pos0, const MixerState& in,
   const Tensor lr = softplus(add_scalar(add(matmul(x, p_.lr_proj), p_.lr_bias), base));  // [T, 3 nh]
   FastWeights fw;
   if (in.empty()) {
-    fw = {p_.w0, p_.w1, p_.w2, zeros({nh_, 0, din_}, dt), zeros({nh_, 0, din_}, dt), zeros({nh_, 0, 3}, dt)};
+    fw = {p_.w0, p_.w1, p_.w2, zeros({nh_, 0, din_}, dt, x.device()), zeros({nh_, 0, din_}, dt, x.device()),
+          zeros({nh_, 0, 3}, dt, x.device())};
   } else {
     fw = {in.tensors[2], in.tensors[3], in.tensors[4], in.tensors[5], in.tensors[6], in.tensors[7]};
   }

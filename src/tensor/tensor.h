@@ -17,10 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "tensor/device.h"
+
 namespace ttt {
 
 enum class DType { F32, F64, BF16 };
-enum class Device { CPU };  // CUDA joins here; see backend/backend.h
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
@@ -29,16 +30,20 @@ using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
 
-// Storage blocks come from a size-bucketed pool (tensor/pool.h), so steady-state loops reuse
-// memory instead of calling malloc for every op.
+// Storage belongs to its device's backend (tensor/device.h), which allocates and frees it (the
+// CPU backend from a size-bucketed pool, so steady-state loops reuse memory).
 struct Storage {
   Storage(size_t bytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
-  void* data = nullptr;
+  void* data = nullptr;  // a pointer of the device's address space
   size_t bytes = 0;
-  Device device = Device::CPU;
+  Device device = Device::cpu();
+  // bf16 weights only: products with them may round the other operand to bf16 too (bf16 x bf16
+  // with float32 accumulation, `--compute bf16`). Chosen per model when its weights are made
+  // (model::Model::with_bf16_weights); the backend reads it per product.
+  bool bf16_products = false;
   // Buffers made by append_rows (autodiff/ops.h): the end, in elements, of what has been
   // appended so far; rows beyond it are free capacity. -1 for every other storage.
   std::atomic<int64_t> append_end{-1};
@@ -62,7 +67,7 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   // Uninitialized contiguous tensor.
-  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const { return impl_->shape; }
@@ -75,6 +80,9 @@ class Tensor {
   int64_t offset() const { return impl_->offset; }
   bool is_contiguous() const;
 
+  // The element pointer in the device's address space. For backends (backend/) and the named
+  // host boundaries only (tests/layering_test.sh checks where it is used); everything else goes
+  // through ops or the host copies below.
   template <class T>
   T* data() const {
     return static_cast<T*>(impl_->storage->data) + impl_->offset;
@@ -89,7 +97,8 @@ class Tensor {
   // Same data, cut from the graph.
   Tensor detach() const;
 
-  // Element access for tests and small host-side work (any dtype, any strides).
+  // Copies to the host (any device, dtype and strides): results leaving the engine, small
+  // host-side work and tests.
   double item() const;  // requires numel() == 1
   double at(const std::vector<int64_t>& index) const;
   std::vector<double> to_vector() const;   // logical row-major order
@@ -103,5 +112,12 @@ class Tensor {
 };
 
 Shape contiguous_strides(const Shape& shape);
+
+// The one explicit way between tensor memory and the host, for the named boundaries (file I/O,
+// collectives, sampling's read of the logits, printing). copy_to_host writes t's elements in
+// logical row-major order in t's dtype (numel * dtype_size bytes); copy_from_host fills a
+// contiguous t from such bytes.
+void copy_to_host(const Tensor& t, void* host_dst);
+void copy_from_host(const void* host_src, const Tensor& t);
 
 }  // namespace ttt

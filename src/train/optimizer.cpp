@@ -5,7 +5,7 @@
 #include <stdexcept>
 
 #include "autodiff/ops.h"
-#include "backend/thread_pool.h"
+#include "backend/backend.h"
 #include "io/messages.h"
 
 namespace ttt::train {
@@ -14,8 +14,8 @@ AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> params, const AdamWOpti
     : params_(std::move(params)), opt_(opt) {
   for (auto& [n, p] : params_) {
     if (p.dtype() != DType::F32 || !p.is_contiguous()) throw std::invalid_argument("AdamW: parameters must be contiguous F32");
-    m_.push_back(zeros(p.shape()));
-    v_.push_back(zeros(p.shape()));
+    m_.push_back(zeros(p.shape(), DType::F32, p.device()));
+    v_.push_back(zeros(p.shape(), DType::F32, p.device()));
   }
 }
 
@@ -27,22 +27,18 @@ void AdamW::step(const std::vector<Tensor>& grads, double lr) {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!m_[i].defined()) continue;  // sharded away (ZeRO-1)
     Tensor g = grads[i].is_contiguous() && grads[i].dtype() == DType::F32 ? grads[i] : to_dtype(contiguous(grads[i]), DType::F32);
-    float* p = params_[i].second.data<float>();
-    float* m = m_[i].data<float>();
-    float* v = v_[i].data<float>();
-    const float* gp = g.data<float>();
-    const float b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
-    const float step = static_cast<float>(lr / bc1), inv_bc2 = static_cast<float>(1.0 / bc2);
-    const float eps = static_cast<float>(opt_.eps);
-    const bool decays = !opt_.decay_matrices_only || params_[i].second.dim() >= 2;
-    const float decay = decays ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
-    parallel_for(0, params_[i].second.numel(), 16384, [&](int64_t lo, int64_t hi) {
-      for (int64_t j = lo; j < hi; ++j) {
-        m[j] = b1 * m[j] + (1.0f - b1) * gp[j];
-        v[j] = b2 * v[j] + (1.0f - b2) * gp[j] * gp[j];
-        p[j] = p[j] * decay - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
-      }
-    });
+    const Tensor& p = params_[i].second;
+    if (g.shape() != p.shape() || g.device() != p.device())
+      throw std::invalid_argument("AdamW: the gradient of " + params_[i].first + " has the wrong shape or device");
+    AdamWStep h;
+    h.beta1 = static_cast<float>(opt_.beta1);
+    h.beta2 = static_cast<float>(opt_.beta2);
+    h.step = static_cast<float>(lr / bc1);
+    h.inv_bc2 = static_cast<float>(1.0 / bc2);
+    h.eps = static_cast<float>(opt_.eps);
+    const bool decays = !opt_.decay_matrices_only || p.dim() >= 2;
+    h.decay = decays ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
+    backend_for(p.device()).adamw_step(p, g, m_[i], v_[i], h);  // fused, in place
   }
 }
 
@@ -68,11 +64,9 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& tensor
       if (it == by.end()) throw std::runtime_error(std::string("optimizer state is missing ") + prefix + params_[i].first);
       if (it->second.shape() != params_[i].second.shape())
         throw std::runtime_error(std::string("optimizer state ") + prefix + params_[i].first + " has the wrong shape");
-      *dst = clone(to_dtype(it->second, DType::F32));
-      const float* p = dst->data<float>();
+      *dst = clone(to_device(to_dtype(it->second, DType::F32), params_[i].second.device()));
       const bool second = prefix[0] == 'v';
-      for (int64_t j = 0; j < dst->numel(); ++j)
-        if (!std::isfinite(p[j]) || (second && p[j] < 0))
+      if (count_nonfinite(*dst, second) > 0)
           throw std::runtime_error(std::string("optimizer state ") + prefix + params_[i].first +
                                    (second ? " is not finite and >= 0" : " is not finite"));
       ++used;

@@ -108,7 +108,7 @@ int64_t read_checkpoint(const fs::path& out, model::Model& m, AdamW& opt, Sequen
   for (size_t i = 0; i < m.named_parameters().size(); ++i) {
     const Tensor& dst = m.named_parameters()[i].second;
     const Tensor& src = saved.named_parameters()[i].second;
-    std::copy(src.data<float>(), src.data<float>() + src.numel(), dst.data<float>());
+    assign(dst, to_device(src, dst.device()));
   }
   auto file = io::read_safetensors((dir / "optimizer.safetensors").string());
   std::vector<std::pair<std::string, Tensor>> moments(file.tensors.begin(), file.tensors.end());
@@ -314,17 +314,16 @@ void allreduce_grads(dist::Communicator& comm, std::vector<Tensor>& grads, doubl
   }
   std::vector<float> flat(n);
   size_t at = 0;
-  for (const auto& g : grads) {
-    std::copy(g.data<float>(), g.data<float>() + g.numel(), flat.begin() + static_cast<std::ptrdiff_t>(at));
+  for (const auto& g : grads) {  // the collective works on host memory (src/dist)
+    copy_to_host(g, flat.data() + at);
     at += static_cast<size_t>(g.numel());
   }
   comm.allreduce_sum(flat.data(), n);
   comm.allreduce_sum(&loss, 1);
   at = 0;
   for (auto& g : grads) {
-    Tensor out = Tensor::empty(g.shape(), DType::F32);
-    std::copy(flat.begin() + static_cast<std::ptrdiff_t>(at), flat.begin() + static_cast<std::ptrdiff_t>(at + g.numel()),
-              out.data<float>());
+    Tensor out = Tensor::empty(g.shape(), DType::F32, g.device());
+    copy_from_host(flat.data() + at, out);
     at += static_cast<size_t>(g.numel());
     g = out;
   }
@@ -347,7 +346,10 @@ std::vector<int> shard_owners(const std::vector<std::pair<std::string, Tensor>>&
 }
 
 void broadcast_tensor(dist::Communicator& comm, const Tensor& t, int root) {
-  comm.broadcast(t.data<float>(), static_cast<size_t>(t.numel()) * sizeof(float), root);
+  std::vector<float> host(static_cast<size_t>(t.numel()));  // the collective works on host memory
+  copy_to_host(t, host.data());
+  comm.broadcast(host.data(), host.size() * sizeof(float), root);
+  copy_from_host(host.data(), t);
 }
 
 void broadcast_string(dist::Communicator& comm, std::string& s) {
@@ -493,8 +495,8 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
       const auto& [name, p] = opt.params()[i];
       auto [mm, vv] = opt.moments(i);
       if (!mm.defined()) {
-        mm = zeros(p.shape());
-        vv = zeros(p.shape());
+        mm = zeros(p.shape(), DType::F32, p.device());
+        vv = zeros(p.shape(), DType::F32, p.device());
       }
       broadcast_tensor(comm, mm, owners[i]);
       broadcast_tensor(comm, vv, owners[i]);

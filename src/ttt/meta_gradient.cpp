@@ -6,7 +6,6 @@
 #include <string>
 #include <unordered_map>
 
-#include "tensor/pool.h"
 
 namespace ttt::e2e {
 namespace {
@@ -72,11 +71,12 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   double total = 0;
 
   // Kept chunks [0, kept): their whole graph (second-order inner steps included) from one pass.
-  const size_t base = pool::stats().bytes_in_use;
+  DeviceMemory& memory = device_memory(m.device());
+  const size_t base = memory.memory_stats().bytes_in_use;
   auto keep_next = [&](int64_t k) {
     if (budget.bytes == 0) return false;
     if (budget.bytes == SIZE_MAX || k == 0) return true;
-    const size_t now = pool::stats().bytes_in_use, used = now > base ? now - base : 0;
+    const size_t now = memory.memory_stats().bytes_in_use, used = now > base ? now - base : 0;
     return used + used / static_cast<size_t>(k) <= budget.bytes;  // one more chunk of the mean size
   };
   const SuffixMemory start = SuffixMemory::start(m).leaves();
@@ -126,7 +126,7 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   std::vector<Tensor> acc(params.size());
   std::vector<Tensor> d_x(chunks);  // adjoint of each chunk's rows of h_first
   std::vector<Tensor> d_next;       // adjoint of the memory leaving chunk c (SuffixMemory::tensors order)
-  const Tensor mean_weight = full({}, 1.0 / static_cast<double>(chunks), h_first.dtype());
+  const Tensor mean_weight = full({}, 1.0 / static_cast<double>(chunks), h_first.dtype(), h_first.device());
   auto pull = [&](std::vector<Tensor> outs, std::vector<Tensor> couts, const std::vector<Tensor>& next,
                   const std::vector<Tensor>& xs, const SuffixMemory& in, int64_t c0) {
     if (!next.empty()) {

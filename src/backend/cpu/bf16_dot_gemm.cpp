@@ -15,14 +15,12 @@
 #include <stdexcept>
 #include <vector>
 
-#include "backend/bf16_gemm.h"
+#include "backend/cpu/bf16_gemm.h"
 #include "backend/thread_pool.h"
 #include "tensor/bf16.h"
 
 namespace ttt::kernels {
 namespace {
-
-std::atomic<bool> g_compute_bf16{false};
 
 constexpr int64_t kNR = 64;   // output columns per block (four vectors of 16)
 constexpr int64_t kMR = 6;    // activation rows per register tile
@@ -93,8 +91,6 @@ bool cpu_has_avx512_bf16() {
   return has;
 }
 
-void set_compute_bf16(bool on) { g_compute_bf16.store(on, std::memory_order_relaxed); }
-bool compute_bf16() { return g_compute_bf16.load(std::memory_order_relaxed); }
 
 void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb, float* c,
                     int64_t ldc) {

@@ -1,5 +1,7 @@
-// CPU backend: plain loops threaded over the pool, GEMM through BLAS (backend/blas.h),
-// attention through the fused kernels (kernels/attention.h). float and double share the code.
+// CPU backend: plain loops threaded over the pool, GEMM through BLAS (backend/cpu/blas.h),
+// attention through the fused kernels (backend/cpu/attention_cpu.h). float and double share the
+// code. Its memory is a DeviceMemory given at construction: the host pool for the CPU device,
+// guarded pages for the checked one (backend/checked).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -9,13 +11,15 @@
 #include <string>
 #include <vector>
 
-#include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
 #include "backend/profiler.h"
-#include "backend/bf16_gemm.h"
-#include "backend/blas.h"
+#include "backend/cpu/bf16_gemm.h"
+#include "backend/cpu/attention_cpu.h"
+#include "backend/cpu/blas.h"
+#include "backend/cpu/pool.h"
 #include "backend/thread_pool.h"
-#include "kernels/fused_cpu.h"
-#include "kernels/vec_math.h"
+#include "backend/cpu/fused_cpu.h"
+#include "backend/cpu/vec_math.h"
 #include "tensor/bf16.h"
 
 namespace ttt {
@@ -468,7 +472,75 @@ void cross_entropy_kernel(const T* logits, const std::vector<int32_t>& tg, T* nl
 
 class CpuBackend final : public Backend {
  public:
-  const char* name() const override { return "cpu"; }
+  CpuBackend(DeviceMemory& memory, Device device, const char* name) : mem_(memory), device_(device), name_(name) {}
+  const char* name() const override { return name_; }
+  Device device() const override { return device_; }
+
+  // ---- memory: the DeviceMemory this instance was given
+  void* allocate(size_t bytes) override { return mem_.allocate(bytes); }
+  void release(void* p, size_t bytes) override { mem_.release(p, bytes); }
+  void copy_to_host(const void* src, void* dst, size_t bytes) override { mem_.copy_to_host(src, dst, bytes); }
+  void copy_from_host(const void* src, void* dst, size_t bytes) override { mem_.copy_from_host(src, dst, bytes); }
+  bool host_addressable() const override { return mem_.host_addressable(); }
+  MemoryStats memory_stats() const override { return mem_.memory_stats(); }
+  void reset_peak() override { mem_.reset_peak(); }
+  void trim() override { mem_.trim(); }
+
+  void convert(const Tensor& src, const Tensor& out) override {
+    if (src.shape() != out.shape() || !src.is_contiguous() || !out.is_contiguous())
+      throw std::logic_error("backend convert: shapes differ or an operand is strided");
+    const int64_t n = out.numel();
+    auto read = [&](int64_t i) -> double {
+      switch (src.dtype()) {
+        case DType::F32: return src.data<float>()[i];
+        case DType::F64: return src.data<double>()[i];
+        case DType::BF16: return bf16_to_float(src.data<uint16_t>()[i]);
+      }
+      return 0;
+    };
+    parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
+      switch (out.dtype()) {
+        case DType::F32: for (int64_t i = lo; i < hi; ++i) out.data<float>()[i] = static_cast<float>(read(i)); break;
+        case DType::F64: for (int64_t i = lo; i < hi; ++i) out.data<double>()[i] = read(i); break;
+        case DType::BF16:
+          for (int64_t i = lo; i < hi; ++i) out.data<uint16_t>()[i] = float_to_bf16(static_cast<float>(read(i)));
+          break;
+      }
+    });
+  }
+
+  int64_t count_nonfinite(const Tensor& x, bool negative_too) override {
+    if (!x.is_contiguous()) throw std::logic_error("backend count_nonfinite: strided operand");
+    const int64_t n = x.numel();
+    int64_t bad = 0;
+    if (x.dtype() == DType::BF16) {  // exponent bits all ones; the sign bit with a nonzero value
+      const uint16_t* p = x.data<uint16_t>();
+      for (int64_t i = 0; i < n; ++i)
+        bad += (p[i] & 0x7f80u) == 0x7f80u || (negative_too && (p[i] & 0x8000u) && (p[i] & 0x7fffu));
+      return bad;
+    }
+    for_dtype(x.dtype(), [&]<class T>() {
+      const T* p = x.data<T>();
+      for (int64_t i = 0; i < n; ++i) bad += !std::isfinite(p[i]) || (negative_too && p[i] < 0);
+    });
+    return bad;
+  }
+
+  void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& mom, const Tensor& var,
+                  const AdamWStep& h) override {
+    float* p = param.data<float>();
+    float* m = mom.data<float>();
+    float* v = var.data<float>();
+    const float* gp = grad.data<float>();
+    const float b1 = h.beta1, b2 = h.beta2, step = h.step, inv_bc2 = h.inv_bc2, eps = h.eps, decay = h.decay;
+    parallel_for(0, param.numel(), kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi; ++j) {
+        m[j] = b1 * m[j] + (1.0f - b1) * gp[j];
+        v[j] = b2 * v[j] + (1.0f - b2) * gp[j] * gp[j];
+        p[j] = p[j] * decay - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
+      }
+    });
+  }
 
   void fill(const Tensor& out, double value) override {
     for_dtype(out.dtype(), [&]<class T>() {
@@ -511,7 +583,7 @@ class CpuBackend final : public Backend {
     if (b.dtype() == DType::BF16) {  // float32 activations times bf16 weights (ops.cpp checks the rest)
       if (ta || a.dtype() != DType::F32 || out.dtype() != DType::F32)
         throw std::logic_error("cpu backend: bf16 matmul needs a float32, untransposed left operand");
-      const bool dot = m > 1 && kernels::compute_bf16() && kernels::cpu_has_avx512_bf16();
+      const bool dot = m > 1 && b.impl()->storage->bf16_products && kernels::cpu_has_avx512_bf16();
       for (int64_t i = 0; i < batch; ++i)
         (dot ? kernels::gemm_bf16_bf16 : kernels::gemm_f32_bf16)(m, n, k, a.data<float>() + i * stride_a, k,
                                                                  b.data<uint16_t>() + i * stride_b, tb,
@@ -752,16 +824,23 @@ class CpuBackend final : public Backend {
                                               gk.data<T>(), gv.data<T>(), gdout.data<T>());
     });
   }
+
+ private:
+  DeviceMemory& mem_;
+  Device device_;
+  const char* name_;
 };
 
 }  // namespace
 
-Backend& backend_for(Device device) {
-  static CpuBackend cpu;
-  switch (device) {
-    case Device::CPU: return profile::enabled() ? profile::wrap(cpu) : cpu;
-  }
-  throw std::invalid_argument("no backend for this device");
+std::unique_ptr<Backend> make_cpu_backend(DeviceMemory& memory, Device device, const char* name) {
+  return std::make_unique<CpuBackend>(memory, device, name);
+}
+
+Backend& cpu_backend() {
+  // Never destroyed: tensors in static objects may outlive any static destructor order.
+  static Backend* const cpu = make_cpu_backend(pool::host_memory(), Device::cpu(), "cpu").release();
+  return *cpu;
 }
 
 }  // namespace ttt

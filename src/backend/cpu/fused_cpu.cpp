@@ -1,11 +1,11 @@
-#include "kernels/fused_cpu.h"
+#include "backend/cpu/fused_cpu.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backend/thread_pool.h"
-#include "kernels/vec_math.h"
+#include "backend/cpu/vec_math.h"
 
 namespace ttt::kernels {
 

@@ -1,6 +1,7 @@
-#include "tensor/pool.h"
+#include "backend/cpu/pool.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cstdlib>
 #include <deque>
 #include <map>
@@ -147,6 +148,29 @@ void trim() {
     list.clear();
   }
   s.high_water = s.stats.bytes_in_use;  // the cache limit starts over from what is in use now
+}
+
+namespace {
+class HostMemory final : public DeviceMemory {
+ public:
+  void* allocate(size_t bytes) override { return pool::allocate(bytes); }
+  void release(void* p, size_t bytes) override { pool::release(p, bytes); }
+  void copy_to_host(const void* src, void* dst, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void copy_from_host(const void* src, void* dst, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  bool host_addressable() const override { return true; }
+  MemoryStats memory_stats() const override { return pool::stats(); }
+  void reset_peak() override { pool::reset_peak(); }
+  void trim() override { pool::trim(); }
+};
+}  // namespace
+
+DeviceMemory& host_memory() {
+  static HostMemory* const m = new HostMemory;  // never destroyed (see cpu_backend())
+  return *m;
 }
 
 }  // namespace ttt::pool

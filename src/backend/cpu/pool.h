@@ -6,20 +6,19 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "tensor/device.h"
+
 namespace ttt::pool {
 
 void* allocate(size_t bytes);
 void release(void* p, size_t bytes);
 
-struct Stats {
-  uint64_t allocations = 0;    // calls to allocate
-  uint64_t system_allocs = 0;  // of those, served by the system allocator
-  size_t bytes_in_use = 0;
-  size_t bytes_cached = 0;
-  size_t peak_bytes_in_use = 0;
-};
+using Stats = MemoryStats;
 Stats stats();
 void reset_peak();
 void trim();  // return cached blocks to the system; the cache limit restarts from the bytes in use
+
+// The pool as the CPU device's memory (the CPU backend's allocator).
+DeviceMemory& host_memory();
 
 }  // namespace ttt::pool

@@ -28,10 +28,10 @@
 #include <limits>
 #include <vector>
 
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
-#include "kernels/attention.h"
-#include "kernels/vec_math.h"
+#include "backend/cpu/attention_cpu.h"
+#include "backend/cpu/vec_math.h"
 
 namespace ttt::kernels {
 namespace {

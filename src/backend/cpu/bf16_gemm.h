@@ -30,10 +30,8 @@ void gemv_f32(int64_t n, int64_t k, const float* x, const float* b, bool tb, flo
 bool cpu_has_avx512_bf16();
 void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb,
                     float* c, int64_t ldc);
-// Process-wide: products with bf16 weights of two rows or more use gemm_bf16_bf16 (one row, a
-// decode step, stays the bandwidth-bound GEMV). Off by default; set by --compute bf16.
-void set_compute_bf16(bool on);
-bool compute_bf16();
+// Which products use it is a property of the weights (Storage::bf16_products, set per model by
+// --compute bf16): products of two rows or more (one row, a decode step, stays the GEMV).
 
 // Which GEMV kernel runs: "avx512" or "scalar". force_scalar (tests) selects the portable one.
 const char* bf16_gemv_kernel();

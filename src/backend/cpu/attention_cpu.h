@@ -1,4 +1,4 @@
-// Fused causal (optionally sliding-window) attention kernels for the CPU backend.
+// Fused causal (optionally sliding-window) attention kernels of the CPU backend.
 //
 // Layout: q is [Tq, H, D], k and v are [Tk, H, D], o is [Tq, H, D], all row-major and
 // contiguous; lse is [H, Tq] (log-sum-exp of the scaled scores of each query row, natural log).
@@ -12,17 +12,11 @@
 #pragma once
 #include <cstdint>
 
+#include "backend/attention_shape.h"
+
 namespace ttt::kernels {
 
-struct AttentionShape {
-  int64_t tq = 0, tk = 0, heads = 0, head_dim = 0;
-  int64_t q_pos0 = 0, k_pos0 = 0;
-  int64_t window = 0;  // 0: plain causal
-  double scale = 0;    // usually 1/sqrt(head_dim)
-  // attention_backward only: dk and dv rows before this key are left zero, not computed (keys
-  // whose gradient nobody needs: a TTT inner step's cache of earlier chunks, a constant there).
-  int64_t k_grad_from = 0;
-};
+using ttt::AttentionShape;
 
 template <class T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse);

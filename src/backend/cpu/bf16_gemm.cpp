@@ -1,4 +1,4 @@
-#include "backend/bf16_gemm.h"
+#include "backend/cpu/bf16_gemm.h"
 
 #include <immintrin.h>
 
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
 #include "tensor/tensor.h"
 

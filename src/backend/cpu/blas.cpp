@@ -1,4 +1,4 @@
-#include "backend/blas.h"
+#include "backend/cpu/blas.h"
 
 #include <dlfcn.h>
 

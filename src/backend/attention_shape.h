@@ -1,0 +1,22 @@
+// The shape and visibility rule of one attention call, shared by every backend's kernels.
+//
+// q is [Tq, H, D], k and v are [Tk, H, D], o is [Tq, H, D], all row-major and contiguous; lse is
+// [H, Tq] (log-sum-exp of the scaled scores of each query row, natural log). Query i sits at
+// absolute position q_pos0 + i, key j at k_pos0 + j. Query p sees key s iff s <= p and
+// (window == 0 or s > p - window). A query row that sees no key gets o = 0 and lse = -inf.
+#pragma once
+#include <cstdint>
+
+namespace ttt {
+
+struct AttentionShape {
+  int64_t tq = 0, tk = 0, heads = 0, head_dim = 0;
+  int64_t q_pos0 = 0, k_pos0 = 0;
+  int64_t window = 0;  // 0: plain causal
+  double scale = 0;    // usually 1/sqrt(head_dim)
+  // attention_backward only: dk and dv rows before this key are left zero, not computed (keys
+  // whose gradient nobody needs: a TTT inner step's cache of earlier chunks, a constant there).
+  int64_t k_grad_from = 0;
+};
+
+}  // namespace ttt

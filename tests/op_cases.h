@@ -1,0 +1,13 @@
+// Every differentiable op of autodiff/ops.h (and every sequence mixer as one op), as cases that
+// both op checks run: tests/test_ops.cpp against finite differences in float64, and
+// tests/test_backend_ops.cpp across backends.
+#pragma once
+#include <vector>
+
+#include "gradcheck.h"
+
+namespace ttt::test {
+
+std::vector<OpCase> all_op_cases();
+
+}  // namespace ttt::test

@@ -1,0 +1,288 @@
+// The cross-backend op harness (llama.cpp's test-backend-ops idea, at this project's standard):
+// every op case of tests/op_cases.h (every op of autodiff/ops.h, the fused ones and each sequence
+// mixer as one op) runs on each backend that is built and present and on the CPU backend, in
+// float64 on the same inputs, and the two must agree on the values, the first derivatives and
+// the Hessian-vector products. A planted wrong kernel must be caught. TTT_BACKEND_OPS_PERF=1
+// adds a perf mode that prints the time per op case on each backend.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "backend/backend.h"
+#include "op_cases.h"
+
+namespace ttt::test {
+namespace {
+
+struct Derivatives {
+  std::vector<double> values, grads, hvp;
+};
+
+std::vector<double> flatten(const std::vector<Tensor>& gs, const std::vector<Tensor>& like) {
+  std::vector<double> out;
+  for (size_t i = 0; i < like.size(); ++i) {
+    const std::vector<double> v = gs[i].defined() ? gs[i].to_vector() : std::vector<double>(like[i].numel(), 0.0);
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
+// Values, gradient of sum(f(x) * r) and its Hessian-vector product along dirs, on device d.
+// The inputs, r and dirs are made on the CPU and copied, so every backend sees the same numbers.
+Derivatives run_on(const OpCase& c, Device d, const std::vector<Tensor>& inputs, const Tensor& r,
+                   const std::vector<Tensor>& dirs) {
+  std::vector<Tensor> xs;
+  for (const auto& x : inputs) xs.push_back(to_device(x, d).detach().set_requires_grad(true));
+  Derivatives out;
+  const Tensor y = c.fn(xs);
+  if (y.device() != d) throw std::runtime_error(c.name + ": the result left device " + d.str());
+  out.values = y.to_vector();
+  const Tensor loss = sum(mul(y, to_device(r, d)));
+  out.grads = flatten(grad({loss}, xs), xs);  // first order: the fused backward kernels
+  if (c.second_order) {  // the gradient's own graph: the backward-of-backward kernels
+    const auto gs = grad({loss}, xs, {}, /*create_graph=*/true);
+    Tensor s;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      if (!gs[i].defined() || !gs[i].requires_grad()) continue;
+      const Tensor term = sum(mul(gs[i], to_device(dirs[i], d)));
+      s = s.defined() ? add(s, term) : term;
+    }
+    out.hvp = s.defined() ? flatten(grad({s}, xs), xs) : std::vector<double>();
+  }
+  return out;
+}
+
+// Max |a - b| / max(1, max |b|), and infinity for a length mismatch or a NaN.
+double rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double err = 0, scale = 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double e = std::fabs(a[i] - b[i]);
+    if (std::isnan(e)) return INFINITY;
+    err = std::max(err, e);
+    scale = std::max(scale, std::fabs(b[i]));
+  }
+  return err / scale;
+}
+
+struct OpDiff {
+  std::string op;
+  double value = 0, grad = 0, hvp = 0;
+  std::string error;  // an exception on the backend
+};
+
+// Every case on device d against the CPU backend, over two seeds; the worst of each measure.
+std::vector<OpDiff> compare_with_cpu(Device d, const std::vector<OpCase>& cases) {
+  std::vector<OpDiff> out;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const OpCase& c = cases[i];
+    OpDiff diff;
+    diff.op = c.name;
+    for (uint64_t seed : {11, 12}) {
+      Rng rng(seed * 1009 + i);
+      const std::vector<Tensor> inputs = c.make_inputs(rng);
+      std::vector<Tensor> dirs;
+      for (const auto& x : inputs) dirs.push_back(randn(x.shape(), rng, 1.0, DType::F64));
+      Tensor r;
+      {
+        NoGrad ng;
+        std::vector<Tensor> leaves;
+        for (const auto& x : inputs) leaves.push_back(x.detach());
+        r = randn(c.fn(leaves).shape(), rng, 1.0, DType::F64);
+      }
+      const Derivatives want = run_on(c, Device::cpu(), inputs, r, dirs);
+      try {
+        const Derivatives got = run_on(c, d, inputs, r, dirs);
+        diff.value = std::max(diff.value, rel_diff(got.values, want.values));
+        diff.grad = std::max(diff.grad, rel_diff(got.grads, want.grads));
+        diff.hvp = std::max(diff.hvp, rel_diff(got.hvp, want.hvp));
+      } catch (const std::exception& e) {
+        diff.error = e.what();
+      }
+    }
+    out.push_back(diff);
+  }
+  return out;
+}
+
+// Float64 on two backends: only the order of floating-point sums may differ.
+constexpr double kTol = 1e-10;
+
+std::vector<Device> other_devices() {
+  std::vector<Device> ds;
+  for (const auto& b : backends())
+    for (Device d : b.devices)
+      if (b.built && d != Device::cpu()) ds.push_back(d);
+  return ds;
+}
+
+TEST(BackendOps, EveryOpOfEveryBackendMatchesTheCpuInFloat64) {
+  const auto cases = all_op_cases();
+  const auto devices = other_devices();
+  ASSERT_FALSE(devices.empty()) << "no second backend to compare (cpu-checked is always built)";
+  for (Device d : devices) {
+    for (const OpDiff& r : compare_with_cpu(d, cases)) {
+      EXPECT_TRUE(r.error.empty()) << d.str() << " " << r.op << ": " << r.error;
+      EXPECT_LT(r.value, kTol) << d.str() << " " << r.op << ": values differ from the CPU";
+      EXPECT_LT(r.grad, kTol) << d.str() << " " << r.op << ": first derivatives differ from the CPU";
+      EXPECT_LT(r.hvp, kTol) << d.str() << " " << r.op << ": Hessian-vector products differ from the CPU";
+    }
+  }
+}
+
+// A backend that forwards everything to the checked one, with one kernel of each order wrong.
+class PlantedBackend final : public Backend {
+ public:
+  explicit PlantedBackend(Backend& in) : in_(in) {}
+  enum class Fault { None, SiluMulValue, RmsnormBackward, AttentionBackwardBackward } fault = Fault::None;
+
+  const char* name() const override { return "planted"; }
+  Device device() const override { return in_.device(); }
+  void* allocate(size_t b) override { return in_.allocate(b); }
+  void release(void* p, size_t b) override { in_.release(p, b); }
+  void copy_to_host(const void* s, void* d, size_t b) override { in_.copy_to_host(s, d, b); }
+  void copy_from_host(const void* s, void* d, size_t b) override { in_.copy_from_host(s, d, b); }
+  bool host_addressable() const override { return in_.host_addressable(); }
+  MemoryStats memory_stats() const override { return in_.memory_stats(); }
+  void reset_peak() override { in_.reset_peak(); }
+  void trim() override { in_.trim(); }
+  void fill(const Tensor& o, double v) override { in_.fill(o, v); }
+  void copy(const Tensor& s, const Tensor& o) override { in_.copy(s, o); }
+  void convert(const Tensor& s, const Tensor& o) override { in_.convert(s, o); }
+  int64_t count_nonfinite(const Tensor& x, bool n) override { return in_.count_nonfinite(x, n); }
+  void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& h) override {
+    in_.adamw_step(p, g, m, v, h);
+  }
+  void unary(UnaryOp op, const Tensor& x, const Tensor& o, double a) override { in_.unary(op, x, o, a); }
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o) override { in_.binary(op, a, b, o); }
+  void sum_to(const Tensor& x, const Tensor& o) override { in_.sum_to(x, o); }
+  void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& o, int64_t batch, int64_t m,
+              int64_t n, int64_t k, int64_t sa, int64_t sb) override {
+    in_.matmul(a, ta, b, tb, o, batch, m, n, k, sa, sb);
+  }
+  void rmsnorm(const Tensor& x, const Tensor& w, double eps, const Tensor& o) override { in_.rmsnorm(x, w, eps, o); }
+  void rms_rstd(const Tensor& x, double eps, const Tensor& o) override { in_.rms_rstd(x, eps, o); }
+  void rope(const Tensor& x, int64_t p, double t, bool inv, const Tensor& o) override { in_.rope(x, p, t, inv, o); }
+  void unit_lower_inverse(const Tensor& l, const Tensor& o) override { in_.unit_lower_inverse(l, o); }
+  void causal_decay(const Tensor& cs, const Tensor& o) override { in_.causal_decay(cs, o); }
+  void softmax(const Tensor& x, const Tensor& o) override { in_.softmax(x, o); }
+  void masked_softmax(const Tensor& x, const AttentionShape& s, const Tensor& o) override { in_.masked_softmax(x, s, o); }
+  void cross_entropy(const Tensor& l, const std::vector<int32_t>& t, const Tensor& n) override { in_.cross_entropy(l, t, n); }
+  void onehot_sub(const Tensor& x, const std::vector<int32_t>& t, const Tensor& o) override { in_.onehot_sub(x, t, o); }
+  void gather_rows(const Tensor& t, const std::vector<int32_t>& ids, const Tensor& o) override { in_.gather_rows(t, ids, o); }
+  void scatter_add_rows(const Tensor& r, const std::vector<int32_t>& ids, const Tensor& o) override {
+    in_.scatter_add_rows(r, ids, o);
+  }
+  void silu_mul(const Tensor& a, const Tensor& b, const Tensor& o) override {
+    in_.silu_mul(a, b, o);
+    if (fault == Fault::SiluMulValue) in_.unary(UnaryOp::MulScalar, o, o, 1.0 + 1e-6);  // a 1e-6 relative error
+  }
+  void silu_mul_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& da, const Tensor& db) override {
+    in_.silu_mul_backward(a, b, g, da, db);
+  }
+  void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& g, double eps, const Tensor& dx,
+                        const Tensor& dw) override {
+    in_.rmsnorm_backward(x, w, g, eps * (fault == Fault::RmsnormBackward ? 10 : 1), dx, dw);  // the wrong epsilon
+  }
+  void cross_entropy_backward(const Tensor& l, const std::vector<int32_t>& t, const Tensor& g, const Tensor& d) override {
+    in_.cross_entropy_backward(l, t, g, d);
+  }
+  void cross_entropy_backward_backward(const Tensor& l, const Tensor& b, const std::vector<int32_t>& t,
+                                       const Tensor& g, const Tensor& dz, const Tensor& c, const Tensor& dg) override {
+    in_.cross_entropy_backward_backward(l, b, t, g, dz, c, dg);
+  }
+  void attention_forward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                         const Tensor& lse) override {
+    in_.attention_forward(s, q, k, v, o, lse);
+  }
+  void attention_backward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                          const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv) override {
+    in_.attention_backward(s, q, k, v, o, lse, dout, dq, dk, dv);
+  }
+  void attention_backward_backward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const Tensor& o, const Tensor& lse, const Tensor& dout, const Tensor& aq,
+                                   const Tensor& ak, const Tensor& av, const Tensor& gq, const Tensor& gk,
+                                   const Tensor& gv, const Tensor& gdout) override {
+    in_.attention_backward_backward(s, q, k, v, o, lse, dout, aq, ak, av, gq, gk, gv, gdout);
+    if (fault == Fault::AttentionBackwardBackward) in_.unary(UnaryOp::MulScalar, gk, gk, 0.999);  // gk 0.1% off
+  }
+
+ private:
+  Backend& in_;
+};
+
+std::vector<OpCase> cases_named(const std::string& prefix) {
+  std::vector<OpCase> out;
+  for (auto& c : all_op_cases())
+    if (c.name.rfind(prefix, 0) == 0) out.push_back(c);
+  return out;
+}
+
+TEST(BackendOps, CatchesAPlantedWrongKernelOfEachOrder) {
+  const Device checked{DeviceKind::CheckedCPU, 0};
+  PlantedBackend planted(checked_cpu_backend());
+  ScopedBackendOverride route(DeviceKind::CheckedCPU, planted);
+  using F = PlantedBackend::Fault;
+  struct Plant {
+    F fault;
+    std::string cases;
+    double OpDiff::*measure;
+    const char* what;
+  };
+  for (const Plant& p : {Plant{F::SiluMulValue, "silu_mul", &OpDiff::value, "silu_mul's values"},
+                         Plant{F::RmsnormBackward, "rmsnorm", &OpDiff::grad, "rmsnorm's fused backward"},
+                         Plant{F::AttentionBackwardBackward, "attention", &OpDiff::hvp,
+                               "attention's backward of the backward"}}) {
+    const auto cases = cases_named(p.cases);
+    ASSERT_FALSE(cases.empty()) << p.cases;
+    planted.fault = F::None;
+    double clean = 0, caught = 0;
+    for (const auto& r : compare_with_cpu(checked, cases)) clean = std::max(clean, r.*p.measure);
+    planted.fault = p.fault;
+    for (const auto& r : compare_with_cpu(checked, cases)) caught = std::max(caught, r.*p.measure);
+    EXPECT_LT(clean, kTol) << p.what << " without the fault";
+    EXPECT_GT(caught, kTol) << "the harness missed a planted error in " << p.what;
+  }
+}
+
+TEST(BackendOps, PerfPrintsTimePerOpOnEachBackend) {
+  if (!std::getenv("TTT_BACKEND_OPS_PERF")) GTEST_SKIP() << "set TTT_BACKEND_OPS_PERF=1 for the perf mode";
+  const auto cases = all_op_cases();
+  std::vector<Device> devices = {Device::cpu()};
+  for (Device d : other_devices()) devices.push_back(d);
+  std::printf("| op case |");
+  for (Device d : devices) std::printf(" %s (us, forward + backward + HVP) |", d.str().c_str());
+  std::printf("\n|---|");
+  for (size_t i = 0; i < devices.size(); ++i) std::printf("---:|");
+  std::printf("\n");
+  for (const auto& c : cases) {
+    std::printf("| %s |", c.name.c_str());
+    for (Device d : devices) {
+      Rng rng(7);
+      const auto inputs = c.make_inputs(rng);
+      std::vector<Tensor> dirs;
+      for (const auto& x : inputs) dirs.push_back(randn(x.shape(), rng, 1.0, DType::F64));
+      Tensor r;
+      {
+        NoGrad ng;
+        r = randn(c.fn(inputs).shape(), rng, 1.0, DType::F64);
+      }
+      double best = INFINITY;
+      for (int rep = 0; rep < 5; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run_on(c, d, inputs, r, dirs);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::printf(" %.1f |", best * 1e6);
+    }
+    std::printf("\n");
+  }
+}
+
+}  // namespace
+}  // namespace ttt::test
