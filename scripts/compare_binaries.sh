@@ -14,7 +14,7 @@ base='"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 4, "num_attentio
 echo "{$base, \"seq_modeling_block\": \"SWA\", \"sliding_window_size\": 6, \"mini_batch_size\": 4, \"prime\": true, \"suffix_len\": 2}" > ttt.json
 echo "{$base, \"seq_modeling_block\": \"SWA\", \"sliding_window_size\": 6, \"full_attention_every\": 2, \"mini_batch_size\": 4, \"prime\": true, \"suffix_len\": 2}" > hyb.json
 echo "{$base, \"seq_modeling_block\": \"self_attention\"}" > fa.json
-echo "{$base, \"seq_modeling_block\": \"mamba2\", \"mini_batch_size\": 4}" > mamba.json
+echo "{$base, \"seq_modeling_block\": \"mamba2\", \"headdim\": 8, \"d_state\": 8, \"mini_batch_size\": 4}" > mamba.json
 bad=0
 for cfg in ttt hyb fa mamba; do
   $N init --config $cfg.json --seed 5 --out m_$cfg > /dev/null || exit 1

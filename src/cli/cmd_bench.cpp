@@ -35,14 +35,22 @@ BenchOpsArgs g_ops;
 struct BenchContextArgs {
   bench::ContextBenchOptions opt;
   std::vector<std::string> models;
-  std::string weights = "auto", compute = "f32";
+  std::string weights = "auto", compute = "f32", device = "cpu";
   bool all_types = false;
 } g_ctx;
+std::string g_bench_device = "cpu";  // --device of bench train, profile and ops
+
+// bench train, profile and ops build their inputs on the CPU; other devices are refused plainly.
+void require_cpu_bench(const char* mode) {
+  if (device_option(g_bench_device) != Device::cpu())
+    throw std::invalid_argument(std::string("bench ") + mode + " runs on the cpu device only (bench context takes --device)");
+}
 
 bench::TrainBenchOptions g_train_bench;
 bool g_train_bench_no_remat = false;
 
 int run_bench_train() {
+  require_cpu_bench("train");
   auto o = g_train_bench;
   if (g_train_bench_no_remat) o.graph_budget_mb = INT64_MAX;
   double peak = 0;
@@ -53,6 +61,7 @@ int run_bench_train() {
 
 int run_bench_context(const BenchContextArgs& a) {
   std::vector<bench::NamedModel> models;
+  const Device dev = device_option(a.device);
   const model::Weights weights = apply_compute(a.compute, model::parse_weights(a.weights));
   if (a.models.empty()) {
     models = bench::builtin_context_models(a.opt.seed, a.all_types);
@@ -66,12 +75,17 @@ int run_bench_context(const BenchContextArgs& a) {
       models.push_back({name, model::Model::load(dir, weights)});
     }
   }
+  for (auto& nm : models) {
+    nm.model.set_bf16_products(a.compute == "bf16");
+    nm.model = nm.model.to(dev);
+  }
   const auto rep = bench::run_context_bench(models, a.opt, isatty(fileno(stderr)) ? stderr : nullptr);
   bench::print_context_bench(rep, models, stdout);
   return 0;
 }
 
 int run_bench_ops(BenchOpsArgs a) {
+  require_cpu_bench("ops");
   if (a.tiny) a.opt.shapes = bench::OpBenchShapes::tiny();
   a.opt.dtype = (a.dtype == "f64" || a.dtype == "F64") ? DType::F64 : DType::F32;
   // Progress goes to stderr (a terminal only), so stdout is exactly the Markdown report.
@@ -113,6 +127,7 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 600.0));
   ops->add_flag("--tiny", o.tiny, "tiny shapes (a smoke test, not a measurement)");
+  add_device_option(ops, g_bench_device);
   reg.push_back({ops, [] { return run_bench_ops(g_ops); }});
 
   auto* ctx = bench_app->add_subcommand(
@@ -147,6 +162,7 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   add_compute_option(ctx, g_ctx.compute);
+  add_device_option(ctx, g_ctx.device);
   reg.push_back({ctx, [] { return run_bench_context(g_ctx); }});
 
   auto* tr = bench_app->add_subcommand("train", "Training tokens/s and MFU: SWA pretrain step vs TTT-E2E meta step");
@@ -158,6 +174,7 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{-1}, INT64_MAX));
   tr->add_flag("--no-remat", g_train_bench_no_remat, "keep every chunk's graph, whatever the memory");
+  add_device_option(tr, g_bench_device);
   reg.push_back({tr, run_bench_train});
 
   // The side-by-side with the official JAX code and PyTorch: scripts/bench_compare.sh does the
@@ -209,7 +226,9 @@ void register_bench(CLI::App& app, Registry& reg) {
   pr->add_option("--seed", g_profile.seed, "seed of the models and tokens")->capture_default_str();
   pr->add_flag("--by-shape", g_profile.by_shape, "one row per matrix-product shape");
   pr->add_option("--top", g_profile.top, "print only the N slowest rows (0: all)")->capture_default_str();
+  add_device_option(pr, g_bench_device);
   reg.push_back({pr, [] {
+                   require_cpu_bench("profile");
                    bench::run_profile_bench(g_profile, stdout, stderr);
                    return 0;
                  }});

@@ -52,10 +52,13 @@ std::string base_name(std::string dir) {
 std::FILE* progress() { return isatty(fileno(stderr)) ? stderr : nullptr; }
 
 // Loads every model directory and checks it against the corpus (vocabulary, BOS id).
+std::string g_eval_device = "cpu";  // --device of eval-long, probe and eval-needle
+
 std::vector<model::Model> load_models(const std::vector<std::string>& dirs, const data::Dataset& ds) {
+  const Device dev = device_option(g_eval_device);
   std::vector<model::Model> ms;
   for (auto& d : dirs) {
-    ms.push_back(model::Model::load(d));
+    ms.push_back(model::Model::load(d).to(dev));
     ds.check_model(ms.back().config().vocab_size, ms.back().config().bos_token_id);
   }
   return ms;
@@ -166,6 +169,7 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
   el->add_option("--lengths", g_long.lengths, "context lengths")->delimiter(',')->capture_default_str();
   el->add_option("--docs", g_long.docs, "documents to average over")->capture_default_str();
   el->add_option("--out", g_long.out, "write loss_vs_context.png and loss_vs_position.png here");
+  add_device_option(el, g_eval_device);
   reg.push_back({el, [] { return run_eval_long(g_long); }});
 
   auto* pr = app.add_subcommand("probe", "Recall probe: NLL of a repeated random span after gaps shorter and longer than the window");
@@ -174,6 +178,7 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
   pr->add_option("--gaps", g_probe.gaps, "gaps between the two copies")->delimiter(',')->capture_default_str();
   pr->add_option("--span", g_probe.span, "span length")->capture_default_str();
   pr->add_option("--trials", g_probe.trials, "random spans per gap")->capture_default_str();
+  add_device_option(pr, g_eval_device);
   reg.push_back({pr, [] { return run_probe(g_probe); }});
 
   auto* nd = app.add_subcommand("eval-needle",
@@ -202,6 +207,7 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
       ->capture_default_str();
   nd->add_option("--records", g_needle.records, "write every case (value, generated text, NLL) as JSON lines here");
   nd->add_option("--out", g_needle.out, "write needle_accuracy.png here");
+  add_device_option(nd, g_eval_device);
   reg.push_back({nd, [] { return run_eval_needle(g_needle); }});
 }
 

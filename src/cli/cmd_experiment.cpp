@@ -20,7 +20,14 @@ void register_experiment(CLI::App& app, Registry& reg) {
   ex->add_option("--needle-steps", g_exp.needle_steps,
                  "needle-task tuning steps per model before the needle tests (default 150, quick 60; -1: skip the needle tests)");
   ex->add_option("--seed", g_exp.seed, "seed")->capture_default_str();
-  reg.push_back({ex, [] { return experiment::run_experiment(g_exp); }});
+  static std::string device = "cpu";
+  add_device_option(ex, device);
+  reg.push_back({ex, [] {
+                   // The main job trains and evaluates on the CPU; other devices are refused plainly.
+                   if (device_option(device) != Device::cpu())
+                     throw std::invalid_argument("experiment runs on the cpu device only");
+                   return experiment::run_experiment(g_exp);
+                 }});
 }
 
 }  // namespace ttt::cli

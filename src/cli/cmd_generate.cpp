@@ -38,7 +38,7 @@ struct GenerateArgs {
   bool no_ttt = false;
   // The exact store and recall (inference/recall.h).
   std::string store, store_policy = "all", recall_mode = "window";
-  std::string compute = "f32";
+  std::string compute = "f32", device = "cpu";
   int64_t store_budget = 0, store_span = 64;
   int recall = 0;
 } g_gen;
@@ -72,7 +72,7 @@ int run_generate() {
   const auto& a = g_gen;
   if (a.max_new_tokens < 0) throw std::runtime_error("--max-new-tokens must be >= 0, got " + std::to_string(a.max_new_tokens));
   inference::validate(a.sampling);  // before any loading
-  const auto m = model::Model::load(a.model, apply_compute(a.compute, model::Weights::Auto));
+  const auto m = load_model(a.model, model::Weights::Auto, a.compute, a.device);
   const auto& cfg = m.config();
 
   std::optional<data::Tokenizer> tok;
@@ -166,6 +166,7 @@ void register_generate(CLI::App& app, Registry& reg) {
   auto* g = app.add_subcommand("generate", "Sample new tokens after a prompt, with test-time training while decoding");
   g->add_option("--model", g_gen.model, "model directory")->required();
   add_compute_option(g, g_gen.compute);
+  add_device_option(g, g_gen.device);
   auto* pt = g->add_option("--prompt-tokens", g_gen.prompt_tokens, "prompt as an int32 little-endian token file");
   auto* pr = g->add_option("--prompt", g_gen.prompt, "prompt as token ids, e.g. \"1 2 3\"")
                  ->each([](const std::string&) { g_gen.have_prompt = true; });

@@ -1,5 +1,6 @@
 #include <cstdio>
 
+#include "backend/backend.h"
 #include "backend/cpu/bf16_gemm.h"
 #include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
@@ -9,8 +10,14 @@
 namespace ttt::cli {
 
 void register_info(CLI::App& app, Registry& reg) {
-  auto* sub = app.add_subcommand("info", "Show the compute setup: BLAS library and kernel, threads");
+  auto* sub = app.add_subcommand("info", "Show the compute setup: backends and devices, BLAS library and kernel, threads");
   reg.push_back({sub, [] {
+                   for (const auto& be : backends()) {
+                     std::string devs;
+                     for (Device d : be.devices) devs += (devs.empty() ? "" : ", ") + d.str();
+                     std::printf("backend      %-12s %-9s devices: %-12s %s\n", be.name.c_str(), be.built ? "built" : "not built",
+                                 devs.empty() ? "none" : devs.c_str(), be.note.c_str());
+                   }
                    const auto& b = blas::info();
                    std::printf("threads      %d (TTT_NUM_THREADS overrides)\n", num_threads());
                    std::printf("blas library %s\n", b.library.c_str());

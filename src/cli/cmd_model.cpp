@@ -24,12 +24,12 @@ struct InitArgs {
 } g_init;
 
 struct EvalArgs {
-  std::string model, tokens, nll_out, weights = "auto", compute = "f32";
+  std::string model, tokens, nll_out, weights = "auto", compute = "f32", device = "cpu";
   bool no_ttt = false, stream = false;
 } g_eval;
 
 struct GradArgs {
-  std::string model, tokens, out;
+  std::string model, tokens, out, device = "cpu";
   bool no_ttt = false, no_remat = false;
   int64_t graph_budget_mb = -1;
   double inner_lr = 1.0;
@@ -83,7 +83,7 @@ void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
 }
 
 int run_eval() {
-  const auto m = model::Model::load(g_eval.model, apply_compute(g_eval.compute, model::parse_weights(g_eval.weights)));
+  const auto m = load_model(g_eval.model, model::parse_weights(g_eval.weights), g_eval.compute, g_eval.device);
   const auto tok = io::split_tokens(io::read_tokens(g_eval.tokens), m.config().vocab_size, g_eval.tokens);
   e2e::TTTOptions opt;
   opt.ttt = !g_eval.no_ttt;
@@ -98,7 +98,7 @@ int run_eval() {
 }
 
 int run_grad() {
-  auto m = model::Model::load(g_grad.model, model::Weights::F32);  // gradients: float32
+  auto m = load_model(g_grad.model, model::Weights::F32, "f32", g_grad.device);  // gradients: float32
   const auto tok = io::split_tokens(io::read_tokens(g_grad.tokens), m.config().vocab_size, g_grad.tokens);
   m.set_requires_grad(true);
   e2e::TTTOptions opt;
@@ -144,6 +144,7 @@ void register_model_commands(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   add_compute_option(eval, g_eval.compute);
+  add_device_option(eval, g_eval.device);
   reg.push_back({eval, run_eval});
 
   auto* gr = app.add_subcommand("grad", "Training objective of one sequence and its gradient");
@@ -158,6 +159,7 @@ void register_model_commands(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{-1}, INT64_MAX));
   gr->add_flag("--no-remat", g_grad.no_remat, "keep every chunk's graph, whatever the memory");
+  add_device_option(gr, g_grad.device);
   reg.push_back({gr, run_grad});
 }
 

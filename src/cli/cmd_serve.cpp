@@ -6,7 +6,7 @@ namespace ttt::cli {
 namespace {
 
 server::ServerOptions g_serve;
-std::string g_serve_compute = "f32";
+std::string g_serve_compute = "f32", g_serve_device = "cpu";
 
 }  // namespace
 
@@ -37,9 +37,11 @@ void register_serve(CLI::App& app, Registry& reg) {
   s->add_option("--store-span", o.store_span, "tokens per retrieval span (fixed when a store is created)")->capture_default_str();
   s->add_option("--model-name", o.model_name, "model id in /v1/models and completions (default: the directory name)");
   add_compute_option(s, g_serve_compute);
+  add_device_option(s, g_serve_device);
   reg.push_back({s, [] {
-                   apply_compute(g_serve_compute, model::Weights::Auto);  // checks the CPU, turns the kernels on
+                   apply_compute(g_serve_compute, model::Weights::Auto);  // checks the CPU
                    g_serve.compute_bf16 = g_serve_compute == "bf16";
+                   g_serve.device = device_option(g_serve_device);
                    return server::run_server(g_serve);
                  }});
 }

@@ -19,6 +19,7 @@ struct TrainArgs {
   int64_t needle_pairs = 4;
   bool no_remat = false, quiet = false;
   std::string allreduce = "tree";
+  std::string device = "cpu";
   dist::CommOptions comm;
   train::TrainOptions o;
 } g_train;
@@ -50,8 +51,10 @@ int run_train_on(TrainArgs a, dist::Communicator& comm) {
   if (a.model.empty() == a.config.empty()) throw std::invalid_argument("give exactly one of --model and --config");
   if (a.tokens.empty() == a.data.empty()) throw std::invalid_argument("give the training data with --data or --tokens");
   train::validate_options(a.o);  // before anything is read or created
-  model::Model m = a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
-                                   : model::Model::load(a.model, model::Weights::F32);  // trains: float32
+  const Device dev = device_option(a.device);
+  model::Model m = (a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
+                                    : model::Model::load(a.model, model::Weights::F32))  // trains: float32
+                       .to(dev);
   auto data = a.data.empty() ? train::token_file_source(a.tokens, a.val_fraction, a.seed)
                              : train::corpus_source(a.data, a.seed);
   if (a.needle_mix > 0) {
@@ -150,6 +153,7 @@ void register_train_commands(CLI::App& app, Registry& reg) {
   tr->add_option("--comm-timeout", a.comm.timeout_s,
                  "under mpirun: seconds a collective may wait for the other ranks before the job stops")
       ->capture_default_str();
+  add_device_option(tr, g_train.device);
   reg.push_back({tr, [] { return run_train(g_train); }});
 
   auto* cv = app.add_subcommand("convert", "Turn a pretrained full-attention or SWA model into TTT-E2E, function unchanged");

@@ -232,13 +232,15 @@ std::string join_tokens(const std::vector<int32_t>& t) {
 Tensor empty_rows(const Shape& row_shape, DType dt) {
   Shape s{0};
   s.insert(s.end(), row_shape.begin(), row_shape.end());
-  return Tensor::empty(s, dt);
+  return Tensor::empty(s, dt);  // zero rows: nothing to place on a device
 }
 
 // Everything read_state checks, with the file named once at the front.
 class StateReader {
  public:
-  StateReader(const std::string& path, io::TensorFile file) : path_(path), f_(std::move(file)) {}
+  // Tensors are placed on `device` (the model's) as they are taken.
+  StateReader(const std::string& path, io::TensorFile file, Device device)
+      : path_(path), f_(std::move(file)), device_(device) {}
 
   [[noreturn]] void fail(const std::string& msg) const {
     throw std::runtime_error("session state " + io::one_line(path_) + ": " + io::one_line(msg, 400));
@@ -308,11 +310,9 @@ class StateReader {
     f_.tensors.erase(it);
     if (t.shape() != shape)
       fail("tensor '" + name + "' has shape " + shape_str(t.shape()) + ", expected " + shape_str(shape));
-    if (t.dtype() != dt) {
-      NoGrad ng;
-      t = to_dtype(t, dt);
-    }
-    return t;
+    NoGrad ng;
+    if (t.dtype() != dt) t = to_dtype(t, dt);
+    return to_device(t, device_);
   }
   // A mixer state tensor: a row count that differs is named as such (e.g. a window cache cut
   // at the wrong position).
@@ -339,6 +339,7 @@ class StateReader {
  private:
   std::string path_;
   io::TensorFile f_;
+  Device device_;
 };
 
 std::string first_config_difference(const std::string& a, const std::string& b) {
@@ -420,7 +421,7 @@ Session::State Session::read_state(const std::string& path) const {
   const auto& cfg = m_.config();
   const DType dt = m_.dtype();  // the compute dtype (the embedding may be bf16)
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
-  StateReader r(path, io::read_safetensors(path));
+  StateReader r(path, io::read_safetensors(path), m_.device());
 
   // Identity first: nothing else is meaningful for a different format or model.
   const std::string& format = r.meta("format");

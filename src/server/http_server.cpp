@@ -867,8 +867,9 @@ void Server::routes() {
 }
 
 void Server::load() {
-  model_ = std::make_unique<model::Model>(
-      model::Model::load(o_.model_dir, o_.compute_bf16 ? model::Weights::BF16 : model::Weights::Auto));
+  model::Model m = model::Model::load(o_.model_dir, o_.compute_bf16 ? model::Weights::BF16 : model::Weights::Auto);
+  m.set_bf16_products(o_.compute_bf16);
+  model_ = std::make_unique<model::Model>(m.to(o_.device));
   std::string tp = o_.tokenizer;
   if (tp.empty())
     for (const char* name : {"tokenizer.model", "tokenizer.json"})

@@ -9,6 +9,8 @@
 #include <functional>
 #include <string>
 
+#include "tensor/device.h"
+
 namespace ttt::server {
 
 struct ServerOptions {
@@ -27,7 +29,8 @@ struct ServerOptions {
   std::string store_policy = "all";
   int64_t store_budget = 0;
   int64_t store_span = 64;
-  bool compute_bf16 = false;  // --compute bf16 (the CLI checks the CPU and turns the kernels on)
+  bool compute_bf16 = false;  // --compute bf16 (the CLI checks the CPU; the model's bf16 products)
+  Device device = Device::cpu();  // --device: where the model and its sessions compute
 };
 
 // The document served at /openapi.json.
