@@ -17,7 +17,6 @@ using V = std::vector<Tensor>;
 using D = std::vector<double>;
 
 int64_t rint(Rng& r, int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(r.next_u64() % (hi - lo + 1)); }
-Tensor rn(Rng& r, const Shape& s, double sd = 1.0) { return randn(s, r, sd, DType::F64); }
 Tensor pos(Rng& r, const Shape& s) { return uniform(s, r, 0.5, 2.0, DType::F64); }
 
 // Elementwise reference from a scalar function.
@@ -29,13 +28,7 @@ std::function<D(const V&)> ref1(double (*f)(double)) {
   };
 }
 
-std::vector<int32_t> rand_ids(Rng& r, int64_t n, int64_t limit) {
-  std::vector<int32_t> ids(n);
-  for (auto& i : ids) i = static_cast<int32_t>(r.next_u64() % limit);
-  return ids;
-}
-
-// Attention cases share the reference kernel from kernels/attention.h.
+// Attention cases share the reference kernel of backend/cpu/attention_cpu.h.
 struct AttnSetup {
   int64_t tq, cache, heads, dim, window;
 };
@@ -99,6 +92,14 @@ OpCase mixer_case(const std::string& name, model::ModelConfig cfg) {
 }
 
 }  // namespace
+
+Tensor rn(Rng& r, const Shape& s, double sd) { return randn(s, r, sd, DType::F64); }
+
+std::vector<int32_t> rand_ids(Rng& r, int64_t n, int64_t limit) {
+  std::vector<int32_t> ids(n);
+  for (auto& i : ids) i = static_cast<int32_t>(r.next_u64() % limit);
+  return ids;
+}
 
 std::vector<OpCase> all_op_cases() {
   std::vector<OpCase> cs;

@@ -10,4 +10,8 @@ namespace ttt::test {
 
 std::vector<OpCase> all_op_cases();
 
+// Shared input makers: float64 normals, and n ids below limit.
+Tensor rn(Rng& r, const Shape& s, double sd = 1.0);
+std::vector<int32_t> rand_ids(Rng& r, int64_t n, int64_t limit);
+
 }  // namespace ttt::test

@@ -14,12 +14,6 @@ namespace {
 using V = std::vector<Tensor>;
 using D = std::vector<double>;
 
-Tensor rn(Rng& r, const Shape& s, double sd = 1.0) { return randn(s, r, sd, DType::F64); }
-std::vector<int32_t> rand_ids(Rng& r, int64_t n, int64_t limit) {
-  std::vector<int32_t> ids(n);
-  for (auto& i : ids) i = static_cast<int32_t>(r.next_u64() % limit);
-  return ids;
-}
 
 // The fused attention against its composite form in float64, on shapes the small op cases
 // above do not reach: several query tiles, heads not a multiple of the thread count (private
