@@ -10,7 +10,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "op_cases.h"
@@ -132,6 +134,49 @@ TEST(BackendOps, EveryOpOfEveryBackendMatchesTheCpuInFloat64) {
       EXPECT_LT(r.hvp, kTol) << d.str() << " " << r.op << ": Hessian-vector products differ from the CPU";
     }
   }
+}
+
+// The CUDA backend where it is not built, built without a GPU (this project's CI) or present:
+// `ttt info`'s entry and --device cuda's one-line error say which, and a present GPU's memory is
+// served from the cache on the steady path (no cudaMalloc for a size seen before).
+TEST(BackendOps, CudaIsReportedAsBuiltAndPresentOrAbsentCleanly) {
+  const BackendInfo* cuda = nullptr;
+  const auto all = backends();
+  for (const auto& b : all)
+    if (b.name == "cuda") cuda = &b;
+  ASSERT_NE(cuda, nullptr) << "backends() has no cuda entry";
+  auto error_of = [](const std::string& dev) -> std::string {
+    try {
+      require_device(dev);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of("cuda:99"), "");
+  if (!cuda->built) {
+    EXPECT_TRUE(cuda->devices.empty());
+    EXPECT_NE(error_of("cuda").find("not built"), std::string::npos) << error_of("cuda");
+    return;
+  }
+  if (cuda->devices.empty()) {
+    EXPECT_EQ(cuda->note, "built, no GPU present");
+    const std::string e = error_of("cuda");
+    EXPECT_NE(e.find("no CUDA device present"), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << "not one line: " << e;
+    GTEST_SKIP() << "CUDA backend built, no GPU present: the op comparison runs where one is";
+  }
+  EXPECT_EQ(error_of("cuda"), "");
+  Backend& b = backend_for(cuda->devices.front());
+  EXPECT_STREQ(b.name(), "cuda");
+  EXPECT_FALSE(b.host_addressable());
+  const std::vector<double> host = {1.5, -2.25, 3.0};
+  Tensor t = Tensor::empty({3}, DType::F64, cuda->devices.front());
+  copy_from_host(host.data(), t);
+  EXPECT_EQ(t.to_vector(), host);
+  const uint64_t misses = b.memory_stats().system_allocs;
+  for (int i = 0; i < 4; ++i) Tensor::empty({1000, 1000}, DType::F32, cuda->devices.front());
+  EXPECT_LE(b.memory_stats().system_allocs, misses + 1) << "the caching allocator called cudaMalloc on the steady path";
 }
 
 // A backend that forwards everything to the checked one, with one kernel of each order wrong.

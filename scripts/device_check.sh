@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Every GPU check of the CUDA backend in one command, on a machine with one NVIDIA GPU, from a
+# build made beforehand with nvcc and copied along (issue 27):
+#
+#   scripts/build.sh cuda            # here: build-cuda/ (ttt and tests/ttt_tests, -DTTT_CUDA=ON)
+#   scripts/device_check.sh          # there, from the repository root; logs under $OUT if set
+#
+# 1. the cross-backend op harness on CUDA against the CPU in float64 (every op: values, first
+#    derivatives, Hessian-vector products; build-cuda/tests/ttt_tests --gtest_filter='BackendOps.*');
+# 2. small models (a TTT-E2E hybrid and a SWA model), float32, --device cuda against --device cpu:
+#    `ttt eval --nll-out` (NLL within 1e-4), `--stream` (within 1e-4 of the CPU, and decode =
+#    prefill on the GPU), `ttt grad` (meta-gradient within 1e-4 relative per tensor) and a 3-step
+#    `ttt train` (loss and weights within 1e-4);
+# 3. benchmarks on the bench shape (V 4096, d 256, L 8, H 4, f 704, W 1024, b 256; models made by
+#    `ttt init` like scripts/bench_compare.py's): `ttt bench context --device cuda`, `ttt bench
+#    train --device cuda`, PyTorch eager on the same GPU and weights (scripts/device_bench_torch.py
+#    over scripts/bench_compare_torch.py), and the GPU's ceilings measured in the same run (bf16
+#    and float32 matrix products, a device-to-device copy).
+# Each step has a time limit, so the whole run stays within 8 minutes; a step that fails or runs
+# out of time is reported as such and the rest goes on. Prints the summary tables last; exits 1
+# if any check failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD="${BUILD:-build-cuda}"
+TTT="$PWD/$BUILD/ttt"
+TESTS="$PWD/$BUILD/tests/ttt_tests"
+LOG="${OUT:-$(mktemp -d /tmp/device_check.XXXXXX)}"
+mkdir -p "$LOG"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+PY="${PYTHON:-python3}"
+HERE="$PWD/scripts"
+t_start=$SECONDS
+checks=()  # "| check | result | detail |" rows
+failed=0
+
+note() { echo "[device_check $((SECONDS - t_start))s] $*" >&2; }
+record() {  # record NAME STATUS DETAIL
+  checks+=("| $1 | $2 | $3 |")
+  [ "$2" = ok ] || failed=1
+  note "$1: $2 $3"
+}
+
+[ -x "$TTT" ] || { echo "device_check: $TTT not found (make it with scripts/build.sh cuda and copy $BUILD along)" >&2; exit 2; }
+{ nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; } > "$LOG/gpu.txt" 2>&1
+"$TTT" info > "$LOG/info.txt" 2>&1
+if ! grep -qE '^backend +cuda +built +devices: cuda:0' "$LOG/info.txt"; then
+  cat "$LOG/info.txt" >&2
+  echo "device_check: the CUDA backend sees no GPU (ttt info above)" >&2
+  exit 2
+fi
+
+# ---- 1. the op harness
+if [ -x "$TESTS" ]; then
+  if timeout 150 "$TESTS" --gtest_filter='BackendOps.*' > "$LOG/backend_ops.log" 2>&1; then
+    record "op harness (float64, every op vs CPU)" ok "$(grep -cE '^\[       OK \]' "$LOG/backend_ops.log") tests passed"
+  else
+    record "op harness (float64, every op vs CPU)" FAIL "see backend_ops.log: $(grep -E 'differ|error|Failure' "$LOG/backend_ops.log" | head -3 | tr '\n' ' ' | cut -c1-200)"
+  fi
+else
+  record "op harness" FAIL "$TESTS missing (build with scripts/build.sh cuda: tests on)"
+fi
+
+# ---- 2. small models, cuda against cpu
+W="$LOG/small"
+mkdir -p "$W"
+"$PY" - "$W/tok.bin" <<'PY'
+import struct, sys
+ids = [0 if i % 37 == 0 else (i * 7 + 3) % 61 + 1 for i in range(129)]
+open(sys.argv[1], "wb").write(struct.pack("<%di" % len(ids), *ids))
+PY
+cat > "$W/ttt.json" <<'JSON'
+{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 48,
+ "rope_theta": 10000, "bos_token_id": 0, "initializer_range": 0.2, "seq_modeling_block": "SWA",
+ "sliding_window_size": 24, "full_attention_every": 2, "mini_batch_size": 16, "prime": true, "suffix_len": 2}
+JSON
+cat > "$W/swa.json" <<'JSON'
+{"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 48,
+ "rope_theta": 10000, "bos_token_id": 0, "initializer_range": 0.2, "seq_modeling_block": "SWA",
+ "sliding_window_size": 24, "mini_batch_size": 16}
+JSON
+cmp_step() {  # cmp_step NAME MODE A B TOL
+  local out
+  if out=$("$PY" "$HERE/device_compare.py" "$2" "$3" "$4" "$5" 2>&1); then record "$1" ok "$out"; else record "$1" FAIL "$out"; fi
+}
+run() { timeout 60 "$@" 2>>"$W/stderr.log"; }
+for m in ttt swa; do
+  "$TTT" init --config "$W/$m.json" --seed 5 --out "$W/$m" > /dev/null 2>>"$W/stderr.log" || { record "$m: init" FAIL ""; continue; }
+  for d in cpu cuda; do
+    p="$W/${m}_$d"
+    run "$TTT" eval --device $d --model "$W/$m" --tokens "$W/tok.bin" --nll-out "$p.nll" > "$p.prefill" || echo "failed" > "$p.prefill"
+    run "$TTT" eval --device $d --model "$W/$m" --tokens "$W/tok.bin" --stream > "$p.stream" || echo "failed" > "$p.stream"
+    run "$TTT" grad --device $d --model "$W/$m" --tokens "$W/tok.bin" --out "$p.grad.safetensors" > "$p.gradloss" || rm -f "$p.grad.safetensors"
+    run "$TTT" train --device $d --model "$W/$m" --tokens "$W/tok.bin" --steps 3 --seq-len 32 --batch 2 --val-fraction 0.25 \
+      --val-every 0 --seed 2 --quiet --out "$p.train" > "$p.trainloss" || rm -rf "$p.train"
+  done
+  cmp_step "$m: eval NLL cuda vs cpu" nll "$W/${m}_cuda.nll" "$W/${m}_cpu.nll" 1e-4
+  cmp_step "$m: --stream cuda vs cpu" loss "$(cat "$W/${m}_cuda.stream")" "$(cat "$W/${m}_cpu.stream")" 1e-4
+  cmp_step "$m: decode = prefill on cuda" loss "$(cat "$W/${m}_cuda.stream")" "$(cat "$W/${m}_cuda.prefill")" 1e-4
+  cmp_step "$m: grad cuda vs cpu" tensors "$W/${m}_cuda.grad.safetensors" "$W/${m}_cpu.grad.safetensors" 1e-4
+  cmp_step "$m: 3-step train weights cuda vs cpu" tensors "$W/${m}_cuda.train/model.safetensors" \
+    "$W/${m}_cpu.train/model.safetensors" 1e-4
+done
+
+# ---- 3. benchmarks
+B="$LOG/bench"
+mkdir -p "$B/models"
+for kind in ttt swa full; do
+  "$PY" - "$B/models/$kind.json" "$kind" <<'PY'
+import json, sys
+cfg = {"vocab_size": 4096, "hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 4,
+       "intermediate_size": 704, "sliding_window_size": 1024, "mini_batch_size": 256, "bos_token_id": 0,
+       "rope_theta": 500000.0, "rms_norm_eps": 1e-6, "initializer_range": 0.02,
+       "seq_modeling_block": "self_attention" if sys.argv[2] == "full" else "SWA"}
+if sys.argv[2] == "ttt":
+    cfg.update(prime=True, suffix_len=2)
+json.dump(cfg, open(sys.argv[1], "w"), sort_keys=True)
+PY
+  "$TTT" init --config "$B/models/$kind.json" --seed 1 --out "$B/models/$kind" > /dev/null
+done
+note "bench context (engine, cuda)"
+timeout 120 "$TTT" bench context --device cuda --model "$B/models/ttt" --model "$B/models/swa" --model "$B/models/full" \
+  --prefill-lengths 8192,32768 --decode-lengths 8192 --decode-tokens 64 --warm-up > "$B/context.md" 2> "$B/context.err" \
+  || record "ttt bench context --device cuda" FAIL "exit $? (see bench/context.err)"
+note "bench train (engine, cuda)"
+timeout 90 "$TTT" bench train --device cuda --seq-len 8192 --steps 1 > "$B/train.md" 2> "$B/train.err" \
+  || record "ttt bench train --device cuda" FAIL "exit $? (see bench/train.err)"
+note "PyTorch eager on the GPU, and the ceilings"
+timeout 150 "$PY" "$HERE/device_bench_torch.py" "$B/models" --prefill 8192,32768 --grad 8192 > "$B/torch.jsonl" \
+  2> "$B/torch.err" || record "PyTorch eager benchmark" FAIL "exit $? (see bench/torch.err)"
+
+# ---- summary: the tables last
+"$PY" - "$B" "$((SECONDS - t_start))" "$(head -1 "$LOG/gpu.txt")" > "$LOG/summary.md" <<'PY'
+import json, os, re, sys
+B, secs, gpu = sys.argv[1], sys.argv[2], sys.argv[3]
+def rows(path, ncols, section):
+    """Rows of the Markdown table under the heading that starts with `section`."""
+    out, inside = [], False
+    for line in open(path) if os.path.exists(path) else []:
+        if line.startswith("#"):
+            inside = line.lstrip("#").strip().startswith(section)
+            continue
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        if inside and len(c) == ncols and not c[0].startswith("-") and c[0] != "model":
+            out.append(c)
+    return out
+eng, decode = {}, []
+for c in rows(os.path.join(B, "context.md"), 9, "prefill throughput"):  # model, context, seconds, ...
+    eng[f"{c[0]}-prefill-{c[1]}"] = float(c[2])
+decode = rows(os.path.join(B, "context.md"), 9, "decode speed")  # model, context, tokens/s, bound, of bound, ...
+for c in rows(os.path.join(B, "train.md"), 7, "ttt bench train"):  # model, mode, s/step, ...
+    kind = "ttt" if c[1] == "meta-learning" else "swa"
+    eng[f"{kind}-grad-8192"] = float(c[2])
+torch_s, ceil, versions = {}, [], ""
+p = os.path.join(B, "torch.jsonl")
+for line in open(p) if os.path.exists(p) else []:
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if "versions" in r: versions = r["versions"]
+    elif "ceiling" in r: ceil.append(r)
+    elif "seconds" in r: torch_s[r["name"]] = r["seconds"]
+    elif "error" in r: torch_s[r["name"]] = r["error"]
+print(f"### CUDA benchmark ({gpu}; {versions}; bench shape V 4096 d 256 L 8 H 4 f 704 W 1024 b 256)\n")
+print("| workload | ttt --device cuda (s) | PyTorch eager (s) | PyTorch / ttt |\n|---|---:|---:|---:|")
+names = sorted(set(eng) | set(torch_s), key=lambda n: (n.split("-")[1], int(n.split("-")[-1]), n))
+for n in names:
+    e, t = eng.get(n), torch_s.get(n)
+    es = f"{e:.4f}" if isinstance(e, float) else "-"
+    ts = f"{t:.4f}" if isinstance(t, float) else (t or "-")
+    ratio = f"{t / e:.2f}x" if isinstance(e, float) and isinstance(t, float) and e > 0 else "-"
+    print(f"| {n} | {es} | {ts} | {ratio} |")
+if "ttt-grad-8192" in eng and "swa-grad-8192" in eng:
+    print(f"\nmeta-learning step / pretraining step at 8K (engine): {eng['ttt-grad-8192'] / eng['swa-grad-8192']:.2f}x")
+print("\n| ceiling (same GPU, same run) | value |\n|---|---:|")
+for c in ceil:
+    print(f"| {c['ceiling']} | {c['value']:.1f} {c['unit']} |")
+if decode:
+    print("\n| decode (engine, cuda) | context | tokens/s | of the bound (CPU-measured bandwidth) |\n|---|---:|---:|---:|")
+    for c in decode:
+        print(f"| {c[0]} | {c[1]} | {c[2]} | {c[4]} |")
+print(f"\n(the engine's full tables: bench/context.md, bench/train.md; the run took {secs} s)")
+PY
+{
+  echo
+  echo "### CUDA checks"
+  echo
+  echo "| check | result | detail |"
+  echo "|---|---|---|"
+  printf '%s\n' "${checks[@]}"
+  echo
+  cat "$LOG/summary.md"
+} | tee "$LOG/device_check.md"
+note "logs in $LOG"
+exit $failed
