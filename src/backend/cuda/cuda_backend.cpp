@@ -163,8 +163,9 @@ class CudaBackend final : public Backend {
     ck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     ckb(cublasCreate(&blas_), "cublasCreate");
     ckb(cublasSetStream(blas_, stream_), "cublasSetStream");
-    // Exact float32 products (no TF32): results equal to the CPU's up to the order of sums.
-    ckb(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    // Float32 products in float32 (the default math mode uses no TF32 unless the environment
+    // forces it): results equal to the CPU's up to the order of sums.
+    ckb(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     name_ = "cuda";
   }
   // Never destroyed (see registry): tensors in static objects may outlive any destructor order.
