@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/device.h"
+
 namespace ttt::bench {
 
 struct TrainBenchOptions {
