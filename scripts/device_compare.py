@@ -3,15 +3,26 @@
 
   device_compare.py nll A.bin B.bin TOL          float32 NLL files (--nll-out): max |a - b| <= TOL
   device_compare.py loss "loss X" "loss Y" TOL   two printed losses: |x - y| <= TOL
+  device_compare.py metrics A.jsonl B.jsonl TOL  the last "loss" of two `ttt train` metrics files
   device_compare.py tensors A.st B.st RTOL       safetensors (gradients, trained weights): for every
                                                  tensor max |a - b| / max |b| <= RTOL (same names)
 Prints one line with the worst difference; exits 1 when it is above the tolerance.
 """
+import array
 import json
+import math
 import struct
 import sys
 
-import numpy as np
+# Plain Python (no numpy): the GPU machine's Python may lack it, and the files are small.
+
+
+def floats(buf, code, offset, count):
+    a = array.array(code)
+    a.frombytes(buf[offset:offset + count * a.itemsize])
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a
 
 
 def load_safetensors(path):
@@ -24,15 +35,25 @@ def load_safetensors(path):
         if name == "__metadata__":
             continue
         s, e = v["data_offsets"]
-        dt = {"F32": "<f4", "F64": "<f8"}.get(v["dtype"])
-        if dt is None and v["dtype"] == "BF16":
-            raw = np.frombuffer(buf, dtype="<u2", count=(e - s) // 2, offset=8 + n + s)
-            out[name] = (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-            continue
-        if dt is None:
+        if v["dtype"] == "F32":
+            out[name] = floats(buf, "f", 8 + n + s, (e - s) // 4)
+        elif v["dtype"] == "F64":
+            out[name] = floats(buf, "d", 8 + n + s, (e - s) // 8)
+        elif v["dtype"] == "BF16":
+            raw = floats(buf, "H", 8 + n + s, (e - s) // 2)
+            out[name] = array.array("f", struct.unpack("<%df" % len(raw), b"".join(struct.pack("<I", x << 16) for x in raw)))
+        else:
             raise SystemExit(f"{path}: tensor {name} has dtype {v['dtype']}")
-        out[name] = np.frombuffer(buf, dtype=dt, count=(e - s) // np.dtype(dt).itemsize, offset=8 + n + s).astype(np.float64)
     return out
+
+
+def max_abs_diff(x, y):
+    worst = 0.0
+    for a, b in zip(x, y):
+        d = abs(a - b)
+        if not d <= worst:  # also NaN
+            worst = d if d == d else math.inf
+    return worst
 
 
 def main():
@@ -40,26 +61,32 @@ def main():
         raise SystemExit(__doc__)
     mode, a, b, tol = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     if mode == "nll":
-        x, y = np.fromfile(a, "<f4").astype(np.float64), np.fromfile(b, "<f4").astype(np.float64)
-        if x.shape != y.shape or x.size == 0:
-            raise SystemExit(f"nll: sizes differ or empty ({x.size} vs {y.size})")
-        worst, what = float(np.abs(x - y).max()), "max |NLL diff|"
+        x, y = (floats(open(p, "rb").read(), "f", 0, len(open(p, "rb").read()) // 4) for p in (a, b))
+        if len(x) != len(y) or not x:
+            raise SystemExit(f"nll: sizes differ or empty ({len(x)} vs {len(y)})")
+        worst, what = max_abs_diff(x, y), "max |NLL diff|"
     elif mode == "loss":
         x, y = float(a.split()[-1]), float(b.split()[-1])
         worst, what = abs(x - y), "|loss diff|"
+    elif mode == "metrics":
+        last = lambda p: json.loads([l for l in open(p) if l.strip()][-1])["loss"]
+        x, y = float(last(a)), float(last(b))
+        worst, what = abs(x - y), "|last training loss diff|"
     elif mode == "tensors":
         x, y = load_safetensors(a), load_safetensors(b)
         if sorted(x) != sorted(y):
             raise SystemExit("tensors: the files hold different tensor names")
         worst, what = 0.0, "max relative diff"
         for k in x:
-            scale = max(float(np.abs(y[k]).max()) if y[k].size else 0.0, 1e-30)
-            d = float(np.abs(x[k] - y[k]).max()) / scale if x[k].size else 0.0
+            if len(x[k]) != len(y[k]):
+                raise SystemExit(f"tensors: {k} has {len(x[k])} vs {len(y[k])} elements")
+            scale = max(max((abs(v) for v in y[k]), default=0.0), 1e-30)
+            d = max_abs_diff(x[k], y[k]) / scale
             if d > worst:
                 worst, what = d, f"max relative diff (worst: {k})"
     else:
         raise SystemExit(__doc__)
-    ok = worst <= tol and np.isfinite(worst)
+    ok = worst <= tol and math.isfinite(worst)
     print(f"{'ok' if ok else 'FAIL'}: {what} {worst:.3g} (tolerance {tol:g})")
     sys.exit(0 if ok else 1)
 
