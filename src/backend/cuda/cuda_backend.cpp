@@ -78,7 +78,7 @@ class CachingAllocator {
       }
       ++stats_.system_allocs;
     }
-    stats_.bytes_in_use += cls;
+    stats_.bytes_in_use += bytes;  // as asked (the class rounding shows in bytes_cached when released)
     stats_.peak_bytes_in_use = std::max(stats_.peak_bytes_in_use, stats_.bytes_in_use);
     return p;
   }
@@ -88,7 +88,7 @@ class CachingAllocator {
     const size_t cls = size_class(bytes);
     std::lock_guard<std::mutex> g(mu_);
     free_[cls].push_back(p);
-    stats_.bytes_in_use -= cls;
+    stats_.bytes_in_use -= bytes;
     stats_.bytes_cached += cls;
   }
 
@@ -275,6 +275,7 @@ class CudaBackend final : public Backend {
     if (batch <= 0 || m <= 0 || n <= 0) return;
     if (k <= 0) return fill(out, 0.0);
     if (b.dtype() == DType::BF16) return matmul_bf16(a, ta, b, tb, out, batch, m, n, k, stride_a, stride_b);
+    std::lock_guard<std::mutex> g(blas_mu_);  // one handle, calls from any host thread
     const int im = checked_int(m), in = checked_int(n), ik = checked_int(k), ib = checked_int(batch);
     const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int lda = ta ? im : ik, ldb = tb ? ik : in;
@@ -504,6 +505,7 @@ class CudaBackend final : public Backend {
     const cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int ldb = tb ? ik : in;
     const int64_t a_elems = stride_a * (batch - 1) + m * k, b_elems = stride_b * (batch - 1) + n * k;
+    std::lock_guard<std::mutex> g(blas_mu_);
     if (b.impl()->storage->bf16_products) {
       Scratch<uint16_t> a16(*this, static_cast<size_t>(a_elems));
       cuda::convert(pa, cuda::Elem::F32, a16.p, cuda::Elem::BF16, a_elems, stream_);
@@ -526,6 +528,7 @@ class CudaBackend final : public Backend {
   CachingAllocator alloc_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  std::mutex blas_mu_;
   std::string name_;
 };
 
