@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -111,6 +112,53 @@ std::vector<OpDiff> compare_with_cpu(Device d, const std::vector<OpCase>& cases)
   return out;
 }
 
+// Cases for the cross-backend comparison only (too large for the finite-difference op check):
+// shapes that reach the paths a GPU backend has and the small cases do not: attention over
+// several 32-key blocks, head dimensions above 32 (a warp's lanes hold more than one entry),
+// decoding rows (one query), k_grad_from, and rows longer than a thread block.
+std::vector<OpCase> large_cases() {
+  using V = std::vector<Tensor>;
+  std::vector<OpCase> cs;
+  auto add = [&](std::string name, std::function<V(Rng&)> make, std::function<Tensor(const V&)> fn) {
+    OpCase c;
+    c.name = std::move(name);
+    c.make_inputs = std::move(make);
+    c.fn = std::move(fn);
+    cs.push_back(std::move(c));
+  };
+  auto rn = [](Rng& r, const Shape& s) { return randn(s, r, 1.0, DType::F64); };
+  struct A {
+    const char* name;
+    int64_t tq, cache, heads, dim, window, k_grad_from;
+  };
+  for (const A a : {A{"attention_large_causal", 40, 50, 2, 40, 0, 0}, A{"attention_large_window", 70, 30, 3, 72, 45, 30},
+                    A{"attention_large_decode", 1, 100, 2, 64, 0, 0}, A{"attention_large_decode_window", 1, 100, 2, 33, 37, 0}}) {
+    add(
+        a.name,
+        [a, rn](Rng& r) {
+          const int64_t tk = a.tq + a.cache;
+          return V{rn(r, {a.tq, a.heads, a.dim}), rn(r, {tk, a.heads, a.dim}), rn(r, {tk, a.heads, a.dim})};
+        },
+        [a](const V& x) {
+          AttentionOptions o;
+          o.window = a.window;
+          o.q_pos0 = 7 + a.cache;
+          o.k_pos0 = 7;
+          o.k_grad_from = a.k_grad_from;
+          return attention(x[0], x[1], x[2], o);
+        });
+  }
+  add("softmax_long_rows", [rn](Rng& r) { return V{rn(r, {3, 700})}; }, [](const V& x) { return softmax(x[0]); });
+  add("cross_entropy_long_rows", [rn](Rng& r) { return V{rn(r, {5, 600})}; },
+      [](const V& x) { return cross_entropy(x[0], {3, 599, 0, 250, 77}); });
+  add("rmsnorm_long_rows", [rn](Rng& r) { return V{rn(r, {4, 513}), rn(r, {513})}; },
+      [](const V& x) { return rmsnorm(x[0], x[1], 1e-6); });
+  add("matmul_batched_broadcast", [rn](Rng& r) { return V{rn(r, {3, 37, 45}), rn(r, {45, 29})}; },
+      [](const V& x) { return matmul(x[0], x[1]); });
+  add("sum_to_columns", [rn](Rng& r) { return V{rn(r, {300, 5, 7})}; }, [](const V& x) { return sum_to(x[0], {1, 5, 1}); });
+  return cs;
+}
+
 // Float64 on two backends: only the order of floating-point sums may differ.
 constexpr double kTol = 1e-10;
 
@@ -123,7 +171,8 @@ std::vector<Device> other_devices() {
 }
 
 TEST(BackendOps, EveryOpOfEveryBackendMatchesTheCpuInFloat64) {
-  const auto cases = all_op_cases();
+  auto cases = all_op_cases();
+  for (auto& c : large_cases()) cases.push_back(std::move(c));
   const auto devices = other_devices();
   ASSERT_FALSE(devices.empty()) << "no second backend to compare (cpu-checked is always built)";
   for (Device d : devices) {
