@@ -2,8 +2,11 @@
 # Every GPU check of the CUDA backend in one command, on a machine with one NVIDIA GPU, from a
 # build made beforehand with nvcc and copied along (issue 27):
 #
-#   scripts/build.sh cuda            # here: build-cuda/ (ttt and tests/ttt_tests, -DTTT_CUDA=ON)
+#   scripts/build.sh cuda            # here: build-cuda/ (ttt, tests/ttt_tests, lib/; -DTTT_CUDA=ON)
 #   scripts/device_check.sh          # there, from the repository root; logs under $OUT if set
+#
+# With the device tool: run(command="scripts/device_check.sh", timeout_s=540,
+#   carry=["build-cuda/ttt", "build-cuda/tests/ttt_tests", "build-cuda/lib"]) (about 30 MB).
 #
 # 1. the cross-backend op harness on CUDA against the CPU in float64 (every op: values, first
 #    derivatives, Hessian-vector products; build-cuda/tests/ttt_tests --gtest_filter='BackendOps.*');
@@ -46,6 +49,12 @@ record() {  # record NAME STATUS DETAIL
 }
 
 [ -x "$TTT" ] || { echo "device_check: $TTT not found (make it with scripts/build.sh cuda and copy $BUILD along)" >&2; exit 2; }
+# Shared libraries the GPU machine's image lacks come from $BUILD/lib (scripts/build.sh cuda).
+if ldd "$TTT" "$TESTS" 2>/dev/null | grep -q "not found"; then
+  export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/$BUILD/lib"
+  missing=$(ldd "$TTT" "$TESTS" 2>/dev/null | grep "not found" | sort -u | tr -s ' \t\n' ' ')
+  [ -z "$missing" ] || { echo "device_check: shared libraries not found: $missing" >&2; exit 2; }
+fi
 if command -v nvidia-smi > /dev/null; then
   { nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; } > "$LOG/gpu.txt" 2>&1
 else
