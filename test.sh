@@ -10,6 +10,14 @@ echo "== release build"
 scripts/build.sh release
 ctest --test-dir build --output-on-failure -j "$jobs"
 
+# The CUDA backend, compile and link only (no GPU here; scripts/device_check.sh runs it on one),
+# so that it cannot rot. Skipped where the CUDA toolkit is absent.
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  echo "== CUDA build (compile and link only)"
+  scripts/build.sh cuda-ci
+  build-cuda/ttt info | grep -qE '^backend +cuda +built' || { echo "CUDA build: ttt info does not list the cuda backend as built" >&2; exit 1; }
+fi
+
 echo "== ASan + UBSan build"
 scripts/build.sh sanitize
 # The pool would hide use-after-free from ASan (tensor/pool.cpp); OpenBLAS leaks by design.

@@ -69,7 +69,7 @@ class TorchTTT:
     QBLOCK = 256  # query block of the sliding-window attention over a whole sequence
     HEAD_ROWS = 4096  # rows of the [rows, V] logits at a time in inference
 
-    def __init__(self, model_dir, dtype=torch.float32):
+    def __init__(self, model_dir, dtype=torch.float32, device="cpu"):
         with open(os.path.join(model_dir, "config.json")) as f:
             c = json.load(f)
         self.cfg = c
@@ -84,7 +84,9 @@ class TorchTTT:
         self.theta = c.get("rope_theta", 500000.0)
         self.bos = c.get("bos_token_id", 0)
         assert c.get("tie_word_embeddings", True) and c.get("full_attention_every", 0) == 0
-        self.P = {k: torch.tensor(v, dtype=dtype) for k, v in load_safetensors(os.path.join(model_dir, "model.safetensors")).items()}
+        self.device = torch.device(device)  # "cuda" for scripts/device_check.sh
+        self.P = {k: torch.tensor(v, dtype=dtype, device=self.device)
+                  for k, v in load_safetensors(os.path.join(model_dir, "model.safetensors")).items()}
         self.first_prime = self.L - self.S
         self._rope = None
 
@@ -96,8 +98,8 @@ class TorchTTT:
         end = pos0 + n
         if self._rope is None or self._rope[0].shape[0] < end:
             m = max(end, 2 * (self._rope[0].shape[0] if self._rope is not None else 0))
-            inv = self.theta ** (-torch.arange(0, self.hd, 2, dtype=torch.float64) / self.hd)
-            ang = torch.arange(m, dtype=torch.float64)[:, None] * inv[None, :]
+            inv = self.theta ** (-torch.arange(0, self.hd, 2, dtype=torch.float64, device=self.device) / self.hd)
+            ang = torch.arange(m, dtype=torch.float64, device=self.device)[:, None] * inv[None, :]
             self._rope = (torch.cos(ang).to(self.dtype), torch.sin(ang).to(self.dtype))
         return self._rope[0][pos0:end, None, :], self._rope[1][pos0:end, None, :]
 
@@ -119,8 +121,8 @@ class TorchTTT:
             qa0, qa1 = qpos0 + s, qpos0 + e  # absolute query positions [qa0, qa1)
             k0 = max(kpos0, qa0 - self.W + 1) if self.W else kpos0
             k1 = min(kpos0 + m, qa1)
-            qi = torch.arange(qa0, qa1)[:, None]
-            ki = torch.arange(k0, k1)[None, :]
+            qi = torch.arange(qa0, qa1, device=self.device)[:, None]
+            ki = torch.arange(k0, k1, device=self.device)[None, :]
             mask = ki <= qi
             if self.W:
                 mask &= ki > qi - self.W

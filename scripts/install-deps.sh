@@ -14,6 +14,7 @@ PACKAGES=(
   python3-venv                           # tests/tiktoken_compare_test.sh: reference tokenizers from PyPI in a venv
   libcpp-httplib-dev libsqlite3-dev      # `ttt serve`: HTTP server, session catalogue (src/server)
   libopenmpi-dev openmpi-bin             # data-parallel training: `mpirun -np N ttt train` (src/dist)
+  ccache                                 # test.sh's CUDA build (build-cuda) reuses the release build's objects
 )
 # --data: also the corpus of the default data recipe (`ttt data build --linux`): the Debian
 # kernel source tarball, /usr/src/linux-source-6.1.tar.xz. Not needed by the build or the tests.

@@ -29,5 +29,5 @@ for f in nll g gen s; do cmp -s ${f}_cpu ${f}_cpu-checked || fail "cpu-checked d
 cmp -s t_cpu/model.safetensors t_cpu-checked/model.safetensors || fail "cpu-checked differs from cpu: train"
 expect_error "unknown device" "$TTT" eval --device gpu7 --model m --tokens tok.bin
 expect_error "not built" "$TTT" eval --device cuda --model m --tokens tok.bin
-expect_error "cpu device only" "$TTT" bench train --device cpu-checked
+expect_error "cpu device only" "$TTT" bench profile --device cpu-checked
 echo "device_cli: cpu-checked equals cpu byte for byte (eval, grad, generate, state, train); bad devices refused"

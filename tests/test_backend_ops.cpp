@@ -10,7 +10,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "op_cases.h"
@@ -109,6 +112,53 @@ std::vector<OpDiff> compare_with_cpu(Device d, const std::vector<OpCase>& cases)
   return out;
 }
 
+// Cases for the cross-backend comparison only (too large for the finite-difference op check):
+// shapes that reach the paths a GPU backend has and the small cases do not: attention over
+// several 32-key blocks, head dimensions above 32 (a warp's lanes hold more than one entry),
+// decoding rows (one query), k_grad_from, and rows longer than a thread block.
+std::vector<OpCase> large_cases() {
+  using V = std::vector<Tensor>;
+  std::vector<OpCase> cs;
+  auto add = [&](std::string name, std::function<V(Rng&)> make, std::function<Tensor(const V&)> fn) {
+    OpCase c;
+    c.name = std::move(name);
+    c.make_inputs = std::move(make);
+    c.fn = std::move(fn);
+    cs.push_back(std::move(c));
+  };
+  auto rn = [](Rng& r, const Shape& s) { return randn(s, r, 1.0, DType::F64); };
+  struct A {
+    const char* name;
+    int64_t tq, cache, heads, dim, window, k_grad_from;
+  };
+  for (const A a : {A{"attention_large_causal", 40, 50, 2, 40, 0, 0}, A{"attention_large_window", 70, 30, 3, 72, 45, 30},
+                    A{"attention_large_decode", 1, 100, 2, 64, 0, 0}, A{"attention_large_decode_window", 1, 100, 2, 33, 37, 0}}) {
+    add(
+        a.name,
+        [a, rn](Rng& r) {
+          const int64_t tk = a.tq + a.cache;
+          return V{rn(r, {a.tq, a.heads, a.dim}), rn(r, {tk, a.heads, a.dim}), rn(r, {tk, a.heads, a.dim})};
+        },
+        [a](const V& x) {
+          AttentionOptions o;
+          o.window = a.window;
+          o.q_pos0 = 7 + a.cache;
+          o.k_pos0 = 7;
+          o.k_grad_from = a.k_grad_from;
+          return attention(x[0], x[1], x[2], o);
+        });
+  }
+  add("softmax_long_rows", [rn](Rng& r) { return V{rn(r, {3, 700})}; }, [](const V& x) { return softmax(x[0]); });
+  add("cross_entropy_long_rows", [rn](Rng& r) { return V{rn(r, {5, 600})}; },
+      [](const V& x) { return cross_entropy(x[0], {3, 599, 0, 250, 77}); });
+  add("rmsnorm_long_rows", [rn](Rng& r) { return V{rn(r, {4, 513}), rn(r, {513})}; },
+      [](const V& x) { return rmsnorm(x[0], x[1], 1e-6); });
+  add("matmul_batched_broadcast", [rn](Rng& r) { return V{rn(r, {3, 37, 45}), rn(r, {45, 29})}; },
+      [](const V& x) { return matmul(x[0], x[1]); });
+  add("sum_to_columns", [rn](Rng& r) { return V{rn(r, {300, 5, 7})}; }, [](const V& x) { return sum_to(x[0], {1, 5, 1}); });
+  return cs;
+}
+
 // Float64 on two backends: only the order of floating-point sums may differ.
 constexpr double kTol = 1e-10;
 
@@ -121,7 +171,8 @@ std::vector<Device> other_devices() {
 }
 
 TEST(BackendOps, EveryOpOfEveryBackendMatchesTheCpuInFloat64) {
-  const auto cases = all_op_cases();
+  auto cases = all_op_cases();
+  for (auto& c : large_cases()) cases.push_back(std::move(c));
   const auto devices = other_devices();
   ASSERT_FALSE(devices.empty()) << "no second backend to compare (cpu-checked is always built)";
   for (Device d : devices) {
@@ -132,6 +183,49 @@ TEST(BackendOps, EveryOpOfEveryBackendMatchesTheCpuInFloat64) {
       EXPECT_LT(r.hvp, kTol) << d.str() << " " << r.op << ": Hessian-vector products differ from the CPU";
     }
   }
+}
+
+// The CUDA backend where it is not built, built without a GPU (this project's CI) or present:
+// `ttt info`'s entry and --device cuda's one-line error say which, and a present GPU's memory is
+// served from the cache on the steady path (no cudaMalloc for a size seen before).
+TEST(BackendOps, CudaIsReportedAsBuiltAndPresentOrAbsentCleanly) {
+  const BackendInfo* cuda = nullptr;
+  const auto all = backends();
+  for (const auto& b : all)
+    if (b.name == "cuda") cuda = &b;
+  ASSERT_NE(cuda, nullptr) << "backends() has no cuda entry";
+  auto error_of = [](const std::string& dev) -> std::string {
+    try {
+      require_device(dev);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of("cuda:99"), "");
+  if (!cuda->built) {
+    EXPECT_TRUE(cuda->devices.empty());
+    EXPECT_NE(error_of("cuda").find("not built"), std::string::npos) << error_of("cuda");
+    return;
+  }
+  if (cuda->devices.empty()) {
+    EXPECT_EQ(cuda->note, "built, no GPU present");
+    const std::string e = error_of("cuda");
+    EXPECT_NE(e.find("no CUDA device present"), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << "not one line: " << e;
+    GTEST_SKIP() << "CUDA backend built, no GPU present: the op comparison runs where one is";
+  }
+  EXPECT_EQ(error_of("cuda"), "");
+  Backend& b = backend_for(cuda->devices.front());
+  EXPECT_STREQ(b.name(), "cuda");
+  EXPECT_FALSE(b.host_addressable());
+  const std::vector<double> host = {1.5, -2.25, 3.0};
+  Tensor t = Tensor::empty({3}, DType::F64, cuda->devices.front());
+  copy_from_host(host.data(), t);
+  EXPECT_EQ(t.to_vector(), host);
+  const uint64_t misses = b.memory_stats().system_allocs;
+  for (int i = 0; i < 4; ++i) Tensor::empty({1000, 1000}, DType::F32, cuda->devices.front());
+  EXPECT_LE(b.memory_stats().system_allocs, misses + 1) << "the caching allocator called cudaMalloc on the steady path";
 }
 
 // A backend that forwards everything to the checked one, with one kernel of each order wrong.

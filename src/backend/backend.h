@@ -141,5 +141,9 @@ class ScopedBackendOverride {
 // The built-in backends, each defined in its folder (backend/cpu, backend/checked).
 Backend& cpu_backend();
 Backend& checked_cpu_backend();
+// backend/cuda, only in a build with -DTTT_CUDA=ON (TTT_HAVE_CUDA): the GPUs the CUDA runtime
+// reports (0 without a driver or a GPU), and the backend of GPU `index` (made on first use).
+int cuda_device_count();
+Backend& cuda_backend(int index);
 
 }  // namespace ttt

@@ -105,6 +105,7 @@ class ProfilingBackend final : public Backend {
   MemoryStats memory_stats() const override { return in_.memory_stats(); }
   void reset_peak() override { in_.reset_peak(); }
   void trim() override { in_.trim(); }
+  void synchronize() override { in_.synchronize(); }
   void convert(const Tensor& src, const Tensor& out) override {
     Timer t("convert", 0, bytes_of(src) + bytes_of(out));
     in_.convert(src, out);

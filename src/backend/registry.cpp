@@ -1,10 +1,15 @@
 // The one place that maps devices to backends: which backends are built in, which devices are
 // present, and the lookups of tensor/device.h and backend/backend.h.
 #include <array>
+#include <string>
 #include <stdexcept>
 
 #include "backend/backend.h"
 #include "backend/profiler.h"
+
+#ifndef TTT_HAVE_CUDA  // set to 1 for this file by cmake -DTTT_CUDA=ON
+#define TTT_HAVE_CUDA 0
+#endif
 
 namespace ttt {
 namespace {
@@ -17,27 +22,48 @@ std::array<Backend*, kKinds>& overrides() {
   return o;
 }
 
-Backend* built_in(DeviceKind kind) {
-  switch (kind) {
-    case DeviceKind::CPU: return &cpu_backend();
-    case DeviceKind::CheckedCPU: return &checked_cpu_backend();
-    case DeviceKind::CUDA: return nullptr;  // not built into this engine yet
-  }
-  return nullptr;
+constexpr bool kCudaBuilt = TTT_HAVE_CUDA != 0;
+
+int gpus() {
+#if TTT_HAVE_CUDA
+  return cuda_device_count();
+#else
+  return 0;
+#endif
+}
+
+// "cpu, cpu-checked" and the GPUs present.
+std::string devices_here() {
+  std::string s = "cpu, cpu-checked";
+  for (int i = 0; i < gpus(); ++i) s += ", cuda:" + std::to_string(i);
+  return s;
 }
 
 [[noreturn]] void absent(Device d) {
-  if (d.kind == DeviceKind::CUDA)
-    throw std::invalid_argument("device " + d.str() + ": the CUDA backend is not built into this ttt (devices here: cpu, cpu-checked)");
-  throw std::invalid_argument("device " + d.str() + " is not present (devices here: cpu, cpu-checked)");
+  if (d.kind == DeviceKind::CUDA && !kCudaBuilt)
+    throw std::invalid_argument("device " + d.str() + ": the CUDA backend is not built into this ttt (cmake -DTTT_CUDA=ON; devices here: " + devices_here() + ")");
+  if (d.kind == DeviceKind::CUDA && gpus() == 0)
+    throw std::invalid_argument("device " + d.str() + ": no CUDA device present (the CUDA backend is built; devices here: " + devices_here() + ")");
+  throw std::invalid_argument("device " + d.str() + " is not present (devices here: " + devices_here() + ")");
 }
 
 Backend& lookup(Device d) {
   const auto k = static_cast<size_t>(d.kind);
   if (k < kKinds && overrides()[k]) return *overrides()[k];
-  Backend* b = built_in(d.kind);
-  if (!b || d.index != 0) absent(d);
-  return *b;
+  switch (d.kind) {
+    case DeviceKind::CPU:
+      if (d.index == 0) return cpu_backend();
+      break;
+    case DeviceKind::CheckedCPU:
+      if (d.index == 0) return checked_cpu_backend();
+      break;
+    case DeviceKind::CUDA:
+#if TTT_HAVE_CUDA
+      if (d.index >= 0 && d.index < gpus()) return cuda_backend(d.index);
+#endif
+      break;
+  }
+  absent(d);
 }
 
 }  // namespace
@@ -49,12 +75,24 @@ Backend& backend_for(Device d) {
   return profile::enabled() ? profile::wrap(b) : b;
 }
 
+BackendInfo cuda_info() {
+  BackendInfo b{"cuda", kCudaBuilt, {}, ""};
+  for (int i = 0; i < gpus(); ++i) b.devices.push_back(Device{DeviceKind::CUDA, i});
+  if (!kCudaBuilt)
+    b.note = "not built (cmake -DTTT_CUDA=ON)";
+  else if (b.devices.empty())
+    b.note = "built, no GPU present";
+  else
+    b.note = "NVIDIA GPUs: cuBLAS products, the engine's CUDA kernels, a caching device allocator, one stream each";
+  return b;
+}
+
 std::vector<BackendInfo> backends() {
   return {
       {"cpu", true, {Device::cpu()}, "the engine's CPU kernels, OpenBLAS products, pooled host memory"},
       {"cpu-checked", true, {Device{DeviceKind::CheckedCPU, 0}},
        "the CPU kernels over guarded, poisoned memory reached only through host copies (slow; for checks)"},
-      {"cuda", false, {}, "not built into this engine yet"},
+      cuda_info(),
   };
 }
 

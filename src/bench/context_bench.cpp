@@ -247,7 +247,7 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
     {
       const int64_t b = std::min(cfg.mini_batch_size, t), chunks = (t + b - 1) / b;
       Rng rng(opt.seed);
-      const Tensor x = randn({b, cfg.hidden_size}, rng, 1.0);
+      const Tensor x = to_device(randn({b, cfg.hidden_size}, rng, 1.0), nm.model.device());
       const std::vector<int32_t> tb(tg.begin(), tg.begin() + b);
       auto t1 = Clock::now();
       {
@@ -286,6 +286,7 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
       for (int round = 0; round < repeats; ++round) {
         const auto t0 = Clock::now();
         for (int32_t x : next) s.step(x);
+        device_memory(nm.model.device()).synchronize();  // a GPU's queued steps are done
         const double per_token = since(t0) / std::max(1, opt.decode_tokens);
         if (round == 0 || per_token < row.seconds) row.seconds = per_token;
       }

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/device.h"
+
 namespace ttt::bench {
 
 struct TrainBenchOptions {
@@ -17,6 +19,7 @@ struct TrainBenchOptions {
   int steps = 3;  // timed steps after one warm-up step
   uint64_t seed = 1;
   int64_t graph_budget_mb = -1;  // as TrainOptions::graph_budget_mb
+  Device device = Device::cpu();  // where the models train (MFU is reported for the CPU only)
 };
 
 struct TrainBenchRow {

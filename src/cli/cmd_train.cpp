@@ -1,7 +1,10 @@
 // `ttt train` and `ttt convert`.
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <string>
 
+#include "backend/backend.h"
 #include "cli/commands.h"
 #include "dist/communicator.h"
 #include "model/model.h"
@@ -51,7 +54,24 @@ int run_train_on(TrainArgs a, dist::Communicator& comm) {
   if (a.model.empty() == a.config.empty()) throw std::invalid_argument("give exactly one of --model and --config");
   if (a.tokens.empty() == a.data.empty()) throw std::invalid_argument("give the training data with --data or --tokens");
   train::validate_options(a.o);  // before anything is read or created
-  const Device dev = device_option(a.device);
+  // Under mpirun with --device cuda: one GPU per rank (plain "cuda" is the GPU of this rank's place
+  // on its node, the one the NCCL communicator drives), and the gradients are summed on the GPUs
+  // through NCCL where the build has it (-DTTT_NCCL=ON), else through host memory over MPI.
+  std::string device_name = a.device;
+  std::unique_ptr<dist::Communicator> device_comm;
+  if (comm.size() > 1 && device_name.rfind("cuda", 0) == 0) {
+    int gpus = 0;
+    for (const auto& b : backends())
+      if (b.name == "cuda") gpus = static_cast<int>(b.devices.size());
+    if (device_name == "cuda" && gpus > 0) device_name = "cuda:" + std::to_string(dist::local_rank() % gpus);
+#if TTT_HAVE_NCCL
+    if (gpus > 0 && device_option(device_name).index == dist::local_rank() % gpus) {
+      device_comm = dist::nccl_communicator(a.comm);
+      a.o.device_comm = device_comm.get();
+    }
+#endif
+  }
+  const Device dev = device_option(device_name);
   model::Model m = (a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
                                     : model::Model::load(a.model, model::Weights::F32))  // trains: float32
                        .to(dev);

@@ -51,6 +51,13 @@ int local_ranks() {
   return std::max(1, local);
 }
 
+int local_rank() {
+  if (!launched_by_mpi()) return 0;
+  const char* s = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  if (!s) s = std::getenv("MPI_LOCALRANKID");
+  return s && *s ? std::atoi(s) : 0;
+}
+
 bool have_mpi() { return TTT_HAVE_MPI != 0; }
 bool have_nccl() { return TTT_HAVE_NCCL != 0; }
 

@@ -64,6 +64,8 @@ bool launched_by_mpi();
 
 // Ranks of this launch on this node (Open MPI's or MPICH's environment); 1 outside MPI.
 int local_ranks();
+// This process's index among them (0 outside MPI).
+int local_rank();
 
 // MPI when launched by mpirun and the build has MPI, else the local communicator. A launch by
 // mpirun of a build without MPI is an error (N independent copies would each train alone). Under

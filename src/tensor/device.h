@@ -16,7 +16,7 @@ enum class DeviceKind : uint8_t {
   CheckedCPU,  // the CPU's kernels over guarded memory (backend/checked): every allocation
                // between inaccessible pages, poisoned when made and when freed; a second backend
                // that proves the interface and catches stray reads and writes
-  CUDA,        // NVIDIA GPUs (not built into this engine yet)
+  CUDA,        // NVIDIA GPUs (backend/cuda, built with cmake -DTTT_CUDA=ON)
 };
 
 struct Device {
@@ -54,6 +54,10 @@ class DeviceMemory {
   virtual MemoryStats memory_stats() const = 0;
   virtual void reset_peak() = 0;
   virtual void trim() = 0;  // give cached blocks back to the system
+  // Waits until all work enqueued on this device so far is done (a GPU's stream); for the CPU
+  // kinds, whose ops finish before they return, nothing. Needed before another agent (NCCL on
+  // its own stream) reads device memory that ops wrote.
+  virtual void synchronize() {}
 };
 
 // The memory of a device whose backend is built in and present; throws std::invalid_argument

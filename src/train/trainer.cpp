@@ -14,6 +14,7 @@
 #include <cerrno>
 
 #include "dist/communicator.h"
+#include "dist/device_allreduce.h"
 #include "io/atomic_file.h"
 #include "io/file_read.h"
 #include "io/json_read.h"
@@ -305,12 +306,18 @@ class PairwiseSum {
 };
 
 // Sums the gradients (and the loss) of every rank in place; every rank gets the same bits.
-void allreduce_grads(dist::Communicator& comm, std::vector<Tensor>& grads, double& loss) {
+// With device_comm (NCCL) and gradients on a GPU, the sums run on the device buffers themselves.
+void allreduce_grads(dist::Communicator& comm, dist::Communicator* device_comm, std::vector<Tensor>& grads,
+                     double& loss) {
   size_t n = 0;
   for (auto& g : grads) {
     if (g.dtype() != DType::F32) g = to_dtype(g, DType::F32);
     if (!g.is_contiguous()) g = contiguous(g);
     n += static_cast<size_t>(g.numel());
+  }
+  if (device_comm && !grads.empty() && grads.front().device().kind == DeviceKind::CUDA) {
+    dist::allreduce_on_device(*device_comm, grads, loss);
+    return;
   }
   std::vector<float> flat(n);
   size_t at = 0;
@@ -397,7 +404,7 @@ StepResult train_step(model::Model& m, AdamW& opt, const std::vector<std::vector
   r.loss = losses.total();
   if (distributed) {
     o.comm->reset_seconds();
-    allreduce_grads(*o.comm, total, r.loss);
+    allreduce_grads(*o.comm, o.device_comm, total, r.loss);
   }
   r.grad_norm = clip_global_norm(total, o.clip);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {

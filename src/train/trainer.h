@@ -56,6 +56,9 @@ struct TrainOptions {
   // sequences, which every rank draws from the same sampler. Neither option changes the
   // trajectory, so a run may resume with another number of ranks or sharding.
   dist::Communicator* comm = nullptr;
+  // With a model on a GPU: a communicator over device memory (NCCL, one GPU per rank, beside
+  // `comm`) that sums the gradients where they are; null sums them through host memory.
+  dist::Communicator* device_comm = nullptr;
   bool zero1 = false;  // ZeRO-1: each rank keeps the AdamW moments of its share of the parameters
 };
 
