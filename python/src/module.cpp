@@ -18,6 +18,7 @@
 // the CLI's one-line message.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -219,9 +220,9 @@ struct Session {
   std::unique_ptr<ttt::inference::Session> s;
 };
 
-Model model_load(const std::string& dir, const std::string& weights) {
+Model model_load(const std::filesystem::path& dir, const std::string& weights) {
   const auto w = ttt::model::parse_weights(weights);
-  return Model{engine_call([&] { return std::make_shared<ttt::model::Model>(ttt::model::Model::load(dir, w)); })};
+  return Model{engine_call([&] { return std::make_shared<ttt::model::Model>(ttt::model::Model::load(dir.string(), w)); })};
 }
 
 Model model_init(nb::handle config, uint64_t seed) {
@@ -229,7 +230,12 @@ Model model_init(nb::handle config, uint64_t seed) {
   if (nb::isinstance<nb::str>(config)) text = nb::cast<std::string>(config);
   else if (nb::isinstance<nb::dict>(config)) text = json_dumps(config);
   else throw std::invalid_argument(std::string("config: expected a dict (the fields of config.json), got ") + Py_TYPE(config.ptr())->tp_name);
-  const auto cfg = ttt::model::config_from_json(text);
+  ttt::model::ModelConfig cfg;
+  try {
+    cfg = ttt::model::config_from_json(text);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(e.what());  // a bad argument: ValueError
+  }
   return Model{engine_call([&] { return std::make_shared<ttt::model::Model>(ttt::model::Model::init(cfg, seed)); })};
 }
 
@@ -309,9 +315,9 @@ Session make_session(const Model& m, bool ttt_on, double inner_lr) {
   return Session{m.m, std::make_unique<ttt::inference::Session>(*m.m, opt)};
 }
 
-Session load_session(const Model& m, const std::string& path) {
+Session load_session(const Model& m, const std::filesystem::path& path) {
   return Session{m.m, engine_call([&] {
-                   return std::make_unique<ttt::inference::Session>(ttt::inference::Session::load_state(*m.m, path));
+                   return std::make_unique<ttt::inference::Session>(ttt::inference::Session::load_state(*m.m, path.string()));
                  })};
 }
 
@@ -553,18 +559,18 @@ NB_MODULE(_ttt, mod) {
       .def_prop_ro("config", [](const Model& m) { return json_loads(ttt::model::config_to_json(m.m->config())); })
       .def(
           "save",
-          [](const Model& m, const std::string& dir, const std::string& dtype) {
+          [](const Model& m, const std::filesystem::path& dir, const std::string& dtype) {
             if (dtype != "f32" && dtype != "bf16") throw std::invalid_argument("dtype must be f32 or bf16, got " + dtype);
             engine_call([&] {
               std::filesystem::create_directories(dir);
-              m.m->save(dir, dtype == "bf16" ? ttt::model::Storage::BF16 : ttt::model::Storage::F32);
+              m.m->save(dir.string(), dtype == "bf16" ? ttt::model::Storage::BF16 : ttt::model::Storage::F32);
               return 0;
             });
           },
           "dir"_a, "dtype"_a = "f32")
-      .def("eval", &model_eval, "tokens"_a, "ttt"_a = true, "stream"_a = false,
+      .def("eval", &model_eval, "tokens"_a.none(), "ttt"_a = true, "stream"_a = false,
            "T+1 tokens -> (loss, nll[T] float32), as `ttt eval --nll-out`.")
-      .def("grad", &model_grad, "tokens"_a, "ttt"_a = true, "inner_lr"_a = 1.0, "graph_budget_mb"_a = -1,
+      .def("grad", &model_grad, "tokens"_a.none(), "ttt"_a = true, "inner_lr"_a = 1.0, "graph_budget_mb"_a = -1,
            "T+1 tokens -> (loss, {parameter name: gradient}), as `ttt grad`.")
       .def("eval_long", &model_eval_long, "docs"_a, "length"_a, "ttt"_a = true,
            "NLL per position over documents (the `ttt eval-long` curve): (mean[length], per_doc[docs, length]).")
@@ -583,7 +589,7 @@ NB_MODULE(_ttt, mod) {
       });
 
   nb::class_<Session>(mod, "Session")
-      .def("feed", &session_feed, "tokens"_a, "on_step"_a = nb::none(),
+      .def("feed", &session_feed, "tokens"_a.none(), "on_step"_a = nb::none(),
            "Reads tokens; returns the logits [V] after the last one. on_step(chunk, loss) sees each TTT step.")
       .def("generate", &session_generate, "max_new_tokens"_a, "temperature"_a = 1.0, "top_k"_a = 0, "top_p"_a = 1.0,
            "seed"_a = 0, "repetition_penalty"_a = 1.0, "repetition_window"_a = 64, "prompt"_a = nb::none(),
@@ -592,7 +598,7 @@ NB_MODULE(_ttt, mod) {
         return Session{s.m, engine_call([&] { return std::make_unique<ttt::inference::Session>(s.s->fork()); })};
       })
       .def("reset", [](Session& s) { engine_call([&] { s.s->reset(); return 0; }); })
-      .def("save", [](const Session& s, const std::string& path) { engine_call([&] { s.s->save_state(path); return 0; }); },
+      .def("save", [](const Session& s, const std::filesystem::path& path) { engine_call([&] { s.s->save_state(path.string()); return 0; }); },
            "path"_a)
       .def_prop_ro("position", [](const Session& s) { return s.s->position(); })
       .def_prop_ro("ttt_steps", [](const Session& s) { return s.s->ttt_steps(); })
@@ -605,7 +611,7 @@ NB_MODULE(_ttt, mod) {
       });
 
   nb::class_<ttt::data::Tokenizer>(mod, "Tokenizer")
-      .def_static("load", [](const std::string& path) { return engine_call([&] { return ttt::data::Tokenizer::load(path); }); },
+      .def_static("load", [](const std::filesystem::path& path) { return engine_call([&] { return ttt::data::Tokenizer::load(path.string()); }); },
                   "path"_a)
       .def(
           "encode",
@@ -639,7 +645,7 @@ NB_MODULE(_ttt, mod) {
             if (!u) throw nb::python_error();
             return nb::steal<nb::str>(u);
           },
-          "ids"_a, "errors"_a = "replace", "Ids -> text (bytes that are not UTF-8: errors='replace' by default).")
+          "ids"_a.none(), "errors"_a = "replace", "Ids -> text (bytes that are not UTF-8: errors='replace' by default).")
       .def(
           "decode_bytes",
           [](const ttt::data::Tokenizer& t, nb::handle ids) {
