@@ -10,6 +10,9 @@ echo "== release build"
 scripts/build.sh release
 ctest --test-dir build --output-on-failure -j "$jobs"
 
+echo "== Python package (pip install . in a fresh venv, pytest tests/python)"
+scripts/python_test.sh
+
 echo "== ASan + UBSan build"
 scripts/build.sh sanitize
 # The pool would hide use-after-free from ASan (tensor/pool.cpp); OpenBLAS leaks by design.

@@ -23,6 +23,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -76,11 +77,21 @@ bool signals_pending() {
   return PyErr_CheckSignals() != 0;
 }
 
+// Seconds the last engine call spent inside the engine (GIL released, lock held): what the Python
+// overhead is measured against (scripts/bench_python.py).
+double g_engine_seconds = 0;
+
+struct EngineTimer {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  ~EngineTimer() { g_engine_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+};
+
 template <class F>
 auto engine_call(F&& f) {
   nb::gil_scoped_release release;
   std::lock_guard<std::mutex> lock(engine_lock());
   ttt::io::CancelScope cancel(signals_pending);
+  EngineTimer timer;
   return f();
 }
 
@@ -356,6 +367,7 @@ FloatArray session_feed(Session& s, nb::handle tokens, nb::handle on_step) {
   {
     nb::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(engine_lock());
+    EngineTimer timer;
     const int64_t total = static_cast<int64_t>(ids.size()), b = cfg.mini_batch_size;
     if (total <= (s.s->ttt_enabled() ? 1 : 1024)) {
       logits = s.s->feed(ids, observer);
@@ -541,6 +553,8 @@ NB_MODULE(_ttt, mod) {
     }
   });
 
+  mod.def("_last_engine_seconds", [] { return g_engine_seconds; },
+          "Seconds the last long call spent inside the engine (the rest of its time is the binding's).");
   mod.def("num_threads", &ttt::num_threads, "Threads of the engine's kernels (TTT_NUM_THREADS, else the cores).");
   mod.def(
       "set_num_threads",
