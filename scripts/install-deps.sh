@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
+  ccache                                 # scripts/build.sh and `pip install .`: the Python build reuses build/'s engine objects
   libopenblas0-pthread libopenblas-dev   # GEMM (loaded at run time, AVX-512 kernels chosen by the engine)
   libgtest-dev libbenchmark-dev          # tests and benchmarks
   libcli11-dev nlohmann-json3-dev        # command line, JSON

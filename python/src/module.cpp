@@ -70,6 +70,20 @@ std::mutex& engine_lock() {
   return m;
 }
 
+// A callback (on_step) that calls back into the engine would wait for the lock its own thread
+// holds: refused with an error instead.
+thread_local bool t_in_engine = false;
+
+struct EngineLock {
+  std::unique_lock<std::mutex> lock;
+  EngineLock() {
+    if (t_in_engine) throw std::runtime_error("ttt: an on_step callback cannot call the engine (collect, then call after)");
+    lock = std::unique_lock<std::mutex>(engine_lock());
+    t_in_engine = true;
+  }
+  ~EngineLock() { t_in_engine = false; }
+};
+
 // Called by the engine loops (GIL released): true when a signal handler raised, which leaves the
 // exception (KeyboardInterrupt) set for this thread; the translator below then reports it.
 bool signals_pending() {
@@ -89,7 +103,7 @@ struct EngineTimer {
 template <class F>
 auto engine_call(F&& f) {
   nb::gil_scoped_release release;
-  std::lock_guard<std::mutex> lock(engine_lock());
+  EngineLock lock;
   ttt::io::CancelScope cancel(signals_pending);
   EngineTimer timer;
   return f();
@@ -366,7 +380,7 @@ FloatArray session_feed(Session& s, nb::handle tokens, nb::handle on_step) {
   bool interrupted = false;
   {
     nb::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(engine_lock());
+    EngineLock lock;
     EngineTimer timer;
     const int64_t total = static_cast<int64_t>(ids.size()), b = cfg.mini_batch_size;
     if (total <= (s.s->ttt_enabled() ? 1 : 1024)) {
@@ -417,7 +431,7 @@ IntArray session_generate(Session& s, int64_t max_new_tokens, double temperature
   bool interrupted = false;
   auto res = [&] {
     nb::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(engine_lock());
+    EngineLock lock;
     ttt::io::CancelScope cancel(signals_pending);
     return ttt::inference::generate(*s.s, p, go, [&](int32_t, int64_t) {
       interrupted = signals_pending();
@@ -499,7 +513,7 @@ nb::dict run_train(nb::dict kw) {
   try {
     sum = [&] {
       nb::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(engine_lock());
+      EngineLock lock;
       ttt::io::CancelScope cancel([&] { return callback_error != nullptr || signals_pending(); });
       return ttt::train::run_training(std::move(r), quiet ? nullptr : stderr);
     }();
@@ -561,7 +575,7 @@ NB_MODULE(_ttt, mod) {
       [](int n) {
         if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
         nb::gil_scoped_release release;  // never wait for the engine holding the GIL
-        std::lock_guard<std::mutex> lock(engine_lock());
+        EngineLock lock;
         ttt::set_num_threads(n);
       },
       "n"_a);

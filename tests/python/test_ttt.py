@@ -312,6 +312,15 @@ def test_bad_input(tiny_model, token_file, tokenizer_file, work):
     raises(ValueError, ttt.import_checkpoint, work / "no-ckpt", work / "imp2")
 
 
+def test_callback_calling_the_engine_is_refused(tiny_model, token_file):
+    m = ttt.Model.load(tiny_model)
+    _, ids = token_file("cb2.bin", 20, seed=1)
+    s = m.session()
+    with pytest.raises(RuntimeError, match="cannot call the engine"):
+        s.feed(ids, on_step=lambda c, l: m.eval(ids))
+    assert s.position % 4 == 0 and s.position > 0
+
+
 def test_callback_exception_comes_back(tiny_model, token_file):
     m = ttt.Model.load(tiny_model)
     _, ids = token_file("cb.bin", 40, seed=1)
