@@ -305,6 +305,7 @@ def test_bad_input(tiny_model, token_file, tokenizer_file, work):
     raises(ValueError, ttt.train, out=work / "t_bad", config=TINY, tokens=work / "bad.bin", steps=0)
     raises(ValueError, ttt.train, out=work / "t_bad", config=TINY, tokens=work / "bad.bin", no_such_option=1)
     raises(ValueError, ttt.train, out=work / "t_bad", config=TINY, model=tiny_model, tokens=work / "bad.bin")
+    raises(ValueError, ttt.train, out=work / "t_bad", config=TINY, tokens=work / "bad.bin", steps="many")
     raises(RuntimeError, ttt.train, out=work / "t_bad", config=TINY, tokens=work / "missing.bin", steps=1)
     raises(ValueError, ttt.set_num_threads, 0)
     msg = raises(RuntimeError, ttt.import_checkpoint, work / "no-ckpt", work / "imp", size="125m")
