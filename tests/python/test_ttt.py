@@ -415,3 +415,25 @@ def test_example_runs(tmp_path, tokenizer_file):
                        cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "generated" in r.stdout and "loss" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# ttt.import_checkpoint: with the orbax environment the import_orbax ctest makes (build/
+# import-test-venv, made before this stage by ./test.sh); skipped without it.
+
+def test_import_checkpoint_bit_for_bit(cli, work):
+    py = ROOT / "build" / "import-test-venv" / "bin" / "python3"
+    if not py.exists() or subprocess.run([str(py), "-c", "import orbax.checkpoint, tensorstore"],
+                                         capture_output=True).returncode != 0:
+        pytest.skip("no orbax environment (build/import-test-venv: ctest -R import_orbax makes it)")
+    cfg = dict(TINY, num_hidden_layers=4, rope_theta=500000, bos_token_id=1, initializer_range=0.3)
+    (work / "imp.json").write_text(json.dumps(cfg))
+    cli("init", "--config", work / "imp.json", "--seed", 4, "--out", work / "imp_orig")
+    r = subprocess.run([str(py), str(ROOT / "tests" / "orbax_write_checkpoint.py"), str(work / "imp_orig"),
+                        str(work / "ckpt"), "5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = ttt.import_checkpoint(work / "ckpt", work / "imp_py", config=work / "imp.json", python=str(py))
+    assert (work / "imp_py" / "model.safetensors").read_bytes() == (work / "imp_orig" / "model.safetensors").read_bytes()
+    assert m.config == ttt.Model.load(work / "imp_orig").config
+    with pytest.raises(RuntimeError, match="already holds a model"):
+        ttt.import_checkpoint(work / "ckpt", work / "imp_py", config=work / "imp.json", python=str(py))
