@@ -18,8 +18,11 @@ if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   build-cuda/ttt info | grep -qE '^backend +cuda +built' || { echo "CUDA build: ttt info does not list the cuda backend as built" >&2; exit 1; }
 fi
 
+echo "== Python package (pip install . in a fresh venv, pytest tests/python)"
+scripts/python_test.sh
+
 echo "== ASan + UBSan build"
 scripts/build.sh sanitize
-# The pool would hide use-after-free from ASan (tensor/pool.cpp); OpenBLAS leaks by design.
+# The pool would hide use-after-free from ASan (backend/cpu/pool.cpp); OpenBLAS leaks by design.
 TTT_NO_POOL=1 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-sanitize --output-on-failure -j "$jobs"

@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
+  ccache                                 # scripts/build.sh and `pip install .`: the Python build reuses build/'s engine objects
   libopenblas0-pthread libopenblas-dev   # GEMM (loaded at run time, AVX-512 kernels chosen by the engine)
   libgtest-dev libbenchmark-dev          # tests and benchmarks
   libcli11-dev nlohmann-json3-dev        # command line, JSON
@@ -12,6 +13,7 @@ PACKAGES=(
   libsentencepiece-dev                   # tokenizer (src/data/tokenizer.cpp)
   libpcre2-dev                           # byte-level BPE pre-tokenizer regex (src/data/bpe_tokenizer.cpp)
   python3-venv                           # tests/tiktoken_compare_test.sh: reference tokenizers from PyPI in a venv
+  python3-dev                            # `pip install .`: the headers the Python module (nanobind) builds against
   libcpp-httplib-dev libsqlite3-dev      # `ttt serve`: HTTP server, session catalogue (src/server)
   libopenmpi-dev openmpi-bin             # data-parallel training: `mpirun -np N ttt train` (src/dist)
   ccache                                 # test.sh's CUDA build (build-cuda) reuses the release build's objects

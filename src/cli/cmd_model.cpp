@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/bf16_gemm.h"
+#include "inference/evaluate.h"
 #include "inference/session.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -43,52 +44,12 @@ int run_init() {
   return 0;
 }
 
-// Teacher-forced decode: the NLL of each target from the logits after feeding its input.
-e2e::PrefillResult stream_eval(const model::Model& m, const io::TokenPairs& tok, const e2e::TTTOptions& opt) {
-  inference::Session s(m, opt);
-  e2e::PrefillResult res;
-  double sum = 0, count = 0;
-  for (size_t i = 0; i < tok.inputs.size(); ++i) {
-    const auto logits = s.step(tok.inputs[i]);
-    double mx = logits[0];
-    for (float v : logits) mx = std::max(mx, static_cast<double>(v));
-    double z = 0;
-    for (float v : logits) z += std::exp(v - mx);
-    const double nll = std::log(z) + mx - logits[tok.targets[i]];
-    res.nll.push_back(static_cast<float>(nll));
-    if (tok.targets[i] != m.config().bos_token_id) {
-      sum += res.nll.back();
-      count += 1;
-    }
-  }
-  res.loss = count > 0 ? sum / count : 0.0;
-  res.updates = s.ttt_steps();
-  return res;
-}
-
-// A non-finite result is an error naming where it appeared, never a printed "loss nan".
-[[noreturn]] void nonfinite_loss(const model::Model& m, const std::string& where) {
-  const std::string bad = model::first_nonfinite_parameter(m);
-  throw std::runtime_error("the loss is not finite" + where +
-                           (bad.empty() ? "; every weight is finite (an overflow in the computation)"
-                                        : "; parameter " + bad + " holds non-finite values"));
-}
-
-void check_finite_loss(const model::Model& m, const e2e::PrefillResult& res) {
-  if (std::isfinite(res.loss)) return;
-  for (size_t i = 0; i < res.nll.size(); ++i)
-    if (!std::isfinite(res.nll[i]))
-      nonfinite_loss(m, ", first at position " + std::to_string(i) + " (NLL " + std::to_string(res.nll[i]) + ")");
-  nonfinite_loss(m, "");
-}
-
 int run_eval() {
   const auto m = load_model(g_eval.model, model::parse_weights(g_eval.weights), g_eval.compute, g_eval.device);
   const auto tok = io::split_tokens(io::read_tokens(g_eval.tokens), m.config().vocab_size, g_eval.tokens);
   e2e::TTTOptions opt;
   opt.ttt = !g_eval.no_ttt;
-  const auto res = g_eval.stream ? stream_eval(m, tok, opt) : e2e::prefill(m, tok.inputs, tok.targets, opt);
-  check_finite_loss(m, res);
+  const auto res = inference::evaluate_tokens(m, tok.inputs, tok.targets, opt, g_eval.stream);
   if (!g_eval.nll_out.empty()) {
     // float32 in host order, which is little-endian on every platform the engine builds for.
     io::write_file_atomic(g_eval.nll_out, res.nll.data(), res.nll.size() * sizeof(float));
@@ -104,15 +65,9 @@ int run_grad() {
   e2e::TTTOptions opt;
   opt.ttt = !g_grad.no_ttt;
   opt.inner_lr = g_grad.inner_lr;
-  const auto res = e2e::meta_gradient(m, tok.inputs, tok.targets, opt,
-                                      g_grad.no_remat ? e2e::GraphBudget::keep_all()
-                                                      : e2e::GraphBudget::megabytes(g_grad.graph_budget_mb));
-  if (!std::isfinite(res.loss)) nonfinite_loss(m, "");
-  for (size_t i = 0; i < res.grads.size(); ++i) {
-    if (count_nonfinite(res.grads[i]) > 0)
-      throw std::runtime_error("the gradient of " + m.named_parameters()[i].first +
-                               " is not finite; nothing was written");
-  }
+  const auto res = inference::checked_gradient(m, tok.inputs, tok.targets, opt,
+                                               g_grad.no_remat ? e2e::GraphBudget::keep_all()
+                                                               : e2e::GraphBudget::megabytes(g_grad.graph_budget_mb));
   std::vector<std::pair<std::string, Tensor>> out;
   for (size_t i = 0; i < res.grads.size(); ++i) out.emplace_back(m.named_parameters()[i].first, res.grads[i]);
   io::write_safetensors(g_grad.out, out, io::StoreAs::F32);

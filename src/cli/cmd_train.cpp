@@ -9,6 +9,7 @@
 #include "dist/communicator.h"
 #include "model/model.h"
 #include "train/convert.h"
+#include "train/run.h"
 #include "train/trainer.h"
 #include "ttt/meta_gradient.h"
 
@@ -16,15 +17,11 @@ namespace ttt::cli {
 namespace {
 
 struct TrainArgs {
-  std::string model, config, tokens, data, out, tokenizer;
-  uint64_t seed = 0;
-  double val_fraction = 0.1, needle_mix = 0;
-  int64_t needle_pairs = 4;
-  bool no_remat = false, quiet = false;
+  train::TrainRequest r;
+  bool quiet = false;
   std::string allreduce = "tree";
   std::string device = "cpu";
   dist::CommOptions comm;
-  train::TrainOptions o;
 } g_train;
 
 struct ConvertArgs {
@@ -49,11 +46,8 @@ int run_train(TrainArgs a) {
 }
 
 int run_train_on(TrainArgs a, dist::Communicator& comm) {
-  a.o.comm = &comm;
+  a.r.o.comm = &comm;
   if (comm.rank() != 0) a.quiet = true;  // rank 0 alone reports
-  if (a.model.empty() == a.config.empty()) throw std::invalid_argument("give exactly one of --model and --config");
-  if (a.tokens.empty() == a.data.empty()) throw std::invalid_argument("give the training data with --data or --tokens");
-  train::validate_options(a.o);  // before anything is read or created
   // Under mpirun with --device cuda: one GPU per rank (plain "cuda" is the GPU of this rank's place
   // on its node, the one the NCCL communicator drives), and the gradients are summed on the GPUs
   // through NCCL where the build has it (-DTTT_NCCL=ON), else through host memory over MPI.
@@ -67,35 +61,12 @@ int run_train_on(TrainArgs a, dist::Communicator& comm) {
 #if TTT_HAVE_NCCL
     if (gpus > 0 && device_option(device_name).index == dist::local_rank() % gpus) {
       device_comm = dist::nccl_communicator(a.comm);
-      a.o.device_comm = device_comm.get();
+      a.r.o.device_comm = device_comm.get();
     }
 #endif
   }
-  const Device dev = device_option(device_name);
-  model::Model m = (a.model.empty() ? model::Model::init(model::load_config(a.config), a.seed)
-                                    : model::Model::load(a.model, model::Weights::F32))  // trains: float32
-                       .to(dev);
-  auto data = a.data.empty() ? train::token_file_source(a.tokens, a.val_fraction, a.seed)
-                             : train::corpus_source(a.data, a.seed);
-  if (a.needle_mix > 0) {
-    if (a.tokenizer.empty()) {
-      if (a.data.empty()) throw std::invalid_argument("--needle-mix with --tokens needs --tokenizer PREFIX.model");
-      a.tokenizer = (std::filesystem::path(a.data) / "tokenizer.model").string();
-    }
-    data = train::needle_mix_source(std::move(data), a.tokenizer, a.needle_mix, a.needle_pairs, a.seed);
-  }
-  if (a.no_remat) a.o.graph_budget_mb = INT64_MAX;
-  if (a.o.graph_budget_mb < 0 && dist::local_ranks() > 1)  // ranks on one node share its memory
-    a.o.graph_budget_mb = static_cast<int64_t>(e2e::GraphBudget::machine_default().bytes >> 20) / dist::local_ranks();
-  a.o.seed = a.seed;
-  const auto& c = m.config();
-  if (!a.quiet)
-    std::fprintf(stderr, "training %s model (%s%s, L=%lld, d=%lld) on %s for %lld steps of %lld x %lld tokens -> %s\n",
-               c.prime ? "TTT-E2E (meta-learning)" : "a pretraining", c.seq_modeling_block.c_str(),
-               c.full_attention_every ? " hybrid" : "", static_cast<long long>(c.num_hidden_layers),
-               static_cast<long long>(c.hidden_size), data->describe().c_str(), static_cast<long long>(a.o.steps),
-               static_cast<long long>(a.o.batch), static_cast<long long>(a.o.seq_len), a.o.out_dir.c_str());
-  const auto s = train::train(m, *data, a.o, a.quiet ? nullptr : stderr);
+  a.r.device = device_option(device_name);
+  const auto s = train::run_training(std::move(a.r), a.quiet ? nullptr : stderr);
   if (comm.rank() != 0) return 0;
   std::printf("trained %lld steps: loss %.4f", static_cast<long long>(s.steps_done), s.last_loss);
   if (s.last_val >= 0) std::printf(", validation loss %.4f", s.last_val);
@@ -118,7 +89,7 @@ int run_convert(const ConvertArgs& a) {
 
 void register_train_commands(CLI::App& app, Registry& reg) {
   auto* tr = app.add_subcommand("train", "Pretrain (full attention, SWA, hybrid) or meta-learn (TTT-E2E) a model");
-  auto& a = g_train;
+  auto& a = g_train.r;
   tr->add_option("--model", a.model, "start from this model directory (also: context extension)");
   tr->add_option("--config", a.config, "or initialize from this config.json");
   tr->add_option("--seed", a.seed, "seed of the initialization and of the data sampler")->capture_default_str();
@@ -162,15 +133,15 @@ void register_train_commands(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{-1}, INT64_MAX));
   tr->add_flag("--no-remat", a.no_remat, "keep every chunk's graph, whatever the memory (fastest)");
-  tr->add_flag("--quiet", a.quiet, "no progress output");
+  tr->add_flag("--quiet", g_train.quiet, "no progress output");
   tr->add_flag("--zero1", a.o.zero1,
                "under mpirun: each rank keeps the AdamW moments of its share of the parameters (ZeRO-1)");
-  tr->add_option("--allreduce", a.allreduce,
+  tr->add_option("--allreduce", g_train.allreduce,
                  "under mpirun: tree (fixed order, results independent of the number of ranks) or ring "
                  "(reduce-scatter + allgather, bandwidth-optimal)")
       ->capture_default_str()
       ->check(CLI::IsMember({"tree", "ring"}));
-  tr->add_option("--comm-timeout", a.comm.timeout_s,
+  tr->add_option("--comm-timeout", g_train.comm.timeout_s,
                  "under mpirun: seconds a collective may wait for the other ranks before the job stops")
       ->capture_default_str();
   add_device_option(tr, g_train.device);

@@ -16,6 +16,7 @@
 #include "dist/communicator.h"
 #include "dist/device_allreduce.h"
 #include "io/atomic_file.h"
+#include "io/cancel.h"
 #include "io/file_read.h"
 #include "io/json_read.h"
 #include "io/messages.h"
@@ -524,6 +525,7 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
   int64_t bad_in_a_row = 0;
   const auto t_begin = Clock::now();
   for (int64_t step = start; step < o.steps; ++step) {
+    io::check_cancelled();  // between steps: the last checkpoint stays the state to resume from
     const auto t0 = Clock::now();
     std::vector<std::vector<int32_t>> seqs;  // every rank draws the whole batch and keeps its share
     for (int64_t b = 0; b < o.batch; ++b) {
@@ -567,6 +569,7 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
       line["val_loss"] = sum.last_val;
     }
     if (lead) metrics << line.dump() << "\n" << std::flush;
+    if (lead && o.on_step) o.on_step(line.dump());
     // On a terminal the bar redraws every step; in a log, about 50 lines per run plus validations.
     const int64_t every = tty ? 1 : std::max<int64_t>(1, o.steps / 50);
     if (progress && ((step + 1) % every == 0 || do_val || step + 1 == o.steps)) {

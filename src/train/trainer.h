@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -60,6 +61,9 @@ struct TrainOptions {
   // `comm`) that sums the gradients where they are; null sums them through host memory.
   dist::Communicator* device_comm = nullptr;
   bool zero1 = false;  // ZeRO-1: each rank keeps the AdamW moments of its share of the parameters
+  // Sees every step's metrics.jsonl line (JSON text, without the newline) once it is written, on
+  // the rank that reports (progress callbacks of embedding programs: the Python module).
+  std::function<void(const std::string& metrics_line)> on_step;
 };
 
 // checkpoint/trainer.json: the step reached, the optimizer's step count and the data sampler's

@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "io/cancel.h"
+
 namespace ttt::e2e {
 namespace {
 
@@ -48,6 +50,7 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
   std::vector<model::MixerState> caches(static_cast<size_t>(whole));
   SuffixMemory mem = SuffixMemory::start(m);
   for (int64_t s = 0; s < t; s += seg) {
+    io::check_cancelled();
     const int64_t e = std::min(t, s + seg);
     Tensor h = m.embed_tokens(part(inputs, s, e));
     for (int64_t l = 0; l < whole; ++l) {

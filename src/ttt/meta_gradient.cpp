@@ -6,6 +6,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "io/cancel.h"
 
 namespace ttt::e2e {
 namespace {
@@ -86,6 +87,7 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
   {
     GradMode on(true);
     while (kept < chunks && keep_next(kept)) {
+      io::check_cancelled();
       Tensor x = leaf(slice(h_first, 0, kept * b, (kept + 1) * b));
       const bool step = opt.ttt && kept + 1 < chunks;
       ChunkStep g = suffix_chunk(m, x, kept * b, part(kept), cur, step, opt, /*create_graph=*/true);
@@ -105,6 +107,7 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
     NoGrad ng;
     SuffixMemory mem = kept < chunks ? cur.detached() : SuffixMemory{};
     for (int64_t c = kept; c < chunks; ++c) {
+      io::check_cancelled();
       mems[c] = mem;
       const bool step = opt.ttt && c + 1 < chunks;
       // The inner gradient needs a graph of this chunk (first order only).
@@ -146,6 +149,7 @@ MetaGradient meta_gradient(const model::Model& m, const std::vector<int32_t>& in
     for (size_t i = n_local; i < gs.size(); ++i) accumulate(acc[i - n_local], gs[i]);
   };
   for (int64_t c = chunks - 1; c >= kept; --c) {
+    io::check_cancelled();
     GradMode on(true);
     const SuffixMemory in = mems[c].leaves();
     mems[c] = SuffixMemory{};
