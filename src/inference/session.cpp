@@ -235,6 +235,27 @@ Tensor empty_rows(const Shape& row_shape, DType dt) {
   return Tensor::empty(s, dt);
 }
 
+// The index of the first NaN or infinity of a tensor read from a file (contiguous), or -1.
+static int64_t first_non_finite(const Tensor& t) {
+  const int64_t n = t.numel();
+  const void* p = t.raw_data();
+  switch (t.dtype()) {
+    case DType::F32:
+      for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(static_cast<const float*>(p)[i])) return i;
+      return -1;
+    case DType::F64:
+      for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(static_cast<const double*>(p)[i])) return i;
+      return -1;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i)
+        if ((static_cast<const uint16_t*>(p)[i] & 0x7F80) == 0x7F80) return i;  // exponent all ones
+      return -1;
+  }
+  return -1;
+}
+
 // Everything read_state checks, with the file named once at the front.
 class StateReader {
  public:
@@ -308,6 +329,9 @@ class StateReader {
     f_.tensors.erase(it);
     if (t.shape() != shape)
       fail("tensor '" + name + "' has shape " + shape_str(t.shape()) + ", expected " + shape_str(shape));
+    // A NaN or an infinity in a state would poison every step after it (issue 25).
+    if (const int64_t bad = first_non_finite(t); bad >= 0)
+      fail("tensor '" + name + "' holds a non-finite value (element " + std::to_string(bad) + ")");
     if (t.dtype() != dt) {
       NoGrad ng;
       t = to_dtype(t, dt);
