@@ -12,7 +12,7 @@ PACKAGES=(
   libsentencepiece-dev                   # tokenizer (src/data/tokenizer.cpp)
   libpcre2-dev                           # byte-level BPE pre-tokenizer regex (src/data/bpe_tokenizer.cpp)
   python3-venv                           # tests/tiktoken_compare_test.sh: reference tokenizers from PyPI in a venv
-  libcpp-httplib-dev libsqlite3-dev      # `ttt serve`: HTTP server, session catalogue (src/server)
+  libsqlite3-dev                         # `ttt serve`: session catalogue (src/server)
   libopenmpi-dev openmpi-bin             # data-parallel training: `mpirun -np N ttt train` (src/dist)
 )
 # --data: also the corpus of the default data recipe (`ttt data build --linux`): the Debian
