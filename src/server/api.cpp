@@ -75,7 +75,8 @@ constexpr size_t kMaxTreeValues = 200000;  // JSON values outside token arrays
 
 class BodySax {
  public:
-  BodySax(Body& b, const std::map<std::string, int64_t>& limits, int64_t vocab) : b_(b), limits_(limits), vocab_(vocab) {}
+  BodySax(Body& b, const std::map<std::string, int64_t>& limits, int64_t vocab, size_t bytes)
+      : b_(b), limits_(limits), vocab_(vocab), bytes_(bytes) {}
 
   bool null() { return scalar(json(nullptr), "null"); }
   bool boolean(bool v) { return scalar(json(v), "a boolean"); }
@@ -126,6 +127,8 @@ class BodySax {
         limit_ = it->second;
         ids_ = &b_.ints[key_];
         ids_->clear();
+        // At most one id per two bytes of the body: reserved, but only the pages written count.
+        ids_->reserve(static_cast<size_t>(std::min<int64_t>(limit_, static_cast<int64_t>(bytes_ / 2 + 1))));
         return true;
       }
     }
@@ -213,6 +216,7 @@ class BodySax {
   Body& b_;
   const std::map<std::string, int64_t>& limits_;
   int64_t vocab_;
+  size_t bytes_;
   std::vector<json*> stack_;
   int depth_ = 0;
   size_t values_ = 0;
@@ -235,7 +239,7 @@ Body Api::body(const http::Request& req, const std::set<std::string>& token_keys
   std::map<std::string, int64_t> limits;
   for (const auto& k : token_keys) limits[k] = k == "stop_tokens" ? 64 : o_.max_input_tokens;
   const int64_t vocab = model_ ? model_->config().vocab_size : 0;
-  BodySax sax(b, limits, vocab);
+  BodySax sax(b, limits, vocab, req.body.size());
   const char* p = req.body.data();
   json::sax_parse(p, p + req.body.size(), &sax, json::input_format_t::json, true, false);
   return b;

@@ -522,9 +522,19 @@ struct HttpServer::Impl {
     j.req.body.clear();
     j.req.body.shrink_to_fit();
     const bool ka = j.c->keep_alive && !stopping;
+    auto done = [&] {
+      if (!j.adm.done) return;
+      try {
+        j.adm.done(res);  // metrics; memory trimmed after a large request: before the client hears
+      } catch (...) {
+      }
+    };
     if (!res.stream) {
       std::string head = serialize_head(res, ka, false, res.status == 204 ? 0 : res.body.size());
       if (res.status != 204) head += res.body;
+      res.body.clear();
+      res.body.shrink_to_fit();
+      done();
       push(j.c, head, false);
     } else {
       push(j.c, serialize_head(res, ka, true, 0), false);
@@ -533,13 +543,9 @@ struct HttpServer::Impl {
         res.stream(sink);
       } catch (...) {
       }
+      res.stream = nullptr;
+      done();
       push(j.c, "0\r\n\r\n", false);
-    }
-    if (j.adm.done) {
-      try {
-        j.adm.done(res);
-      } catch (...) {
-      }
     }
     res = Response();
     j.adm = Admission();  // releases the hold (a tenant's slot) before the connection continues
@@ -576,6 +582,7 @@ struct HttpServer::Impl {
       done = c->response_done;
     }
     c->cv.notify_all();
+    if (c->phase != Conn::kBusy) abandon(*c, 499);  // a request cut off while it was read
     if (c->phase == Conn::kBusy && !done) {
       // The worker still has the request: the socket stays open (its number must not be
       // reused under the worker) but is no longer watched; closed when the worker is done.
@@ -664,8 +671,23 @@ struct HttpServer::Impl {
     return true;
   }
 
+  // An admitted request that ends before a worker takes it (body over the limit, malformed
+  // framing, timeout, client gone): the application hears of it once, with this status.
+  static void abandon(Conn& c, int status) {
+    if (c.adm.done) {
+      Response r;
+      r.status = status;
+      try {
+        c.adm.done(r);
+      } catch (...) {
+      }
+    }
+    c.adm = Admission();
+  }
+
   // An answer from the I/O thread itself (errors, rejections): the body is not read.
   void answer_now(const ConnPtr& c, Response r, bool body_pending) {
+    abandon(*c, r.status);
     const bool ka = c->keep_alive && !body_pending && !stopping && r.status < 500 && r.status != 408;
     std::string s = serialize_head(r, ka, false, r.body.size()) + r.body;
     {
@@ -717,7 +739,6 @@ struct HttpServer::Impl {
         c->adm = std::move(a);
         c->parser.start_body(cfg.max_body_bytes);
         if (c->parser.state() == RequestParser::State::kError) {
-          c->adm = Admission();
           answer_now(c, error_response(c->parser.error_status(), c->parser.error_message()), true);
           return c->fd >= 0;
         }
