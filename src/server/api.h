@@ -156,6 +156,13 @@ std::vector<Route> ingest_routes();      // routes_ingest.cpp: ingest, generate,
 std::vector<Route> snapshot_routes();    // routes_snapshots.cpp
 std::vector<Route> state_routes();       // routes_state.cpp: state and exact store export/import
 const std::vector<Route>& all_routes();
+// What is decided on a request's head (http_server.cpp): the route and its captures, the method
+// (404, 405 with Allow), readiness (503), the API key (401), the tenant's slot (429); or the
+// handler to run once the body is read, and what to record when the request is done.
+http::Admission admit_request(Api& api, http::Request& req);
+// Whether a status is one the route's table entry documents (its OpenAPI responses).
+bool documented_status(const Route& r, int status);
+const Route* find_route(const std::string& method, const std::string& path);
 // /openapi.json, built from all_routes().
 const std::string& openapi_document();
 

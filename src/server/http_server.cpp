@@ -113,6 +113,19 @@ const std::string& openapi_document() {
   return doc;
 }
 
+bool documented_status(const Route& r, int status) {
+  if (status == 405 || (r.has_body && status == 413)) return true;
+  for (int e : r.errors)
+    if (e == status) return true;
+  return json::parse(r.openapi)["responses"].contains(std::to_string(status));
+}
+
+const Route* find_route(const std::string& method, const std::string& path) {
+  for (const Route& r : all_routes())
+    if (method == r.method && match(r.pattern, path, nullptr)) return &r;
+  return nullptr;
+}
+
 namespace {
 
 class Server {
@@ -141,10 +154,14 @@ class Server {
   int run();
 
  private:
-  http::Admission admit(http::Request& req);
+  http::Admission admit(http::Request& req) { return admit_request(api_, req); }
   Api api_;
   std::unique_ptr<http::HttpServer> http_;
 };
+
+}  // namespace
+
+namespace {
 
 http::Response json_error(int status, const std::string& type, const std::string& msg) {
   http::Response r;
@@ -156,7 +173,9 @@ http::Response json_error(int status, const std::string& type, const std::string
 // Requests with bodies this large return their memory to the system once answered.
 constexpr size_t kTrimAbove = size_t{8} << 20;
 
-http::Admission Server::admit(http::Request& req) {
+}  // namespace
+
+http::Admission admit_request(Api& api_, http::Request& req) {
   http::Admission a;
   const auto t0 = std::chrono::steady_clock::now();
   const Route* route = nullptr;
@@ -198,7 +217,7 @@ http::Admission Server::admit(http::Request& req) {
   }
   a.hold = slot;
   ++api_.in_flight_;
-  a.handler = [this, route, tenant, slot](http::Request& rq, http::Response& res) {
+  a.handler = [&api_, route, tenant, slot](http::Request& rq, http::Response& res) {
     Ctx c{rq, res, tenant, slot};
     try {
       route->fn(api_, c);
@@ -214,8 +233,7 @@ http::Admission Server::admit(http::Request& req) {
       res = json_error(500, "server_error", e.what());
     }
   };
-  a.done = [this, name, t0, big = false](const http::Response& res) mutable {
-    (void)big;
+  a.done = [&api_, name, t0](const http::Response& res) {
     --api_.in_flight_;
     api_.metrics_.request(name, res.status, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
@@ -230,6 +248,8 @@ http::Admission Server::admit(http::Request& req) {
   }
   return a;
 }
+
+namespace {
 
 int Server::run() {
   // SIGTERM/SIGINT are taken by one thread (sigwait) that stops the server; blocked here
