@@ -320,6 +320,33 @@ def main():
             st, b, _ = srv.request("GET", "/v1/sessions/" + sid, key=KEY)
             check(jbody(b).get("version") == 1, "the refused state changed nothing")
 
+        # The route table: every route answers with a status its /openapi.json entry documents,
+        # and every other method on its path gets 405 with exactly the documented ones in Allow.
+        st, b, _ = srv.request("GET", "/openapi.json")
+        doc = jbody(b)
+        st, b, _ = srv.request("POST", "/v1/sessions", {}, key=KEY)
+        live = jbody(b).get("id", "none")
+        bad = []
+        allowed_total = 0
+        for path, item in sorted(doc.get("paths", {}).items()):
+            methods = [m.upper() for m in item if m != "parameters"]
+            url = path.replace("{id}", live).replace("{model}", mid)
+            for m in sorted(methods, key=lambda m: m == "DELETE"):  # a delete last
+                body = b"{}" if m in ("POST", "PUT") else None
+                st, b, h = srv.request(m, url, body, key=KEY)
+                op = item[m.lower()]
+                if str(st) not in op["responses"]:
+                    bad.append("%s %s -> %d" % (m, path, st))
+                allowed_total += 1
+            for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "TRACE"):
+                if m in methods:
+                    continue
+                st, b, h = srv.request(m, url, b"{}" if m in ("POST", "PUT", "PATCH") else None, key=KEY)
+                allow = set(h.get("allow", "").replace(" ", "").split(","))
+                if st != 405 or allow != set(methods) or "405" not in item[methods[0].lower()]["responses"]:
+                    bad.append("%s %s -> %d (Allow %s)" % (m, path, st, h.get("allow")))
+        check(not bad and allowed_total >= 21, "each of %d routes answers as its table entry documents; 405s from the table (%s)" % (allowed_total, bad[:6]))
+
         st, b, _ = srv.request("GET", "/metrics")
         check(st == 200 and b'status="-1"' not in b and b'route="sessions.ingest",status="413"' in b,
               "/metrics: real statuses only, early answers counted")
