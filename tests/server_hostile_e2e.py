@@ -264,6 +264,21 @@ def main():
         check((a1[0], a2[0], a3[0]) == (200, 404, 200), "pipelined requests answered in order (%d %d %d)" % (a1[0], a2[0], a3[0]))
         s.close()
 
+        # Connection: close from 4 clients at once: descriptors are reused at once, and a stale
+        # event of a closed connection must never reach the new one (each gets its answer).
+        lost = []
+        def closer():
+            for _ in range(150):
+                st, _, _ = srv.request("GET", "/v1/models", key=KEY)
+                if st != 200:
+                    lost.append(st)
+        ts = [threading.Thread(target=closer) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        check(not lost, "600 Connection: close requests from 4 clients all answered (%d lost)" % len(lost))
+
         # 100-continue: the interim answer, then the final one.
         s = srv.conn(5)
         body = b'{"label": "x"}'

@@ -426,8 +426,12 @@ struct HttpServer::Impl {
   ServerConfig cfg;
   Admit admit;
   int listen_fd = -1, ep = -1, wake_fd = -1;
-  std::unordered_map<int, ConnPtr> conns;  // by fd
-  uint64_t next_id = 1;
+  // By id, never by descriptor: a stale event of a closed connection must not reach a new one
+  // that got the same descriptor number (ids are never reused; 0 and 1 are the wake and listen
+  // descriptors).
+  std::unordered_map<uint64_t, ConnPtr> conns;
+  uint64_t next_id = 2;
+  static constexpr uint64_t kWakeId = 0, kListenId = 1;
   std::atomic<bool> stopping{false};
   Clock::time_point accept_paused_until{};
   bool listening_in_epoll = false;
@@ -563,7 +567,7 @@ struct HttpServer::Impl {
     if (c.in_epoll && want_in == c.watching_in && want_out == c.watching_out) return;
     epoll_event ev{};
     ev.events = (want_in ? EPOLLIN | EPOLLRDHUP : 0u) | (want_out ? EPOLLOUT : 0u);
-    ev.data.fd = c.fd;
+    ev.data.u64 = c.id;
     if (!c.in_epoll) {
       if (::epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev) == 0) c.in_epoll = true;
     } else {
@@ -594,7 +598,7 @@ struct HttpServer::Impl {
     }
     if (c->in_epoll) ::epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, nullptr);
     ::close(c->fd);
-    conns.erase(c->fd);
+    conns.erase(c->id);
     c->fd = -1;
   }
 
@@ -838,7 +842,7 @@ struct HttpServer::Impl {
       c->fd = fd;
       c->id = next_id++;
       c->since = Clock::now();
-      conns[fd] = c;
+      conns[c->id] = c;
       ctl(*c, true, false);
     }
   }
@@ -846,7 +850,7 @@ struct HttpServer::Impl {
   // Closes the kept-alive connection idle the longest (no request under way); false if none.
   bool evict_idle() {
     ConnPtr best;
-    for (auto& [fd, c] : conns)
+    for (auto& [id, c] : conns)
       if (c->phase == Conn::kIdle && c->in.empty() && (!best || c->since < best->since)) best = c;
     if (!best) return false;
     close_conn(best);
@@ -856,7 +860,7 @@ struct HttpServer::Impl {
   void check_timers() {
     const auto now = Clock::now();
     std::vector<ConnPtr> expired;
-    for (auto& [fd, c] : conns) {
+    for (auto& [id, c] : conns) {
       bool exp = false;
       switch (c->phase) {
         case Conn::kIdle: exp = now - c->since > std::chrono::seconds(cfg.idle_timeout_s); break;
@@ -908,7 +912,7 @@ struct HttpServer::Impl {
         if (done) {
           c->phase = Conn::kIdle;
           ::close(c->fd);
-          conns.erase(c->fd);
+          conns.erase(c->id);
           c->fd = -1;
         }
         continue;
@@ -918,7 +922,7 @@ struct HttpServer::Impl {
   }
 
   bool busy_left() const {
-    for (auto& [fd, c] : conns)
+    for (auto& [id, c] : conns)
       if (c->phase == Conn::kBusy || c->phase == Conn::kRead) return true;
     return false;
   }
@@ -938,7 +942,7 @@ struct HttpServer::Impl {
           listen_fd = -1;
         }
         std::vector<ConnPtr> idle;
-        for (auto& [fd, c] : conns)
+        for (auto& [id, c] : conns)
           if (c->phase == Conn::kIdle || c->phase == Conn::kDraining) idle.push_back(c);
         for (auto& c : idle) close_conn(c);
       }
@@ -946,23 +950,23 @@ struct HttpServer::Impl {
       if (!listening_in_epoll && listen_fd >= 0 && Clock::now() >= accept_paused_until) {
         epoll_event ev{};
         ev.events = EPOLLIN;
-        ev.data.fd = listen_fd;
+        ev.data.u64 = kListenId;
         if (::epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev) == 0) listening_in_epoll = true;
       }
       const int n = ::epoll_wait(ep, evs, 256, 100);
       for (int i = 0; i < n; ++i) {
-        const int fd = evs[i].data.fd;
-        if (fd == wake_fd) {
+        const uint64_t id = evs[i].data.u64;
+        if (id == kWakeId) {
           uint64_t v;
           ssize_t r = ::read(wake_fd, &v, sizeof v);
           (void)r;
           continue;
         }
-        if (fd == listen_fd) {
-          if (!stopping) accept_all();
+        if (id == kListenId) {
+          if (!stopping && listen_fd >= 0) accept_all();
           continue;
         }
-        auto it = conns.find(fd);
+        auto it = conns.find(id);
         if (it == conns.end()) continue;
         ConnPtr c = it->second;
         const uint32_t e = evs[i].events;
@@ -988,7 +992,7 @@ struct HttpServer::Impl {
     }
     // Workers finish what they hold, then stop.
     stopping_hard = true;
-    for (auto& [fd, c] : conns) c->cv.notify_all();
+    for (auto& [id, c] : conns) c->cv.notify_all();
     {
       std::lock_guard<std::mutex> g(jmu);
       jobs_closed = true;
@@ -998,7 +1002,7 @@ struct HttpServer::Impl {
     workers.clear();
     handle_dirty();
     std::vector<ConnPtr> all;
-    for (auto& [fd, c] : conns) all.push_back(c);
+    for (auto& [id, c] : conns) all.push_back(c);
     for (auto& c : all) {
       c->phase = Conn::kIdle;
       close_conn(c);
@@ -1061,7 +1065,7 @@ int HttpServer::bind() {
   if (s.ep < 0 || s.wake_fd < 0) throw std::runtime_error(std::string("epoll: ") + std::strerror(errno));
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = s.wake_fd;
+  ev.data.u64 = Impl::kWakeId;
   ::epoll_ctl(s.ep, EPOLL_CTL_ADD, s.wake_fd, &ev);
   return bound;
 }
