@@ -474,6 +474,8 @@ struct HttpServer::Impl {
       if (wait_room)
         c->cv.wait(l, [&] { return c->gone || c->out.size() - c->out_off < kHighWater || stopping_hard; });
       if (c->gone) return false;
+      // The write timeout counts from when output is waiting, not from the last write before.
+      if (c->out_off == c->out.size()) c->last_write = Clock::now();
       c->out.append(data);
     }
     mark_dirty(c);
@@ -696,6 +698,7 @@ struct HttpServer::Impl {
     std::string s = serialize_head(r, ka, false, r.body.size()) + r.body;
     {
       std::lock_guard<std::mutex> g(c->mu);
+      if (c->out_off == c->out.size()) c->last_write = Clock::now();
       c->out.append(s);
     }
     if (ka) {
@@ -748,6 +751,7 @@ struct HttpServer::Impl {
         }
         if (c->parser.expect_continue() && c->parser.has_body()) {
           std::lock_guard<std::mutex> g(c->mu);
+          if (c->out_off == c->out.size()) c->last_write = Clock::now();
           c->out.append("HTTP/1.1 100 Continue\r\n\r\n");
         }
         c->since = Clock::now();
@@ -841,7 +845,7 @@ struct HttpServer::Impl {
       auto c = std::make_shared<Conn>();
       c->fd = fd;
       c->id = next_id++;
-      c->since = Clock::now();
+      c->since = c->last_write = Clock::now();
       conns[c->id] = c;
       ctl(*c, true, false);
     }
