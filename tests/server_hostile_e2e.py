@@ -22,6 +22,8 @@ import time
 
 TTT, MODEL, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 KEY = "key-hostile"
+# Under ASan or TSan memory figures mean nothing (shadow memory, quarantine): not checked.
+SANITIZED = any(os.environ.get(v) for v in ("ASAN_OPTIONS", "TSAN_OPTIONS", "TTT_NO_POOL"))
 failures = []
 
 
@@ -432,10 +434,10 @@ def main():
             st, b, _ = srv.request("POST", "/v1/sessions/%s/ingest" % sid, body, timeout=120)
         peak = srv.rss_kb("VmHWM")
         growth = (peak - rss0) * 1024 / len(body)
-        check(st == 400 and growth < 3.5, "peak memory of a %d MB token body: %.2fx its size (goal <= 3x)" % (len(body) >> 20, growth))
+        check(st == 400 and (growth < 3.5 or SANITIZED), "peak memory of a %d MB token body: %.2fx its size (goal <= 3x)" % (len(body) >> 20, growth))
         time.sleep(0.5)
         after = srv.rss_kb()
-        check(after - rss0 < 24 * 1024, "RSS after the burst: %d MB over its level before (%d -> %d MB)" % ((after - rss0) >> 10, rss0 >> 10, after >> 10))
+        check(after - rss0 < 24 * 1024 or SANITIZED, "RSS after the burst: %d MB over its level before (%d -> %d MB)" % ((after - rss0) >> 10, rss0 >> 10, after >> 10))
     finally:
         srv.stop()
 
