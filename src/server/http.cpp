@@ -927,7 +927,7 @@ struct HttpServer::Impl {
 
   bool busy_left() const {
     for (auto& [id, c] : conns)
-      if (c->phase == Conn::kBusy || c->phase == Conn::kRead) return true;
+      if (c->phase == Conn::kBusy) return true;
     return false;
   }
 
@@ -945,10 +945,15 @@ struct HttpServer::Impl {
           ::close(listen_fd);
           listen_fd = -1;
         }
+        // Requests not yet read whole are dropped with the idle connections; those a worker
+        // holds are answered (then their connections close).
         std::vector<ConnPtr> idle;
         for (auto& [id, c] : conns)
-          if (c->phase == Conn::kIdle || c->phase == Conn::kDraining) idle.push_back(c);
-        for (auto& c : idle) close_conn(c);
+          if (c->phase != Conn::kBusy) idle.push_back(c);
+        for (auto& c : idle) {
+          c->phase = Conn::kIdle;
+          close_conn(c);
+        }
       }
       if (stop_seen && (!busy_left() || Clock::now() > stop_deadline)) break;
       if (!listening_in_epoll && listen_fd >= 0 && Clock::now() >= accept_paused_until) {
