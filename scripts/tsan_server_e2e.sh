@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `ttt serve` under ThreadSanitizer (issue 25): builds ttt in build-tsan (-DTTT_TSAN=ON) and
+# `ttt serve` under ThreadSanitizer (issue 25): builds ttt in build-tsan (-DTTT_TSAN=ON: the server
+# library instrumented, the engine not) and
 # runs the server's end-to-end tests against it: tests/server_hostile_e2e_test.sh (deletes,
 # forks, snapshots, restores and exports racing on the same sessions, slow and idle
 # connections, streams) and, with --full, tests/server_e2e_test.sh too. Any ThreadSanitizer
@@ -8,7 +9,7 @@
 #   scripts/tsan_server_e2e.sh [--full]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTTT_TSAN=ON -DTTT_BUILD_TESTS=OFF -DTTT_BUILD_BENCH=OFF)
+flags=(-DCMAKE_BUILD_TYPE=Release -DTTT_TSAN=ON)  # the engine as in build/ (ccache), the server with TSan
 if command -v ccache >/dev/null; then
   flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   export CCACHE_BASEDIR="$PWD"
