@@ -217,7 +217,9 @@ http::Admission admit_request(Api& api_, http::Request& req) {
   }
   a.hold = slot;
   ++api_.in_flight_;
-  a.handler = [&api_, route, tenant, slot](http::Request& rq, http::Response& res) {
+  auto big = std::make_shared<bool>(false);  // a large body: memory trimmed once answered
+  a.handler = [&api_, route, tenant, slot, big](http::Request& rq, http::Response& res) {
+    *big = rq.body.size() > kTrimAbove;
     Ctx c{rq, res, tenant, slot};
     try {
       route->fn(api_, c);
@@ -233,19 +235,12 @@ http::Admission admit_request(Api& api_, http::Request& req) {
       res = json_error(500, "server_error", e.what());
     }
   };
-  a.done = [&api_, name, t0](const http::Response& res) {
+  a.done = [&api_, name, t0, big](const http::Response& res) {
     --api_.in_flight_;
     api_.metrics_.request(name, res.status, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    // Memory after large requests (issue 25): the free pages of every arena go back to the system.
+    if (*big) ::malloc_trim(0);
   };
-  // Memory after large requests (issue 25): freed pages of every arena go back to the system.
-  const std::string* cl = req.header("content-length");
-  if ((cl && cl->size() >= 7 && std::stoull(*cl) > kTrimAbove) || req.header("transfer-encoding")) {
-    auto done = a.done;
-    a.done = [done](const http::Response& res) mutable {
-      done(res);
-      ::malloc_trim(0);
-    };
-  }
   return a;
 }
 
