@@ -421,6 +421,7 @@ def main():
             held.append(s)
         # Until every one is accepted and its bytes read (a loaded machine is slow), a newcomer
         # may still fit: a few tries.
+        time.sleep(0.5)
         for _ in range(10):
             time.sleep(0.5)
             st, b, h = srv.request("GET", "/health")

@@ -459,10 +459,10 @@ struct HttpServer::Impl {
     (void)r;
   }
 
-  void mark_dirty(const ConnPtr& c) {
+  void mark_dirty(ConnPtr c) {
     {
       std::lock_guard<std::mutex> g(dmu);
-      dirty.push_back(c);
+      dirty.push_back(std::move(c));
     }
     wake();
   }
@@ -559,7 +559,9 @@ struct HttpServer::Impl {
       std::lock_guard<std::mutex> g(j.c->mu);
       j.c->response_done = true;
     }
-    mark_dirty(j.c);
+    // The worker's last reference goes to the I/O thread: a connection is always destroyed
+    // there, never under a worker (whose writes to it would race with the I/O thread's).
+    mark_dirty(std::move(j.c));
   }
 
   // ---- I/O thread ----
@@ -852,13 +854,20 @@ struct HttpServer::Impl {
   }
 
   // Closes the kept-alive connection idle the longest (no request under way); false if none.
+  // A connection whose bytes are in the kernel but not read yet is not idle (a peek says).
   bool evict_idle() {
-    ConnPtr best;
+    std::vector<ConnPtr> idle;
     for (auto& [id, c] : conns)
-      if (c->phase == Conn::kIdle && c->in.empty() && (!best || c->since < best->since)) best = c;
-    if (!best) return false;
-    close_conn(best);
-    return true;
+      if (c->phase == Conn::kIdle && c->in.empty()) idle.push_back(c);
+    std::sort(idle.begin(), idle.end(), [](const ConnPtr& a, const ConnPtr& b) { return a->since < b->since; });
+    for (auto& c : idle) {
+      char b;
+      const ssize_t r = ::recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (r > 0) continue;  // a request is arriving
+      close_conn(c);
+      return true;
+    }
+    return false;
   }
 
   void check_timers() {
