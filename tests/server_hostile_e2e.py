@@ -414,6 +414,7 @@ def main():
 
     srv = Server("--threads", "2", "--max-connections", "20")
     try:
+        time.sleep(1.0)  # the readiness polls' connections closed first (they count while open)
         held = []
         for i in range(20):  # requests under way (half a head): not closable
             s = srv.conn(10)
