@@ -14,7 +14,7 @@ PACKAGES=(
   libpcre2-dev                           # byte-level BPE pre-tokenizer regex (src/data/bpe_tokenizer.cpp)
   python3-venv                           # tests/tiktoken_compare_test.sh: reference tokenizers from PyPI in a venv
   python3-dev                            # `pip install .`: the headers the Python module (nanobind) builds against
-  libcpp-httplib-dev libsqlite3-dev      # `ttt serve`: HTTP server, session catalogue (src/server)
+  libsqlite3-dev                         # `ttt serve`: session catalogue (src/server)
   libopenmpi-dev openmpi-bin             # data-parallel training: `mpirun -np N ttt train` (src/dist)
   ccache                                 # test.sh's CUDA build (build-cuda) reuses the release build's objects
 )

@@ -8,7 +8,10 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstring>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -542,6 +545,91 @@ TEST(HostileSessionState, PendingTokenIdsOutOfVocabulary) {
     const std::string p2 = (dir / "bad.state").string();
     io::write_safetensors(p2, ts, io::StoreAs::F32, t2.metadata);
     expect_error([&] { inference::Session::load_state(m, p2); }, "pending");
+  }
+}
+
+}  // namespace ttt::test
+
+namespace ttt::test {
+
+// ---- Issue 25: safetensors headers of the format's maximum size (100 MB) ----
+
+namespace {
+std::string with_header(const std::string& h) {
+  std::string file(8, '\0');
+  const uint64_t n = h.size();
+  std::memcpy(file.data(), &n, 8);
+  return file + h;
+}
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+TEST(HostileSafetensors, HundredMegabyteHeaderOfTinyEntriesIsRefusedFast) {
+  // ~100 MB of empty tensors (the old parser built all of it: 3.8 GB, 14-29 s): refused at the
+  // tensor count limit, after reading a fraction of the header.
+  std::string h = "{";
+  h.reserve(101u << 20);
+  for (int i = 0; h.size() < (100u << 20) - 200; ++i) {
+    if (i) h += ",";
+    h += "\"t" + std::to_string(i) + "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}";
+  }
+  h += "}";
+  const std::string file = with_header(h);
+  h.clear();
+  h.shrink_to_fit();
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_error([&] { io::parse_safetensors(reinterpret_cast<const uint8_t*>(file.data()), file.size(), "big"); },
+               "more than 262144 tensors");
+  EXPECT_LT(seconds_since(t0), 10.0);  // about 0.3 s in a release build; sanitizers are slower
+}
+
+TEST(HostileSafetensors, HundredMegabyteMetadataParsesInOnePass) {
+  // One 100 MB metadata string: parsed (a state file's metadata is text), in linear time.
+  const std::string big((100u << 20) - 100, 'x');
+  const std::string file = with_header("{\"__metadata__\":{\"k\":\"" + big + "\"}}");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto tf = io::parse_safetensors(reinterpret_cast<const uint8_t*>(file.data()), file.size(), "meta");
+  EXPECT_EQ(tf.metadata.at("k").size(), big.size());
+  EXPECT_LT(seconds_since(t0), 20.0);
+}
+
+TEST(HostileSafetensors, OneHugeEntryIsRefusedByItsValueCount) {
+  std::string shape = "[";
+  for (int i = 0; i < 2000000; ++i) shape += i ? ",1" : "1";
+  shape += "]";
+  const std::string file = with_header("{\"t\":{\"dtype\":\"F32\",\"shape\":" + shape + ",\"data_offsets\":[0,4]}}");
+  expect_error([&] { io::parse_safetensors(reinterpret_cast<const uint8_t*>(file.data()), file.size(), "shape"); },
+               "holds more than 65536 values");
+  expect_error([&] { io::parse_safetensors(reinterpret_cast<const uint8_t*>(with_header("[1]").data()), 11, "arr"); },
+               "not a JSON object");
+}
+
+TEST(HostileSessionState, NonFiniteValuesAreRefusedNamingTheTensor) {
+  const auto cfg = model::config_from_json(R"({"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 3,
+    "num_attention_heads": 2, "intermediate_size": 24, "seq_modeling_block": "SWA", "sliding_window_size": 6,
+    "mini_batch_size": 4, "prime": true, "suffix_len": 2, "rope_theta": 10000, "bos_token_id": 0,
+    "initializer_range": 0.2})");
+  const auto m = model::Model::init(cfg, 3);
+  inference::Session s(m);
+  for (int32_t t : {1, 2, 3, 4, 5, 6}) s.step(t);
+  const std::string path = ::testing::TempDir() + "/nan_state.safetensors";
+  s.save_state(path);
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    auto tf = io::read_safetensors(path);
+    std::string victim;
+    for (auto& [name, t] : tf.tensors)
+      if (name.rfind("phi.", 0) == 0 && t.numel() > 0) {
+        victim = name;
+        static_cast<float*>(t.raw_data())[t.numel() - 1] = bad;
+        break;
+      }
+    ASSERT_FALSE(victim.empty());
+    std::vector<std::pair<std::string, Tensor>> tensors(tf.tensors.begin(), tf.tensors.end());
+    const std::string bad_path = ::testing::TempDir() + "/nan_state_bad.safetensors";
+    io::write_safetensors(bad_path, tensors, io::StoreAs::F32, tf.metadata);
+    expect_error([&] { inference::Session::load_state(m, bad_path); }, "tensor '" + victim + "' holds a non-finite value");
   }
 }
 

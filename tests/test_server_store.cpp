@@ -3,7 +3,10 @@
 // nothing, persistence across a restart, spilling, snapshots and their retention).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
+#include <vector>
 #include <fstream>
 #include <stdexcept>
 
@@ -445,6 +448,40 @@ TEST(ServerExactStore, GenerateWithRecallNeverChangesTheSessionUnlessCommitted) 
   EXPECT_EQ(store_logits(st, "t", a.id), before);
   EXPECT_EQ(st.get("t", a.id).version, 1);
   EXPECT_EQ(store_ids(st, "t", a.id, d.path), toks);
+}
+
+
+// Issue 25: a delete while other requests wait on the session's lock. The entry (and its mutex)
+// must outlive every lock on it: under ASan or TSan the old code's unlock of a freed mutex shows.
+TEST(ServerStore, DeleteWhileRequestsWaitOnTheSession) {
+  const auto m = model::Model::init(session_config(true), 8);
+  SessionStore st(m, StoreOptions());
+  for (int round = 0; round < 20; ++round) {
+    const auto a = st.create("t", "{}");
+    std::atomic<int> ok{0}, gone{0};
+    std::vector<std::thread> ts;
+    for (int k = 0; k < 6; ++k)
+      ts.emplace_back([&, k] {
+        try {
+          if (k == 3) {
+            st.remove("t", a.id, std::nullopt);
+          } else if (k % 2) {
+            st.mutate("t", a.id, std::nullopt, "ingest", [&](inference::Session& s, const memory::ExactStore*) {
+              return feed(s, seq_tokens(5, 13, 1));
+            });
+          } else {
+            st.fork("t", a.id);
+          }
+          ++ok;
+        } catch (const server::ApiError& e) {
+          EXPECT_EQ(e.status, 404);
+          ++gone;
+        }
+      });
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(ok + gone, 6);
+    EXPECT_EQ(status_of([&] { st.get("t", a.id); }), 404);
+  }
 }
 
 }  // namespace

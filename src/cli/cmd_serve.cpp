@@ -23,7 +23,19 @@ void register_serve(CLI::App& app, Registry& reg) {
       ->capture_default_str();
   s->add_option("--max-snapshots", o.max_snapshots, "snapshots kept per session, oldest dropped first (0: no limit)")
       ->capture_default_str();
-  s->add_option("--threads", o.threads, "HTTP worker threads")->capture_default_str();
+  s->add_option("--threads", o.threads, "compute workers (a request takes one once it has been read)")->capture_default_str();
+  s->add_option("--max-connections", o.max_connections, "open connections; beyond, idle ones are closed, then new ones get 503")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  s->add_option("--header-timeout", o.header_timeout_s, "seconds from a request's first byte to the end of its headers (408)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  s->add_option("--read-timeout", o.read_timeout_s, "longest pause, in seconds, while a body is uploaded or a response read")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  s->add_option("--idle-timeout", o.idle_timeout_s, "seconds a kept-alive connection may wait for its next request")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
   s->add_option("--max-body-bytes", o.max_body_bytes, "largest request body (413 beyond)")->capture_default_str();
   s->add_option("--max-input-tokens", o.max_input_tokens, "most tokens one ingest or prompt may hold")->capture_default_str();
   s->add_option("--max-new-tokens", o.max_new_tokens, "most tokens one generation may ask for")->capture_default_str();

@@ -778,9 +778,13 @@ BpeTokenizer BpeTokenizer::from_hf_json(std::string_view b, const std::string& n
   return BpeTokenizer(std::move(im));
 }
 
-void BpeTokenizer::encode_append(std::string_view text, std::vector<int32_t>& out) const {
+void BpeTokenizer::encode_append(std::string_view text, std::vector<int32_t>& out, size_t max_out) const {
   const Impl& im = *impl_;
-  im.split(text, [&](size_t begin, size_t end) { im.encode_piece(text.data() + begin, end - begin, out); });
+  im.split(text, [&](size_t begin, size_t end) {
+    im.encode_piece(text.data() + begin, end - begin, out);
+    if (out.size() > max_out)
+      throw std::length_error("the text encodes to more than " + std::to_string(max_out) + " tokens");
+  });
 }
 
 std::vector<std::string_view> BpeTokenizer::pre_tokenize(std::string_view text) const {

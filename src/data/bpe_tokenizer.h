@@ -53,7 +53,9 @@ class BpeTokenizer {
   BpeTokenizer& operator=(BpeTokenizer&&) noexcept;
   ~BpeTokenizer();
 
-  void encode_append(std::string_view text, std::vector<int32_t>& out) const;
+  // max_out: std::length_error as soon as `out` holds more ids than this (checked after each
+  // pre-tokenized piece, so a text far over a limit costs little before the error).
+  void encode_append(std::string_view text, std::vector<int32_t>& out, size_t max_out = SIZE_MAX) const;
   std::vector<int32_t> encode(std::string_view text) const;
   // The pre-tokenizer's pieces of `text` in order: what encode() merges, each on its own.
   std::vector<std::string_view> pre_tokenize(std::string_view text) const;

@@ -320,8 +320,8 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
   return t;
 }
 
-void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>& out) const {
-  if (impl_->bpe) return impl_->bpe->encode_append(text, out);
+void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>& out, size_t max_out) const {
+  if (impl_->bpe) return impl_->bpe->encode_append(text, out, max_out);
   const auto& sp = impl_->sp;
   std::vector<int> ids;
   segment(
@@ -348,8 +348,14 @@ void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>& out) 
           }
           out.push_back(ids[k]);
         }
+        if (out.size() > max_out)
+          throw std::length_error("the text encodes to more than " + std::to_string(max_out) + " tokens");
       },
-      [&](unsigned char b) { out.push_back(kFirstByteId + b); });
+      [&](unsigned char b) {
+        out.push_back(kFirstByteId + b);
+        if (out.size() > max_out)
+          throw std::length_error("the text encodes to more than " + std::to_string(max_out) + " tokens");
+      });
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {

@@ -73,7 +73,9 @@ class Tokenizer {
 
   // Special-token text inside `text` is encoded as ordinary text (never a control/special id).
   std::vector<int32_t> encode(std::string_view text) const;
-  void encode_append(std::string_view text, std::vector<int32_t>& out) const;
+  // max_out: std::length_error as soon as `out` holds more ids than this (checked after each
+  // segment or piece: a text far over a limit is refused after little work, issue 25).
+  void encode_append(std::string_view text, std::vector<int32_t>& out, size_t max_out = SIZE_MAX) const;
   // SentencePiece: control ids decode to nothing, an id out of range throws std::runtime_error.
   // BPE: special ids decode to their text, an id out of range throws std::invalid_argument.
   std::string decode(const std::vector<int32_t>& ids) const;

@@ -310,6 +310,10 @@ class StateReader {
     f_.tensors.erase(it);
     if (t.shape() != shape)
       fail("tensor '" + name + "' has shape " + shape_str(t.shape()) + ", expected " + shape_str(shape));
+    // A NaN or an infinity in a state would poison every step after it (issue 25).
+    if (const int64_t bad = count_nonfinite(t); bad > 0)
+      fail("tensor '" + name + "' holds a non-finite value (" + std::to_string(bad) + " of " +
+           std::to_string(t.numel()) + " elements)");
     NoGrad ng;
     if (t.dtype() != dt) t = to_dtype(t, dt);
     return to_device(t, device_);

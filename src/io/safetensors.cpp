@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <unordered_set>
 #include <set>
 #include <stdexcept>
 #include <type_traits>
@@ -144,6 +145,116 @@ float bf16_to_float(uint16_t b) { return ttt::bf16_to_float(b); }
 
 namespace {
 
+// Bounds of a header beyond its length (issue 25): how many tensors it may list, and how many
+// JSON values one of its top-level entries may hold (a tensor entry needs under 80; the
+// metadata of a state file a few dozen).
+constexpr size_t kMaxTensors = size_t{1} << 18;
+constexpr size_t kMaxEntryValues = size_t{1} << 16;
+constexpr size_t kMaxDepth = 16;
+
+// SAX reader of a header: the top level must be an object; each of its values is built as a
+// tree (at most kMaxEntryValues values, kMaxDepth deep, no duplicate keys) and handed to
+// `on_entry` with its key as soon as it is complete, then dropped.
+class HeaderSax {
+ public:
+  using OnEntry = std::function<void(const std::string&, const json&)>;
+  explicit HeaderSax(OnEntry on_entry) : on_entry_(std::move(on_entry)) {}
+  std::string problem;
+
+  bool null() { return value(json(nullptr)); }
+  bool boolean(bool b) { return value(json(b)); }
+  bool number_integer(json::number_integer_t v) { return value(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return value(json(v)); }
+  bool number_float(json::number_float_t v, const std::string&) { return value(json(v)); }
+  bool string(std::string& v) { return value(json(std::move(v))); }
+  bool binary(json::binary_t&) { return err("header is not valid JSON: binary value"); }
+  bool start_object(std::size_t) {
+    if (!top_started_) {
+      top_started_ = true;
+      return true;
+    }
+    return open(json::object());
+  }
+  bool start_array(std::size_t) {
+    if (!top_started_) return err("header is not a JSON object");
+    return open(json::array());
+  }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(std::string& k) {
+    if (stack_.empty()) {  // a tensor name (or __metadata__)
+      if (!names_.insert(k).second) return err("duplicate tensor name " + q_name(k) + " in header");
+      top_key_ = std::move(k);
+      return true;
+    }
+    json& obj = *stack_.back();
+    if (obj.contains(k)) return err("duplicate key " + q_name(k) + " in header");
+    key_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) {
+    if (problem.empty()) problem = "header is not valid JSON: " + one_line(ex.what());
+    return false;
+  }
+
+ private:
+  bool err(const std::string& p) {
+    problem = p;
+    return false;
+  }
+  // Places v in the container on top of the stack (or as the entry itself); returns a pointer.
+  json* place(json&& v) {
+    if (++count_ > kMaxEntryValues) {
+      err("header entry " + q_name(top_key_) + " holds more than " + std::to_string(kMaxEntryValues) + " values");
+      return nullptr;
+    }
+    if (stack_.empty()) {
+      entry_ = std::move(v);
+      return &entry_;
+    }
+    json& c = *stack_.back();
+    if (c.is_array()) {
+      c.push_back(std::move(v));
+      return &c.back();
+    }
+    json& slot = c[key_];
+    slot = std::move(v);
+    return &slot;
+  }
+  bool value(json&& v) {
+    if (!top_started_) return err("header is not a JSON object");
+    const bool whole = stack_.empty();
+    if (!place(std::move(v))) return false;
+    return whole ? finish() : true;
+  }
+  bool open(json&& v) {
+    if (stack_.size() >= kMaxDepth) return err("header is nested deeper than " + std::to_string(kMaxDepth) + " levels");
+    json* p = place(std::move(v));
+    if (!p) return false;
+    stack_.push_back(p);
+    return true;
+  }
+  bool close() {
+    if (stack_.empty()) return true;  // the top-level object
+    stack_.pop_back();
+    return stack_.empty() ? finish() : true;
+  }
+  bool finish() {
+    on_entry_(top_key_, entry_);  // throws for a bad entry
+    entry_ = json();
+    count_ = 0;
+    return true;
+  }
+
+  OnEntry on_entry_;
+  bool top_started_ = false;
+  std::unordered_set<std::string> names_;
+  std::string top_key_, key_;
+  json entry_;
+  std::vector<json*> stack_;
+  size_t count_ = 0;
+};
+
 // Called with each stretch of the data buffer once its bytes have been copied out.
 using Release = std::function<void(const uint8_t*, size_t)>;
 
@@ -161,33 +272,29 @@ TensorFile parse_impl(const uint8_t* data, size_t size, const std::string& what,
     fail(what, "header length " + std::to_string(n) + " exceeds the file size (" +
                    std::to_string(size) + " bytes): truncated file");
 
-  // Linear-time parse with a depth limit and duplicate keys refused (nlohmann keeps the last).
-  json header;
-  try {
-    header = parse_json(std::string_view(reinterpret_cast<const char*>(data + 8), static_cast<size_t>(n)), "header");
-  } catch (const JsonError& e) {
-    if (e.duplicate_depth == 1) fail(what, "duplicate tensor name " + q_name(e.duplicate_key) + " in header");
-    if (e.duplicate_depth > 1) fail(what, "duplicate key " + q_name(e.duplicate_key) + " in header");
-    fail(what, "header is not valid JSON: " + e.problem);
-  }
-  if (!header.is_object()) fail(what, "header is not a JSON object");
-
+  // One SAX pass (linear time, bounded memory): each top-level value is built as a small tree
+  // (bounded in values and depth) and checked as soon as it ends; the tree is then dropped.
   const uint64_t data_size = size - 8 - n;
   const uint8_t* buf = data + 8 + n;
   TensorFile out;
   std::vector<Entry> entries;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      if (!it.value().is_object()) fail(what, "__metadata__ is not an object");
-      for (auto m = it.value().begin(); m != it.value().end(); ++m) {
+  HeaderSax sax([&](const std::string& key, const json& value) {
+    if (key == "__metadata__") {
+      if (!value.is_object()) fail(what, "__metadata__ is not an object");
+      for (auto m = value.begin(); m != value.end(); ++m) {
         if (!m.value().is_string())
           fail(what, "__metadata__ value for " + q_name(m.key()) + " is not a string");
         out.metadata[m.key()] = m.value().get<std::string>();
       }
-      continue;
+      return;
     }
-    entries.push_back(parse_entry(what, it.key(), it.value(), data_size));
-  }
+    if (entries.size() >= kMaxTensors)
+      fail(what, "header lists more than " + std::to_string(kMaxTensors) + " tensors");
+    entries.push_back(parse_entry(what, key, value, data_size));
+  });
+  const char* h = reinterpret_cast<const char*>(data + 8);
+  const bool parsed = json::sax_parse(h, h + n, &sax, json::input_format_t::json, true, false);
+  if (!parsed) fail(what, sax.problem.empty() ? std::string("header is not valid JSON") : sax.problem);
 
   // The tensors must tile the data buffer exactly: no overlaps, gaps or trailing bytes.
   std::vector<const Entry*> order;

@@ -237,18 +237,20 @@ SessionRow SessionStore::row_of(const Entry& e, const SessionInfo& i) const {
 
 std::unique_ptr<Session> SessionStore::fresh() const { return std::make_unique<Session>(m_); }
 
-SessionStore::EntryPtr SessionStore::lock(const std::string& tenant, const std::string& id,
-                                          std::unique_lock<std::mutex>& lk) {
-  EntryPtr e;
+SessionStore::Held SessionStore::lock(const std::string& tenant, const std::string& id) {
+  Held h;
   {
     std::lock_guard<std::mutex> g(mu_);
     auto it = entries_.find(id);
     if (it == entries_.end() || it->second->info.tenant != tenant) throw not_found("session '" + io::one_line(id, 80) + "'");
-    e = it->second;
+    h.e = it->second;
   }
-  lk = std::unique_lock<std::mutex>(e->mu);
-  if (e->deleted) throw not_found("session '" + io::one_line(id, 80) + "'");
-  return e;
+  h.lk = std::unique_lock<std::mutex>(h.e->mu);
+  if (h.e->deleted) {
+    h.lk.unlock();  // before h (and perhaps the last reference to the entry) goes
+    throw not_found("session '" + io::one_line(id, 80) + "'");
+  }
+  return h;
 }
 
 void SessionStore::check_if_match(const Entry& e, std::optional<int64_t> if_match) {
@@ -421,8 +423,7 @@ SessionInfo SessionStore::mutate(const std::string& tenant, const std::string& i
                                  const std::string& op, const MutateFn& fn) {
   SessionInfo info;
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     check_if_match(*e, if_match);
     // The working copy: a fork of the resident state, or the state read from disk directly.
     std::unique_ptr<Session> work = e->live ? std::make_unique<Session>(e->live->fork())
@@ -458,8 +459,7 @@ SessionInfo SessionStore::mutate(const std::string& tenant, const std::string& i
 
 void SessionStore::read(const std::string& tenant, const std::string& id, const ReadFn& fn, bool with_exact) {
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     const Session& s = load(*e);
     touch(*e);
     SessionInfo info;
@@ -477,8 +477,7 @@ void SessionStore::read(const std::string& tenant, const std::string& id, const 
 SessionInfo SessionStore::fork(const std::string& tenant, const std::string& id) {
   auto ne = std::make_shared<Entry>();
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     {
       std::lock_guard<std::mutex> g(mu_);
       ne->info = e->info;
@@ -527,8 +526,7 @@ SessionInfo SessionStore::fork(const std::string& tenant, const std::string& id)
 SessionInfo SessionStore::reset(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match) {
   SessionInfo info;
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     check_if_match(*e, if_match);
     // Session::reset keeps the TTT options (an imported state may have them off).
     const e2e::TTTOptions opt = load(*e).options();
@@ -541,8 +539,7 @@ SessionInfo SessionStore::reset(const std::string& tenant, const std::string& id
 }
 
 SnapshotInfo SessionStore::snapshot(const std::string& tenant, const std::string& id, const std::string& label) {
-  std::unique_lock<std::mutex> lk;
-  auto e = lock(tenant, id, lk);
+  auto e = lock(tenant, id);
   ensure_file(*e);
   SnapshotInfo s;
   {
@@ -597,8 +594,7 @@ SnapshotInfo SessionStore::snapshot(const std::string& tenant, const std::string
 }
 
 std::vector<SnapshotInfo> SessionStore::snapshots(const std::string& tenant, const std::string& id) {
-  std::unique_lock<std::mutex> lk;
-  auto e = lock(tenant, id, lk);
+  auto e = lock(tenant, id);
   std::vector<SnapshotInfo> out;
   for (auto& s : e->snaps) out.push_back(s.first);
   return out;
@@ -608,8 +604,7 @@ SessionInfo SessionStore::restore(const std::string& tenant, const std::string& 
                                   std::optional<int64_t> if_match) {
   SessionInfo info;
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     check_if_match(*e, if_match);
     auto it = std::find_if(e->snaps.begin(), e->snaps.end(), [&](auto& p) { return p.first.version == version; });
     if (it == e->snaps.end()) throw not_found("snapshot of version " + std::to_string(version));
@@ -636,8 +631,7 @@ SessionInfo SessionStore::restore(const std::string& tenant, const std::string& 
 std::string SessionStore::export_state(const std::string& tenant, const std::string& id) {
   std::string bytes;
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     ensure_file(*e);
     bytes = io::read_regular_file(e->file, "session state");
     touch(*e);
@@ -649,8 +643,7 @@ SessionInfo SessionStore::import_state(const std::string& tenant, const std::str
                                        std::optional<int64_t> if_match) {
   SessionInfo info;
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     check_if_match(*e, if_match);
     // Written under the next version's name, then read back as a state: a file of another
     // model, or a damaged one, is refused before anything points to it.
@@ -681,8 +674,7 @@ SessionInfo SessionStore::import_state(const std::string& tenant, const std::str
 }
 
 void SessionStore::remove(const std::string& tenant, const std::string& id, std::optional<int64_t> if_match) {
-  std::unique_lock<std::mutex> lk;
-  auto e = lock(tenant, id, lk);
+  auto e = lock(tenant, id);
   check_if_match(*e, if_match);
   if (db_) {
     std::lock_guard<std::mutex> g(db_mu_);
@@ -702,8 +694,7 @@ void SessionStore::remove(const std::string& tenant, const std::string& id, std:
 
 std::string SessionStore::export_exact(const std::string& tenant, const std::string& id) {
   if (!o_.exact_store) throw exact_store_off();
-  std::unique_lock<std::mutex> lk;
-  auto e = lock(tenant, id, lk);
+  auto e = lock(tenant, id);
   auto ex = open_exact(id);
   ex->align(e->info.position);
   const std::string tmp = (fs::path(dir_) / "stores" / (id + ".export.tmp")).string();
@@ -725,8 +716,7 @@ SessionInfo SessionStore::import_exact(const std::string& tenant, const std::str
   if (!o_.exact_store) throw exact_store_off();
   SessionInfo info;
   {
-    std::unique_lock<std::mutex> lk;
-    auto e = lock(tenant, id, lk);
+    auto e = lock(tenant, id);
     check_if_match(*e, if_match);
     const std::string upload = (fs::path(dir_) / "stores" / (id + ".upload.tmp")).string();
     const std::string pending = exact_pending_path(id, e->info.version + 1);

@@ -144,8 +144,17 @@ class SessionStore {
   };
   using EntryPtr = std::shared_ptr<Entry>;
 
+  // A session locked for one request. The entry is owned here, and released only after the
+  // lock (members go in reverse order): a delete that erased the map's reference never leaves a
+  // lock on a freed mutex, nor a waiter on one.
+  struct Held {
+    EntryPtr e;
+    std::unique_lock<std::mutex> lk;
+    Entry* operator->() const { return e.get(); }
+    Entry& operator*() const { return *e; }
+  };
   // Finds and locks a session of this tenant (404 otherwise, also when it is deleted meanwhile).
-  EntryPtr lock(const std::string& tenant, const std::string& id, std::unique_lock<std::mutex>& lk);
+  Held lock(const std::string& tenant, const std::string& id);
   static void check_if_match(const Entry& e, std::optional<int64_t> if_match);
   // The current state, loaded if spilled (does not count as resident until kept).
   inference::Session& load(Entry& e);
