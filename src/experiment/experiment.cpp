@@ -292,7 +292,7 @@ int run_experiment(ExperimentOptions o) {
     c.title = "Validation loss during training (8 sequences)";
     c.x_label = "step";
     c.y_label = "loss (nats/token)";
-    report::write_line_chart_png((out / "training_loss.png").string(), s, c);
+    report::write_line_chart((out / "training_loss.png").string(), s, c);
   }
 
   // 3. Held-out loss on whole short documents.
@@ -431,7 +431,7 @@ int run_experiment(ExperimentOptions o) {
     c.y_label = "seconds per 1K tokens";
     c.log_x = true;
     c.log_y = true;
-    report::write_line_chart_png((out / "latency_vs_context.png").string(), s, c);
+    report::write_line_chart((out / "latency_vs_context.png").string(), s, c);
   }
 
   // REPORT.md

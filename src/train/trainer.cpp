@@ -216,7 +216,7 @@ void write_loss_plot(const fs::path& out) {
   std::vector<report::Series> series = {train};
   if (!val.x.empty()) series.push_back(val);
   try {
-    report::write_line_chart_png((out / "loss.png").string(), series, c);
+    report::write_line_chart((out / "loss.png").string(), series, c);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "warning: %s/loss.png not drawn: %s\n", out.c_str(), e.what());
   }
