@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "model/families/family.h"
 #include "io/messages.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -105,7 +106,7 @@ int run_import() {
   const auto& a = g_imp;
   if (a.size.empty() == a.config.empty()) throw std::runtime_error("give exactly one of --size and --config");
   const model::ModelConfig cfg = a.size.empty() ? model::load_config(a.config) : model::official_config(a.size);
-  if (cfg.seq_modeling_block != "SWA" && cfg.seq_modeling_block != "self_attention")
+  if (!cfg.family().attention_only())
     throw std::runtime_error("official checkpoints hold attention models; the config says " + cfg.seq_modeling_block);
   const fs::path out(a.out);
   std::error_code ec;

@@ -25,6 +25,7 @@
 #include "io/atomic_file.h"
 #include "io/file_read.h"
 #include "io/json_read.h"
+#include "model/families/family.h"
 #include "report/plot.h"
 #include "train/trainer.h"
 
@@ -99,23 +100,7 @@ std::vector<Variant> variants(int64_t vocab, int64_t bos) {
   return v;
 }
 
-std::string describe_variant(const model::ModelConfig& c) {
-  const std::string w = std::to_string(c.sliding_window_size);
-  if (c.prime) return "SWA (window " + w + ") + prime MLP in the last block, inner step every " + std::to_string(c.mini_batch_size) + " tokens";
-  if (c.seq_modeling_block == "self_attention") return "full causal attention";
-  if (c.seq_modeling_block == "SWA")
-    return c.full_attention_every > 0 ? "SWA (window " + w + "), full attention every " + std::to_string(c.full_attention_every) + "th block"
-                                      : "SWA (window " + w + ")";
-  if (c.seq_modeling_block == "mamba2")
-    return "Mamba 2 (SSD, state " + std::to_string(c.d_state) + ", chunk " + std::to_string(c.chunk_size) + "), SWA every " +
-           std::to_string(c.swa_every) + "th block";
-  if (c.seq_modeling_block == "gated_deltanet")
-    return "Gated DeltaNet (chunk " + std::to_string(c.chunk_size) + "), SWA every " + std::to_string(c.swa_every) + "th block";
-  if (c.seq_modeling_block == "ttt_kvb")
-    return "TTT-KVB: SwiGLU fast weights (" + std::to_string(c.num_lact_heads) + " heads) updated every " +
-           std::to_string(c.lact_chunk_size) + " tokens, beside SWA (window " + w + ")";
-  return c.seq_modeling_block;
-}
+std::string describe_variant(const model::ModelConfig& c) { return model::describe_model(c); }
 
 int64_t param_count(const model::Model& m) {
   int64_t n = 0;

@@ -10,10 +10,14 @@
 
 namespace ttt::model {
 
+class MixerFamily;  // model/families/family.h
+
 struct ModelConfig {
   int64_t vocab_size = 0, hidden_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
           intermediate_size = 0;
-  // "self_attention", "SWA", or a recurrent baseline: "mamba2", "gated_deltanet", "ttt_kvb"
+  // The model family (src/model/families): "self_attention", "SWA", or a recurrent baseline:
+  // "mamba2", "gated_deltanet", "ttt_kvb". The fields below marked by family are read, written
+  // and validated by that family's file.
   std::string seq_modeling_block = "SWA";
   int64_t full_attention_every = 0;         // hybrid: with SWA, blocks with (l+1) % k == 0 use full attention
   int64_t sliding_window_size = 0;          // W
@@ -46,9 +50,8 @@ struct ModelConfig {
   int64_t first_prime_layer() const;        // L - S if prime else L
   int64_t window_of(int64_t layer) const;   // 0 = full causal; W for SWA blocks (hybrid rule applied)
   bool is_recurrent(int64_t layer) const;   // a block of the recurrent mixer (not attention)
-  bool recurrent_model() const {
-    return seq_modeling_block == "mamba2" || seq_modeling_block == "gated_deltanet" || seq_modeling_block == "ttt_kvb";
-  }
+  bool recurrent_model() const;             // a recurrent baseline's family (false for an unknown name)
+  const MixerFamily& family() const;        // throws std::runtime_error for an unknown seq_modeling_block
   int64_t mamba_d_inner() const { return expand * hidden_size; }
   int64_t mamba_heads() const { return headdim > 0 ? mamba_d_inner() / headdim : 0; }
   int64_t mamba_conv_dim() const { return mamba_d_inner() + 2 * ngroups * d_state; }
@@ -56,7 +59,8 @@ struct ModelConfig {
 
 // Throws std::runtime_error ("config: <field> ...", one line) unless `c` is a valid config.
 // Rules: the five shape fields positive; hidden_size divisible by num_attention_heads with an even
-// head_dim; seq_modeling_block "self_attention" or "SWA"; SWA needs sliding_window_size >= 1;
+// head_dim; seq_modeling_block a registered family, whose own rules apply (SWA needs
+// sliding_window_size >= 1, ...);
 // full_attention_every, sliding_window_size >= 0; mini_batch_size >= 1; suffix_len in [0, L] and
 // >= 1 when prime; bos_token_id in [0, vocab_size); rope_theta, rms_norm_eps,
 // initializer_range positive and finite; qk_norm, pre_norm, post_norm true (the only variant this
