@@ -30,10 +30,10 @@ model::ModelConfig small_config(const std::string& family) {
   c.sliding_window_size = 6;
   c.swa_every = 2;
   c.chunk_size = 4;
-  c.d_state = 8;
-  c.headdim = 8;
-  c.num_lact_heads = 2;
-  c.lact_chunk_size = 8;
+  c.mamba2.d_state = 8;
+  c.mamba2.headdim = 8;
+  c.ttt_kvb.num_lact_heads = 2;
+  c.ttt_kvb.lact_chunk_size = 8;
   c.rope_theta = 10000;
   c.initializer_range = 0.2;
   return c;

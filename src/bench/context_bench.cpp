@@ -66,8 +66,8 @@ std::vector<NamedModel> builtin_context_models(uint64_t seed, bool all_types) {
     auto mamba = base;
     mamba.seq_modeling_block = "mamba2";
     mamba.swa_every = 4;
-    mamba.d_state = 64;
-    mamba.headdim = 64;
+    mamba.mamba2.d_state = 64;
+    mamba.mamba2.headdim = 64;
     mamba.chunk_size = 256;
     out.push_back({"mamba2", model::Model::init(mamba, seed)});
     auto gdn = base;
@@ -77,8 +77,8 @@ std::vector<NamedModel> builtin_context_models(uint64_t seed, bool all_types) {
     out.push_back({"gated-deltanet", model::Model::init(gdn, seed)});
     auto kvb = base;
     kvb.seq_modeling_block = "ttt_kvb";
-    kvb.num_lact_heads = 4;
-    kvb.lact_chunk_size = 2048;
+    kvb.ttt_kvb.num_lact_heads = 4;
+    kvb.ttt_kvb.lact_chunk_size = 2048;
     out.push_back({"ttt-kvb", model::Model::init(kvb, seed)});
   }
   return out;

@@ -89,8 +89,8 @@ std::vector<Variant> variants(int64_t vocab, int64_t bos) {
   });
   add("ttt-kvb", [](model::ModelConfig& c) {
     c.seq_modeling_block = "ttt_kvb";
-    c.num_lact_heads = 2;
-    c.lact_chunk_size = 256;
+    c.ttt_kvb.num_lact_heads = 2;
+    c.ttt_kvb.lact_chunk_size = 256;
   });
   add("ttt-e2e", [](model::ModelConfig& c) {
     c.seq_modeling_block = "SWA";

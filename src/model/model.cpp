@@ -50,7 +50,7 @@ Model Model::init(const ModelConfig& cfg, uint64_t seed, DType dtype) {
       t[name] = ones(shape, dtype);
     } else if (ends_with(name, "conv1d.weight") || ends_with(name, "conv1d.bias")) {
       // torch Conv1d default: fan_in is the kernel width of a depthwise convolution
-      const double bound = 1.0 / std::sqrt(static_cast<double>(shape.size() == 2 ? shape[1] : cfg.d_conv));
+      const double bound = 1.0 / std::sqrt(static_cast<double>(shape.size() == 2 ? shape[1] : cfg.mamba2.d_conv));
       t[name] = uniform(shape, rng, -bound, bound, dtype);
     } else {
       t[name] = randn(shape, rng, cfg.initializer_range, dtype);

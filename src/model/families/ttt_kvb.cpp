@@ -22,33 +22,33 @@ class TttKvb final : public RecurrentFamily {
   const char* name() const override { return "ttt_kvb"; }
 
   void read_json(const nlohmann::json& j, ModelConfig& c) const override {
-    config_json_int(j, "num_lact_heads", c.num_lact_heads);
-    config_json_int(j, "lact_chunk_size", c.lact_chunk_size);
-    config_json_double(j, "inter_multi", c.inter_multi);
+    config_json_int(j, "num_lact_heads", c.ttt_kvb.num_lact_heads);
+    config_json_int(j, "lact_chunk_size", c.ttt_kvb.lact_chunk_size);
+    config_json_double(j, "inter_multi", c.ttt_kvb.inter_multi);
   }
   void write_json(const ModelConfig& c, nlohmann::ordered_json& j) const override {
-    j["num_lact_heads"] = c.num_lact_heads;
-    j["inter_multi"] = c.inter_multi;
-    j["lact_chunk_size"] = c.lact_chunk_size;
+    j["num_lact_heads"] = c.ttt_kvb.num_lact_heads;
+    j["inter_multi"] = c.ttt_kvb.inter_multi;
+    j["lact_chunk_size"] = c.ttt_kvb.lact_chunk_size;
   }
   void validate_own(const ModelConfig& c) const override {
     if (c.sliding_window_size < 1)
       config_error("sliding_window_size must be >= 1 with seq_modeling_block \"ttt_kvb\" (its window attention)");
-    if (c.num_lact_heads < 1 || c.hidden_size % c.num_lact_heads != 0)
+    if (c.ttt_kvb.num_lact_heads < 1 || c.hidden_size % c.ttt_kvb.num_lact_heads != 0)
       config_error("hidden_size (" + std::to_string(c.hidden_size) + ") must be divisible by num_lact_heads (" +
-                   std::to_string(c.num_lact_heads) + ")");
-    if (!(c.inter_multi > 0) || !(c.inter_multi <= 64) || c.lact_hidden() < 1)
-      config_error("inter_multi must be in (0, 64] and give a fast-weight hidden size >= 1 (got " + num(c.inter_multi) + ")");
-    if (c.lact_chunk_size < 1 || c.lact_chunk_size > (int64_t{1} << 24))
-      config_error("lact_chunk_size must be in [1, 2^24] (got " + std::to_string(c.lact_chunk_size) + ")");
+                   std::to_string(c.ttt_kvb.num_lact_heads) + ")");
+    if (!(c.ttt_kvb.inter_multi > 0) || !(c.ttt_kvb.inter_multi <= 64) || c.lact_hidden() < 1)
+      config_error("inter_multi must be in (0, 64] and give a fast-weight hidden size >= 1 (got " + num(c.ttt_kvb.inter_multi) + ")");
+    if (c.ttt_kvb.lact_chunk_size < 1 || c.ttt_kvb.lact_chunk_size > (int64_t{1} << 24))
+      config_error("lact_chunk_size must be in [1, 2^24] (got " + std::to_string(c.ttt_kvb.lact_chunk_size) + ")");
   }
   int64_t mixer_param_bound(const ModelConfig& c, bool& overflow) const override {
     CheckedMath m{overflow};
-    const int64_t d = c.hidden_size, nh = c.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
+    const int64_t d = c.hidden_size, nh = c.ttt_kvb.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
     return m.add(m.add(m.mul(d, m.mul(4, d)), m.mul(3, m.mul(nh, m.mul(dh, din)))), m.add(m.mul(d, m.mul(3, nh)), m.mul(6, d)));
   }
   void parameter_shapes(const ModelConfig& c, const std::string& p, ParamShapes& out) const override {
-    const int64_t d = c.hidden_size, nh = c.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
+    const int64_t d = c.hidden_size, nh = c.ttt_kvb.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
     out.push_back({p + "lact.qkv", {d, 3 * d}});
     out.push_back({p + "lact.q_norm.weight", {d}});
     out.push_back({p + "lact.k_norm.weight", {d}});
@@ -74,15 +74,15 @@ class TttKvb final : public RecurrentFamily {
   // token of a completed chunk to update.
   double mixer_forward_flops(const ModelConfig& c, int64_t t) const override {
     const double d = static_cast<double>(c.hidden_size), T = static_cast<double>(t);
-    const double nh = static_cast<double>(c.num_lact_heads), din = static_cast<double>(c.lact_head_dim()),
+    const double nh = static_cast<double>(c.ttt_kvb.num_lact_heads), din = static_cast<double>(c.lact_head_dim()),
                  dh = static_cast<double>(c.lact_hidden());
-    const double updated = std::floor(T / static_cast<double>(c.lact_chunk_size)) * static_cast<double>(c.lact_chunk_size);
+    const double updated = std::floor(T / static_cast<double>(c.ttt_kvb.lact_chunk_size)) * static_cast<double>(c.ttt_kvb.lact_chunk_size);
     return attention_forward_flops(c, t, c.sliding_window_size) + 2.0 * T * d * 3 * nh + 6.0 * din * dh * nh * T +
            12.0 * din * dh * nh * updated;
   }
   std::string describe(const ModelConfig& c) const override {
-    return "TTT-KVB: SwiGLU fast weights (" + std::to_string(c.num_lact_heads) + " heads) updated every " +
-           std::to_string(c.lact_chunk_size) + " tokens, beside SWA (window " + std::to_string(c.sliding_window_size) + ")";
+    return "TTT-KVB: SwiGLU fast weights (" + std::to_string(c.ttt_kvb.num_lact_heads) + " heads) updated every " +
+           std::to_string(c.ttt_kvb.lact_chunk_size) + " tokens, beside SWA (window " + std::to_string(c.sliding_window_size) + ")";
   }
 };
 
