@@ -9,7 +9,7 @@ PACKAGES=(
   libopenblas0-pthread libopenblas-dev   # GEMM (loaded at run time, AVX-512 kernels chosen by the engine)
   libgtest-dev libbenchmark-dev          # tests and benchmarks
   libcli11-dev nlohmann-json3-dev        # command line, JSON
-  zlib1g-dev                             # PNG charts (src/report)
+  libcairo2-dev fonts-dejavu-core        # charts, PNG and SVG (src/report); the labels' font
   libsentencepiece-dev                   # tokenizer (src/data/tokenizer.cpp)
   libpcre2-dev                           # byte-level BPE pre-tokenizer regex (src/data/bpe_tokenizer.cpp)
   python3-venv                           # tests/tiktoken_compare_test.sh: reference tokenizers from PyPI in a venv

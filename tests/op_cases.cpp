@@ -379,8 +379,8 @@ std::vector<OpCase> all_op_cases() {
   {
     model::ModelConfig m;
     m.seq_modeling_block = "mamba2";
-    m.d_state = 3;
-    m.headdim = 4;
+    m.mamba2.d_state = 3;
+    m.mamba2.headdim = 4;
     m.chunk_size = 3;
     cs.push_back(mixer_case("mamba2_mixer", m));
     model::ModelConfig g;
@@ -389,8 +389,8 @@ std::vector<OpCase> all_op_cases() {
     cs.push_back(mixer_case("gated_deltanet_mixer", g));
     model::ModelConfig k;
     k.seq_modeling_block = "ttt_kvb";
-    k.num_lact_heads = 2;
-    k.lact_chunk_size = 3;
+    k.ttt_kvb.num_lact_heads = 2;
+    k.ttt_kvb.lact_chunk_size = 3;
     cs.push_back(mixer_case("ttt_kvb_mixer", k));
     model::ModelConfig a;
     a.seq_modeling_block = "SWA";

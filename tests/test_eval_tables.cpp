@@ -69,16 +69,16 @@ class EvalTablesTest : public ::testing::Test {
       c.seq_modeling_block = "mamba2";
       c.swa_every = 4;
       c.chunk_size = 16;
-      c.d_state = 8;
-      c.headdim = 8;
+      c.mamba2.d_state = 8;
+      c.mamba2.headdim = 8;
     } else if (kind == "gated_deltanet") {
       c.seq_modeling_block = "gated_deltanet";
       c.swa_every = 4;
       c.chunk_size = 16;
     } else if (kind == "ttt_kvb") {
       c.seq_modeling_block = "ttt_kvb";
-      c.num_lact_heads = 2;
-      c.lact_chunk_size = 24;
+      c.ttt_kvb.num_lact_heads = 2;
+      c.ttt_kvb.lact_chunk_size = 24;
     }
     return c;
   }

@@ -24,8 +24,8 @@ model::ModelConfig gdn_config(int64_t chunk, int64_t swa_every = 0) {
   c.seq_modeling_block = "gated_deltanet";
   c.swa_every = swa_every;
   c.sliding_window_size = 5;
-  c.expand_v = 2;
-  c.conv_size = 4;
+  c.gated_deltanet.expand_v = 2;
+  c.gated_deltanet.conv_size = 4;
   c.chunk_size = chunk;
   c.mini_batch_size = 4;
   c.rope_theta = 10000;
@@ -44,8 +44,8 @@ std::vector<double> param(const model::Model& m, const std::string& n) {
 // Token by token, as fla's recurrent reference: h *= exp(g); v' = beta (v - h^T k); h += k v'^T;
 // o = h^T q; then RMSNorm per head gated by silu and o_proj.
 std::vector<double> naive(const model::ModelConfig& c, const model::Model& m, const std::vector<double>& x, int64_t T) {
-  const int64_t d = c.hidden_size, H = c.num_attention_heads, dk = c.head_dim(), dv = c.expand_v * dk, kd = H * dk,
-                vd = H * dv, C = 2 * kd + vd, K = c.conv_size;
+  const int64_t d = c.hidden_size, H = c.num_attention_heads, dk = c.head_dim(), dv = c.gated_deltanet.expand_v * dk, kd = H * dk,
+                vd = H * dv, C = 2 * kd + vd, K = c.gated_deltanet.conv_size;
   const auto qp = param(m, "q_proj"), kp = param(m, "k_proj"), vp = param(m, "v_proj"), ap = param(m, "a_proj"),
              bp = param(m, "b_proj"), gp = param(m, "g_proj"), cw = param(m, "conv1d.weight"), A_log = param(m, "A_log"),
              dtb = param(m, "dt_bias"), onw = param(m, "o_norm.weight"), op = param(m, "o_proj");

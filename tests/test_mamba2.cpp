@@ -25,9 +25,9 @@ model::ModelConfig mamba_model_config(int64_t chunk, int64_t swa_every = 0) {
   c.seq_modeling_block = "mamba2";
   c.swa_every = swa_every;
   c.sliding_window_size = 5;
-  c.d_state = 5;
-  c.headdim = 6;  // d_inner 24: 4 heads
-  c.d_conv = 4;
+  c.mamba2.d_state = 5;
+  c.mamba2.headdim = 6;  // d_inner 24: 4 heads
+  c.mamba2.d_conv = 4;
   c.chunk_size = chunk;
   c.mini_batch_size = 4;
   c.rope_theta = 10000;
@@ -61,7 +61,7 @@ struct Ref {
   // Token by token: conv window, h = exp(dt A) h + dt x B^T, y = h C + D x, gated RMSNorm.
   std::vector<double> run(const std::vector<double>& x, int64_t T) const {
     const int64_t d = c.hidden_size, di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), H = c.mamba_heads(),
-                  P = c.headdim, N = c.d_state, K = c.d_conv, width = di + cd + H;
+                  P = c.mamba2.headdim, N = c.mamba2.d_state, K = c.mamba2.d_conv, width = di + cd + H;
     std::vector<double> hist(static_cast<size_t>(K * cd), 0.0);  // last K conv inputs, oldest first
     std::vector<double> h(static_cast<size_t>(H * P * N), 0.0), out(static_cast<size_t>(T * d), 0.0);
     for (int64_t t = 0; t < T; ++t) {
@@ -132,7 +132,7 @@ TEST(Mamba2, DecodeEqualsPrefillStateIsConstantAndSessionsRestoreExactly) {
 
 TEST(Mamba2, ConfigValidation) {
   auto c = mamba_model_config(4);
-  c.headdim = 7;  // 24 % 7 != 0
+  c.mamba2.headdim = 7;  // 24 % 7 != 0
   EXPECT_THROW(model::validate_config(c), std::runtime_error);
   c = mamba_model_config(4);
   c.chunk_size = 0;
@@ -140,8 +140,8 @@ TEST(Mamba2, ConfigValidation) {
   c = mamba_model_config(4);
   EXPECT_NO_THROW(model::validate_config(c));
   const auto back = model::config_from_json(model::config_to_json(c));
-  EXPECT_EQ(back.d_state, c.d_state);
-  EXPECT_EQ(back.headdim, c.headdim);
+  EXPECT_EQ(back.mamba2.d_state, c.mamba2.d_state);
+  EXPECT_EQ(back.mamba2.headdim, c.mamba2.headdim);
   EXPECT_EQ(back.chunk_size, c.chunk_size);
 }
 

@@ -95,8 +95,8 @@ model::ModelConfig mamba_config(bool prime) {
   auto c = tiny_config(prime);
   c.seq_modeling_block = "mamba2";
   c.swa_every = 3;
-  c.d_state = 4;
-  c.headdim = 4;
+  c.mamba2.d_state = 4;
+  c.mamba2.headdim = 4;
   c.chunk_size = 3;
   return c;
 }
@@ -118,8 +118,8 @@ TEST(MetaGradient, MatchesFiniteDifferencesWithGatedDeltaNetInTheSuffix) { check
 model::ModelConfig kvb_config(bool prime) {
   auto c = tiny_config(prime);
   c.seq_modeling_block = "ttt_kvb";
-  c.num_lact_heads = 2;
-  c.lact_chunk_size = 5;
+  c.ttt_kvb.num_lact_heads = 2;
+  c.ttt_kvb.lact_chunk_size = 5;
   return c;
 }
 

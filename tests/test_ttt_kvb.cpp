@@ -128,9 +128,9 @@ model::ModelConfig kvb_config() {
   c.intermediate_size = 16;
   c.seq_modeling_block = "ttt_kvb";
   c.sliding_window_size = 5;
-  c.num_lact_heads = 3;
-  c.inter_multi = 1.5;
-  c.lact_chunk_size = 6;
+  c.ttt_kvb.num_lact_heads = 3;
+  c.ttt_kvb.inter_multi = 1.5;
+  c.ttt_kvb.lact_chunk_size = 6;
   c.mini_batch_size = 4;
   c.rope_theta = 10000;
   c.bos_token_id = 0;

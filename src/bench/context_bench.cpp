@@ -10,6 +10,7 @@
 #include "backend/thread_pool.h"
 #include "bench/op_bench.h"
 #include "inference/session.h"
+#include "model/families/family.h"
 #include "ttt/inner_loop.h"
 
 namespace ttt::bench {
@@ -64,8 +65,8 @@ std::vector<NamedModel> builtin_context_models(uint64_t seed, bool all_types) {
     auto mamba = base;
     mamba.seq_modeling_block = "mamba2";
     mamba.swa_every = 4;
-    mamba.d_state = 64;
-    mamba.headdim = 64;
+    mamba.mamba2.d_state = 64;
+    mamba.mamba2.headdim = 64;
     mamba.chunk_size = 256;
     out.push_back({"mamba2", model::Model::init(mamba, seed)});
     auto gdn = base;
@@ -75,44 +76,15 @@ std::vector<NamedModel> builtin_context_models(uint64_t seed, bool all_types) {
     out.push_back({"gated-deltanet", model::Model::init(gdn, seed)});
     auto kvb = base;
     kvb.seq_modeling_block = "ttt_kvb";
-    kvb.num_lact_heads = 4;
-    kvb.lact_chunk_size = 2048;
+    kvb.ttt_kvb.num_lact_heads = 4;
+    kvb.ttt_kvb.lact_chunk_size = 2048;
     out.push_back({"ttt-kvb", model::Model::init(kvb, seed)});
   }
   return out;
 }
 
 double mixer_forward_flops(const model::ModelConfig& c, int64_t l, int64_t t) {
-  const double d = static_cast<double>(c.hidden_size), T = static_cast<double>(t);
-  auto attention = [&](int64_t window) {
-    return 2.0 * T * 4 * d * d + 4.0 * c.head_dim() * attention_visible_pairs(t, t, c.num_attention_heads, 0, 0, window);
-  };
-  if (!c.is_recurrent(l)) return attention(c.window_of(l));
-  const double Q = static_cast<double>(std::min<int64_t>(c.chunk_size, t)), chunks = std::ceil(T / Q);
-  if (c.seq_modeling_block == "mamba2") {
-    const double di = static_cast<double>(c.mamba_d_inner()), N = static_cast<double>(c.d_state),
-                 H = static_cast<double>(c.mamba_heads()), P = static_cast<double>(c.headdim);
-    const double proj = 2.0 * T * d * (2 * di + 2 * N + H) + 2.0 * T * di * d + 2.0 * T * (di + 2 * N) * c.d_conv;
-    // per chunk: C B^T, the decayed products with x, the state's contribution and the new state
-    const double ssd = chunks * (2 * Q * Q * N + 2 * H * Q * Q * P + 2 * Q * N * H * P + 2 * H * P * Q * N);
-    return proj + ssd;
-  }
-  if (c.seq_modeling_block == "gated_deltanet") {
-    const double H = static_cast<double>(c.num_attention_heads), dk = static_cast<double>(c.head_dim()),
-                 dv = dk * static_cast<double>(c.expand_v);
-    const double proj = 2.0 * T * d * (2 * H * dk + 2 * H * dv + 2 * H) + 2.0 * T * H * dv * d;
-    // per chunk: K K^T, the UT transform by forward substitution (Q^3 / 3), u and w, the state's
-    // contribution and update, the intra-chunk attention
-    const double chunk = 2 * H * Q * Q * dk + H * Q * Q * Q / 3 + 2 * H * Q * Q * (dv + dk) +
-                         2 * H * Q * dk * dv * 3 + 2 * H * Q * Q * (dk + dv);
-    return proj + chunks * chunk;
-  }
-  // ttt_kvb: window attention, plus the fast weights: 6 D H per token to apply (LaCT's count),
-  // 12 D H per token of a completed chunk to update.
-  const double nh = static_cast<double>(c.num_lact_heads), din = static_cast<double>(c.lact_head_dim()),
-               dh = static_cast<double>(c.lact_hidden());
-  const double updated = std::floor(T / static_cast<double>(c.lact_chunk_size)) * static_cast<double>(c.lact_chunk_size);
-  return attention(c.sliding_window_size) + 2.0 * T * d * 3 * nh + 6.0 * din * dh * nh * T + 12.0 * din * dh * nh * updated;
+  return model::block_mixer_forward_flops(c, l, t);  // each family's count (model/families)
 }
 
 double prefill_forward_flops(const model::ModelConfig& c, int64_t t) {

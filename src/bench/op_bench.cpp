@@ -291,10 +291,10 @@ std::vector<Case> build_cases(const OpBenchShapes& S, DType dt) {
     };
     {
       auto cfg = c;
-      cfg.d_state = std::min<int64_t>(64, d / 2);
-      cfg.headdim = S.head_dim;
+      cfg.mamba2.d_state = std::min<int64_t>(64, d / 2);
+      cfg.mamba2.headdim = S.head_dim;
       cfg.chunk_size = scan_chunk;
-      mixer("mamba2", cfg, "state " + std::to_string(cfg.d_state) + " chunk " + std::to_string(cfg.chunk_size));
+      mixer("mamba2", cfg, "state " + std::to_string(cfg.mamba2.d_state) + " chunk " + std::to_string(cfg.chunk_size));
     }
     {
       auto cfg = c;
@@ -303,9 +303,9 @@ std::vector<Case> build_cases(const OpBenchShapes& S, DType dt) {
     }
     {
       auto cfg = c;
-      cfg.num_lact_heads = S.heads;
-      cfg.lact_chunk_size = 2 * S.chunk;
-      mixer("ttt_kvb", cfg, "heads " + std::to_string(S.heads) + " chunk " + std::to_string(cfg.lact_chunk_size) +
+      cfg.ttt_kvb.num_lact_heads = S.heads;
+      cfg.ttt_kvb.lact_chunk_size = 2 * S.chunk;
+      mixer("ttt_kvb", cfg, "heads " + std::to_string(S.heads) + " chunk " + std::to_string(cfg.ttt_kvb.lact_chunk_size) +
                                 " win " + std::to_string(S.window));
     }
   }

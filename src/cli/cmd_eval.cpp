@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "model/families/family.h"
 #include "inference/recall.h"
 #include "data/dataset.h"
 #include "eval/needle_eval.h"
@@ -134,7 +135,7 @@ int run_eval_needle(NeedleArgs a) {
   const auto r = eval::needle_eval(named, tok, eval::needle_haystack(docs, tok.bos_id()), o, progress());
   int64_t window = 0;
   for (auto& m : ms)
-    if (m.config().seq_modeling_block == "SWA") window = window ? std::min(window, m.config().sliding_window_size) : m.config().sliding_window_size;
+    if (m.config().family().windowed_attention()) window = window ? std::min(window, m.config().sliding_window_size) : m.config().sliding_window_size;
   eval::print_needle_eval(r, window, stdout);
   if (!a.records.empty()) {
     std::string text;

@@ -563,44 +563,48 @@ BpeTokenizer BpeTokenizer::from_tiktoken(std::string_view b, const std::string& 
   return BpeTokenizer(std::move(im));
 }
 
-BpeTokenizer BpeTokenizer::from_hf_json(std::string_view b, const std::string& name) {
-  auto im = std::make_unique<Impl>();
-  im->format = Format::HuggingFace;
-  const std::string where = "tokenizer.json " + one_line(name);
-  im->name = where;
-  auto fail = [&](const std::string& problem) { throw std::runtime_error(where + ": " + problem); };
-  if (b.substr(0, 3) == "\xEF\xBB\xBF") b.remove_prefix(3);
-  const json doc = io::parse_json(b, where);
-  auto field = [&](const json& obj, const char* key, const std::string& path) -> const json& {
-    return io::json_field(obj, key, where + ": " + path);
-  };
-  auto str = [&](const json& v, const std::string& path) { return io::json_string(v, where + ": " + path); };
-  auto absent = [](const json& obj, const char* key) { return !obj.contains(key) || obj[key].is_null(); };
-  if (!doc.is_object()) fail("expected a JSON object");
+// The parts of reading a Hugging Face tokenizer.json, each one section of the file.
+struct HfJsonReader {
+  using Impl = BpeTokenizer::Impl;
+  Impl& im;
+  const json& doc;
+  const std::string& where;
 
-  const json& model = field(doc, "model", "model");
-  if (!model.is_object()) fail("model is not an object");
-  const std::string type = model.contains("type") ? str(model["type"], "model.type") : "BPE";
-  if (type != "BPE") fail("unsupported model type \"" + one_line(type, 40) + "\" (only byte-level BPE is)");
-  if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() && model["byte_fallback"].get<bool>())
-    fail("model.byte_fallback is on: a SentencePiece-style BPE, not byte-level (give the .model file instead)");
-  for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (!absent(model, k) && !str(model[k], std::string("model.") + k).empty())
-      fail(std::string("unsupported model.") + k);
-  if (!absent(model, "dropout") && io::json_finite(model["dropout"], where + ": model.dropout") != 0.0)
-    fail("unsupported model.dropout (BPE dropout is for training)");
-  im->whole_piece_lookup = model.contains("ignore_merges") && model["ignore_merges"].is_boolean() &&
-                           model["ignore_merges"].get<bool>();
-  if (!absent(doc, "normalizer")) {
-    const json& nz = doc["normalizer"];
-    fail("unsupported normalizer" + (nz.is_object() && nz.contains("type") && nz["type"].is_string()
-                                         ? " \"" + one_line(nz["type"].get<std::string>(), 40) + "\""
-                                         : std::string()) + " (byte-level BPE has none)");
+  [[noreturn]] void fail(const std::string& problem) const { throw std::runtime_error(where + ": " + problem); }
+  const json& field(const json& obj, const char* key, const std::string& path) const {
+    return io::json_field(obj, key, where + ": " + path);
+  }
+  std::string str(const json& v, const std::string& path) const { return io::json_string(v, where + ": " + path); }
+  static bool absent(const json& obj, const char* key) { return !obj.contains(key) || obj[key].is_null(); }
+
+  // model: a byte-level BPE without the options this engine does not implement; no normalizer.
+  const json& check_model() const {
+    if (!doc.is_object()) fail("expected a JSON object");
+    const json& model = field(doc, "model", "model");
+    if (!model.is_object()) fail("model is not an object");
+    const std::string type = model.contains("type") ? str(model["type"], "model.type") : "BPE";
+    if (type != "BPE") fail("unsupported model type \"" + one_line(type, 40) + "\" (only byte-level BPE is)");
+    if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() && model["byte_fallback"].get<bool>())
+      fail("model.byte_fallback is on: a SentencePiece-style BPE, not byte-level (give the .model file instead)");
+    for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
+      if (!absent(model, k) && !str(model[k], std::string("model.") + k).empty())
+        fail(std::string("unsupported model.") + k);
+    if (!absent(model, "dropout") && io::json_finite(model["dropout"], where + ": model.dropout") != 0.0)
+      fail("unsupported model.dropout (BPE dropout is for training)");
+    im.whole_piece_lookup = model.contains("ignore_merges") && model["ignore_merges"].is_boolean() &&
+                            model["ignore_merges"].get<bool>();
+    if (!absent(doc, "normalizer")) {
+      const json& nz = doc["normalizer"];
+      fail("unsupported normalizer" + (nz.is_object() && nz.contains("type") && nz["type"].is_string()
+                                           ? " \"" + one_line(nz["type"].get<std::string>(), 40) + "\""
+                                           : std::string()) + " (byte-level BPE has none)");
+    }
+    return model;
   }
 
   // Pre-tokenizer: Split(regex, Isolated) + ByteLevel(use_regex false), or ByteLevel(use_regex).
-  std::string pattern;
-  {
+  // Returns the splitting regex.
+  std::string pre_tokenizer_pattern() const {
     if (absent(doc, "pre_tokenizer")) fail("missing pre_tokenizer (a byte-level BPE needs ByteLevel)");
     const json& pt = doc["pre_tokenizer"];
     std::vector<const json*> steps;
@@ -612,19 +616,12 @@ BpeTokenizer BpeTokenizer::from_hf_json(std::string_view b, const std::string& n
     } else {
       steps.push_back(&pt);
     }
+    std::string pattern;
     bool byte_level = false;
     for (const json* s : steps) {
       const std::string t = str(field(*s, "type", "pre_tokenizer step"), "pre_tokenizer step type");
       if (t == "Split" && !byte_level && pattern.empty()) {
-        const json& pat = field(*s, "pattern", "Split");
-        if (pat.is_object() && pat.contains("Regex")) pattern = str(pat["Regex"], "Split.pattern.Regex");
-        else if (pat.is_object() && pat.contains("String")) pattern = regex_escape(str(pat["String"], "Split.pattern.String"));
-        else fail("Split.pattern is neither {\"Regex\": ...} nor {\"String\": ...}");
-        const std::string behavior = s->contains("behavior") ? str((*s)["behavior"], "Split.behavior") : "Isolated";
-        if (behavior != "Isolated") fail("unsupported Split behavior \"" + one_line(behavior, 40) + "\" (only Isolated)");
-        if (s->contains("invert") && (*s)["invert"].is_boolean() && (*s)["invert"].get<bool>())
-          fail("unsupported Split with invert");
-        if (pattern.empty()) fail("Split.pattern is empty");
+        pattern = split_pattern(*s);
       } else if (t == "ByteLevel" && !byte_level) {
         byte_level = true;
         if (s->contains("add_prefix_space") && (*s)["add_prefix_space"].is_boolean() && (*s)["add_prefix_space"].get<bool>())
@@ -640,141 +637,187 @@ BpeTokenizer BpeTokenizer::from_hf_json(std::string_view b, const std::string& n
     }
     if (!byte_level) fail("the pre_tokenizer has no ByteLevel step: not a byte-level BPE");
     if (pattern.empty()) fail("the pre_tokenizer splits nothing (ByteLevel with use_regex false and no Split)");
+    return pattern;
   }
 
-  // Vocabulary: byte-level strings -> ids, then added tokens.
-  const json& vocab = field(model, "vocab", "model");
-  if (!vocab.is_object()) fail("model.vocab is not an object");
-  const json added = doc.contains("added_tokens") && !doc["added_tokens"].is_null() ? doc["added_tokens"] : json::array();
-  if (!added.is_array()) fail("added_tokens is not an array");
-  const int64_t entries = static_cast<int64_t>(vocab.size() + added.size());
-  if (entries == 0) fail("model.vocab is empty");
-  if (entries > kMaxTokens) fail("too many tokens (" + std::to_string(entries) + ")");
-  std::vector<std::pair<int64_t, std::string>> items;  // (id, bytes) of model.vocab
-  items.reserve(vocab.size());
-  int64_t max_id = -1;
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    const std::string& s = it.key();
-    const int64_t id = io::json_int(it.value(), 0, kMaxTokens, where + ": model.vocab[\"" + one_line(s, 40) + "\"]");
+  std::string split_pattern(const json& s) const {
+    std::string pattern;
+    const json& pat = field(s, "pattern", "Split");
+    if (pat.is_object() && pat.contains("Regex")) pattern = str(pat["Regex"], "Split.pattern.Regex");
+    else if (pat.is_object() && pat.contains("String")) pattern = regex_escape(str(pat["String"], "Split.pattern.String"));
+    else fail("Split.pattern is neither {\"Regex\": ...} nor {\"String\": ...}");
+    const std::string behavior = s.contains("behavior") ? str(s["behavior"], "Split.behavior") : "Isolated";
+    if (behavior != "Isolated") fail("unsupported Split behavior \"" + one_line(behavior, 40) + "\" (only Isolated)");
+    if (s.contains("invert") && s["invert"].is_boolean() && s["invert"].get<bool>()) fail("unsupported Split with invert");
+    if (pattern.empty()) fail("Split.pattern is empty");
+    return pattern;
+  }
+
+  // A byte-level string (GPT-2's byte-to-unicode alphabet) as its bytes; what() names the entry.
+  std::string byte_level(const std::string& s, const std::function<std::string()>& what) const {
     std::string bytes;
     for (size_t i = 0; i < s.size();) {
       const int byte = unicode_to_byte(next_code_point(s, i));
-      if (byte < 0) fail("model.vocab entry \"" + one_line(s, 40) + "\" is not a byte-level string (GPT-2 byte-to-unicode alphabet)");
-      bytes += static_cast<char>(byte);
-    }
-    if (bytes.empty()) fail("model.vocab has an empty token");
-    max_id = std::max(max_id, id);
-    items.push_back({id, std::move(bytes)});
-  }
-  std::vector<std::pair<int64_t, std::string>> adds;
-  for (size_t k = 0; k < added.size(); ++k) {
-    const std::string p = "added_tokens[" + std::to_string(k) + "]";
-    const int64_t id = io::json_int(field(added[k], "id", p), 0, kMaxTokens, where + ": " + p + ".id");
-    std::string content = str(field(added[k], "content", p), p + ".content");
-    if (content.empty()) fail(p + " has empty content");
-    max_id = std::max(max_id, id);
-    adds.push_back({id, std::move(content)});
-  }
-  // Ids must be 0..V-1 without gaps; checked against the entry count before sizing anything.
-  if (max_id >= entries) fail("id " + std::to_string(max_id) + " is out of range: ids must be 0..V-1 without gaps");
-  const auto V = static_cast<size_t>(max_id + 1);
-  im->bytes.assign(V, std::string());
-  im->special.assign(V, 0);
-  std::vector<uint8_t> in_vocab(V, 0);
-  for (auto& [id, bytes] : items) {
-    if (in_vocab[static_cast<size_t>(id)]) fail("id " + std::to_string(id) + " appears twice in model.vocab");
-    in_vocab[static_cast<size_t>(id)] = 1;
-    im->bytes[static_cast<size_t>(id)] = std::move(bytes);
-  }
-  for (auto& [id, content] : adds) {
-    const auto i = static_cast<size_t>(id);
-    if (im->special[i]) fail("id " + std::to_string(id) + " appears twice in added_tokens");
-    if (in_vocab[i] && im->bytes[i] != content)
-      fail("added token \"" + one_line(content, 40) + "\" has id " + std::to_string(id) + ", which model.vocab gives to another token");
-    // 2: special and in model.vocab (GPT-2's <|endoftext|>): a piece the merges may still make.
-    im->special[i] = in_vocab[i] ? 2 : 1;
-    im->bytes[i] = std::move(content);
-  }
-  for (size_t i = 0; i < V; ++i)
-    if (!in_vocab[i] && !im->special[i]) fail("no token has id " + std::to_string(i) + ": ids must be 0..V-1 without gaps");
-  {
-    std::unordered_map<std::string_view, size_t> first;
-    for (size_t i = 0; i < V; ++i)
-      if (im->special[i] != 1 && !first.emplace(im->bytes[i], i).second)
-        fail("ids " + std::to_string(first[im->bytes[i]]) + " and " + std::to_string(i) + " have the same bytes");
-    std::unordered_map<std::string_view, size_t> specials;
-    for (size_t i = 0; i < V; ++i)
-      if (im->special[i] && !specials.emplace(im->bytes[i], i).second)
-        fail("added token \"" + one_line(im->bytes[i], 40) + "\" appears twice");
-  }
-  im->compile(pattern);
-  im->finish();
-
-  // Merges: "a b" strings or [a, b] pairs; priority = position. A pair listed twice keeps its
-  // last position, as tokenizers' BPE builder (a HashMap collect) does.
-  const json& merges = field(model, "merges", "model");
-  if (!merges.is_array()) fail("model.merges is not an array");
-  im->merges.reserve(merges.size());
-  auto lookup = [&](const std::string& s, size_t k) {
-    std::string bytes;
-    for (size_t i = 0; i < s.size();) {
-      const int byte = unicode_to_byte(next_code_point(s, i));
-      if (byte < 0) fail("model.merges[" + std::to_string(k) + "]: \"" + one_line(s, 40) + "\" is not a byte-level string");
+      if (byte < 0) fail(what());
       bytes += static_cast<char>(byte);
     }
     return bytes;
-  };
-  for (size_t k = 0; k < merges.size(); ++k) {
-    std::string a, c;
-    const json& m = merges[k];
-    if (m.is_string()) {
-      const std::string s = m.get<std::string>();
-      const size_t sp = s.find(' ');
-      if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
-        fail("model.merges[" + std::to_string(k) + "] \"" + one_line(s, 60) + "\" is not two tokens separated by a space");
-      a = s.substr(0, sp);
-      c = s.substr(sp + 1);
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      a = m[0].get<std::string>();
-      c = m[1].get<std::string>();
-    } else {
-      fail("model.merges[" + std::to_string(k) + "] is neither \"a b\" nor [\"a\", \"b\"]");
+  }
+
+  // Vocabulary: byte-level strings -> ids, then added tokens; ids 0..V-1 without gaps, no two
+  // tokens with the same bytes.
+  void read_vocab(const json& model) const {
+    const json& vocab = field(model, "vocab", "model");
+    if (!vocab.is_object()) fail("model.vocab is not an object");
+    const json added = doc.contains("added_tokens") && !doc["added_tokens"].is_null() ? doc["added_tokens"] : json::array();
+    if (!added.is_array()) fail("added_tokens is not an array");
+    const int64_t entries = static_cast<int64_t>(vocab.size() + added.size());
+    if (entries == 0) fail("model.vocab is empty");
+    if (entries > kMaxTokens) fail("too many tokens (" + std::to_string(entries) + ")");
+    std::vector<std::pair<int64_t, std::string>> items;  // (id, bytes) of model.vocab
+    items.reserve(vocab.size());
+    int64_t max_id = -1;
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const std::string& s = it.key();
+      const int64_t id = io::json_int(it.value(), 0, kMaxTokens, where + ": model.vocab[\"" + one_line(s, 40) + "\"]");
+      std::string bytes = byte_level(s, [&] {
+        return "model.vocab entry \"" + one_line(s, 40) + "\" is not a byte-level string (GPT-2 byte-to-unicode alphabet)";
+      });
+      if (bytes.empty()) fail("model.vocab has an empty token");
+      max_id = std::max(max_id, id);
+      items.push_back({id, std::move(bytes)});
     }
-    const std::string left = lookup(a, k), right = lookup(c, k);
-    const int32_t l = im->ordinary.find(left.data(), left.size()), r = im->ordinary.find(right.data(), right.size());
+    std::vector<std::pair<int64_t, std::string>> adds;
+    for (size_t k = 0; k < added.size(); ++k) {
+      const std::string p = "added_tokens[" + std::to_string(k) + "]";
+      const int64_t id = io::json_int(field(added[k], "id", p), 0, kMaxTokens, where + ": " + p + ".id");
+      std::string content = str(field(added[k], "content", p), p + ".content");
+      if (content.empty()) fail(p + " has empty content");
+      max_id = std::max(max_id, id);
+      adds.push_back({id, std::move(content)});
+    }
+    // Ids must be 0..V-1 without gaps; checked against the entry count before sizing anything.
+    if (max_id >= entries) fail("id " + std::to_string(max_id) + " is out of range: ids must be 0..V-1 without gaps");
+    place_tokens(static_cast<size_t>(max_id + 1), items, adds);
+  }
+
+  void place_tokens(size_t V, std::vector<std::pair<int64_t, std::string>>& items,
+                    std::vector<std::pair<int64_t, std::string>>& adds) const {
+    im.bytes.assign(V, std::string());
+    im.special.assign(V, 0);
+    std::vector<uint8_t> in_vocab(V, 0);
+    for (auto& [id, bytes] : items) {
+      if (in_vocab[static_cast<size_t>(id)]) fail("id " + std::to_string(id) + " appears twice in model.vocab");
+      in_vocab[static_cast<size_t>(id)] = 1;
+      im.bytes[static_cast<size_t>(id)] = std::move(bytes);
+    }
+    for (auto& [id, content] : adds) {
+      const auto i = static_cast<size_t>(id);
+      if (im.special[i]) fail("id " + std::to_string(id) + " appears twice in added_tokens");
+      if (in_vocab[i] && im.bytes[i] != content)
+        fail("added token \"" + one_line(content, 40) + "\" has id " + std::to_string(id) + ", which model.vocab gives to another token");
+      // 2: special and in model.vocab (GPT-2's <|endoftext|>): a piece the merges may still make.
+      im.special[i] = in_vocab[i] ? 2 : 1;
+      im.bytes[i] = std::move(content);
+    }
+    for (size_t i = 0; i < V; ++i)
+      if (!in_vocab[i] && !im.special[i]) fail("no token has id " + std::to_string(i) + ": ids must be 0..V-1 without gaps");
+    std::unordered_map<std::string_view, size_t> first;
+    for (size_t i = 0; i < V; ++i)
+      if (im.special[i] != 1 && !first.emplace(im.bytes[i], i).second)
+        fail("ids " + std::to_string(first[im.bytes[i]]) + " and " + std::to_string(i) + " have the same bytes");
+    std::unordered_map<std::string_view, size_t> specials;
+    for (size_t i = 0; i < V; ++i)
+      if (im.special[i] && !specials.emplace(im.bytes[i], i).second)
+        fail("added token \"" + one_line(im.bytes[i], 40) + "\" appears twice");
+  }
+
+  // Merges: "a b" strings or [a, b] pairs; priority = position. A pair listed twice keeps its
+  // last position, as tokenizers' BPE builder (a HashMap collect) does.
+  void read_merges(const json& model) const {
+    const json& merges = field(model, "merges", "model");
+    if (!merges.is_array()) fail("model.merges is not an array");
+    im.merges.reserve(merges.size());
+    for (size_t k = 0; k < merges.size(); ++k) {
+      std::string a, c;
+      const json& m = merges[k];
+      if (m.is_string()) {
+        const std::string s = m.get<std::string>();
+        const size_t sp = s.find(' ');
+        if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
+          fail("model.merges[" + std::to_string(k) + "] \"" + one_line(s, 60) + "\" is not two tokens separated by a space");
+        a = s.substr(0, sp);
+        c = s.substr(sp + 1);
+      } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+        a = m[0].get<std::string>();
+        c = m[1].get<std::string>();
+      } else {
+        fail("model.merges[" + std::to_string(k) + "] is neither \"a b\" nor [\"a\", \"b\"]");
+      }
+      add_merge(k, a, c);
+    }
+    if (im.merges.empty() && im.bytes.size() > 256) fail("model.merges is empty");
+  }
+
+  void add_merge(size_t k, const std::string& a, const std::string& c) const {
+    auto bytes_of = [&](const std::string& s) {
+      return byte_level(s, [&] {
+        return "model.merges[" + std::to_string(k) + "]: \"" + one_line(s, 40) + "\" is not a byte-level string";
+      });
+    };
+    const std::string left = bytes_of(a), right = bytes_of(c);
+    const int32_t l = im.ordinary.find(left.data(), left.size()), r = im.ordinary.find(right.data(), right.size());
     const std::string both = left + right;
-    const int32_t id = im->ordinary.find(both.data(), both.size());
+    const int32_t id = im.ordinary.find(both.data(), both.size());
     if (l < 0 || r < 0 || id < 0)
       fail("model.merges[" + std::to_string(k) + "] (\"" + one_line(a, 30) + "\" \"" + one_line(c, 30) +
            "\"): " + (l < 0 ? "the first token" : r < 0 ? "the second token" : "the merged token") + " is not in model.vocab");
-    im->merges[static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32 | static_cast<uint32_t>(r)] =
+    im.merges[static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32 | static_cast<uint32_t>(r)] =
         Merge{static_cast<uint32_t>(k), id};
   }
-  if (im->merges.empty() && V > 256) fail("model.merges is empty");
 
   // BOS: the first special token of the post-processor's template (what tokenizers prepends),
   // else a usual name; EOS by name.
-  auto special_named = [&](const std::string& s) {
-    const auto it = im->specials.find(s);
-    return it == im->specials.end() ? -1 : it->second;
-  };
-  std::function<void(const json&)> find_template = [&](const json& pp) {
-    if (im->bos >= 0 || !pp.is_object() || !pp.contains("type") || !pp["type"].is_string()) return;
-    const std::string t = pp["type"].get<std::string>();
-    if (t == "Sequence" && pp.contains("processors") && pp["processors"].is_array()) {
-      for (const auto& p : pp["processors"]) find_template(p);
-    } else if (t == "TemplateProcessing" && pp.contains("single") && pp["single"].is_array() && !pp["single"].empty()) {
-      const json& first = pp["single"][0];
-      if (first.is_object() && first.contains("SpecialToken") && first["SpecialToken"].is_object() &&
-          first["SpecialToken"].contains("id") && first["SpecialToken"]["id"].is_string())
-        im->bos = special_named(first["SpecialToken"]["id"].get<std::string>());
-    }
-  };
-  if (doc.contains("post_processor")) find_template(doc["post_processor"]);
-  for (const char* s : {"<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>", "<|endoftext|>"})
-    if (im->bos < 0) im->bos = special_named(s);
-  for (const char* s : {"<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>"})
-    if (im->eos < 0) im->eos = special_named(s);
+  void find_bos_eos() const {
+    auto special_named = [&](const std::string& s) {
+      const auto it = im.specials.find(s);
+      return it == im.specials.end() ? -1 : it->second;
+    };
+    std::function<void(const json&)> find_template = [&](const json& pp) {
+      if (im.bos >= 0 || !pp.is_object() || !pp.contains("type") || !pp["type"].is_string()) return;
+      const std::string t = pp["type"].get<std::string>();
+      if (t == "Sequence" && pp.contains("processors") && pp["processors"].is_array()) {
+        for (const auto& p : pp["processors"]) find_template(p);
+      } else if (t == "TemplateProcessing" && pp.contains("single") && pp["single"].is_array() && !pp["single"].empty()) {
+        const json& first = pp["single"][0];
+        if (first.is_object() && first.contains("SpecialToken") && first["SpecialToken"].is_object() &&
+            first["SpecialToken"].contains("id") && first["SpecialToken"]["id"].is_string())
+          im.bos = special_named(first["SpecialToken"]["id"].get<std::string>());
+      }
+    };
+    if (doc.contains("post_processor")) find_template(doc["post_processor"]);
+    for (const char* s : {"<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>", "<|endoftext|>"})
+      if (im.bos < 0) im.bos = special_named(s);
+    for (const char* s : {"<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>"})
+      if (im.eos < 0) im.eos = special_named(s);
+  }
+};
+
+BpeTokenizer BpeTokenizer::from_hf_json(std::string_view b, const std::string& name) {
+  auto im = std::make_unique<Impl>();
+  im->format = Format::HuggingFace;
+  const std::string where = "tokenizer.json " + one_line(name);
+  im->name = where;
+  if (b.substr(0, 3) == "\xEF\xBB\xBF") b.remove_prefix(3);
+  const json doc = io::parse_json(b, where);
+  const HfJsonReader r{*im, doc, where};
+  const json& model = r.check_model();
+  const std::string pattern = r.pre_tokenizer_pattern();
+  r.read_vocab(model);
+  im->compile(pattern);
+  im->finish();
+  r.read_merges(model);
+  r.find_bos_eos();
   return BpeTokenizer(std::move(im));
 }
 

@@ -76,6 +76,7 @@ class BpeTokenizer {
 
  private:
   struct Impl;
+  friend struct HfJsonReader;  // from_hf_json's parts (bpe_tokenizer.cpp)
   explicit BpeTokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -177,9 +177,11 @@ std::string human_seconds(double s) {
 
 }  // namespace
 
-CorpusSummary build_corpus(const CorpusOptions& opt) {
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void check_build_options(const CorpusOptions& opt) {
   if (opt.source.empty()) throw std::runtime_error("data build: --source is required");
   if (opt.out.empty()) throw std::runtime_error("data build: --out is required");
   if (opt.tokenizer.empty()) throw std::runtime_error("data build: --tokenizer is required");
@@ -187,24 +189,22 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
   if (!(opt.val_fraction >= 0 && opt.val_fraction <= 1)) throw std::runtime_error("--val-fraction must be in [0, 1]");
   if (opt.min_val_doc_tokens < 1) throw std::runtime_error("--min-val-doc-tokens must be >= 1");
   if (opt.max_tokens < 0) throw std::runtime_error("--max-tokens must be >= 0");
-
   std::error_code ec;
   if (!fs::exists(opt.source, ec)) throw std::runtime_error("source " + opt.source + " does not exist");
-  const Tokenizer tok = Tokenizer::load(opt.tokenizer);
-  if (tok.bos_id() < 0)
-    throw std::runtime_error("tokenizer " + opt.tokenizer + " has no BOS token, which starts every corpus document");
-  {
-    const auto src = fs::weakly_canonical(opt.source, ec);
-    const auto out = fs::weakly_canonical(opt.out, ec);
-    const std::string s = src.string(), o = out.string();
-    if (fs::is_directory(src) && (o == s || (o.size() > s.size() && o.compare(0, s.size(), s) == 0 && o[s.size()] == '/')))
-      throw std::runtime_error("output directory " + opt.out + " is inside the source " + opt.source);
-  }
+}
 
-  const std::vector<FileEntry> files = list_files(opt.source);
-  if (files.empty()) throw std::runtime_error("source " + opt.source + " holds no files");
+void check_out_not_in_source(const CorpusOptions& opt) {
+  std::error_code ec;
+  const auto src = fs::weakly_canonical(opt.source, ec);
+  const auto out = fs::weakly_canonical(opt.out, ec);
+  const std::string s = src.string(), o = out.string();
+  if (fs::is_directory(src) && (o == s || (o.size() > s.size() && o.compare(0, s.size(), s) == 0 && o[s.size()] == '/')))
+    throw std::runtime_error("output directory " + opt.out + " is inside the source " + opt.source);
+}
 
-  // Group files into documents.
+// Files grouped into documents (a directory of code, or one prose file), each given its split
+// and its place in the seeded order.
+std::vector<Doc> group_documents(const std::vector<FileEntry>& files, const CorpusOptions& opt) {
   std::map<std::string, Doc> by_name;
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string& rel = files[i].relative;
@@ -225,39 +225,112 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
   }
   std::vector<Doc> docs;
   docs.reserve(by_name.size());
-  uint64_t total_bytes = 0;
   for (auto& [n, d] : by_name) {
     d.order = seeded_hash(n, opt.seed);
     const uint64_t split_hash = seeded_hash(n, opt.seed ^ 0x5EED5EED5EED5EEDull);
     d.val = static_cast<double>(split_hash >> 11) * 0x1.0p-53 < opt.val_fraction;
-    total_bytes += d.bytes;
     docs.push_back(std::move(d));
   }
   std::sort(docs.begin(), docs.end(), [](const Doc& a, const Doc& b) { return a.order != b.order ? a.order < b.order : a.name < b.name; });
+  return docs;
+}
 
-  // Output directory: drop the old index first, so an interrupted build never looks complete.
+// The output directory with the old index dropped first (so an interrupted build never looks
+// complete) and the tokenizer copied in.
+fs::path prepare_output(const CorpusOptions& opt) {
+  std::error_code ec;
   fs::create_directories(opt.out, ec);
   if (ec || !fs::is_directory(opt.out)) throw std::runtime_error("cannot create output directory " + opt.out);
   const fs::path outdir(opt.out);
   fs::remove(outdir / format::kIndexFile, ec);
-  {
-    const std::string model = read_file(opt.tokenizer);
-    io::write_file_atomic((outdir / format::kTokenizerFile).string(), model.data(), model.size());
-  }
+  const std::string model = read_file(opt.tokenizer);
+  io::write_file_atomic((outdir / format::kTokenizerFile).string(), model.data(), model.size());
+  return outdir;
+}
 
-  ShardWriter train(opt.out, "train", opt.shard_tokens), val(opt.out, "val", opt.shard_tokens),
-      val_long(opt.out, "val-long", opt.shard_tokens);
+// Encodes the documents of `batch` on `threads` threads; the first error is rethrown.
+std::vector<Encoded> encode_batch(const std::vector<size_t>& batch, const std::vector<Doc>& docs,
+                                  const std::vector<FileEntry>& files, const Tokenizer& tok, const CorpusOptions& opt,
+                                  unsigned threads) {
+  std::vector<Encoded> results(batch.size());
+  std::atomic<size_t> cursor{0};
+  std::vector<std::string> errors(batch.size());
+  auto work = [&] {
+    for (size_t k; (k = cursor.fetch_add(1)) < batch.size();) {
+      try {
+        results[k] = encode_doc(docs[batch[k]], files, tok, opt.max_file_bytes);
+      } catch (const std::exception& e) {
+        errors[k] = e.what();
+      }
+    }
+  };
+  const unsigned nt = static_cast<unsigned>(std::min<size_t>(threads, batch.size()));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < nt; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  for (const auto& e : errors)
+    if (!e.empty()) throw std::runtime_error(e);
+  return results;
+}
+
+// The documents read so far into the three splits' shards, with the counts of the summary and
+// the progress line.
+struct CorpusWriter {
+  const CorpusOptions& opt;
+  const std::vector<Doc>& docs;
+  Clock::time_point t0;
+  ShardWriter train, val, val_long;
   CorpusSummary sum;
-  sum.files_scanned = static_cast<int64_t>(files.size());
-
-  const unsigned threads = opt.threads > 0 ? static_cast<unsigned>(opt.threads) : std::max(1u, std::thread::hardware_concurrency());
-  const bool capped = opt.max_tokens > 0;
-  auto last_report = clock::now();
-  uint64_t bytes_seen = 0, bytes_read = 0;  // documents passed (for the ETA) / actually read
+  uint64_t total_bytes = 0, bytes_seen = 0, bytes_read = 0;  // documents passed (for the ETA) / actually read
   int64_t total_tokens = 0, train_tokens = 0;
   size_t docs_done = 0;
-  auto report = [&](bool final_line) {
-    const double el = std::chrono::duration<double>(clock::now() - t0).count();
+
+  CorpusWriter(const CorpusOptions& o, const std::vector<Doc>& d, Clock::time_point start)
+      : opt(o), docs(d), t0(start), train(o.out, "train", o.shard_tokens), val(o.out, "val", o.shard_tokens),
+        val_long(o.out, "val-long", o.shard_tokens) {
+    for (const Doc& doc : docs) total_bytes += doc.bytes;
+  }
+  bool capped() const { return opt.max_tokens > 0; }
+
+  // With a cap, a training document whose bytes alone clearly exceed what is left (more than 8
+  // bytes per remaining token) is skipped unread.
+  bool skip_unread(const Doc& d) {
+    if (!(capped() && !d.val && d.bytes > 8 * static_cast<uint64_t>(opt.max_tokens - train_tokens))) return false;
+    ++sum.documents_capped;
+    bytes_seen += d.bytes;
+    ++docs_done;
+    return true;
+  }
+
+  void commit(const Doc& d, Encoded& e) {
+    ++docs_done;
+    bytes_seen += d.bytes;
+    bytes_read += d.bytes;
+    const auto n = static_cast<int64_t>(e.tokens.size());
+    if (capped() && !d.val && train_tokens + n > opt.max_tokens) {
+      ++sum.documents_capped;
+      return;
+    }
+    int64_t used = 0;
+    for (auto st : e.status) {
+      if (st == FileStatus::Used) ++used;
+      else if (st == FileStatus::Binary) ++sum.skipped_binary;
+      else if (st == FileStatus::Large) ++sum.skipped_large;
+      else ++sum.skipped_empty;
+    }
+    if (n == 0) return;
+    sum.files_used += used;
+    sum.bytes_used += e.bytes;
+    total_tokens += n;
+    ShardWriter& w = !d.val ? train : n >= opt.min_val_doc_tokens ? val_long : val;
+    w.add(d.name, e.tokens, used);
+    e.tokens = {};
+    if (!d.val) train_tokens += n;
+  }
+
+  void report(bool final_line) const {
+    const double el = std::chrono::duration<double>(Clock::now() - t0).count();
     double frac = total_bytes ? static_cast<double>(bytes_seen) / static_cast<double>(total_bytes) : 1.0;
     const double eta = frac > 0 ? el * (1 - frac) / frac : 0;
     std::fprintf(stderr, "data: %zu/%zu documents, %lld files, %s read, %s tokens (train %s, val %s, val-long %s), %s/s, %s %s\n",
@@ -267,93 +340,56 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
                  human_count(static_cast<double>(val_long.summary().tokens)).c_str(),
                  human_bytes(el > 0 ? static_cast<double>(bytes_read) / el : 0).c_str(), final_line ? "done in" : "ETA",
                  human_seconds(final_line ? el : eta).c_str());
-  };
+  }
 
-  // Documents are encoded in parallel batches and committed in order.
+  void flush() {
+    train.flush();
+    val.flush();
+    val_long.flush();
+    sum.train = train.summary();
+    sum.val = val.summary();
+    sum.val_long = val_long.summary();
+  }
+  bool wrote(const std::string& name) const {
+    return train.written().count(name) || val.written().count(name) || val_long.written().count(name);
+  }
+};
+
+// Documents are encoded in parallel batches and committed in order. With a cap, reading goes on
+// after the training split is full: held-out documents are all kept (the cap is on training
+// tokens), while training documents are then skipped unread.
+void read_documents(CorpusWriter& w, const std::vector<FileEntry>& files, const Tokenizer& tok) {
+  const CorpusOptions& opt = w.opt;
+  const auto& docs = w.docs;
+  const unsigned threads = opt.threads > 0 ? static_cast<unsigned>(opt.threads) : std::max(1u, std::thread::hardware_concurrency());
   const size_t batch_docs = std::max<size_t>(4 * threads, 16);
   const uint64_t batch_bytes = 64ull << 20;
+  auto last_report = Clock::now();
   size_t next = 0;
   std::vector<size_t> batch;
-  std::vector<Encoded> results;
-  // With a cap, reading goes on after the training split is full: held-out documents are all
-  // kept (the cap is on training tokens), while training documents are then skipped unread.
   while (next < docs.size()) {
     batch.clear();
     uint64_t bb = 0;
     while (next < docs.size() && batch.size() < batch_docs && (batch.empty() || bb < batch_bytes)) {
-      const Doc& d = docs[next];
-      // With a cap, a document whose bytes alone clearly exceed what is left (more than 8 bytes
-      // per remaining token) is not even read.
-      if (capped && !d.val && d.bytes > 8 * static_cast<uint64_t>(opt.max_tokens - train_tokens)) {
-        ++sum.documents_capped;
-        bytes_seen += d.bytes;
-        ++docs_done;
+      if (w.skip_unread(docs[next])) {
         ++next;
         continue;
       }
       batch.push_back(next++);
       bb += docs[batch.back()].bytes;
     }
-    results.assign(batch.size(), Encoded{});
-    std::atomic<size_t> cursor{0};
-    std::vector<std::string> errors(batch.size());
-    auto work = [&] {
-      for (size_t k; (k = cursor.fetch_add(1)) < batch.size();) {
-        try {
-          results[k] = encode_doc(docs[batch[k]], files, tok, opt.max_file_bytes);
-        } catch (const std::exception& e) {
-          errors[k] = e.what();
-        }
-      }
-    };
-    const unsigned nt = static_cast<unsigned>(std::min<size_t>(threads, batch.size()));
-    std::vector<std::thread> pool;
-    for (unsigned t = 1; t < nt; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
-    for (size_t k = 0; k < batch.size(); ++k) {
-      if (!errors[k].empty()) throw std::runtime_error(errors[k]);
-      const Doc& d = docs[batch[k]];
-      Encoded& e = results[k];
-      ++docs_done;
-      bytes_seen += d.bytes;
-      bytes_read += d.bytes;
-      const auto n = static_cast<int64_t>(e.tokens.size());
-      if (capped && !d.val && train_tokens + n > opt.max_tokens) {
-        ++sum.documents_capped;
-        continue;
-      }
-      int64_t used = 0;
-      for (auto st : e.status) {
-        if (st == FileStatus::Used) ++used;
-        else if (st == FileStatus::Binary) ++sum.skipped_binary;
-        else if (st == FileStatus::Large) ++sum.skipped_large;
-        else ++sum.skipped_empty;
-      }
-      if (n == 0) continue;
-      sum.files_used += used;
-      sum.bytes_used += e.bytes;
-      total_tokens += n;
-      ShardWriter& w = !d.val ? train : n >= opt.min_val_doc_tokens ? val_long : val;
-      w.add(d.name, e.tokens, used);
-      e.tokens = {};
-      if (!d.val) train_tokens += n;
-    }
-    if (opt.progress && std::chrono::duration<double>(clock::now() - last_report).count() >= 2.0) {
-      report(false);
-      last_report = clock::now();
+    std::vector<Encoded> results = encode_batch(batch, docs, files, tok, opt, threads);
+    for (size_t k = 0; k < batch.size(); ++k) w.commit(docs[batch[k]], results[k]);
+    if (opt.progress && std::chrono::duration<double>(Clock::now() - last_report).count() >= 2.0) {
+      w.report(false);
+      last_report = Clock::now();
     }
   }
-  train.flush();
-  val.flush();
-  val_long.flush();
-  if (total_tokens == 0)
-    throw std::runtime_error("source " + opt.source + " holds no usable text files (" + std::to_string(files.size()) +
-                             " files: all empty, binary or larger than " + std::to_string(opt.max_file_bytes) + " bytes)");
+}
 
-  sum.train = train.summary();
-  sum.val = val.summary();
-  sum.val_long = val_long.summary();
+void write_index(const CorpusWriter& w, const Tokenizer& tok, const fs::path& outdir) {
+  const CorpusOptions& opt = w.opt;
+  const CorpusSummary& sum = w.sum;
   json idx;
   idx["format"] = format::kFormatName;
   idx["version"] = format::kFormatVersion;
@@ -374,11 +410,14 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
                       {"skipped_binary", sum.skipped_binary}, {"skipped_large", sum.skipped_large},
                       {"skipped_empty", sum.skipped_empty},   {"documents_capped", sum.documents_capped},
                       {"bytes_used", sum.bytes_used}};
-  idx["splits"] = json{{"train", train.to_json()}, {"val", val.to_json()}, {"val-long", val_long.to_json()}};
+  idx["splits"] = json{{"train", w.train.to_json()}, {"val", w.val.to_json()}, {"val-long", w.val_long.to_json()}};
   const std::string text = idx.dump(1) + "\n";
   io::write_file_atomic((outdir / format::kIndexFile).string(), text.data(), text.size());
+}
 
-  // Remove shards of an earlier build that this one did not write.
+// Removes shards of an earlier build that this one did not write.
+void remove_stale_shards(const CorpusWriter& w, const fs::path& outdir) {
+  std::error_code ec;
   for (const auto& e : fs::directory_iterator(outdir, ec)) {
     const std::string name = e.path().filename().string();
     if (name.size() < 5 || name.compare(name.size() - 4, 4, ".bin") != 0) continue;
@@ -389,12 +428,36 @@ CorpusSummary build_corpus(const CorpusOptions& opt) {
           std::all_of(name.begin() + static_cast<long>(p.size()), name.end() - 4, [](char c) { return c >= '0' && c <= '9'; }))
         ours = true;
     }
-    if (ours && !train.written().count(name) && !val.written().count(name) && !val_long.written().count(name))
-      fs::remove(e.path(), ec);
+    if (ours && !w.wrote(name)) fs::remove(e.path(), ec);
   }
-  sum.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-  if (opt.progress) report(true);
-  return sum;
+}
+
+}  // namespace
+
+CorpusSummary build_corpus(const CorpusOptions& opt) {
+  const auto t0 = Clock::now();
+  check_build_options(opt);
+  const Tokenizer tok = Tokenizer::load(opt.tokenizer);
+  if (tok.bos_id() < 0)
+    throw std::runtime_error("tokenizer " + opt.tokenizer + " has no BOS token, which starts every corpus document");
+  check_out_not_in_source(opt);
+  const std::vector<FileEntry> files = list_files(opt.source);
+  if (files.empty()) throw std::runtime_error("source " + opt.source + " holds no files");
+  const std::vector<Doc> docs = group_documents(files, opt);
+
+  const fs::path outdir = prepare_output(opt);
+  CorpusWriter w(opt, docs, t0);
+  w.sum.files_scanned = static_cast<int64_t>(files.size());
+  read_documents(w, files, tok);
+  w.flush();
+  if (w.total_tokens == 0)
+    throw std::runtime_error("source " + opt.source + " holds no usable text files (" + std::to_string(files.size()) +
+                             " files: all empty, binary or larger than " + std::to_string(opt.max_file_bytes) + " bytes)");
+  write_index(w, tok, outdir);
+  remove_stale_shards(w, outdir);
+  w.sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (opt.progress) w.report(true);
+  return w.sum;
 }
 
 std::string format_summary(const CorpusSummary& s) {

@@ -439,7 +439,7 @@ void plot_needle_eval(const NeedleEvalResult& r, const std::string& path) {
   c.log_x = true;
   c.y_min = 0;
   c.y_max = 1;
-  report::write_line_chart_png(path, s, c);
+  report::write_line_chart(path, s, c);
 }
 
 }  // namespace ttt::eval

@@ -190,12 +190,12 @@ void plot_long_eval(const LongEvalResult& r, const std::string& dir, int64_t win
   c.x_label = "context length L (tokens)";
   c.y_label = "loss (nats/token)";
   c.log_x = true;
-  report::write_line_chart_png(dir + "/loss_vs_context.png", vs_ctx, c);
+  report::write_line_chart(dir + "/loss_vs_context.png", vs_ctx, c);
   report::ChartOptions p;
   p.title = "Held-out loss by position (window " + std::to_string(window) + ")";
   p.x_label = "position in document (tokens)";
   p.y_label = "loss (nats/token)";
-  report::write_line_chart_png(dir + "/loss_vs_position.png", vs_pos, p);
+  report::write_line_chart(dir + "/loss_vs_position.png", vs_pos, p);
 }
 
 SpanProbeResult span_probe_eval(const std::vector<NamedModel>& models, const data::Dataset& ds,

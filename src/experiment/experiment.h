@@ -3,7 +3,7 @@
 // SWA/full hybrid, Mamba 2, Gated DeltaNet, TTT-KVB, TTT-E2E), evaluates them and TTT-E2E with
 // its inner steps off (held-out loss, loss vs context length, repeated-span recall, RULER-style
 // needle tests after a short needle-task tuning, prefill and decode latency vs context), writes
-// REPORT.md with 95% bootstrap intervals, tables and PNG plots, and prints the headline table.
+// REPORT.md with 95% bootstrap intervals, tables and plots (PNG, SVG), and prints the headline table.
 // Every stage resumes: an interrupted run picks up where it stopped.
 #pragma once
 #include <cstdint>

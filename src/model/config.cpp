@@ -14,6 +14,7 @@
 #include "io/atomic_file.h"
 #include "io/file_read.h"
 #include "io/json_read.h"
+#include "model/families/family.h"
 
 namespace ttt::model {
 namespace {
@@ -99,16 +100,24 @@ int64_t ModelConfig::first_prime_layer() const {
   return prime ? num_hidden_layers - suffix_len : num_hidden_layers;
 }
 
+bool ModelConfig::recurrent_model() const {
+  const MixerFamily* f = find_family(seq_modeling_block);
+  return f && f->recurrent();
+}
+
 bool ModelConfig::is_recurrent(int64_t layer) const {
-  return recurrent_model() && !(swa_every > 0 && (layer + 1) % swa_every == 0);
+  const MixerFamily* f = find_family(seq_modeling_block);
+  return f && f->recurrent() && f->own_mixer(*this, layer);
 }
 
 int64_t ModelConfig::window_of(int64_t layer) const {
-  if (recurrent_model()) return is_recurrent(layer) ? 0 : sliding_window_size;
-  if (seq_modeling_block != "SWA") return 0;
-  if (full_attention_every > 0 && (layer + 1) % full_attention_every == 0) return 0;
-  return sliding_window_size;
+  const MixerFamily* f = find_family(seq_modeling_block);
+  return f ? f->window_of(*this, layer) : 0;
 }
+
+void config_error(const std::string& what) { bad(what); }
+void config_json_int(const json& j, const char* key, int64_t& out) { get_int(j, key, out, false); }
+void config_json_double(const json& j, const char* key, double& out) { get_double(j, key, out); }
 
 void validate_config(const ModelConfig& c) {
   const std::pair<const char*, int64_t> sizes[] = {
@@ -130,45 +139,13 @@ void validate_config(const ModelConfig& c) {
   if (c.head_dim() % 2 != 0)
     bad("head_dim = hidden_size / num_attention_heads = " + std::to_string(c.head_dim()) +
         " must be even (RoPE rotates pairs)");
-  if (c.seq_modeling_block != "self_attention" && c.seq_modeling_block != "SWA" && !c.recurrent_model())
-    bad("seq_modeling_block must be \"self_attention\", \"SWA\", \"mamba2\", \"gated_deltanet\" or \"ttt_kvb\" (got \"" +
-        one_line(c.seq_modeling_block) + "\")");
-  if (c.recurrent_model()) {
-    if (c.chunk_size < 1 || c.chunk_size > (int64_t{1} << 20))
-      bad("chunk_size must be in [1, 2^20] (got " + std::to_string(c.chunk_size) + ")");
-  }
-  if (c.seq_modeling_block == "ttt_kvb") {
-    if (c.sliding_window_size < 1)
-      bad("sliding_window_size must be >= 1 with seq_modeling_block \"ttt_kvb\" (its window attention)");
-    if (c.num_lact_heads < 1 || c.hidden_size % c.num_lact_heads != 0)
-      bad("hidden_size (" + std::to_string(c.hidden_size) + ") must be divisible by num_lact_heads (" +
-          std::to_string(c.num_lact_heads) + ")");
-    if (!(c.inter_multi > 0) || !(c.inter_multi <= 64) || c.lact_hidden() < 1)
-      bad("inter_multi must be in (0, 64] and give a fast-weight hidden size >= 1 (got " + num(c.inter_multi) + ")");
-    if (c.lact_chunk_size < 1 || c.lact_chunk_size > (int64_t{1} << 24))
-      bad("lact_chunk_size must be in [1, 2^24] (got " + std::to_string(c.lact_chunk_size) + ")");
-  }
-  if (c.seq_modeling_block == "gated_deltanet")
-    for (const auto& [name, v] : {std::pair<const char*, int64_t>{"expand_v", c.expand_v}, {"conv_size", c.conv_size}})
-      if (v < 1 || v > 64) bad(std::string(name) + " must be in [1, 64] (got " + std::to_string(v) + ")");
+  const MixerFamily* family = find_family(c.seq_modeling_block);
+  if (!family)
+    bad("seq_modeling_block must be " + family_names() + " (got \"" + one_line(c.seq_modeling_block) + "\")");
   if (c.swa_every < 0) bad("swa_every must not be negative (got " + std::to_string(c.swa_every) + ")");
-  if (c.seq_modeling_block == "mamba2") {
-    const std::pair<const char*, int64_t> m[] = {{"d_state", c.d_state}, {"d_conv", c.d_conv}, {"expand", c.expand},
-                                                 {"headdim", c.headdim}, {"ngroups", c.ngroups}};
-    for (const auto& [name, v] : m)
-      if (v < 1 || v > (int64_t{1} << 20)) bad(std::string(name) + " must be in [1, 2^20] (got " + std::to_string(v) + ")");
-    if (c.ngroups != 1) bad("ngroups must be 1 (the only Mamba 2 variant this engine implements)");
-    if (c.hidden_size > (int64_t{1} << 24) || c.mamba_d_inner() % c.headdim != 0)
-      bad("expand * hidden_size = " + std::to_string(c.mamba_d_inner()) + " must be divisible by headdim (" +
-          std::to_string(c.headdim) + ")");
-    if (c.swa_every > 0 && c.sliding_window_size < 1)
-      bad("sliding_window_size must be >= 1 when swa_every adds SWA blocks (got " + std::to_string(c.sliding_window_size) + ")");
-  }
   if (c.sliding_window_size < 0)
     bad("sliding_window_size must not be negative (got " + std::to_string(c.sliding_window_size) + ")");
-  if (c.seq_modeling_block == "SWA" && c.sliding_window_size < 1)
-    bad("sliding_window_size must be >= 1 with seq_modeling_block \"SWA\" (got " +
-        std::to_string(c.sliding_window_size) + ")");
+  family->validate(c);
   if (c.full_attention_every < 0)
     bad("full_attention_every must not be negative (got " + std::to_string(c.full_attention_every) + ")");
   if (c.mini_batch_size < 1)
@@ -205,21 +182,7 @@ void validate_config(const ModelConfig& c) {
     return r;
   };
   int64_t block = add(add(mul(4, mul(d, d)), mul(3, mul(d, f))), add(mul(2, c.head_dim()), mul(4, d)));
-  if (c.seq_modeling_block == "mamba2") {  // bound by the larger of the two block kinds
-    const int64_t di = mul(c.expand, d), cd = add(di, mul(2, c.d_state));
-    const int64_t mamba = add(add(mul(d, add(add(di, cd), c.mamba_heads())), mul(cd, add(c.d_conv, 1))),
-                              add(mul(di, add(d, 1)), mul(3, c.mamba_heads())));
-    block = add(block, mamba);
-  }
-  if (c.seq_modeling_block == "ttt_kvb") {
-    const int64_t nh = c.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
-    block = add(block, add(add(mul(d, mul(4, d)), mul(3, mul(nh, mul(dh, din)))), add(mul(d, mul(3, nh)), mul(6, d))));
-  }
-  if (c.seq_modeling_block == "gated_deltanet") {
-    const int64_t kd = d, vd = mul(c.expand_v, d), h = c.num_attention_heads;
-    block = add(block, add(add(mul(d, add(add(mul(2, kd), mul(2, vd)), mul(2, h))), mul(vd, d)),
-                           add(mul(c.conv_size, add(mul(2, kd), vd)), add(mul(2, h), mul(c.expand_v, c.head_dim())))));
-  }
+  block = add(block, family->mixer_param_bound(c, overflow));  // bound by the larger of the two block kinds
   const int64_t prime_block = add(mul(3, mul(d, f)), mul(2, d));
   int64_t total = add(mul(V, d), d);
   if (!c.tie_word_embeddings) total = add(total, mul(d, V));
@@ -260,17 +223,8 @@ ModelConfig config_from_json(const std::string& text) {
   get_int(j, "bos_token_id", c.bos_token_id, false);
   get_double(j, "initializer_range", c.initializer_range);
   get_int(j, "swa_every", c.swa_every, false);
-  get_int(j, "d_state", c.d_state, false);
-  get_int(j, "d_conv", c.d_conv, false);
-  get_int(j, "expand", c.expand, false);
-  get_int(j, "headdim", c.headdim, false);
-  get_int(j, "ngroups", c.ngroups, false);
   get_int(j, "chunk_size", c.chunk_size, false);
-  get_int(j, "expand_v", c.expand_v, false);
-  get_int(j, "conv_size", c.conv_size, false);
-  get_int(j, "num_lact_heads", c.num_lact_heads, false);
-  get_int(j, "lact_chunk_size", c.lact_chunk_size, false);
-  get_double(j, "inter_multi", c.inter_multi);
+  for (const MixerFamily* f : families()) f->read_json(j, c);  // every family's fields are type-checked
   validate_config(c);
   return c;
 }
@@ -300,22 +254,7 @@ std::string config_to_json(const ModelConfig& c) {
     j["swa_every"] = c.swa_every;
     j["chunk_size"] = c.chunk_size;
   }
-  if (c.seq_modeling_block == "ttt_kvb") {
-    j["num_lact_heads"] = c.num_lact_heads;
-    j["inter_multi"] = c.inter_multi;
-    j["lact_chunk_size"] = c.lact_chunk_size;
-  }
-  if (c.seq_modeling_block == "gated_deltanet") {
-    j["expand_v"] = c.expand_v;
-    j["conv_size"] = c.conv_size;
-  }
-  if (c.seq_modeling_block == "mamba2") {
-    j["d_state"] = c.d_state;
-    j["d_conv"] = c.d_conv;
-    j["expand"] = c.expand;
-    j["headdim"] = c.headdim;
-    j["ngroups"] = c.ngroups;
-  }
+  if (const MixerFamily* f = find_family(c.seq_modeling_block)) f->write_json(c, j);
   return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
@@ -337,70 +276,23 @@ void save_config(const ModelConfig& c, const std::string& path) {
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const ModelConfig& c) {
-  const int64_t V = c.vocab_size, d = c.hidden_size, f = c.intermediate_size, hd = c.head_dim();
+  const int64_t V = c.vocab_size, d = c.hidden_size, f = c.intermediate_size;
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
   out.push_back({"embed.weight", {V, d}});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
     out.push_back({p + "attn_norm.weight", {d}});
-    if (c.is_recurrent(l) && c.seq_modeling_block == "ttt_kvb") {  // LaCT layer_lact_swiglu.py
-      const int64_t nh = c.num_lact_heads, din = c.lact_head_dim(), dh = c.lact_hidden();
-      out.push_back({p + "lact.qkv", {d, 3 * d}});
-      out.push_back({p + "lact.q_norm.weight", {d}});
-      out.push_back({p + "lact.k_norm.weight", {d}});
-      out.push_back({p + "lact.o_proj", {d, d}});
-      out.push_back({p + "lact.w0", {nh, dh, din}});  // initial fast weights
-      out.push_back({p + "lact.w1", {nh, din, dh}});
-      out.push_back({p + "lact.w2", {nh, dh, din}});
-      out.push_back({p + "lact.lr_proj", {d, 3 * nh}});
-      out.push_back({p + "lact.lr_proj_bias", {3 * nh}});
-      out.push_back({p + "lact.qk_scale", {d, 2}});
-      out.push_back({p + "lact.qk_offset", {d, 2}});
-      out.push_back({p + "lact.ttt_norm.weight", {din}});
-    } else if (c.is_recurrent(l) && c.seq_modeling_block == "gated_deltanet") {  // fla layers/gated_deltanet.py
-      const int64_t kd = d, vd = c.expand_v * d, h = c.num_attention_heads;
-      out.push_back({p + "gdn.q_proj", {d, kd}});
-      out.push_back({p + "gdn.k_proj", {d, kd}});
-      out.push_back({p + "gdn.v_proj", {d, vd}});
-      out.push_back({p + "gdn.a_proj", {d, h}});
-      out.push_back({p + "gdn.b_proj", {d, h}});
-      out.push_back({p + "gdn.g_proj", {d, vd}});
-      out.push_back({p + "gdn.conv1d.weight", {2 * kd + vd, c.conv_size}});  // q, k, v short convolutions
-      out.push_back({p + "gdn.A_log", {h}});
-      out.push_back({p + "gdn.dt_bias", {h}});
-      out.push_back({p + "gdn.o_norm.weight", {c.expand_v * c.head_dim()}});
-      out.push_back({p + "gdn.o_proj", {vd, d}});
-    } else if (c.is_recurrent(l)) {  // Mamba 2 (state-spaces/mamba modules/mamba2.py, ngroups 1)
-      const int64_t di = c.mamba_d_inner(), cd = c.mamba_conv_dim(), nh = c.mamba_heads();
-      out.push_back({p + "mamba.in_proj", {d, di + cd + nh}});  // -> z, x B C, dt
-      out.push_back({p + "mamba.conv1d.weight", {cd, c.d_conv}});
-      out.push_back({p + "mamba.conv1d.bias", {cd}});
-      out.push_back({p + "mamba.dt_bias", {nh}});
-      out.push_back({p + "mamba.A_log", {nh}});
-      out.push_back({p + "mamba.D", {nh}});
-      out.push_back({p + "mamba.norm.weight", {di}});
-      out.push_back({p + "mamba.out_proj", {di, d}});
-    } else {
-      out.push_back({p + "attn.wq", {d, d}});
-      out.push_back({p + "attn.wk", {d, d}});
-      out.push_back({p + "attn.wv", {d, d}});
-      out.push_back({p + "attn.wo", {d, d}});
-      out.push_back({p + "attn.q_norm.weight", {hd}});
-      out.push_back({p + "attn.k_norm.weight", {hd}});
-    }
+    if (c.is_recurrent(l))
+      c.family().parameter_shapes(c, p, out);
+    else
+      attention_parameter_shapes(c, p, out);
     out.push_back({p + "attn_post_norm.weight", {d}});
     out.push_back({p + "mlp_norm.weight", {d}});
     out.push_back({p + "mlp.w1", {d, f}});
     out.push_back({p + "mlp.w3", {d, f}});
     out.push_back({p + "mlp.w2", {f, d}});
     out.push_back({p + "mlp_post_norm.weight", {d}});
-    if (c.has_prime(l)) {
-      out.push_back({p + "prime_norm.weight", {d}});
-      out.push_back({p + "prime.w1", {d, f}});
-      out.push_back({p + "prime.w3", {d, f}});
-      out.push_back({p + "prime.w2", {f, d}});
-      out.push_back({p + "prime_post_norm.weight", {d}});
-    }
+    if (c.has_prime(l)) prime_parameter_shapes(c, p, out);
   }
   out.push_back({"final_norm.weight", {d}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head", {d, V}});

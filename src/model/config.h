@@ -10,10 +10,13 @@
 
 namespace ttt::model {
 
+class MixerFamily;  // model/families/family.h
+
 struct ModelConfig {
   int64_t vocab_size = 0, hidden_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
           intermediate_size = 0;
-  // "self_attention", "SWA", or a recurrent baseline: "mamba2", "gated_deltanet", "ttt_kvb"
+  // The model family (src/model/families): "self_attention", "SWA", or a recurrent baseline:
+  // "mamba2", "gated_deltanet", "ttt_kvb". Its own fields sit in its section below.
   std::string seq_modeling_block = "SWA";
   int64_t full_attention_every = 0;         // hybrid: with SWA, blocks with (l+1) % k == 0 use full attention
   int64_t sliding_window_size = 0;          // W
@@ -28,35 +31,43 @@ struct ModelConfig {
   // (l+1) % swa_every == 0 are SWA blocks (window sliding_window_size) and the others use the
   // recurrent mixer (swa_every 0: every block). chunk_size: the chunked scan's chunk.
   int64_t swa_every = 0, chunk_size = 64;
-  // Mamba 2, named as in state-spaces/mamba (modules/mamba2.py).
-  int64_t d_state = 64, d_conv = 4, expand = 2, headdim = 64, ngroups = 1;
-  // Gated DeltaNet, named as in fla (layers/gated_deltanet.py): num_attention_heads heads of
+  // Per-family sections: each family's own fields, read, written (under the JSON names of its
+  // reference code, at the top level of config.json) and validated by its file in
+  // src/model/families/.
+  struct Mamba2Section {  // mamba2.cpp; named as in state-spaces/mamba (modules/mamba2.py)
+    int64_t d_state = 64, d_conv = 4, expand = 2, headdim = 64, ngroups = 1;
+  } mamba2;
+  // gated_deltanet.cpp; named as in fla (layers/gated_deltanet.py): num_attention_heads heads of
   // key size head_dim() and value size expand_v * head_dim(); short convolutions of conv_size.
-  int64_t expand_v = 2, conv_size = 4;
-  // TTT-KVB, named as in LaCT (lact_llm): window attention (sliding_window_size) beside per-head
-  // SwiGLU fast weights (num_lact_heads heads, hidden inter_multi x head size) updated once per
-  // lact_chunk_size tokens from a key-to-value dot-product loss with learned per-token rates.
-  int64_t num_lact_heads = 4, lact_chunk_size = 2048;
-  double inter_multi = 1.0;
-  int64_t lact_head_dim() const { return num_lact_heads > 0 ? hidden_size / num_lact_heads : 0; }
-  int64_t lact_hidden() const { return static_cast<int64_t>(static_cast<double>(lact_head_dim()) * inter_multi); }
+  struct GatedDeltaNetSection {
+    int64_t expand_v = 2, conv_size = 4;
+  } gated_deltanet;
+  // ttt_kvb.cpp; named as in LaCT (lact_llm): window attention (sliding_window_size) beside
+  // per-head SwiGLU fast weights (num_lact_heads heads, hidden inter_multi x head size) updated
+  // once per lact_chunk_size tokens from a key-to-value dot-product loss with learned rates.
+  struct TttKvbSection {
+    int64_t num_lact_heads = 4, lact_chunk_size = 2048;
+    double inter_multi = 1.0;
+  } ttt_kvb;
+  int64_t lact_head_dim() const { return ttt_kvb.num_lact_heads > 0 ? hidden_size / ttt_kvb.num_lact_heads : 0; }
+  int64_t lact_hidden() const { return static_cast<int64_t>(static_cast<double>(lact_head_dim()) * ttt_kvb.inter_multi); }
 
   int64_t head_dim() const;                 // hidden_size / num_attention_heads
   bool has_prime(int64_t layer) const;      // prime && layer >= L - suffix_len
   int64_t first_prime_layer() const;        // L - S if prime else L
   int64_t window_of(int64_t layer) const;   // 0 = full causal; W for SWA blocks (hybrid rule applied)
   bool is_recurrent(int64_t layer) const;   // a block of the recurrent mixer (not attention)
-  bool recurrent_model() const {
-    return seq_modeling_block == "mamba2" || seq_modeling_block == "gated_deltanet" || seq_modeling_block == "ttt_kvb";
-  }
-  int64_t mamba_d_inner() const { return expand * hidden_size; }
-  int64_t mamba_heads() const { return headdim > 0 ? mamba_d_inner() / headdim : 0; }
-  int64_t mamba_conv_dim() const { return mamba_d_inner() + 2 * ngroups * d_state; }
+  bool recurrent_model() const;             // a recurrent baseline's family (false for an unknown name)
+  const MixerFamily& family() const;        // throws std::runtime_error for an unknown seq_modeling_block
+  int64_t mamba_d_inner() const { return mamba2.expand * hidden_size; }
+  int64_t mamba_heads() const { return mamba2.headdim > 0 ? mamba_d_inner() / mamba2.headdim : 0; }
+  int64_t mamba_conv_dim() const { return mamba_d_inner() + 2 * mamba2.ngroups * mamba2.d_state; }
 };
 
 // Throws std::runtime_error ("config: <field> ...", one line) unless `c` is a valid config.
 // Rules: the five shape fields positive; hidden_size divisible by num_attention_heads with an even
-// head_dim; seq_modeling_block "self_attention" or "SWA"; SWA needs sliding_window_size >= 1;
+// head_dim; seq_modeling_block a registered family, whose own rules apply (SWA needs
+// sliding_window_size >= 1, ...);
 // full_attention_every, sliding_window_size >= 0; mini_batch_size >= 1; suffix_len in [0, L] and
 // >= 1 when prime; bos_token_id in [0, vocab_size); rope_theta, rms_norm_eps,
 // initializer_range positive and finite; qk_norm, pre_norm, post_norm true (the only variant this

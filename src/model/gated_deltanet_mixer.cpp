@@ -16,8 +16,8 @@ GatedDeltaNetMixer::GatedDeltaNetMixer(const ModelConfig& cfg, GatedDeltaNetPara
     : p_(std::move(p)),
       heads_(cfg.num_attention_heads),
       dk_(cfg.head_dim()),
-      dv_(cfg.expand_v * cfg.head_dim()),
-      conv_size_(cfg.conv_size),
+      dv_(cfg.gated_deltanet.expand_v * cfg.head_dim()),
+      conv_size_(cfg.gated_deltanet.conv_size),
       chunk_(cfg.chunk_size),
       eps_(cfg.rms_norm_eps) {}
 

@@ -15,9 +15,9 @@ Mamba2Mixer::Mamba2Mixer(const ModelConfig& cfg, Mamba2Params p)
     : p_(std::move(p)),
       d_inner_(cfg.mamba_d_inner()),
       heads_(cfg.mamba_heads()),
-      headdim_(cfg.headdim),
-      d_state_(cfg.d_state),
-      d_conv_(cfg.d_conv),
+      headdim_(cfg.mamba2.headdim),
+      d_state_(cfg.mamba2.d_state),
+      d_conv_(cfg.mamba2.d_conv),
       conv_dim_(cfg.mamba_conv_dim()),
       chunk_(cfg.chunk_size),
       eps_(cfg.rms_norm_eps) {}

@@ -4,10 +4,7 @@
 #include <stdexcept>
 
 #include "io/messages.h"
-#include "model/attention_mixer.h"
-#include "model/gated_deltanet_mixer.h"
-#include "model/mamba2_mixer.h"
-#include "model/ttt_kvb_mixer.h"
+#include "model/families/family.h"
 #include "io/safetensors.h"
 #include "tensor/bf16.h"
 
@@ -53,7 +50,7 @@ Model Model::init(const ModelConfig& cfg, uint64_t seed, DType dtype) {
       t[name] = ones(shape, dtype);
     } else if (ends_with(name, "conv1d.weight") || ends_with(name, "conv1d.bias")) {
       // torch Conv1d default: fan_in is the kernel width of a depthwise convolution
-      const double bound = 1.0 / std::sqrt(static_cast<double>(shape.size() == 2 ? shape[1] : cfg.d_conv));
+      const double bound = 1.0 / std::sqrt(static_cast<double>(shape.size() == 2 ? shape[1] : cfg.mamba2.d_conv));
       t[name] = uniform(shape, rng, -bound, bound, dtype);
     } else {
       t[name] = randn(shape, rng, cfg.initializer_range, dtype);
@@ -166,35 +163,7 @@ void Model::bind() {
     const std::string p = "blocks." + std::to_string(l) + ".";
     auto& b = blocks_[l];
     b.attn_norm = by.at(p + "attn_norm.weight");
-    if (cfg_.is_recurrent(l) && cfg_.seq_modeling_block == "ttt_kvb") {
-      const std::string t = p + "lact.";
-      mixers_.push_back(std::make_shared<TttKvbMixer>(
-          cfg_, TttKvbParams{by.at(t + "qkv"), by.at(t + "q_norm.weight"), by.at(t + "k_norm.weight"), by.at(t + "o_proj"),
-                             by.at(t + "w0"), by.at(t + "w1"), by.at(t + "w2"), by.at(t + "lr_proj"),
-                             by.at(t + "lr_proj_bias"), by.at(t + "qk_scale"), by.at(t + "qk_offset"),
-                             by.at(t + "ttt_norm.weight")}));
-    } else if (cfg_.is_recurrent(l) && cfg_.seq_modeling_block == "gated_deltanet") {
-      const std::string g = p + "gdn.";
-      mixers_.push_back(std::make_shared<GatedDeltaNetMixer>(
-          cfg_, GatedDeltaNetParams{by.at(g + "q_proj"), by.at(g + "k_proj"), by.at(g + "v_proj"), by.at(g + "a_proj"),
-                                    by.at(g + "b_proj"), by.at(g + "g_proj"), by.at(g + "conv1d.weight"),
-                                    by.at(g + "A_log"), by.at(g + "dt_bias"), by.at(g + "o_norm.weight"),
-                                    by.at(g + "o_proj")}));
-    } else if (cfg_.is_recurrent(l)) {
-      mixers_.push_back(std::make_shared<Mamba2Mixer>(
-          cfg_, Mamba2Params{by.at(p + "mamba.in_proj"), by.at(p + "mamba.conv1d.weight"), by.at(p + "mamba.conv1d.bias"),
-                             by.at(p + "mamba.dt_bias"), by.at(p + "mamba.A_log"), by.at(p + "mamba.D"),
-                             by.at(p + "mamba.norm.weight"), by.at(p + "mamba.out_proj")}));
-    } else {
-      b.wq = by.at(p + "attn.wq");
-      b.wk = by.at(p + "attn.wk");
-      b.wv = by.at(p + "attn.wv");
-      b.wo = by.at(p + "attn.wo");
-      b.q_norm = by.at(p + "attn.q_norm.weight");
-      b.k_norm = by.at(p + "attn.k_norm.weight");
-      mixers_.push_back(std::make_shared<AttentionMixer>(cfg_, AttentionParams{b.wq, b.wk, b.wv, b.wo, b.q_norm, b.k_norm},
-                                                         cfg_.window_of(l)));
-    }
+    mixers_.push_back(make_block_mixer(cfg_, l, by));  // the family decides (model/families)
     b.attn_post_norm = by.at(p + "attn_post_norm.weight");
     b.mlp_norm = by.at(p + "mlp_norm.weight");
     b.w1 = by.at(p + "mlp.w1");

@@ -1,5 +1,7 @@
 #include "model/orbax_import.h"
 
+#include "model/families/family.h"
+
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,7 +71,7 @@ std::string last_line(std::string s) {
 Model import_orbax(const OrbaxImport& a) {
   if (a.size.empty() == a.config.empty()) throw std::runtime_error("give exactly one of --size and --config");
   const ModelConfig cfg = a.size.empty() ? load_config(a.config) : official_config(a.size);
-  if (cfg.seq_modeling_block != "SWA" && cfg.seq_modeling_block != "self_attention")
+  if (!cfg.family().attention_only())
     throw std::runtime_error("official checkpoints hold attention models; the config says " + cfg.seq_modeling_block);
   const fs::path out(a.out);
   std::error_code ec;

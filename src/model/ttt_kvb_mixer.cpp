@@ -84,10 +84,10 @@ TttKvbMixer::TttKvbMixer(const ModelConfig& cfg, TttKvbParams p)
       heads_(cfg.num_attention_heads),
       head_dim_(cfg.head_dim()),
       window_(cfg.sliding_window_size),
-      nh_(cfg.num_lact_heads),
+      nh_(cfg.ttt_kvb.num_lact_heads),
       din_(cfg.lact_head_dim()),
       dh_(cfg.lact_hidden()),
-      chunk_(cfg.lact_chunk_size),
+      chunk_(cfg.ttt_kvb.lact_chunk_size),
       eps_(cfg.rms_norm_eps),
       rope_theta_(cfg.rope_theta) {}
 

@@ -5,10 +5,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <cstring>
 #include <stdexcept>
 
-#include "report/font.h"
-#include "report/png.h"
+#include <cairo-svg.h>
+#include <cairo.h>
+
+#include "io/atomic_file.h"
 
 namespace ttt::report {
 
@@ -243,128 +246,70 @@ std::vector<Tick> log_ticks(double lo, double hi, LogBase base, int max_ticks) {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Raster canvas
+// Drawing through Cairo: one routine draws on any Cairo surface (an image for PNG and pixel
+// access, an SVG surface for the vector copy).
 
-constexpr Rgb kWhite{255, 255, 255};
 constexpr Rgb kText{25, 25, 25};
 constexpr Rgb kFrame{70, 70, 70};
 constexpr Rgb kGrid{232, 232, 232};
 constexpr Rgb kLegendBorder{190, 190, 190};
 
-struct Canvas {
-  Image img;
-
-  Canvas(int w, int h) {
-    img.width = w;
-    img.height = h;
-    img.rgb.assign(static_cast<size_t>(w) * static_cast<size_t>(h) * 3, 255);
-  }
-  bool inside(int x, int y) const { return x >= 0 && y >= 0 && x < img.width && y < img.height; }
-  uint8_t* px(int x, int y) {
-    return img.rgb.data() + (static_cast<size_t>(y) * static_cast<size_t>(img.width) + static_cast<size_t>(x)) * 3;
-  }
-  void set(int x, int y, Rgb c) {
-    if (!inside(x, y)) return;
-    uint8_t* p = px(x, y);
-    p[0] = c.r;
-    p[1] = c.g;
-    p[2] = c.b;
-  }
-  void blend(int x, int y, Rgb c, double a) {
-    if (!inside(x, y) || a <= 0) return;
-    if (a >= 1) return set(x, y, c);
-    uint8_t* p = px(x, y);
-    auto mix = [a](uint8_t dst, uint8_t src) {
-      return static_cast<uint8_t>(std::lround(dst + (static_cast<double>(src) - dst) * a));
-    };
-    p[0] = mix(p[0], c.r);
-    p[1] = mix(p[1], c.g);
-    p[2] = mix(p[2], c.b);
-  }
-  void fill(int x0, int y0, int x1, int y1, Rgb c, double a = 1) {  // [x0, x1) x [y0, y1)
-    for (int y = std::max(0, y0); y < std::min(img.height, y1); ++y)
-      for (int x = std::max(0, x0); x < std::min(img.width, x1); ++x) blend(x, y, c, a);
-  }
-  void hline(int x0, int x1, int y, Rgb c) { fill(x0, y, x1 + 1, y + 1, c); }
-  void vline(int x, int y0, int y1, Rgb c) { fill(x, y0, x + 1, y1 + 1, c); }
-  void outline(int x0, int y0, int x1, int y1, Rgb c) {  // inclusive corners
-    hline(x0, x1, y0, c);
-    hline(x0, x1, y1, c);
-    vline(x0, y0, y1, c);
-    vline(x1, y0, y1, c);
-  }
-};
-
-int text_width(const std::string& s, int scale) {
-  return s.empty() ? 0 : (static_cast<int>(s.size()) * font::kCellWidth - 1) * scale;
-}
-int text_height(int scale) { return font::kGlyphHeight * scale; }
-
-// Horizontal text; (x, y) is the top-left corner of the first glyph.
-void draw_text(Canvas& cv, int x, int y, const std::string& s, int scale, Rgb c) {
-  for (size_t i = 0; i < s.size(); ++i) {
-    const int gx = x + static_cast<int>(i) * font::kCellWidth * scale;
-    for (int col = 0; col < font::kGlyphWidth; ++col)
-      for (int row = 0; row < font::kGlyphHeight; ++row)
-        if (font::glyph_pixel(s[i], col, row)) cv.fill(gx + col * scale, y + row * scale, gx + (col + 1) * scale,
-                                                       y + (row + 1) * scale, c);
-  }
-}
-
-// Text rotated 90 degrees counter-clockwise (reads bottom to top); (x, y) is the bottom-left corner
-// of the rotated block, which is text_height wide and text_width tall.
-void draw_text_up(Canvas& cv, int x, int y, const std::string& s, int scale, Rgb c) {
-  for (size_t i = 0; i < s.size(); ++i) {
-    const int gu = static_cast<int>(i) * font::kCellWidth * scale;
-    for (int col = 0; col < font::kGlyphWidth; ++col)
-      for (int row = 0; row < font::kGlyphHeight; ++row)
-        if (font::glyph_pixel(s[i], col, row)) {
-          const int u = gu + col * scale, v = row * scale;
-          cv.fill(x + v, y - u - scale, x + v + scale, y - u, c);
-        }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Anti-aliased strokes through a coverage mask: each series is rasterised into the mask (max
-// coverage per pixel, so joints and overlaps do not darken) and then composited once.
-
 struct Rect {
-  int x0, y0, x1, y1;  // [x0, x1) x [y0, y1)
+  double x0, y0, x1, y1;
 };
 
-struct Mask {
-  int w, h;
-  std::vector<float> cov;
-  int bx0, by0, bx1, by1;  // touched bounding box, [bx0, bx1) x [by0, by1)
-  Mask(int w_, int h_) : w(w_), h(h_), cov(static_cast<size_t>(w_) * static_cast<size_t>(h_), 0.f) { reset_box(); }
-  void reset_box() {
-    bx0 = w;
-    by0 = h;
-    bx1 = 0;
-    by1 = 0;
+struct Pt {
+  double x, y;
+};
+
+void set_color(cairo_t* cr, Rgb c, double alpha = 1) {
+  cairo_set_source_rgba(cr, c.r / 255.0, c.g / 255.0, c.b / 255.0, alpha);
+}
+
+// Text through Cairo's font selection (fontconfig: the system's sans-serif face, DejaVu Sans on
+// Debian). Sizes in pixels.
+struct Fonts {
+  cairo_t* cr;
+  double size, title_size;
+  void use(double px, bool bold) const {
+    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL,
+                           bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(cr, px);
   }
-  void put(int x, int y, float c) {
-    float& m = cov[static_cast<size_t>(y) * static_cast<size_t>(w) + static_cast<size_t>(x)];
-    if (c > m) m = c;
-    bx0 = std::min(bx0, x);
-    by0 = std::min(by0, y);
-    bx1 = std::max(bx1, x + 1);
-    by1 = std::max(by1, y + 1);
+  double width(const std::string& s, double px, bool bold = false) const {
+    if (s.empty()) return 0;
+    use(px, bold);
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, s.c_str(), &e);
+    return e.x_advance;
   }
-  void composite(Canvas& cv, Rgb c) {
-    for (int y = by0; y < by1; ++y)
-      for (int x = bx0; x < bx1; ++x) {
-        float& m = cov[static_cast<size_t>(y) * static_cast<size_t>(w) + static_cast<size_t>(x)];
-        if (m > 0) {
-          cv.blend(x, y, c, m);
-          m = 0;
-        }
-      }
-    reset_box();
+  double w(const std::string& s) const { return width(s, size); }
+  // Height of a line of text (cap height plus descenders, as laid out).
+  double h() const { return size; }
+  // Draws `s` with its top-left corner of the text line at (x, y).
+  void draw(double x, double y, const std::string& s, double px, bool bold = false, Rgb c = kText) const {
+    if (s.empty()) return;
+    use(px, bold);
+    cairo_font_extents_t fe;
+    cairo_font_extents(cr, &fe);
+    set_color(cr, c);
+    // Ascent of the font's capitals: about 0.73 em for sans faces; keeps labels centred on ticks.
+    cairo_move_to(cr, x, y + 0.76 * px);
+    cairo_show_text(cr, s.c_str());
+    cairo_new_path(cr);
   }
 };
 
+struct Axis {
+  double lo = 0, hi = 1;
+  bool log = false;
+  LogBase base = LogBase::Auto;
+  double p0 = 0, p1 = 1;  // pixel coordinates of lo and hi
+  double f(double v) const { return log ? std::log10(v) : v; }
+  double finv(double u) const { return log ? std::pow(10.0, u) : u; }
+  double to_px(double v) const { return p0 + (f(v) - f(lo)) / (f(hi) - f(lo)) * (p1 - p0); }
+  bool valid(double v) const { return std::isfinite(v) && (!log || v > 0); }
+};
 // Liang-Barsky: clips the segment to the rectangle; false if nothing is left.
 bool clip_segment(double& x0, double& y0, double& x1, double& y1, double rx0, double ry0, double rx1, double ry1) {
   const double dx = x1 - x0, dy = y1 - y0;
@@ -393,110 +338,9 @@ bool clip_segment(double& x0, double& y0, double& x1, double& y1, double rx0, do
   return true;
 }
 
-void coverage_at(Mask& m, const Rect& clip, int px, int py, double d, double radius) {
-  if (px < clip.x0 || py < clip.y0 || px >= clip.x1 || py >= clip.y1) return;
-  const double c = std::clamp(radius + 0.5 - d, 0.0, 1.0);
-  if (c > 0) m.put(px, py, static_cast<float>(c));
-}
-
-// A capsule of radius r around the segment (pixel centres at i + 0.5).
-void stroke_segment(Mask& m, const Rect& clip, double x0, double y0, double x1, double y1, double r) {
-  const double pad = r + 2;
-  if (!clip_segment(x0, y0, x1, y1, clip.x0 - pad, clip.y0 - pad, clip.x1 + pad, clip.y1 + pad)) return;
-  const double dx = x1 - x0, dy = y1 - y0;
-  const double len2 = dx * dx + dy * dy;
-  auto dist = [&](double cx, double cy) {
-    double t = len2 > 0 ? ((cx - x0) * dx + (cy - y0) * dy) / len2 : 0;
-    t = std::clamp(t, 0.0, 1.0);
-    const double ex = x0 + t * dx - cx, ey = y0 + t * dy - cy;
-    return std::sqrt(ex * ex + ey * ey);
-  };
-  const double reach = r + 1.5;
-  if (std::fabs(dx) >= std::fabs(dy)) {  // x-major: walk columns, a band of rows around the line
-    const double half = len2 > 0 ? reach * std::sqrt(len2) / std::max(std::fabs(dx), 1e-12) : reach;
-    const int c0 = static_cast<int>(std::floor(std::min(x0, x1) - reach));
-    const int c1 = static_cast<int>(std::ceil(std::max(x0, x1) + reach));
-    for (int px = std::max(c0, clip.x0); px <= std::min(c1, clip.x1 - 1); ++px) {
-      const double cx = px + 0.5;
-      const double t = dx != 0 ? std::clamp((cx - x0) / dx, 0.0, 1.0) : 0.0;
-      const double ly = y0 + t * dy;
-      const int r0 = static_cast<int>(std::floor(ly - half)), r1 = static_cast<int>(std::ceil(ly + half));
-      for (int py = std::max(r0, clip.y0); py <= std::min(r1, clip.y1 - 1); ++py)
-        coverage_at(m, clip, px, py, dist(cx, py + 0.5), r);
-    }
-  } else {  // y-major
-    const double half = reach * std::sqrt(len2) / std::fabs(dy);
-    const int r0 = static_cast<int>(std::floor(std::min(y0, y1) - reach));
-    const int r1 = static_cast<int>(std::ceil(std::max(y0, y1) + reach));
-    for (int py = std::max(r0, clip.y0); py <= std::min(r1, clip.y1 - 1); ++py) {
-      const double cy = py + 0.5;
-      const double t = std::clamp((cy - y0) / dy, 0.0, 1.0);
-      const double lx = x0 + t * dx;
-      const int c0 = static_cast<int>(std::floor(lx - half)), c1 = static_cast<int>(std::ceil(lx + half));
-      for (int px = std::max(c0, clip.x0); px <= std::min(c1, clip.x1 - 1); ++px)
-        coverage_at(m, clip, px, py, dist(px + 0.5, cy), r);
-    }
-  }
-}
-
-void stamp_disk(Mask& m, const Rect& clip, double cx, double cy, double r) {
-  if (cx < clip.x0 - r - 2 || cy < clip.y0 - r - 2 || cx > clip.x1 + r + 2 || cy > clip.y1 + r + 2) return;
-  const int x0 = static_cast<int>(std::floor(cx - r - 1)), x1 = static_cast<int>(std::ceil(cx + r + 1));
-  const int y0 = static_cast<int>(std::floor(cy - r - 1)), y1 = static_cast<int>(std::ceil(cy + r + 1));
-  for (int py = y0; py <= y1; ++py)
-    for (int px = x0; px <= x1; ++px)
-      coverage_at(m, clip, px, py, std::hypot(px + 0.5 - cx, py + 0.5 - cy), r);
-}
-
-struct Pt {
-  double x, y;
-};
-
-// Strokes a polyline, solid or dashed (the dash pattern runs on across vertices).
-void stroke_polyline(Mask& m, const Rect& clip, const std::vector<Pt>& pts, double r, bool dashed) {
-  if (pts.size() < 2) return;
-  if (!dashed) {
-    for (size_t i = 0; i + 1 < pts.size(); ++i) stroke_segment(m, clip, pts[i].x, pts[i].y, pts[i + 1].x, pts[i + 1].y, r);
-    return;
-  }
-  const double on = 4 * r + 4, off = 2 * r + 4, period = on + off;
-  const double pad = r + 2;
-  double phase = 0;  // arc length from the start of the current dash period, in [0, period)
-  for (size_t i = 0; i + 1 < pts.size(); ++i) {
-    const Pt a = pts[i], b = pts[i + 1];
-    const double len = std::hypot(b.x - a.x, b.y - a.y);
-    if (!(len > 0) || !std::isfinite(len)) continue;
-    // Only the visible part is walked (off-screen parts may be astronomically long).
-    double x0 = a.x, y0 = a.y, x1 = b.x, y1 = b.y;
-    if (clip_segment(x0, y0, x1, y1, clip.x0 - pad, clip.y0 - pad, clip.x1 + pad, clip.y1 + pad)) {
-      const double ux = (b.x - a.x) / len, uy = (b.y - a.y) / len;
-      const double s0 = std::hypot(x0 - a.x, y0 - a.y), s1 = std::hypot(x1 - a.x, y1 - a.y);
-      // Dash k covers [base + k * period, base + k * period + on) in this segment's arc length.
-      const double base = s0 - std::fmod(phase + s0, period);
-      for (long k = 0;; ++k) {
-        const double d0 = base + static_cast<double>(k) * period, d1 = d0 + on;
-        if (d0 >= s1) break;
-        const double e0 = std::max(d0, s0), e1 = std::min(d1, s1);
-        if (e1 > e0) stroke_segment(m, clip, a.x + ux * e0, a.y + uy * e0, a.x + ux * e1, a.y + uy * e1, r);
-      }
-    }
-    phase = std::fmod(phase + len, period);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Axes
 
-struct Axis {
-  double lo = 0, hi = 1;
-  bool log = false;
-  LogBase base = LogBase::Auto;
-  double p0 = 0, p1 = 1;  // pixel coordinates of lo and hi
-  double f(double v) const { return log ? std::log10(v) : v; }
-  double finv(double u) const { return log ? std::pow(10.0, u) : u; }
-  double to_px(double v) const { return p0 + (f(v) - f(lo)) / (f(hi) - f(lo)) * (p1 - p0); }
-  bool valid(double v) const { return std::isfinite(v) && (!log || v > 0); }
-};
 
 // Data range (plus a margin on the free ends) for one axis.
 void fit_axis(Axis& ax, const std::vector<double>& values, std::optional<double> fix_lo, std::optional<double> fix_hi,
@@ -580,16 +424,37 @@ void check_options(const std::vector<Series>& series, const ChartOptions& opt) {
 
 }  // namespace
 
-Image render_line_chart(const std::vector<Series>& series, const ChartOptions& opt) {
-  check_options(series, opt);
-  const int W = opt.width, H = opt.height;
-  Canvas cv(W, H);
+namespace {
 
+// Everything the drawing needs, decided before anything is drawn.
+struct Chart {
+  Rect plot{0, 0, 1, 1};
   Axis ax, ay;
+  std::vector<Tick> xticks, yticks;
+  struct Drawn {
+    std::vector<std::vector<Pt>> runs;  // unbroken polylines in pixel space
+    Rgb color;
+    bool dashed = false, markers = false;
+    double width = 2;
+  };
+  std::vector<Drawn> drawn;
+  std::vector<size_t> entries;  // series with a legend entry
+  bool legend = false;
+  double legend_x = 0, legend_y = 0, legend_w = 0, legend_h = 0;
+};
+
+// Spacing, in pixels, derived from the label font size.
+struct Metrics {
+  double fs, tick_len, gap, pad, sample, row;
+  explicit Metrics(const Fonts& f)
+      : fs(f.size), tick_len(0.45 * f.size), gap(0.4 * f.size), pad(0.6 * f.size), sample(2.4 * f.size),
+        row(1.45 * f.size) {}
+};
+
+// Ranges from the drawable points; y only from points inside an explicit x range.
+void fit_ranges(const std::vector<Series>& series, const ChartOptions& opt, Axis& ax, Axis& ay) {
   ax.log = opt.log_x;
   ay.log = opt.log_y;
-
-  // Drawable points decide the ranges; y only from points inside an explicit x range.
   auto in_x_range = [&](double x) { return (!opt.x_min || x >= *opt.x_min) && (!opt.x_max || x <= *opt.x_max); };
   std::vector<double> xs, ys;
   for (const Series& s : series)
@@ -606,232 +471,390 @@ Image render_line_chart(const std::vector<Series>& series, const ChartOptions& o
   fit_axis(ay, ys, opt.y_min, opt.y_max, 0.06);
   ax.base = auto_base_from_data(opt.log_base_x, xs, ax.lo, ax.hi);
   ay.base = auto_base_from_data(opt.log_base_y, ys, ay.lo, ay.hi);
-
-  // Layout. Text metrics first; the plot rectangle follows from them.
-  const int ts = opt.text_scale, tick_len = 3 + 2 * ts, gap = 4 + 2 * ts;
-  const int th = text_height(ts);
-  int title_scale = 2 * ts;
-  if (text_width(opt.title, title_scale) > W - 8) title_scale = ts;
-  const int title_h = text_height(title_scale);
-
-  std::vector<size_t> entries;  // series with a legend entry
-  for (size_t i = 0; i < series.size(); ++i)
-    if (!series[i].label.empty()) entries.push_back(i);
-  const bool want_legend = opt.legend && !entries.empty();
-  const int lpad = 4 + 4 * ts, lsample = 14 + 16 * ts, lrow = th + 3 + 4 * ts;
-  int label_w = 0;
-  for (size_t i : entries) label_w = std::max(label_w, text_width(series[i].label, ts));
-  const int legend_w = lpad + lsample + lpad + label_w + lpad;
-  const int legend_h = lpad * 2 + static_cast<int>(entries.size()) * lrow - (lrow - th);
-
-  struct Layout {
-    Rect plot{0, 0, 1, 1};
-    Axis ax, ay;
-    std::vector<Tick> xticks, yticks;
-  };
-  auto layout = [&](int extra_right) {
-    Layout L;
-    L.ax = ax;
-    L.ay = ay;
-    const int top = opt.title.empty() ? 8 + 4 * ts : 12 + title_h + 6 + 4 * ts;
-    const int bottom = tick_len + gap + th + (opt.x_label.empty() ? 0 : 6 + 6 * ts + th) + 12;
-    const int plot_h = std::max(10, H - top - bottom);
-    L.yticks = axis_ticks(L.ay, std::clamp(plot_h / (36 + 9 * ts), 2, 10));
-    int ytick_w = 0;
-    for (const auto& t : L.yticks) ytick_w = std::max(ytick_w, text_width(t.label, ts));
-    const int left = 12 + (opt.y_label.empty() ? 0 : th + 6 + 6 * ts) + ytick_w + gap + tick_len;
-    int right = 12 + 12 * ts + extra_right;
-    int plot_w = std::max(10, W - left - right);
-    L.ax.p0 = left;
-    L.ax.p1 = left + plot_w;
-    for (int max_ticks = std::clamp(plot_w / (50 + 20 * ts), 2, 12);; --max_ticks) {
-      L.xticks = axis_ticks(L.ax, max_ticks);
-      bool fits = true;
-      for (size_t i = 0; i + 1 < L.xticks.size(); ++i) {
-        const double d = L.ax.to_px(L.xticks[i + 1].value) - L.ax.to_px(L.xticks[i].value);
-        if (d < (text_width(L.xticks[i].label, ts) + text_width(L.xticks[i + 1].label, ts)) / 2.0 + 8 + 6 * ts)
-          fits = false;
-      }
-      if (fits || max_ticks <= 2) break;
-    }
-    if (!L.xticks.empty() && extra_right == 0) {  // room for the last x label to overhang on the right
-      const double overhang = L.ax.to_px(L.xticks.back().value) + text_width(L.xticks.back().label, ts) / 2.0 - (W - 6);
-      if (overhang > 0) {
-        right += static_cast<int>(std::ceil(overhang));
-        plot_w = std::max(10, W - left - right);
-        L.ax.p1 = left + plot_w;
-      }
-    }
-    L.plot = Rect{left, top, left + plot_w, top + plot_h};
-    L.ay.p0 = L.plot.y1;  // y grows upwards
-    L.ay.p1 = L.plot.y0;
-    return L;
-  };
-
-  // Series in pixel space; each run is one unbroken polyline.
-  struct Drawn {
-    std::vector<std::vector<Pt>> runs;
-    Rgb color;
-    bool dashed, markers;
-    double r;
-  };
-  auto project = [&](const Layout& L) {
-    std::vector<Drawn> drawn;
-    for (size_t si = 0; si < series.size(); ++si) {
-      const Series& s = series[si];
-      Drawn d;
-      d.color = palette_color(s.color >= 0 ? s.color : static_cast<int>(si));
-      d.dashed = s.dashed || (s.color < 0 && (si / 8) % 2 == 1);
-      d.markers = s.markers;
-      d.r = std::clamp(std::isfinite(s.line_width) ? s.line_width : 2.0, 1.0, 12.0) / 2;
-      std::vector<Pt> run;
-      for (size_t i = 0; i < s.x.size(); ++i) {
-        Pt p{0, 0};
-        bool ok = L.ax.valid(s.x[i]) && L.ay.valid(s.y[i]);
-        if (ok) {
-          p = {L.ax.to_px(s.x[i]), L.ay.to_px(s.y[i])};
-          ok = std::isfinite(p.x) && std::isfinite(p.y);
-        }
-        if (ok) {
-          run.push_back(p);
-        } else if (!run.empty()) {
-          d.runs.push_back(std::move(run));
-          run.clear();
-        }
-      }
-      if (!run.empty()) d.runs.push_back(std::move(run));
-      drawn.push_back(std::move(d));
-    }
-    return drawn;
-  };
-  // How many line samples (every ~2 px) fall in or near the box.
-  auto overlap = [](const std::vector<Drawn>& drawn, const Rect& plot, int x0, int y0, int w, int h) {
-    long count = 0;
-    for (const Drawn& d : drawn)
-      for (const auto& run : d.runs)
-        for (size_t i = 0; i < run.size(); ++i) {
-          const Pt a = run[i], b = i + 1 < run.size() ? run[i + 1] : run[i];
-          double x0c = a.x, y0c = a.y, x1c = b.x, y1c = b.y;
-          if (!clip_segment(x0c, y0c, x1c, y1c, plot.x0, plot.y0, plot.x1, plot.y1)) continue;
-          const double len = std::hypot(x1c - x0c, y1c - y0c);
-          const int n = std::clamp(static_cast<int>(len / 2), 1, 4000);
-          for (int k = 0; k <= n; ++k) {
-            const double px = x0c + (x1c - x0c) * k / n, py = y0c + (y1c - y0c) * k / n;
-            if (px >= x0 - 4 && px <= x0 + w + 4 && py >= y0 - 4 && py <= y0 + h + 4) ++count;
-          }
-        }
-    return count;
-  };
-
-  Layout L = layout(0);
-  std::vector<Drawn> drawn = project(L);
-  int legend_x = 0, legend_y = 0;
-  if (want_legend) {
-    const Rect& p = L.plot;
-    const int inset = 6 + 4 * ts;
-    const int lx = p.x0 + inset, rx = p.x1 - inset - legend_w, cx = (p.x0 + p.x1 - legend_w) / 2;
-    const int ty = p.y0 + inset, by = p.y1 - inset - legend_h;
-    const std::pair<int, int> candidates[] = {{rx, ty}, {lx, ty}, {rx, by}, {lx, by}, {cx, ty}, {cx, by}};
-    long best = -1;
-    for (const auto& [x0, y0] : candidates) {
-      const long c = overlap(drawn, p, x0, y0, legend_w, legend_h);
-      if (best < 0 || c < best) {
-        best = c;
-        legend_x = x0;
-        legend_y = y0;
-      }
-    }
-    const int outside_w = legend_w + 8 + 4 * ts;
-    if (best > 0 && opt.legend_may_go_outside && (p.x1 - p.x0) - outside_w >= W / 2) {
-      L = layout(outside_w);
-      drawn = project(L);
-      legend_x = L.plot.x1 + 8 + 4 * ts;
-      legend_y = L.plot.y0;
-    }
-  }
-  const Rect plot = L.plot;
-  const Axis& X = L.ax;
-  const Axis& Y = L.ay;
-  auto tick_px = [](double p) { return static_cast<int>(std::floor(p)); };
-
-  // Grid.
-  if (opt.grid) {
-    for (const auto& t : L.xticks) {
-      const int x = tick_px(X.to_px(t.value));
-      if (x > plot.x0 && x < plot.x1 - 1) cv.vline(x, plot.y0, plot.y1 - 1, kGrid);
-    }
-    for (const auto& t : L.yticks) {
-      const int y = tick_px(Y.to_px(t.value));
-      if (y > plot.y0 && y < plot.y1 - 1) cv.hline(plot.x0, plot.x1 - 1, y, kGrid);
-    }
-  }
-
-  // Lines and markers, clipped to the plot.
-  Mask mask(W, H);
-  for (const Drawn& d : drawn) {
-    const double marker_r = std::max(3.0, d.r + 1.5);
-    for (const auto& run : d.runs) {
-      stroke_polyline(mask, plot, run, d.r, d.dashed);
-      if (run.size() == 1 && !d.markers) stamp_disk(mask, plot, run[0].x, run[0].y, std::max(2.5, d.r + 1));
-      if (d.markers)
-        for (const Pt& p : run) stamp_disk(mask, plot, p.x, p.y, marker_r);
-    }
-    mask.composite(cv, d.color);
-  }
-
-  // Frame, ticks, tick labels.
-  cv.outline(plot.x0 - 1, plot.y0 - 1, plot.x1, plot.y1, kFrame);
-  for (const auto& t : L.xticks) {
-    const int x = tick_px(X.to_px(t.value));
-    cv.vline(x, plot.y1 + 1, plot.y1 + tick_len, kFrame);
-    draw_text(cv, x - text_width(t.label, ts) / 2, plot.y1 + tick_len + gap, t.label, ts, kText);
-  }
-  for (const auto& t : L.yticks) {
-    const int y = tick_px(Y.to_px(t.value));
-    cv.hline(plot.x0 - 1 - tick_len, plot.x0 - 2, y, kFrame);
-    draw_text(cv, plot.x0 - 1 - tick_len - gap - text_width(t.label, ts), y - th / 2, t.label, ts, kText);
-  }
-
-  // Axis labels and title.
-  const int plot_cx = (plot.x0 + plot.x1) / 2, plot_cy = (plot.y0 + plot.y1) / 2;
-  if (!opt.x_label.empty()) {
-    const int w = text_width(opt.x_label, ts);
-    draw_text(cv, std::max(2, plot_cx - w / 2), plot.y1 + tick_len + gap + th + 6 + 6 * ts, opt.x_label, ts, kText);
-  }
-  if (!opt.y_label.empty()) {
-    const int w = text_width(opt.y_label, ts);
-    draw_text_up(cv, 12, std::min(H - 2, plot_cy + w / 2), opt.y_label, ts, kText);
-  }
-  if (!opt.title.empty()) {
-    const int w = text_width(opt.title, title_scale);
-    int x = plot_cx - w / 2;
-    if (x < 4 || x + w > W - 4) x = std::max(4, (W - w) / 2);
-    draw_text(cv, x, 12, opt.title, title_scale, kText);
-  }
-
-  // Legend: translucent white box, a line sample (with marker) per entry, then the label.
-  if (want_legend) {
-    const int bx = legend_x, by = legend_y;
-    cv.fill(bx, by, bx + legend_w, by + legend_h, kWhite, 0.88);
-    cv.outline(bx, by, bx + legend_w - 1, by + legend_h - 1, kLegendBorder);
-    const Rect clip{bx + 1, by + 1, bx + legend_w - 1, by + legend_h - 1};
-    for (size_t k = 0; k < entries.size(); ++k) {
-      const Drawn& d = drawn[entries[k]];
-      const int ry = by + lpad + static_cast<int>(k) * lrow;
-      const double cy = ry + th / 2.0;  // centre row of the text
-      const double sx0 = bx + lpad, sx1 = bx + lpad + lsample;
-      stroke_polyline(mask, clip, {{sx0, cy}, {sx1, cy}}, d.r, d.dashed);
-      if (d.markers) stamp_disk(mask, clip, (sx0 + sx1) / 2, cy, std::max(3.0, d.r + 1.5));
-      mask.composite(cv, d.color);
-      draw_text(cv, bx + lpad + lsample + lpad, ry, series[entries[k]].label, ts, kText);
-    }
-  }
-  return std::move(cv.img);
 }
 
-void write_line_chart_png(const std::string& path, const std::vector<Series>& series, const ChartOptions& opt) {
-  const Image img = render_line_chart(series, opt);
-  write_png_rgb(path, img.rgb, img.width, img.height);
+// The plot rectangle and ticks for a chart whose right margin is widened by `extra_right`.
+void lay_out(Chart& c, const Fonts& f, const ChartOptions& opt, double extra_right) {
+  const Metrics m(f);
+  const double W = opt.width, H = opt.height;
+  const double top = opt.title.empty() ? m.fs : 1.0 * m.fs + f.title_size * 1.5;
+  const double bottom = m.tick_len + m.gap + f.h() + (opt.x_label.empty() ? 0 : m.gap + 1.4 * f.h()) + m.fs * 0.8;
+  const double plot_h = std::max(10.0, H - top - bottom);
+  c.yticks = axis_ticks(c.ay, std::clamp(static_cast<int>(plot_h / (3.2 * m.fs)), 2, 10));
+  double ytick_w = 0;
+  for (const auto& t : c.yticks) ytick_w = std::max(ytick_w, f.w(t.label));
+  const double left = m.fs * 0.8 + (opt.y_label.empty() ? 0 : f.h() + 1.2 * m.gap) + ytick_w + m.gap + m.tick_len;
+  double right = 1.5 * m.fs + extra_right;
+  double plot_w = std::max(10.0, W - left - right);
+  c.ax.p0 = left;
+  c.ax.p1 = left + plot_w;
+  for (int max_ticks = std::clamp(static_cast<int>(plot_w / (5 * m.fs)), 2, 12);; --max_ticks) {
+    c.xticks = axis_ticks(c.ax, max_ticks);
+    bool fits = true;
+    for (size_t i = 0; i + 1 < c.xticks.size(); ++i) {
+      const double d = c.ax.to_px(c.xticks[i + 1].value) - c.ax.to_px(c.xticks[i].value);
+      if (d < (f.w(c.xticks[i].label) + f.w(c.xticks[i + 1].label)) / 2.0 + 1.2 * m.fs) fits = false;
+    }
+    if (fits || max_ticks <= 2) break;
+  }
+  if (!c.xticks.empty() && extra_right == 0) {  // room for the last x label to overhang on the right
+    const double overhang = c.ax.to_px(c.xticks.back().value) + f.w(c.xticks.back().label) / 2.0 - (W - 6);
+    if (overhang > 0) {
+      right += std::ceil(overhang);
+      plot_w = std::max(10.0, W - left - right);
+      c.ax.p1 = left + plot_w;
+    }
+  }
+  c.plot = Rect{left, top, left + plot_w, top + plot_h};
+  c.ay.p0 = c.plot.y1;  // y grows upwards
+  c.ay.p1 = c.plot.y0;
+}
+
+// Series in pixel space; a point that cannot be drawn ends a run.
+void project(Chart& c, const std::vector<Series>& series) {
+  c.drawn.clear();
+  for (size_t si = 0; si < series.size(); ++si) {
+    const Series& s = series[si];
+    Chart::Drawn d;
+    d.color = palette_color(s.color >= 0 ? s.color : static_cast<int>(si));
+    d.dashed = s.dashed || (s.color < 0 && (si / 8) % 2 == 1);
+    d.markers = s.markers;
+    d.width = std::clamp(std::isfinite(s.line_width) ? s.line_width : 2.0, 1.0, 12.0);
+    std::vector<Pt> run;
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      Pt p{0, 0};
+      bool ok = c.ax.valid(s.x[i]) && c.ay.valid(s.y[i]);
+      if (ok) {
+        p = {c.ax.to_px(s.x[i]), c.ay.to_px(s.y[i])};
+        ok = std::isfinite(p.x) && std::isfinite(p.y);
+      }
+      if (ok) {
+        run.push_back(p);
+      } else if (!run.empty()) {
+        d.runs.push_back(std::move(run));
+        run.clear();
+      }
+    }
+    if (!run.empty()) d.runs.push_back(std::move(run));
+    c.drawn.push_back(std::move(d));
+  }
+}
+
+// How many line samples (every ~2 px) fall in or near the box.
+long overlap(const Chart& c, double x0, double y0, double w, double h) {
+  long count = 0;
+  const Rect& plot = c.plot;
+  for (const auto& d : c.drawn)
+    for (const auto& run : d.runs)
+      for (size_t i = 0; i < run.size(); ++i) {
+        const Pt a = run[i], b = i + 1 < run.size() ? run[i + 1] : run[i];
+        double x0c = a.x, y0c = a.y, x1c = b.x, y1c = b.y;
+        if (!clip_segment(x0c, y0c, x1c, y1c, plot.x0, plot.y0, plot.x1, plot.y1)) continue;
+        const double len = std::hypot(x1c - x0c, y1c - y0c);
+        const int n = std::clamp(static_cast<int>(len / 2), 1, 4000);
+        for (int k = 0; k <= n; ++k) {
+          const double px = x0c + (x1c - x0c) * k / n, py = y0c + (y1c - y0c) * k / n;
+          if (px >= x0 - 4 && px <= x0 + w + 4 && py >= y0 - 4 && py <= y0 + h + 4) ++count;
+        }
+      }
+  return count;
+}
+
+// Layout, projection and the legend's place: the corner of the plot that covers the fewest line
+// samples, or outside on the right when every corner covers some and there is room.
+Chart plan(const std::vector<Series>& series, const ChartOptions& opt, const Fonts& f) {
+  Chart c;
+  fit_ranges(series, opt, c.ax, c.ay);
+  const Metrics m(f);
+  for (size_t i = 0; i < series.size(); ++i)
+    if (!series[i].label.empty()) c.entries.push_back(i);
+  c.legend = opt.legend && !c.entries.empty();
+  double label_w = 0;
+  for (size_t i : c.entries) label_w = std::max(label_w, f.w(series[i].label));
+  c.legend_w = m.pad + m.sample + m.pad + label_w + m.pad;
+  c.legend_h = 2 * m.pad + static_cast<double>(c.entries.size()) * m.row - (m.row - f.h());
+
+  lay_out(c, f, opt, 0);
+  project(c, series);
+  if (!c.legend) return c;
+  const Rect& p = c.plot;
+  const double inset = 0.8 * m.fs;
+  const double lx = p.x0 + inset, rx = p.x1 - inset - c.legend_w, cx = (p.x0 + p.x1 - c.legend_w) / 2;
+  const double ty = p.y0 + inset, by = p.y1 - inset - c.legend_h;
+  const std::pair<double, double> candidates[] = {{rx, ty}, {lx, ty}, {rx, by}, {lx, by}, {cx, ty}, {cx, by}};
+  long best = -1;
+  for (const auto& [x0, y0] : candidates) {
+    const long n = overlap(c, x0, y0, c.legend_w, c.legend_h);
+    if (best < 0 || n < best) {
+      best = n;
+      c.legend_x = std::round(x0);
+      c.legend_y = std::round(y0);
+    }
+  }
+  const double outside_w = c.legend_w + 1.2 * m.fs;
+  if (best > 0 && opt.legend_may_go_outside && (p.x1 - p.x0) - outside_w >= opt.width / 2.0) {
+    lay_out(c, f, opt, outside_w);
+    project(c, series);
+    c.legend_x = std::round(c.plot.x1 + 0.8 * m.fs);
+    c.legend_y = std::round(c.plot.y0);
+  }
+  return c;
+}
+
+// A run as a Cairo path. Segments are clipped (in doubles) to a margin around `clip` first:
+// Cairo's fixed-point coordinates cannot hold points far outside the image.
+void trace_run(cairo_t* cr, const std::vector<Pt>& run, const Rect& clip, double pad) {
+  bool pen_down = false;
+  Pt last{0, 0};
+  for (size_t i = 0; i + 1 < run.size(); ++i) {
+    double x0 = run[i].x, y0 = run[i].y, x1 = run[i + 1].x, y1 = run[i + 1].y;
+    if (!clip_segment(x0, y0, x1, y1, clip.x0 - pad, clip.y0 - pad, clip.x1 + pad, clip.y1 + pad)) {
+      pen_down = false;
+      continue;
+    }
+    if (!pen_down || x0 != last.x || y0 != last.y) cairo_move_to(cr, x0, y0);
+    cairo_line_to(cr, x1, y1);
+    pen_down = true;
+    last = {x1, y1};
+  }
+}
+
+void stroke_style(cairo_t* cr, const Chart::Drawn& d) {
+  set_color(cr, d.color);
+  cairo_set_line_width(cr, d.width);
+  cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+  cairo_set_line_cap(cr, d.dashed ? CAIRO_LINE_CAP_BUTT : CAIRO_LINE_CAP_ROUND);
+  const double dash[2] = {2 * d.width + 4, d.width + 4};
+  cairo_set_dash(cr, dash, d.dashed ? 2 : 0, 0);
+}
+
+void dot(cairo_t* cr, const Rect& clip, Pt p, double r) {
+  if (p.x < clip.x0 - r || p.x > clip.x1 + r || p.y < clip.y0 - r || p.y > clip.y1 + r) return;
+  cairo_new_sub_path(cr);
+  cairo_arc(cr, p.x, p.y, r, 0, 2 * M_PI);
+  cairo_fill(cr);
+}
+
+void draw_series(cairo_t* cr, const Chart& c) {
+  const Rect& p = c.plot;
+  cairo_save(cr);
+  cairo_rectangle(cr, p.x0, p.y0, p.x1 - p.x0, p.y1 - p.y0);
+  cairo_clip(cr);
+  for (const auto& d : c.drawn) {
+    stroke_style(cr, d);
+    for (const auto& run : d.runs) trace_run(cr, run, p, d.width + 8);
+    cairo_stroke(cr);
+    for (const auto& run : d.runs) {
+      if (run.size() == 1 && !d.markers) dot(cr, p, run[0], std::max(2.5, d.width / 2 + 1));
+      if (d.markers)
+        for (const Pt& q : run) dot(cr, p, q, std::max(3.0, d.width / 2 + 1.5));
+    }
+  }
+  cairo_restore(cr);
+}
+
+// Crisp one-pixel lines sit on pixel centres.
+double crisp(double v) { return std::floor(v) + 0.5; }
+
+void draw_axes(cairo_t* cr, const Chart& c, const Fonts& f, const ChartOptions& opt) {
+  const Metrics m(f);
+  const Rect& p = c.plot;
+  cairo_set_line_width(cr, 1);
+  cairo_set_dash(cr, nullptr, 0, 0);
+  cairo_set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
+  if (opt.grid) {
+    set_color(cr, kGrid);
+    for (const auto& t : c.xticks) {
+      const double x = crisp(c.ax.to_px(t.value));
+      if (x > p.x0 + 1 && x < p.x1 - 1) {
+        cairo_move_to(cr, x, p.y0);
+        cairo_line_to(cr, x, p.y1);
+      }
+    }
+    for (const auto& t : c.yticks) {
+      const double y = crisp(c.ay.to_px(t.value));
+      if (y > p.y0 + 1 && y < p.y1 - 1) {
+        cairo_move_to(cr, p.x0, y);
+        cairo_line_to(cr, p.x1, y);
+      }
+    }
+    cairo_stroke(cr);
+  }
+  set_color(cr, kFrame);
+  cairo_rectangle(cr, crisp(p.x0) - 1, crisp(p.y0) - 1, std::floor(p.x1) - std::floor(p.x0) + 1,
+                  std::floor(p.y1) - std::floor(p.y0) + 1);
+  for (const auto& t : c.xticks) {
+    const double x = crisp(c.ax.to_px(t.value));
+    cairo_move_to(cr, x, p.y1);
+    cairo_line_to(cr, x, p.y1 + m.tick_len);
+  }
+  for (const auto& t : c.yticks) {
+    const double y = crisp(c.ay.to_px(t.value));
+    cairo_move_to(cr, p.x0 - 1, y);
+    cairo_line_to(cr, p.x0 - 1 - m.tick_len, y);
+  }
+  cairo_stroke(cr);
+  for (const auto& t : c.xticks)
+    f.draw(c.ax.to_px(t.value) - f.w(t.label) / 2, p.y1 + m.tick_len + m.gap, t.label, f.size);
+  for (const auto& t : c.yticks)
+    f.draw(p.x0 - 1 - m.tick_len - m.gap - f.w(t.label), c.ay.to_px(t.value) - f.h() / 2, t.label, f.size);
+}
+
+void draw_labels(cairo_t* cr, const Chart& c, const Fonts& f, const ChartOptions& opt) {
+  const Metrics m(f);
+  const Rect& p = c.plot;
+  const double cx = (p.x0 + p.x1) / 2, cy = (p.y0 + p.y1) / 2;
+  if (!opt.x_label.empty()) {
+    const double w = f.w(opt.x_label);
+    f.draw(std::max(2.0, cx - w / 2), p.y1 + m.tick_len + m.gap + f.h() + m.gap + 0.4 * f.h(), opt.x_label, f.size);
+  }
+  if (!opt.y_label.empty()) {
+    const double w = f.w(opt.y_label);
+    cairo_save(cr);
+    cairo_translate(cr, 0.8 * m.fs, std::min(opt.height - 2.0, cy + w / 2));
+    cairo_rotate(cr, -M_PI / 2);
+    f.draw(0, 0, opt.y_label, f.size);
+    cairo_restore(cr);
+  }
+  if (!opt.title.empty()) {
+    double size = f.title_size;
+    double w = f.width(opt.title, size, true);
+    if (w > opt.width - 8) {  // shrink a long title to fit
+      size = std::max(6.0, size * (opt.width - 8) / w);
+      w = f.width(opt.title, size, true);
+    }
+    double x = cx - w / 2;
+    if (x < 4 || x + w > opt.width - 4) x = std::max(4.0, (opt.width - w) / 2);
+    f.draw(x, 0.8 * m.fs, opt.title, size, true);
+  }
+}
+
+// Translucent white box, a line sample (with marker) per entry, then the label.
+void draw_legend(cairo_t* cr, const Chart& c, const Fonts& f, const std::vector<Series>& series) {
+  if (!c.legend) return;
+  const Metrics m(f);
+  const double bx = c.legend_x, by = c.legend_y;
+  cairo_rectangle(cr, bx, by, c.legend_w, c.legend_h);
+  set_color(cr, Rgb{255, 255, 255}, 0.88);
+  cairo_fill(cr);
+  cairo_set_line_width(cr, 1);
+  cairo_set_dash(cr, nullptr, 0, 0);
+  cairo_rectangle(cr, bx + 0.5, by + 0.5, c.legend_w - 1, c.legend_h - 1);
+  set_color(cr, kLegendBorder);
+  cairo_stroke(cr);
+  const Rect box{bx, by, bx + c.legend_w, by + c.legend_h};
+  for (size_t k = 0; k < c.entries.size(); ++k) {
+    const auto& d = c.drawn[c.entries[k]];
+    const double ry = by + m.pad + static_cast<double>(k) * m.row;
+    const double y = ry + f.h() / 2;
+    const double x0 = bx + m.pad, x1 = bx + m.pad + m.sample;
+    stroke_style(cr, d);
+    cairo_move_to(cr, x0, y);
+    cairo_line_to(cr, x1, y);
+    cairo_stroke(cr);
+    if (d.markers) dot(cr, box, Pt{(x0 + x1) / 2, y}, std::max(3.0, d.width / 2 + 1.5));
+    f.draw(x1 + m.pad, ry, series[c.entries[k]].label, f.size);
+  }
+}
+
+void draw_chart(cairo_t* cr, const std::vector<Series>& series, const ChartOptions& opt) {
+  const Fonts f{cr, 10.0 + 3.0 * opt.text_scale, 1.4 * (10.0 + 3.0 * opt.text_scale)};
+  const Chart c = plan(series, opt, f);
+  cairo_set_source_rgb(cr, 1, 1, 1);
+  cairo_paint(cr);
+  draw_axes(cr, c, f, opt);
+  draw_series(cr, c);
+  draw_labels(cr, c, f, opt);
+  draw_legend(cr, c, f, series);
+}
+
+void check_cairo(cairo_status_t st, const char* what) {
+  if (st != CAIRO_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("line chart: ") + what + ": " + cairo_status_to_string(st));
+}
+
+cairo_status_t append_to_string(void* closure, const unsigned char* data, unsigned int length) {
+  static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+  return CAIRO_STATUS_SUCCESS;
+}
+
+// The chart drawn on an image surface (owned by the caller).
+cairo_surface_t* raster(const std::vector<Series>& series, const ChartOptions& opt) {
+  check_options(series, opt);
+  cairo_surface_t* s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, opt.width, opt.height);
+  check_cairo(cairo_surface_status(s), "image surface");
+  cairo_t* cr = cairo_create(s);
+  draw_chart(cr, series, opt);
+  const cairo_status_t st = cairo_status(cr);
+  cairo_destroy(cr);
+  cairo_surface_flush(s);
+  if (st != CAIRO_STATUS_SUCCESS) cairo_surface_destroy(s);
+  check_cairo(st, "drawing");
+  return s;
+}
+
+}  // namespace
+
+Image render_line_chart(const std::vector<Series>& series, const ChartOptions& opt) {
+  cairo_surface_t* s = raster(series, opt);
+  Image img;
+  img.width = opt.width;
+  img.height = opt.height;
+  img.rgb.resize(static_cast<size_t>(img.width) * static_cast<size_t>(img.height) * 3);
+  const unsigned char* data = cairo_image_surface_get_data(s);
+  const int stride = cairo_image_surface_get_stride(s);
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x) {
+      uint32_t px;  // CAIRO_FORMAT_RGB24: native-endian 0x00RRGGBB
+      std::memcpy(&px, data + static_cast<size_t>(y) * static_cast<size_t>(stride) + static_cast<size_t>(x) * 4, 4);
+      uint8_t* o = &img.rgb[(static_cast<size_t>(y) * static_cast<size_t>(img.width) + static_cast<size_t>(x)) * 3];
+      o[0] = static_cast<uint8_t>(px >> 16);
+      o[1] = static_cast<uint8_t>(px >> 8);
+      o[2] = static_cast<uint8_t>(px);
+    }
+  cairo_surface_destroy(s);
+  return img;
+}
+
+std::string encode_line_chart_png(const std::vector<Series>& series, const ChartOptions& opt) {
+  cairo_surface_t* s = raster(series, opt);
+  std::string png;
+  const cairo_status_t st = cairo_surface_write_to_png_stream(s, append_to_string, &png);
+  cairo_surface_destroy(s);
+  check_cairo(st, "PNG encoding");
+  return png;
+}
+
+std::string encode_line_chart_svg(const std::vector<Series>& series, const ChartOptions& opt) {
+  check_options(series, opt);
+  std::string svg;
+  cairo_surface_t* s = cairo_svg_surface_create_for_stream(append_to_string, &svg, opt.width, opt.height);
+  check_cairo(cairo_surface_status(s), "SVG surface");
+  cairo_svg_surface_set_document_unit(s, CAIRO_SVG_UNIT_PX);
+  cairo_t* cr = cairo_create(s);
+  draw_chart(cr, series, opt);
+  const cairo_status_t st = cairo_status(cr);
+  cairo_destroy(cr);
+  cairo_surface_finish(s);
+  const cairo_status_t fin = cairo_surface_status(s);
+  cairo_surface_destroy(s);
+  check_cairo(st, "drawing");
+  check_cairo(fin, "SVG encoding");
+  return svg;
+}
+
+std::string svg_path_for(const std::string& png_path) {
+  const std::string ext = ".png";
+  if (png_path.size() > ext.size() && png_path.compare(png_path.size() - ext.size(), ext.size(), ext) == 0)
+    return png_path.substr(0, png_path.size() - ext.size()) + ".svg";
+  return png_path + ".svg";
+}
+
+void write_line_chart(const std::string& png_path, const std::vector<Series>& series, const ChartOptions& opt) {
+  const std::string png = encode_line_chart_png(series, opt);
+  const std::string svg = encode_line_chart_svg(series, opt);
+  io::write_file_atomic(png_path, png.data(), png.size());
+  io::write_file_atomic(svg_path_for(png_path), svg.data(), svg.size());
 }
 
 }  // namespace ttt::report

@@ -1,12 +1,12 @@
-// Line charts rendered to PNG, for training loss curves and evaluation reports (loss and latency
-// against context length). Self-contained: software rasteriser, embedded 5x7 bitmap font, PNG
-// through zlib. No Python, no plotting library.
+// Line charts for training loss curves and evaluation reports (loss and latency against context
+// length), drawn with Cairo: anti-aliased lines, the system's sans-serif font, written as PNG with
+// an SVG copy next to it.
 //
 //   ttt::report::Series s{"ttt-e2e", {1024, 2048, 4096}, {3.1, 2.9, 2.8}};
 //   ttt::report::ChartOptions opt;
 //   opt.title = "Loss vs context"; opt.x_label = "context (tokens)"; opt.y_label = "loss";
 //   opt.log_x = true;  // context lengths: ticks 1K, 2K, 4K ...
-//   ttt::report::write_line_chart_png("loss_vs_context.png", {s}, opt);
+//   ttt::report::write_line_chart("loss_vs_context.png", {s}, opt);  // and .svg
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -47,7 +47,7 @@ struct ChartOptions {
   bool grid = true;    // light grid lines at the major ticks
   // Legend outside the plot (on the right) when every corner inside would cover some line.
   bool legend_may_go_outside = true;
-  int text_scale = 1;  // 1..4: labels use the 5x7 font at this scale, the title at twice it
+  int text_scale = 1;  // 1..4: labels are 10 + 3 x text_scale pixels high, the title 1.4 x that
 };
 
 inline constexpr int kMinWidth = 200, kMinHeight = 150, kMaxSize = 8192;
@@ -86,9 +86,17 @@ Rgb palette_color(int index);
 // ([1, 10] on a log axis). A zero-height data range (constant series) is widened around the value.
 Image render_line_chart(const std::vector<Series>& series, const ChartOptions& opt);
 
-// render_line_chart, encoded as PNG and written atomically (temporary file in the target's
-// directory, then rename; on failure the temporary file is removed and the target untouched).
-// Throws std::invalid_argument as render_line_chart does, std::runtime_error if writing fails.
-void write_line_chart_png(const std::string& path, const std::vector<Series>& series, const ChartOptions& opt);
+// The chart as PNG and as SVG (the same drawing, vector: lines and text stay sharp at any size).
+std::string encode_line_chart_png(const std::vector<Series>& series, const ChartOptions& opt);
+std::string encode_line_chart_svg(const std::vector<Series>& series, const ChartOptions& opt);
+
+// "x.png" -> "x.svg"; any other name gets ".svg" appended.
+std::string svg_path_for(const std::string& png_path);
+
+// Writes the chart to `png_path` (PNG) and svg_path_for(png_path) (SVG), each atomically
+// (temporary file in the target's directory, then rename; on failure the temporary file is
+// removed and the target untouched). Throws std::invalid_argument as render_line_chart does,
+// std::runtime_error if writing fails.
+void write_line_chart(const std::string& png_path, const std::vector<Series>& series, const ChartOptions& opt);
 
 }  // namespace ttt::report

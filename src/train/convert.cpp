@@ -3,6 +3,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "model/families/family.h"
 #include "autodiff/ops.h"
 
 namespace ttt::train {
@@ -14,7 +15,7 @@ model::Model convert_to_ttt(const model::Model& m, const ConvertOptions& opt) {
   c.prime = true;
   c.suffix_len = opt.suffix_len > 0 ? opt.suffix_len : std::max<int64_t>(1, L / 4);
   if (c.suffix_len > L) throw std::invalid_argument("convert: suffix_len exceeds the number of layers");
-  if (c.seq_modeling_block != "SWA" || c.full_attention_every != 0) {
+  if (!c.family().windowed_attention() || c.full_attention_every != 0) {
     if (opt.window <= 0)
       throw std::invalid_argument("convert: the model uses full attention; give --window for the SWA of TTT-E2E");
     c.seq_modeling_block = "SWA";

@@ -218,7 +218,7 @@ void write_loss_plot(const fs::path& out) {
   std::vector<report::Series> series = {train};
   if (!val.x.empty()) series.push_back(val);
   try {
-    report::write_line_chart_png((out / "loss.png").string(), series, c);
+    report::write_line_chart((out / "loss.png").string(), series, c);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "warning: %s/loss.png not drawn: %s\n", out.c_str(), e.what());
   }
@@ -433,31 +433,26 @@ double validation_loss(const model::Model& m, const std::vector<std::vector<int3
   return seqs.empty() ? std::nan("") : s / static_cast<double>(seqs.size());
 }
 
-TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o, std::FILE* progress) {
-  const auto& cfg = m.config();
-  validate_options(o);
-  auto single = dist::local_communicator();
-  dist::Communicator& comm = o.comm ? *o.comm : *single;
-  const int rank = comm.rank(), ranks = comm.size();
-  const bool lead = rank == 0;  // rank 0 alone logs, validates and writes
-  if (!lead) progress = nullptr;
+namespace {
+
+void check_train_setup(const model::ModelConfig& cfg, const TrainOptions& o, int ranks) {
   if (o.batch < ranks)
     throw std::invalid_argument("train: --batch " + std::to_string(o.batch) + " is smaller than the number of ranks (" +
                                 std::to_string(ranks) + "): every rank needs at least one sequence per step");
   if (cfg.prime && o.seq_len % cfg.mini_batch_size != 0)
     throw std::invalid_argument("train: seq-len " + std::to_string(o.seq_len) + " is not a multiple of mini_batch_size " +
                                 std::to_string(cfg.mini_batch_size) + " (meta-learning trains on whole chunks)");
-  data.check_model(cfg.vocab_size, cfg.bos_token_id);
-  const fs::path out(o.out_dir);
-  m.set_requires_grad(true);
-  AdamW opt(m.named_parameters(), o.adamw);
+}
+
+// Rank 0: the output directory, resumed from its checkpoint (--resume) or started fresh.
+// Returns the first step to run.
+int64_t open_output(const fs::path& out, model::Model& m, AdamW& opt, SequenceSource& data, const TrainOptions& o,
+                    std::FILE* progress) {
   int64_t start = 0;
-  if (lead) fs::create_directories(out);
-  if (lead) recover_output_dir(out, progress);
-  const bool have_checkpoint = lead && fs::exists(out / "checkpoint");
-  if (!lead) {
-    // everything below comes from rank 0
-  } else if (o.resume && have_checkpoint) {
+  fs::create_directories(out);
+  recover_output_dir(out, progress);
+  const bool have_checkpoint = fs::exists(out / "checkpoint");
+  if (o.resume && have_checkpoint) {
     start = read_checkpoint(out, m, opt, data, o);
     truncate_metrics(out / "metrics.jsonl", start);
     if (progress) std::fprintf(progress, "resumed from step %lld\n", static_cast<long long>(start));
@@ -469,50 +464,112 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     if (o.resume && progress) std::fprintf(progress, "no checkpoint in %s yet: starting from step 0\n", out.c_str());
     truncate_metrics(out / "metrics.jsonl", 0);  // lines of a run killed before its first checkpoint
   }
+  return start;
+}
+
+// Rank 0's view of the run (step, sampler, weights, moments) to every rank, so that all start
+// from the same bits whatever each one loaded. Returns the ZeRO-1 owners of the parameters'
+// moments (empty without --zero1).
+std::vector<int> sync_ranks(dist::Communicator& comm, model::Model& m, AdamW& opt, SequenceSource& data,
+                            const TrainOptions& o, int64_t& start, std::FILE* progress) {
+  const int rank = comm.rank(), ranks = comm.size();
+  const bool lead = rank == 0;
+  int64_t head[2] = {start, opt.steps()};
+  comm.broadcast(head, sizeof head, 0);
+  start = head[0];
+  std::string st = lead ? data.state() : std::string();
+  broadcast_string(comm, st);
+  if (!lead) data.restore(st);
+  for (const auto& [name, p] : m.named_parameters()) broadcast_tensor(comm, p, 0);
+  for (size_t i = 0; i < opt.params().size(); ++i) {
+    broadcast_tensor(comm, opt.moments(i).first, 0);
+    broadcast_tensor(comm, opt.moments(i).second, 0);
+  }
+  opt.set_steps(head[1]);
+  std::vector<int> owners;
+  if (o.zero1) {
+    owners = shard_owners(opt.params(), ranks);
+    std::vector<bool> keep(owners.size());
+    for (size_t i = 0; i < owners.size(); ++i) keep[i] = owners[i] == rank;
+    opt.shard(keep);
+  }
+  if (progress) std::fprintf(progress, "data parallel: %s%s\n", comm.describe().c_str(), o.zero1 ? ", ZeRO-1 optimizer shards" : "");
+  return owners;
+}
+
+// Every rank's moments, on rank 0, for a checkpoint (sharded: each from the rank that keeps it).
+std::vector<std::pair<std::string, Tensor>> all_moments(dist::Communicator& comm, const AdamW& opt,
+                                                        const std::vector<int>& owners) {
+  if (owners.empty()) return opt.state_tensors();
+  std::vector<std::pair<std::string, Tensor>> out_m;
+  for (size_t i = 0; i < owners.size(); ++i) {
+    const auto& [name, p] = opt.params()[i];
+    auto [mm, vv] = opt.moments(i);
+    if (!mm.defined()) {
+      mm = zeros(p.shape(), DType::F32, p.device());
+      vv = zeros(p.shape(), DType::F32, p.device());
+    }
+    broadcast_tensor(comm, mm, owners[i]);
+    broadcast_tensor(comm, vv, owners[i]);
+    out_m.emplace_back("m." + name, mm);
+    out_m.emplace_back("v." + name, vv);
+  }
+  return out_m;
+}
+
+// The progress line: a bar, the step, loss (and validation loss), learning rates, speed, ETA.
+void print_progress(std::FILE* progress, bool tty, int64_t step, const TrainOptions& o, const StepResult& r,
+                    const double* val_loss, bool prime, double tokens_per_s, double eta) {
+  const int width = 24;
+  const int filled = static_cast<int>(width * static_cast<double>(step + 1) / static_cast<double>(o.steps));
+  char bar[width + 3], val_txt[32] = "", ilr_txt[32] = "";
+  bar[0] = '[';
+  for (int i = 0; i < width; ++i) bar[1 + i] = i < filled ? '#' : '.';
+  bar[width + 1] = ']';
+  bar[width + 2] = 0;
+  if (val_loss) std::snprintf(val_txt, sizeof val_txt, "  val %.4f", *val_loss);
+  if (prime) std::snprintf(ilr_txt, sizeof ilr_txt, "  ilr %.2f", r.inner_lr);
+  std::fprintf(progress, "%s%s step %lld/%lld  loss %.4f%s  lr %.2e%s  %.0f tok/s  ETA %s%s", tty ? "\r" : "", bar,
+               static_cast<long long>(step + 1), static_cast<long long>(o.steps), r.loss, val_txt, r.lr, ilr_txt,
+               tokens_per_s, fmt_duration(eta).c_str(), tty && !val_loss ? "" : "\n");
+  std::fflush(progress);
+}
+
+// A skipped step (non-finite loss or gradient): logged; too many in a row stop the run (the
+// metrics line written first).
+void note_skipped_step(const StepResult& r, int64_t step, int64_t bad_in_a_row, const TrainOptions& o, bool tty,
+                       std::FILE* progress, std::ofstream* metrics, const json& line) {
+  if (progress)
+    std::fprintf(progress, "%sstep %lld skipped: %s is not finite (%lld in a row)\n", tty ? "\n" : "",
+                 static_cast<long long>(step + 1), std::isfinite(r.loss) ? "the gradient norm" : "the loss",
+                 static_cast<long long>(bad_in_a_row));
+  if (bad_in_a_row >= o.max_bad_steps) {
+    if (metrics) *metrics << line.dump() << "\n" << std::flush;
+    throw std::runtime_error("train: " + std::to_string(bad_in_a_row) + " steps in a row with a non-finite " +
+                             (std::isfinite(r.loss) ? "gradient" : "loss") + " (last: step " + std::to_string(step + 1) +
+                             "); stopped, the last checkpoint is intact");
+  }
+}
+
+}  // namespace
+
+TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o, std::FILE* progress) {
+  const auto& cfg = m.config();
+  validate_options(o);
+  auto single = dist::local_communicator();
+  dist::Communicator& comm = o.comm ? *o.comm : *single;
+  const int rank = comm.rank(), ranks = comm.size();
+  const bool lead = rank == 0;  // rank 0 alone logs, validates and writes
+  if (!lead) progress = nullptr;
+  check_train_setup(cfg, o, ranks);
+  data.check_model(cfg.vocab_size, cfg.bos_token_id);
+  const fs::path out(o.out_dir);
+  m.set_requires_grad(true);
+  AdamW opt(m.named_parameters(), o.adamw);
+  int64_t start = lead ? open_output(out, m, opt, data, o, progress) : 0;  // the others get theirs from rank 0
   if (const std::string bad = model::first_nonfinite_parameter(m); lead && !bad.empty())
     throw std::runtime_error("train: parameter " + bad + " of the starting model is not finite");
-  std::vector<int> owners;  // ZeRO-1: the rank that keeps each parameter's moments
-  if (ranks > 1) {
-    // Rank 0's view of the run (step, sampler, weights, moments) to every rank, so that all start
-    // from the same bits whatever each one loaded.
-    int64_t head[2] = {start, opt.steps()};
-    comm.broadcast(head, sizeof head, 0);
-    start = head[0];
-    std::string st = lead ? data.state() : std::string();
-    broadcast_string(comm, st);
-    if (!lead) data.restore(st);
-    for (const auto& [name, p] : m.named_parameters()) broadcast_tensor(comm, p, 0);
-    for (size_t i = 0; i < opt.params().size(); ++i) {
-      broadcast_tensor(comm, opt.moments(i).first, 0);
-      broadcast_tensor(comm, opt.moments(i).second, 0);
-    }
-    opt.set_steps(head[1]);
-    if (o.zero1) {
-      owners = shard_owners(opt.params(), ranks);
-      std::vector<bool> keep(owners.size());
-      for (size_t i = 0; i < owners.size(); ++i) keep[i] = owners[i] == rank;
-      opt.shard(keep);
-    }
-    if (progress) std::fprintf(progress, "data parallel: %s%s\n", comm.describe().c_str(), o.zero1 ? ", ZeRO-1 optimizer shards" : "");
-  }
-  // Every rank's moments, on rank 0, for a checkpoint (sharded: each from the rank that keeps it).
-  auto all_moments = [&]() {
-    if (owners.empty()) return opt.state_tensors();
-    std::vector<std::pair<std::string, Tensor>> out_m;
-    for (size_t i = 0; i < owners.size(); ++i) {
-      const auto& [name, p] = opt.params()[i];
-      auto [mm, vv] = opt.moments(i);
-      if (!mm.defined()) {
-        mm = zeros(p.shape(), DType::F32, p.device());
-        vv = zeros(p.shape(), DType::F32, p.device());
-      }
-      broadcast_tensor(comm, mm, owners[i]);
-      broadcast_tensor(comm, vv, owners[i]);
-      out_m.emplace_back("m." + name, mm);
-      out_m.emplace_back("v." + name, vv);
-    }
-    return out_m;
-  };
+  const std::vector<int> owners = ranks > 1 ? sync_ranks(comm, m, opt, data, o, start, progress) : std::vector<int>{};
   const int64_t my_first = o.batch * rank / ranks, my_end = o.batch * (rank + 1) / ranks;
   const auto val = lead && o.val_every > 0 ? data.validation(o.seq_len + 1, o.val_seqs) : std::vector<std::vector<int32_t>>{};
   std::ofstream metrics;
@@ -549,17 +606,7 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     if (r.skipped) {
       line["skipped"] = true;
       ++sum.steps_skipped;
-      ++bad_in_a_row;
-      if (progress)
-        std::fprintf(progress, "%sstep %lld skipped: %s is not finite (%lld in a row)\n", tty ? "\n" : "",
-                     static_cast<long long>(step + 1), std::isfinite(r.loss) ? "the gradient norm" : "the loss",
-                     static_cast<long long>(bad_in_a_row));
-      if (bad_in_a_row >= o.max_bad_steps) {
-        if (lead) metrics << line.dump() << "\n" << std::flush;
-        throw std::runtime_error("train: " + std::to_string(bad_in_a_row) + " steps in a row with a non-finite " +
-                                 (std::isfinite(r.loss) ? "gradient" : "loss") + " (last: step " +
-                                 std::to_string(step + 1) + "); stopped, the last checkpoint is intact");
-      }
+      note_skipped_step(r, step, ++bad_in_a_row, o, tty, progress, lead ? &metrics : nullptr, line);
     } else {
       bad_in_a_row = 0;
     }
@@ -572,25 +619,12 @@ TrainSummary train(model::Model& m, SequenceSource& data, const TrainOptions& o,
     if (lead && o.on_step) o.on_step(line.dump());
     // On a terminal the bar redraws every step; in a log, about 50 lines per run plus validations.
     const int64_t every = tty ? 1 : std::max<int64_t>(1, o.steps / 50);
-    if (progress && ((step + 1) % every == 0 || do_val || step + 1 == o.steps)) {
-      const int width = 24;
-      const int filled = static_cast<int>(width * static_cast<double>(step + 1) / static_cast<double>(o.steps));
-      char bar[width + 3], val_txt[32] = "", ilr_txt[32] = "";
-      bar[0] = '[';
-      for (int i = 0; i < width; ++i) bar[1 + i] = i < filled ? '#' : '.';
-      bar[width + 1] = ']';
-      bar[width + 2] = 0;
-      if (do_val) std::snprintf(val_txt, sizeof val_txt, "  val %.4f", sum.last_val);
-      if (cfg.prime) std::snprintf(ilr_txt, sizeof ilr_txt, "  ilr %.2f", r.inner_lr);
-      std::fprintf(progress, "%s%s step %lld/%lld  loss %.4f%s  lr %.2e%s  %.0f tok/s  ETA %s%s", tty ? "\r" : "", bar,
-                   static_cast<long long>(step + 1), static_cast<long long>(o.steps), r.loss, val_txt, r.lr, ilr_txt,
-                   toks / secs, fmt_duration(eta).c_str(), tty && !do_val ? "" : "\n");
-      std::fflush(progress);
-    }
+    if (progress && ((step + 1) % every == 0 || do_val || step + 1 == o.steps))
+      print_progress(progress, tty, step, o, r, do_val ? &sum.last_val : nullptr, cfg.prime, toks / secs, eta);
     const bool stop = o.stop_after > 0 && step + 1 >= o.stop_after;
     const bool do_ckpt = (o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0) || step + 1 == o.steps || stop;
     if (do_ckpt) {
-      const auto moments = all_moments();  // a collective under ZeRO-1: every rank takes part
+      const auto moments = all_moments(comm, opt, owners);  // a collective under ZeRO-1: every rank takes part
       if (lead) {
         write_checkpoint(out, m, opt, moments, data, o, step + 1);
         if (o.plot) write_loss_plot(out);
