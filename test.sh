@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test suite: installs what is missing, then builds and runs it twice under ctest,
-# optimized and with AddressSanitizer + UndefinedBehaviorSanitizer.
+# The test suite: installs what is missing, then builds and runs it under ctest, optimized and
+# with AddressSanitizer + UndefinedBehaviorSanitizer; between them the CUDA backend's compile
+# check, the Python package (pytest in a fresh venv) and the server under ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-deps.sh
@@ -20,6 +21,9 @@ fi
 
 echo "== Python package (pip install . in a fresh venv, pytest tests/python)"
 scripts/python_test.sh
+
+echo "== ThreadSanitizer: the server's end-to-end tests (deletes, forks, restores racing on sessions)"
+scripts/tsan_server_e2e.sh --full
 
 echo "== ASan + UBSan build"
 scripts/build.sh sanitize

@@ -5,6 +5,7 @@
 // absolute position q_pos0 + i, key j at k_pos0 + j. Query p sees key s iff s <= p and
 // (window == 0 or s > p - window). A query row that sees no key gets o = 0 and lse = -inf.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 namespace ttt {
@@ -18,5 +19,19 @@ struct AttentionShape {
   // whose gradient nobody needs: a TTT inner step's cache of earlier chunks, a constant there).
   int64_t k_grad_from = 0;
 };
+
+// Visible (query, key) pairs over all heads under the rule above: the work of one attention call
+// (FLOP counts of the model families and the benchmarks).
+inline int64_t attention_visible_pairs(int64_t tq, int64_t tk, int64_t heads, int64_t q_pos0, int64_t k_pos0,
+                                       int64_t window) {
+  int64_t per_head = 0;
+  for (int64_t i = 0; i < tq; ++i) {
+    const int64_t p = q_pos0 + i;
+    const int64_t hi = std::min(tk, p - k_pos0 + 1);                                  // j < hi
+    const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1 - k_pos0) : 0;  // j >= lo
+    per_head += std::max<int64_t>(0, hi - lo);
+  }
+  return per_head * heads;
+}
 
 }  // namespace ttt

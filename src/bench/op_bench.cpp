@@ -35,19 +35,6 @@ OpBenchShapes OpBenchShapes::tiny() {
   return s;
 }
 
-int64_t attention_visible_pairs(int64_t tq, int64_t tk, int64_t heads, int64_t q_pos0, int64_t k_pos0,
-                                int64_t window) {
-  // Query p sees key s iff s <= p and (window == 0 or s > p - window); key j sits at k_pos0 + j.
-  int64_t per_head = 0;
-  for (int64_t i = 0; i < tq; ++i) {
-    const int64_t p = q_pos0 + i;
-    const int64_t hi = std::min(tk, p - k_pos0 + 1);                                  // j < hi
-    const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1 - k_pos0) : 0;  // j >= lo
-    per_head += std::max<int64_t>(0, hi - lo);
-  }
-  return per_head * heads;
-}
-
 namespace {
 
 using Clock = std::chrono::steady_clock;

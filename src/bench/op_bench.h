@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/attention_shape.h"
 #include "tensor/tensor.h"
 
 namespace ttt::bench {
@@ -98,8 +99,6 @@ std::string op_bench_json(const OpBenchReport& report);
 // `samples` is incremented by the number of timed calls.
 double measure_sgemm_peak(int64_t n, int repeats, double min_time, int& samples);
 
-// Visible (query, key) pairs over all heads under the kernels/attention.h mask rule.
-int64_t attention_visible_pairs(int64_t tq, int64_t tk, int64_t heads, int64_t q_pos0, int64_t k_pos0,
-                                int64_t window);
+using ttt::attention_visible_pairs;  // backend/attention_shape.h
 
 }  // namespace ttt::bench

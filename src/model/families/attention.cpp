@@ -1,7 +1,7 @@
 // Attention families: full causal attention ("self_attention") and sliding-window attention
 // ("SWA", optionally a hybrid with full attention every k-th block). Their attention blocks are
 // also the blocks every other family falls back to (SWA blocks of the recurrent hybrids).
-#include "bench/op_bench.h"
+#include "backend/attention_shape.h"
 #include "model/attention_mixer.h"
 #include "model/config.h"
 #include "model/families/family.h"
@@ -30,7 +30,7 @@ std::shared_ptr<SequenceMixer> make_attention_mixer(const ModelConfig& c, const 
 // Projections, then QK^T and PV over the visible pairs.
 double attention_forward_flops(const ModelConfig& c, int64_t t, int64_t window) {
   const double d = static_cast<double>(c.hidden_size), T = static_cast<double>(t);
-  return 2.0 * T * 4 * d * d + 4.0 * c.head_dim() * bench::attention_visible_pairs(t, t, c.num_attention_heads, 0, 0, window);
+  return 2.0 * T * 4 * d * d + 4.0 * c.head_dim() * attention_visible_pairs(t, t, c.num_attention_heads, 0, 0, window);
 }
 
 namespace {
