@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <functional>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,13 @@ std::vector<OpCase> large_cases() {
   add("matmul_batched_broadcast", [rn](Rng& r) { return V{rn(r, {3, 37, 45}), rn(r, {45, 29})}; },
       [](const V& x) { return matmul(x[0], x[1]); });
   add("sum_to_columns", [rn](Rng& r) { return V{rn(r, {300, 5, 7})}; }, [](const V& x) { return sum_to(x[0], {1, 5, 1}); });
+  // The head frozen (the inner step's case): its gradient in x is the fused differentiable op whose
+  // backward is cross_entropy_backward_backward, in row blocks of 4. w is an input only so that
+  // both backends see the same numbers; the finite-difference check cannot take this case.
+  for (bool wt : {false, true})
+    add(std::string("linear_cross_entropy_frozen_head") + (wt ? "_transposed" : ""),
+        [rn, wt](Rng& r) { return V{rn(r, {9, 6}), rn(r, wt ? Shape{6, 11} : Shape{11, 6})}; },
+        [wt](const V& x) { return linear_cross_entropy(x[0], x[1].detach(), {1, 4, 0, 10, 7, 7, 2, 9, 5}, wt, 4); });
   return cs;
 }
 
@@ -234,80 +242,121 @@ class PlantedBackend final : public Backend {
   explicit PlantedBackend(Backend& in) : in_(in) {}
   enum class Fault { None, SiluMulValue, RmsnormBackward, AttentionBackwardBackward } fault = Fault::None;
 
-  const char* name() const override { return "planted"; }
-  Device device() const override { return in_.device(); }
-  void* allocate(size_t b) override { return in_.allocate(b); }
-  void release(void* p, size_t b) override { in_.release(p, b); }
-  void copy_to_host(const void* s, void* d, size_t b) override { in_.copy_to_host(s, d, b); }
-  void copy_from_host(const void* s, void* d, size_t b) override { in_.copy_from_host(s, d, b); }
-  bool host_addressable() const override { return in_.host_addressable(); }
-  MemoryStats memory_stats() const override { return in_.memory_stats(); }
-  void reset_peak() override { in_.reset_peak(); }
-  void trim() override { in_.trim(); }
-  void fill(const Tensor& o, double v) override { in_.fill(o, v); }
-  void copy(const Tensor& s, const Tensor& o) override { in_.copy(s, o); }
-  void convert(const Tensor& s, const Tensor& o) override { in_.convert(s, o); }
-  int64_t count_nonfinite(const Tensor& x, bool n) override { return in_.count_nonfinite(x, n); }
+  const char* name() const override {
+    used.insert(__func__); return "planted"; }
+  Device device() const override {
+    used.insert(__func__); return in_.device(); }
+  void* allocate(size_t b) override {
+    used.insert(__func__); return in_.allocate(b); }
+  void release(void* p, size_t b) override {
+    used.insert(__func__); in_.release(p, b); }
+  void copy_to_host(const void* s, void* d, size_t b) override {
+    used.insert(__func__); in_.copy_to_host(s, d, b); }
+  void copy_from_host(const void* s, void* d, size_t b) override {
+    used.insert(__func__); in_.copy_from_host(s, d, b); }
+  bool host_addressable() const override {
+    used.insert(__func__); return in_.host_addressable(); }
+  MemoryStats memory_stats() const override {
+    used.insert(__func__); return in_.memory_stats(); }
+  void reset_peak() override {
+    used.insert(__func__); in_.reset_peak(); }
+  void trim() override {
+    used.insert(__func__); in_.trim(); }
+  void fill(const Tensor& o, double v) override {
+    used.insert(__func__); in_.fill(o, v); }
+  void copy(const Tensor& s, const Tensor& o) override {
+    used.insert(__func__); in_.copy(s, o); }
+  void convert(const Tensor& s, const Tensor& o) override {
+    used.insert(__func__); in_.convert(s, o); }
+  int64_t count_nonfinite(const Tensor& x, bool n) override {
+    used.insert(__func__); return in_.count_nonfinite(x, n); }
   void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& h) override {
+    used.insert(__func__);
     in_.adamw_step(p, g, m, v, h);
   }
-  void unary(UnaryOp op, const Tensor& x, const Tensor& o, double a) override { in_.unary(op, x, o, a); }
-  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o) override { in_.binary(op, a, b, o); }
-  void sum_to(const Tensor& x, const Tensor& o) override { in_.sum_to(x, o); }
+  void unary(UnaryOp op, const Tensor& x, const Tensor& o, double a) override {
+    used.insert(__func__); in_.unary(op, x, o, a); }
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o) override {
+    used.insert(__func__); in_.binary(op, a, b, o); }
+  void sum_to(const Tensor& x, const Tensor& o) override {
+    used.insert(__func__); in_.sum_to(x, o); }
   void matmul(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& o, int64_t batch, int64_t m,
               int64_t n, int64_t k, int64_t sa, int64_t sb) override {
+    used.insert(__func__);
     in_.matmul(a, ta, b, tb, o, batch, m, n, k, sa, sb);
   }
-  void rmsnorm(const Tensor& x, const Tensor& w, double eps, const Tensor& o) override { in_.rmsnorm(x, w, eps, o); }
-  void rms_rstd(const Tensor& x, double eps, const Tensor& o) override { in_.rms_rstd(x, eps, o); }
-  void rope(const Tensor& x, int64_t p, double t, bool inv, const Tensor& o) override { in_.rope(x, p, t, inv, o); }
-  void unit_lower_inverse(const Tensor& l, const Tensor& o) override { in_.unit_lower_inverse(l, o); }
-  void causal_decay(const Tensor& cs, const Tensor& o) override { in_.causal_decay(cs, o); }
-  void softmax(const Tensor& x, const Tensor& o) override { in_.softmax(x, o); }
-  void masked_softmax(const Tensor& x, const AttentionShape& s, const Tensor& o) override { in_.masked_softmax(x, s, o); }
-  void cross_entropy(const Tensor& l, const std::vector<int32_t>& t, const Tensor& n) override { in_.cross_entropy(l, t, n); }
-  void onehot_sub(const Tensor& x, const std::vector<int32_t>& t, const Tensor& o) override { in_.onehot_sub(x, t, o); }
-  void gather_rows(const Tensor& t, const std::vector<int32_t>& ids, const Tensor& o) override { in_.gather_rows(t, ids, o); }
+  void rmsnorm(const Tensor& x, const Tensor& w, double eps, const Tensor& o) override {
+    used.insert(__func__); in_.rmsnorm(x, w, eps, o); }
+  void rms_rstd(const Tensor& x, double eps, const Tensor& o) override {
+    used.insert(__func__); in_.rms_rstd(x, eps, o); }
+  void rope(const Tensor& x, int64_t p, double t, bool inv, const Tensor& o) override {
+    used.insert(__func__); in_.rope(x, p, t, inv, o); }
+  void unit_lower_inverse(const Tensor& l, const Tensor& o) override {
+    used.insert(__func__); in_.unit_lower_inverse(l, o); }
+  void causal_decay(const Tensor& cs, const Tensor& o) override {
+    used.insert(__func__); in_.causal_decay(cs, o); }
+  void softmax(const Tensor& x, const Tensor& o) override {
+    used.insert(__func__); in_.softmax(x, o); }
+  void masked_softmax(const Tensor& x, const AttentionShape& s, const Tensor& o) override {
+    used.insert(__func__); in_.masked_softmax(x, s, o); }
+  void cross_entropy(const Tensor& l, const std::vector<int32_t>& t, const Tensor& n) override {
+    used.insert(__func__); in_.cross_entropy(l, t, n); }
+  void onehot_sub(const Tensor& x, const std::vector<int32_t>& t, const Tensor& o) override {
+    used.insert(__func__); in_.onehot_sub(x, t, o); }
+  void gather_rows(const Tensor& t, const std::vector<int32_t>& ids, const Tensor& o) override {
+    used.insert(__func__); in_.gather_rows(t, ids, o); }
   void scatter_add_rows(const Tensor& r, const std::vector<int32_t>& ids, const Tensor& o) override {
+    used.insert(__func__);
     in_.scatter_add_rows(r, ids, o);
   }
   void silu_mul(const Tensor& a, const Tensor& b, const Tensor& o) override {
+    used.insert(__func__);
     in_.silu_mul(a, b, o);
     if (fault == Fault::SiluMulValue) in_.unary(UnaryOp::MulScalar, o, o, 1.0 + 1e-6);  // a 1e-6 relative error
   }
   void silu_mul_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& da, const Tensor& db) override {
+    used.insert(__func__);
     in_.silu_mul_backward(a, b, g, da, db);
   }
   void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& g, double eps, const Tensor& dx,
                         const Tensor& dw) override {
+    used.insert(__func__);
     in_.rmsnorm_backward(x, w, g, eps * (fault == Fault::RmsnormBackward ? 10 : 1), dx, dw);  // the wrong epsilon
   }
   void cross_entropy_backward(const Tensor& l, const std::vector<int32_t>& t, const Tensor& g, const Tensor& d) override {
+    used.insert(__func__);
     in_.cross_entropy_backward(l, t, g, d);
   }
   void cross_entropy_backward_backward(const Tensor& l, const Tensor& b, const std::vector<int32_t>& t,
                                        const Tensor& g, const Tensor& dz, const Tensor& c, const Tensor& dg) override {
+    used.insert(__func__);
     in_.cross_entropy_backward_backward(l, b, t, g, dz, c, dg);
   }
   void attention_forward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                          const Tensor& lse) override {
+    used.insert(__func__);
     in_.attention_forward(s, q, k, v, o, lse);
   }
   void attention_backward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                           const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
                           const Tensor& dv) override {
+    used.insert(__func__);
     in_.attention_backward(s, q, k, v, o, lse, dout, dq, dk, dv);
   }
   void attention_backward_backward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& o, const Tensor& lse, const Tensor& dout, const Tensor& aq,
                                    const Tensor& ak, const Tensor& av, const Tensor& gq, const Tensor& gk,
                                    const Tensor& gv, const Tensor& gdout) override {
+    used.insert(__func__);
     in_.attention_backward_backward(s, q, k, v, o, lse, dout, aq, ak, av, gq, gk, gv, gdout);
     if (fault == Fault::AttentionBackwardBackward) in_.unary(UnaryOp::MulScalar, gk, gk, 0.999);  // gk 0.1% off
   }
 
  private:
   Backend& in_;
+
+ public:
+  mutable std::set<std::string> used;  // the interface methods called through this backend
 };
 
 std::vector<OpCase> cases_named(const std::string& prefix) {
@@ -342,6 +391,76 @@ TEST(BackendOps, CatchesAPlantedWrongKernelOfEachOrder) {
     EXPECT_LT(clean, kTol) << p.what << " without the fault";
     EXPECT_GT(caught, kTol) << "the harness missed a planted error in " << p.what;
   }
+}
+
+// The ops without derivatives, on device d against the CPU: the fused AdamW step (three steps,
+// moments and parameters), the non-finite counts (planted NaN, infinities and negatives, in
+// every dtype) and dtype conversions (float64 -> float32 -> bf16 -> float32, exactly).
+void expect_non_differentiable_ops_match(Device d) {
+  Rng rng(5);
+  const Shape sh{37, 19};
+  const Tensor p0 = randn(sh, rng), g0 = randn(sh, rng);
+  auto run_adamw = [&](Device dev) {
+    Tensor p = clone(to_device(p0, dev)), m = zeros(sh, DType::F32, dev), v = zeros(sh, DType::F32, dev);
+    const Tensor g = to_device(g0, dev);
+    for (int t = 1; t <= 3; ++t) {
+      AdamWStep h;
+      h.beta1 = 0.9f;
+      h.beta2 = 0.95f;
+      h.step = static_cast<float>(1e-2 / (1 - std::pow(0.9, t)));
+      h.inv_bc2 = static_cast<float>(1 / (1 - std::pow(0.95, t)));
+      h.eps = 1e-8f;
+      h.decay = 0.999f;
+      backend_for(dev).adamw_step(p, g, m, v, h);
+    }
+    std::vector<double> out = p.to_vector(), mv = m.to_vector(), vv = v.to_vector();
+    out.insert(out.end(), mv.begin(), mv.end());
+    out.insert(out.end(), vv.begin(), vv.end());
+    return out;
+  };
+  EXPECT_LT(rel_diff(run_adamw(d), run_adamw(Device::cpu())), 1e-6) << d.str() << " adamw_step";
+
+  std::vector<double> vals(64);
+  for (size_t i = 0; i < vals.size(); ++i) vals[i] = rng.normal();
+  vals[3] = NAN;
+  vals[10] = INFINITY;
+  vals[11] = -INFINITY;
+  vals[20] = -2.5;
+  for (DType dt : {DType::F32, DType::F64, DType::BF16})
+    for (bool neg : {false, true}) {
+      const Tensor here = from_vector(vals, {8, 8}, dt), there = from_vector(vals, {8, 8}, dt, d);
+      EXPECT_EQ(count_nonfinite(there, neg), count_nonfinite(here, neg))
+          << d.str() << " count_nonfinite " << dtype_name(dt) << (neg ? " with negatives" : "");
+    }
+
+  const Tensor x = randn({5, 7}, rng, 3.0, DType::F64);
+  auto chain = [&](Device dev) {
+    return to_dtype(to_dtype(to_dtype(to_device(x, dev), DType::F32), DType::BF16), DType::F32).to_vector();
+  };
+  EXPECT_EQ(chain(d), chain(Device::cpu())) << d.str() << " convert";
+}
+
+TEST(BackendOps, OpsWithoutDerivativesMatchTheCpu) {
+  for (Device d : other_devices()) expect_non_differentiable_ops_match(d);
+}
+
+// Every method of the Backend interface is reached by the harness (through a recording backend
+// over the checked one): no op of the interface goes unchecked.
+TEST(BackendOps, TheHarnessReachesEveryOpOfTheInterface) {
+  const Device checked{DeviceKind::CheckedCPU, 0};
+  PlantedBackend rec(checked_cpu_backend());
+  ScopedBackendOverride route(DeviceKind::CheckedCPU, rec);
+  auto cases = all_op_cases();
+  for (auto& c : large_cases()) cases.push_back(std::move(c));
+  compare_with_cpu(checked, cases);
+  expect_non_differentiable_ops_match(checked);
+  for (const char* op :
+       {"allocate", "release", "copy_to_host", "copy_from_host", "fill", "copy", "convert", "count_nonfinite",
+        "adamw_step", "unary", "binary", "sum_to", "matmul", "rmsnorm", "rms_rstd", "rope", "unit_lower_inverse",
+        "causal_decay", "softmax", "masked_softmax", "cross_entropy", "onehot_sub", "gather_rows", "scatter_add_rows",
+        "silu_mul", "silu_mul_backward", "rmsnorm_backward", "cross_entropy_backward",
+        "cross_entropy_backward_backward", "attention_forward", "attention_backward", "attention_backward_backward"})
+    EXPECT_TRUE(rec.used.count(op)) << "the harness never calls the backend's " << op;
 }
 
 TEST(BackendOps, PerfPrintsTimePerOpOnEachBackend) {
