@@ -14,13 +14,13 @@ import argparse
 import http.client
 import json
 import os
-import re
 import socket
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
+
+from serve_process import ServeProcess, init_model
 
 CFG = {"vocab_size": 320, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
        "intermediate_size": 24, "seq_modeling_block": "SWA", "sliding_window_size": 6,
@@ -28,35 +28,9 @@ CFG = {"vocab_size": 320, "hidden_size": 16, "num_hidden_layers": 3, "num_attent
        "bos_token_id": 0, "initializer_range": 0.2}
 
 
-class Server:
+class Server(ServeProcess):
     def __init__(self, ttt, model, work, *args):
-        self.log = open(os.path.join(work, "bench-%d.log" % time.monotonic_ns()), "w+")
-        self.p = subprocess.Popen([ttt, "serve", "--model", model, "--port", "0", *args],
-                                  stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = None
-        deadline = time.time() + 60
-        while time.time() < deadline and self.port is None:
-            self.log.seek(0)
-            m = re.search(r"listening on http://[^:]+:(\d+)", self.log.read())
-            self.port = int(m.group(1)) if m else None
-            time.sleep(0.05)
-        while time.time() < deadline:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
-
-    def stop(self):
-        self.p.terminate()
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
+        super().__init__(ttt, model, work, *args, timeout=60, log_prefix="bench")
 
 
 def call(conn, method, path, body=None, close=False):
@@ -149,8 +123,7 @@ def main():
     with open(os.path.join(work, "cfg.json"), "w") as f:
         json.dump(CFG, f)
     model = os.path.join(work, "model")
-    subprocess.run([a.ttt[0], "init", "--config", os.path.join(work, "cfg.json"), "--seed", "3", "--out", model],
-                   check=True, stdout=subprocess.DEVNULL)
+    init_model(a.ttt[0], os.path.join(work, "cfg.json"), model, seed=3)
     for ttt in a.ttt:
         print("== %s" % ttt, flush=True)
         srv = Server(ttt, model, work)

@@ -20,9 +20,7 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -32,31 +30,16 @@ import time
 import urllib.error
 import urllib.request
 
+from serve_process import ServeProcess, init_model
+
 BENCH = {"vocab_size": 4096, "hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 4,
          "intermediate_size": 704, "seq_modeling_block": "SWA", "sliding_window_size": 1024,
          "mini_batch_size": 256, "prime": True, "suffix_len": 2, "rope_theta": 10000, "bos_token_id": 0}
 
 
-class Server:
+class Server(ServeProcess):
     def __init__(self, ttt, model, work, *args):
-        self.log = open(os.path.join(work, "server-%d.log" % time.monotonic_ns()), "w+")
-        self.p = subprocess.Popen([ttt, "serve", "--model", model, "--port", "0", *args],
-                                  stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        self.port = None
-        while time.time() < deadline and self.port is None:
-            self.log.seek(0)
-            m = re.search(r"listening on http://[^:]+:(\d+)", self.log.read())
-            self.port = int(m.group(1)) if m else None
-            time.sleep(0.05)
-        while time.time() < deadline:
-            try:
-                if self.call("GET", "/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        super().__init__(ttt, model, work, *args, timeout=120)
 
     def call(self, method, path, body=None, timeout=600):
         data = json.dumps(body).encode() if body is not None else None
@@ -69,8 +52,7 @@ class Server:
             return e.code, e.read()
 
     def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        return self.p.wait(timeout=120)
+        return super().stop(timeout=120)
 
 
 def pct(xs, q):
@@ -142,8 +124,7 @@ def main():
         if not model:
             json.dump(BENCH, open(os.path.join(work, "bench.json"), "w"))
             model = os.path.join(work, "bench")
-            subprocess.run([ttt, "init", "--config", os.path.join(work, "bench.json"), "--seed", "1", "--out", model],
-                           check=True, capture_output=True)
+            init_model(ttt, os.path.join(work, "bench.json"), model, seed=1)
         vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
         counts = [int(x) for x in a.sessions.split(",")]
         lines = ["| sessions | states | ingest req/s | ingest p50 / p99 (s) | ingest tokens/s | generate req/s | "

@@ -22,13 +22,14 @@ import http.client
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+
+from serve_process import init_model
 
 CFG = {"vocab_size": 320, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
        "intermediate_size": 24, "seq_modeling_block": "SWA", "sliding_window_size": 6,
@@ -280,8 +281,7 @@ def main():
     with open(os.path.join(work, "cfg.json"), "w") as f:
         json.dump(CFG, f)
     model = os.path.join(work, "model")
-    subprocess.run([a.ttt, "init", "--config", os.path.join(work, "cfg.json"), "--seed", "3", "--out", model],
-                   check=True, stdout=subprocess.DEVNULL)
+    init_model(a.ttt, os.path.join(work, "cfg.json"), model, seed=3)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

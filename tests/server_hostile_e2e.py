@@ -11,7 +11,6 @@ state uploads, deletes racing waiting requests, 405 with Allow, the small items.
 """
 import json
 import os
-import re
 import socket
 import statistics
 import struct
@@ -19,6 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from serve_process import ServeProcess  # noqa: E402
 
 TTT, MODEL, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 KEY = "key-hostile"
@@ -34,45 +36,15 @@ def check(cond, what):
     return cond
 
 
-class Server:
+class Server(ServeProcess):
     def __init__(self, *args, keys=False):
-        self.log_path = os.path.join(WORK, "hostile-%d.log" % time.monotonic_ns())
-        self.log = open(self.log_path, "w+")
         extra = []
         if keys:
             kp = os.path.join(WORK, "keys.txt")
             with open(kp, "w") as f:
                 f.write(KEY + " tenant\n")
             extra = ["--api-keys", kp]
-        self.p = subprocess.Popen([TTT, "serve", "--model", MODEL, "--port", "0", *extra, *args],
-                                  stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = None
-        deadline = time.time() + 60
-        while time.time() < deadline and self.port is None:
-            self.log.seek(0)
-            m = re.search(r"listening on http://[^:]+:(\d+)", self.log.read())
-            if m:
-                self.port = int(m.group(1))
-            elif self.p.poll() is not None:
-                break
-            else:
-                time.sleep(0.05)
-        assert self.port, "server did not start: " + open(self.log_path).read()
-        while time.time() < deadline:
-            st, _, _ = self.request("GET", "/health")
-            if st == 200:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("server not ready")
-
-    def stop(self):
-        self.p.terminate()
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.log.close()
+        super().__init__(TTT, MODEL, WORK, *extra, *args, timeout=60, log_prefix="hostile")
 
     def conn(self, timeout=10):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
