@@ -18,17 +18,8 @@ d="$(mktemp -d)"
 trap 'rm -rf "$d"' EXIT
 cd "$d" || exit 1
 
-# A tokenizer small enough to train in a second, and a tiny TTT-E2E model with its vocabulary.
-cat "$ROOT"/README.md "$ROOT"/src/inference/*.h "$ROOT"/src/server/*.h > corpus.txt
-"$TTT" tokenizer train --input corpus.txt --vocab-size 320 --character-coverage 0.98 --out tok > /dev/null 2>&1 || { echo "FAIL: tokenizer train"; exit 1; }
-cat > cfg.json <<'JSON'
-{"vocab_size": 320, "hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2,
- "intermediate_size": 24, "seq_modeling_block": "SWA", "sliding_window_size": 6,
- "mini_batch_size": 4, "prime": true, "suffix_len": 2, "rope_theta": 10000,
- "bos_token_id": 0, "initializer_range": 0.2}
-JSON
-"$TTT" init --config cfg.json --seed 3 --out model > /dev/null || { echo "FAIL: init"; exit 1; }
-cp tok.model model/tokenizer.model  # found by the server inside the model directory
+. "$ROOT/tests/tiny_served_model.sh"
+make_tiny_served_model "$TTT" "$ROOT" || exit 1
 
 # The openai client: reuse the venv when it is there, else make it; no network is a skip.
 venv="$BUILD/server-venv"
