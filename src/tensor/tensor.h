@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,18 @@ enum class DType { F32, F64, BF16 };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
+
+// Runs f.template operator()<T>() with T = float or double, the compute dtypes; a BF16 (storage
+// only) tensor reaching a kernel is a bug upstream: a logic_error that names `who`.
+template <class F>
+void for_compute_dtype(DType dt, const char* who, F&& f) {
+  if (dt == DType::F32)
+    f.template operator()<float>();
+  else if (dt == DType::F64)
+    f.template operator()<double>();
+  else
+    throw std::logic_error(std::string(who) + ": no kernel for dtype " + dtype_name(dt));
+}
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);

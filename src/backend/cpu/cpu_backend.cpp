@@ -9,6 +9,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -34,12 +35,7 @@ constexpr double kSmallGemmFlops = 64e6;
 // anything else is a bug upstream, not a reason to read the bits as doubles.
 template <class F>
 void for_dtype(DType dt, F&& f) {
-  if (dt == DType::F32)
-    f.template operator()<float>();
-  else if (dt == DType::F64)
-    f.template operator()<double>();
-  else
-    throw std::logic_error(std::string("cpu backend: no kernel for dtype ") + dtype_name(dt));
+  for_compute_dtype(dt, "cpu backend", std::forward<F>(f));
 }
 
 // exp through the vectorized vec::vexp; arguments it does not cover exactly (overflow to inf,

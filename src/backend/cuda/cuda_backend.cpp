@@ -19,6 +19,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -131,12 +132,7 @@ cuda::Elem elem_of(DType d) {
 
 template <class F>
 void for_dtype(DType dt, F&& f) {
-  if (dt == DType::F32)
-    f.template operator()<float>();
-  else if (dt == DType::F64)
-    f.template operator()<double>();
-  else
-    throw std::logic_error(std::string("cuda backend: no kernel for dtype ") + dtype_name(dt));
+  for_compute_dtype(dt, "cuda backend", std::forward<F>(f));
 }
 
 cuda::Strided strided(const Tensor& like, const Shape& sa, const Shape& sb) {
