@@ -132,4 +132,19 @@ std::string json_string(const json& v, const std::string& what) {
   return v.get<std::string>();
 }
 
+json* place_json_value(std::vector<json*>& open, const std::string& key, json& root, json&& v) {
+  if (open.empty()) {
+    root = std::move(v);
+    return &root;
+  }
+  json& c = *open.back();
+  if (c.is_array()) {
+    c.push_back(std::move(v));
+    return &c.back();
+  }
+  json& slot = c[key];
+  slot = std::move(v);
+  return &slot;
+}
+
 }  // namespace ttt::io

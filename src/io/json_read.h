@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ttt::io {
 
@@ -34,5 +35,11 @@ const nlohmann::json& json_field(const nlohmann::json& obj, const std::string& k
 int64_t json_int(const nlohmann::json& v, int64_t lo, int64_t hi, const std::string& what);
 double json_finite(const nlohmann::json& v, const std::string& what);
 std::string json_string(const nlohmann::json& v, const std::string& what);
+
+// For SAX handlers that build a tree under their own limits: puts v where the parse stands (in
+// the array on top of `open`, under `key` in the object on top, or into `root` when nothing is
+// open) and returns where it went, so an array or object can be pushed onto `open`.
+nlohmann::json* place_json_value(std::vector<nlohmann::json*>& open, const std::string& key, nlohmann::json& root,
+                                 nlohmann::json&& v);
 
 }  // namespace ttt::io

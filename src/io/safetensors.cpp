@@ -208,18 +208,7 @@ class HeaderSax {
       err("header entry " + q_name(top_key_) + " holds more than " + std::to_string(kMaxEntryValues) + " values");
       return nullptr;
     }
-    if (stack_.empty()) {
-      entry_ = std::move(v);
-      return &entry_;
-    }
-    json& c = *stack_.back();
-    if (c.is_array()) {
-      c.push_back(std::move(v));
-      return &c.back();
-    }
-    json& slot = c[key_];
-    slot = std::move(v);
-    return &slot;
+    return io::place_json_value(stack_, key_, entry_, std::move(v));
   }
   bool value(json&& v) {
     if (!top_started_) return err("header is not a JSON object");

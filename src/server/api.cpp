@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "io/json_read.h"
 #include "io/messages.h"
 
 namespace ttt::server {
@@ -181,19 +182,8 @@ class BodySax {
   json* place(json&& v) {
     if (++values_ > kMaxTreeValues)
       throw bad_request("the request body holds more than " + std::to_string(kMaxTreeValues) + " JSON values");
-    if (stack_.empty()) {
-      b_.j = std::move(v);
-      root_set_ = true;
-      return &b_.j;
-    }
-    json& c = *stack_.back();
-    if (c.is_array()) {
-      c.push_back(std::move(v));
-      return &c.back();
-    }
-    json& slot = c[key_];
-    slot = std::move(v);
-    return &slot;
+    if (stack_.empty()) root_set_ = true;
+    return io::place_json_value(stack_, key_, b_.j, std::move(v));
   }
   bool value(json&& v) {
     place(std::move(v));
