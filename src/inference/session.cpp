@@ -409,7 +409,8 @@ void Session::save_state(const std::string& path) const {
   meta["ttt"] = s_.opt.ttt ? "true" : "false";
   meta["inner_lr"] = fmt_double(s_.opt.inner_lr);
   meta["clip_norm"] = fmt_double(s_.opt.clip_norm);
-  meta["kv_dtype"] = model::kv_dtype_name(s_.opt.kv_dtype);
+  // Written only for a bf16 cache: float32 sessions' files stay as they were (absent = f32).
+  if (s_.opt.kv_dtype != model::KvDtype::F32) meta["kv_dtype"] = model::kv_dtype_name(s_.opt.kv_dtype);
 
   NoGrad ng;
   std::vector<std::pair<std::string, Tensor>> ts;
