@@ -234,6 +234,45 @@ struct OpDecodeAccumulate {
 // ---------------------------------------------------------------------------------------------
 // Forward
 
+// One query row of a tile (decoding): dot products and a weighted sum of value rows, without
+// BLAS calls (a 1-row sgemm packs its operands as for a large product).
+template <class T>
+void single_query_tile(const AttentionShape& s, int64_t h, int64_t i0, int64_t band0, int64_t band1, const T* q,
+                       const KV<T>& kv, T* orow0, T* lse) {
+  const int64_t D = s.head_dim, ld = s.heads * D;
+  const int64_t nk = band1 - band0;
+  T* S = scratch<T>(0, static_cast<size_t>(nk));
+  T* acc = scratch<T>(1, static_cast<size_t>(D));
+  const T* qt = q + i0 * ld + h * D;
+  const int64_t nc = std::clamp<int64_t>(kv.cached - band0, 0, nk);  // rows in the bf16 cache
+  for (int64_t j = 0; j < nk; ++j) {
+    if (j < nc) {
+      T dot = 0;
+      const uint16_t* kr = kv.kc + (band0 + j) * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) dot += qt[d] * static_cast<T>(bf16_to_float(kr[d]));
+      S[j] = static_cast<T>(s.scale) * dot;
+    } else {
+      S[j] = static_cast<T>(s.scale) * vec::vdot(qt, kv.k + (band0 + j - kv.cached) * ld + h * D, D);
+    }
+  }
+  const T mx = vec::vmax(S, nk);
+  const T sum = vec::vexp_sum(S, mx, S, nk);
+  std::fill_n(acc, D, T(0));
+  for (int64_t j = 0; j < nk; ++j) {
+    const T p = S[j];
+    if (j < nc) {
+      const uint16_t* vr = kv.vc + (band0 + j) * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] += p * static_cast<T>(bf16_to_float(vr[d]));
+    } else {
+      const T* vr = kv.v + (band0 + j - kv.cached) * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] += p * vr[d];
+    }
+  }
+  const T inv = T(1) / sum;
+  for (int64_t d = 0; d < D; ++d) orow0[d] = acc[d] * inv;
+  lse[h * s.tq + i0] = mx + std::log(sum);
+}
+
 template <class T>
 void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t i1,
                   const T* q, const KV<T>& kv, T* o, T* lse) {
@@ -246,39 +285,7 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
     return;
   }
   if (nq == 1) {
-    // One query (decoding): dot products and a weighted sum of value rows, without BLAS calls
-    // (a 1-row sgemm packs its operands as for a large product).
-    const int64_t nk = band1 - band0;
-    T* S = scratch<T>(0, static_cast<size_t>(nk));
-    T* acc = scratch<T>(1, static_cast<size_t>(D));
-    const T* qt = q + i0 * ld + h * D;
-    const int64_t nc = std::clamp<int64_t>(kv.cached - band0, 0, nk);  // rows in the bf16 cache
-    for (int64_t j = 0; j < nk; ++j) {
-      if (j < nc) {
-        T dot = 0;
-        const uint16_t* kr = kv.kc + (band0 + j) * ld + h * D;
-        for (int64_t d = 0; d < D; ++d) dot += qt[d] * static_cast<T>(bf16_to_float(kr[d]));
-        S[j] = static_cast<T>(s.scale) * dot;
-      } else {
-        S[j] = static_cast<T>(s.scale) * vec::vdot(qt, kv.k + (band0 + j - kv.cached) * ld + h * D, D);
-      }
-    }
-    const T mx = vec::vmax(S, nk);
-    const T sum = vec::vexp_sum(S, mx, S, nk);
-    std::fill_n(acc, D, T(0));
-    for (int64_t j = 0; j < nk; ++j) {
-      const T p = S[j];
-      if (j < nc) {
-        const uint16_t* vr = kv.vc + (band0 + j) * ld + h * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += p * static_cast<T>(bf16_to_float(vr[d]));
-      } else {
-        const T* vr = kv.v + (band0 + j - kv.cached) * ld + h * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += p * vr[d];
-      }
-    }
-    const T inv = T(1) / sum;
-    for (int64_t d = 0; d < D; ++d) orow0[d] = acc[d] * inv;
-    lse[h * s.tq + i0] = mx + std::log(sum);
+    single_query_tile(s, h, i0, band0, band1, q, kv, orow0, lse);
     return;
   }
   const int64_t bk = std::min(kKeyBlock, band1 - band0);
