@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/attention_cpu.h"
 #include "op_cases.h"
 
 namespace ttt::test {
@@ -343,6 +344,17 @@ class PlantedBackend final : public Backend {
     used.insert(__func__);
     in_.attention_backward(s, q, k, v, o, lse, dout, dq, dk, dv);
   }
+  void attention_forward_bf16_cache(const AttentionShape& s, const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                    const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse) override {
+    used.insert(__func__);
+    in_.attention_forward_bf16_cache(s, q, kc, vc, k, v, o, lse);
+  }
+  void attention_backward_bf16_cache(const AttentionShape& s, const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                     const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                                     const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv) override {
+    used.insert(__func__);
+    in_.attention_backward_bf16_cache(s, q, kc, vc, k, v, o, lse, dout, dq, dk, dv);
+  }
   void attention_backward_backward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v,
                                    const Tensor& o, const Tensor& lse, const Tensor& dout, const Tensor& aq,
                                    const Tensor& ak, const Tensor& av, const Tensor& gq, const Tensor& gk,
@@ -391,6 +403,70 @@ TEST(BackendOps, CatchesAPlantedWrongKernelOfEachOrder) {
     EXPECT_LT(clean, kTol) << p.what << " without the fault";
     EXPECT_GT(caught, kTol) << "the harness missed a planted error in " << p.what;
   }
+}
+
+// Attention over a bf16 window cache (--kv-dtype bf16) on device d, forward and first-order
+// gradients of <r, o> with respect to q and the chunk's k and v, against the float64 reference
+// kernels over the same keys (the cache's bf16 values widened exactly). Shapes cover decoding
+// (one query over a long cache), chunks whose key band crosses the cache's end and key blocks of
+// more than 2048 keys, with and without a window.
+void expect_bf16_cache_attention_matches_float64(Device d) {
+  struct Case {
+    int64_t tq, tc, heads, dim, window;
+  };
+  for (const Case c : {Case{1, 2500, 3, 16, 0}, Case{1, 40, 2, 8, 16}, Case{37, 2200, 2, 16, 2100}, Case{130, 90, 2, 8, 0},
+                       Case{5, 3, 1, 4, 4}}) {
+    Rng rng(91 + static_cast<uint64_t>(c.tq + c.tc));
+    const int64_t H = c.heads, D = c.dim, tk = c.tc + c.tq;
+    const Tensor q = randn({c.tq, H, D}, rng), k = randn({c.tq, H, D}, rng), v = randn({c.tq, H, D}, rng);
+    const Tensor kc = to_dtype(randn({c.tc, H, D}, rng), DType::BF16), vc = to_dtype(randn({c.tc, H, D}, rng), DType::BF16);
+    const Tensor r = randn({c.tq, H, D}, rng);
+    AttentionOptions opt;
+    opt.window = c.window;
+    opt.q_pos0 = 100 + c.tc;
+    opt.k_pos0 = 100;
+    std::vector<double> got_o, got_dq, got_dk, got_dv;
+    {
+      GradMode on(true);
+      const Tensor qd = to_device(q, d).set_requires_grad(true), kd = to_device(k, d).set_requires_grad(true),
+                   vd = to_device(v, d).set_requires_grad(true);
+      const Tensor o = attention_bf16_cache(qd, to_device(kc, d), to_device(vc, d), kd, vd, opt);
+      const auto g = grad({sum(mul(o, to_device(r, d)))}, {qd, kd, vd});
+      got_o = o.to_vector();
+      got_dq = g[0].to_vector();
+      got_dk = g[1].to_vector();
+      got_dv = g[2].to_vector();
+    }
+    // The oracle: float64 over [widened cache; chunk].
+    std::vector<double> K = to_dtype(kc, DType::F32).to_vector(), V = to_dtype(vc, DType::F32).to_vector();
+    for (double x : k.to_vector()) K.push_back(x);
+    for (double x : v.to_vector()) V.push_back(x);
+    const std::vector<double> Q = q.to_vector(), R = r.to_vector();
+    AttentionShape s;
+    s.tq = c.tq;
+    s.tk = tk;
+    s.heads = H;
+    s.head_dim = D;
+    s.q_pos0 = opt.q_pos0;
+    s.k_pos0 = opt.k_pos0;
+    s.window = c.window;
+    s.scale = 1 / std::sqrt(static_cast<double>(D));
+    std::vector<double> o(Q.size()), lse(static_cast<size_t>(H * c.tq)), dq(Q.size()), dk(K.size()), dv(V.size());
+    kernels::attention_forward_reference<double>(s, Q.data(), K.data(), V.data(), o.data(), lse.data());
+    kernels::attention_backward_reference<double>(s, Q.data(), K.data(), V.data(), o.data(), lse.data(), R.data(),
+                                                  dq.data(), dk.data(), dv.data());
+    const size_t chunk0 = static_cast<size_t>(c.tc * H * D);
+    const std::string what = d.str() + " bf16 cache tq " + std::to_string(c.tq) + " cache " + std::to_string(c.tc);
+    EXPECT_LT(rel_diff(got_o, o), 2e-5) << what << " o";
+    EXPECT_LT(rel_diff(got_dq, dq), 2e-5) << what << " dq";
+    EXPECT_LT(rel_diff(got_dk, std::vector<double>(dk.begin() + chunk0, dk.end())), 2e-5) << what << " dk";
+    EXPECT_LT(rel_diff(got_dv, std::vector<double>(dv.begin() + chunk0, dv.end())), 2e-5) << what << " dv";
+  }
+}
+
+TEST(BackendOps, Bf16CacheAttentionMatchesFloat64OnEachBackend) {
+  expect_bf16_cache_attention_matches_float64(Device::cpu());
+  for (Device d : other_devices()) expect_bf16_cache_attention_matches_float64(d);
 }
 
 // The ops without derivatives, on device d against the CPU: the fused AdamW step (three steps,
@@ -454,12 +530,14 @@ TEST(BackendOps, TheHarnessReachesEveryOpOfTheInterface) {
   for (auto& c : large_cases()) cases.push_back(std::move(c));
   compare_with_cpu(checked, cases);
   expect_non_differentiable_ops_match(checked);
+  expect_bf16_cache_attention_matches_float64(checked);
   for (const char* op :
        {"allocate", "release", "copy_to_host", "copy_from_host", "fill", "copy", "convert", "count_nonfinite",
         "adamw_step", "unary", "binary", "sum_to", "matmul", "rmsnorm", "rms_rstd", "rope", "unit_lower_inverse",
         "causal_decay", "softmax", "masked_softmax", "cross_entropy", "onehot_sub", "gather_rows", "scatter_add_rows",
         "silu_mul", "silu_mul_backward", "rmsnorm_backward", "cross_entropy_backward",
-        "cross_entropy_backward_backward", "attention_forward", "attention_backward", "attention_backward_backward"})
+        "cross_entropy_backward_backward", "attention_forward", "attention_backward", "attention_backward_backward",
+        "attention_forward_bf16_cache", "attention_backward_bf16_cache"})
     EXPECT_TRUE(rec.used.count(op)) << "the harness never calls the backend's " << op;
 }
 

@@ -276,10 +276,11 @@ ttt::io::TokenPairs split(const Model& m, nb::handle tokens) {
   }
 }
 
-nb::tuple model_eval(const Model& m, nb::handle tokens, bool ttt_on, bool stream) {
+nb::tuple model_eval(const Model& m, nb::handle tokens, bool ttt_on, bool stream, const std::string& kv_dtype) {
   const auto tok = split(m, tokens);
   ttt::e2e::TTTOptions opt;
   opt.ttt = ttt_on;
+  opt.kv_dtype = ttt::model::parse_kv_dtype(kv_dtype);  // invalid_argument: ValueError
   auto res = engine_call([&] { return ttt::inference::evaluate_tokens(*m.m, tok.inputs, tok.targets, opt, stream); });
   return nb::make_tuple(res.loss, numpy_from(std::move(res.nll)));
 }
@@ -335,10 +336,11 @@ nb::tuple model_eval_long(const Model& m, nb::list docs, int64_t length, bool tt
   return nb::make_tuple(numpy_from(std::move(mean)), FloatArray(p->data(), 2, shape, owner));
 }
 
-Session make_session(const Model& m, bool ttt_on, double inner_lr) {
+Session make_session(const Model& m, bool ttt_on, double inner_lr, const std::string& kv_dtype) {
   ttt::e2e::TTTOptions opt;
   opt.ttt = ttt_on;
   opt.inner_lr = inner_lr;
+  opt.kv_dtype = ttt::model::parse_kv_dtype(kv_dtype);
   ttt::e2e::validate(opt);
   return Session{m.m, std::make_unique<ttt::inference::Session>(*m.m, opt)};
 }
@@ -603,13 +605,14 @@ NB_MODULE(_ttt, mod) {
             });
           },
           "dir"_a, "dtype"_a = "f32")
-      .def("eval", &model_eval, "tokens"_a.none(), "ttt"_a = true, "stream"_a = false,
-           "T+1 tokens -> (loss, nll[T] float32), as `ttt eval --nll-out`.")
+      .def("eval", &model_eval, "tokens"_a.none(), "ttt"_a = true, "stream"_a = false, "kv_dtype"_a = "f32",
+           "T+1 tokens -> (loss, nll[T] float32), as `ttt eval --nll-out` (kv_dtype: \"f32\" or \"bf16\", as --kv-dtype).")
       .def("grad", &model_grad, "tokens"_a.none(), "ttt"_a = true, "inner_lr"_a = 1.0, "graph_budget_mb"_a = -1,
            "T+1 tokens -> (loss, {parameter name: gradient}), as `ttt grad`.")
       .def("eval_long", &model_eval_long, "docs"_a, "length"_a, "ttt"_a = true,
            "NLL per position over documents (the `ttt eval-long` curve): (mean[length], per_doc[docs, length]).")
-      .def("session", &make_session, "ttt"_a = true, "inner_lr"_a = 1.0, "A decoding session (SPEC section 3).")
+      .def("session", &make_session, "ttt"_a = true, "inner_lr"_a = 1.0, "kv_dtype"_a = "f32",
+           "A decoding session (SPEC section 3); kv_dtype \"bf16\" keeps attention's window cache in bfloat16.")
       .def("load_session", &load_session, "path"_a, "A session from a state file (`ttt generate --state-out`).")
       .def_prop_ro("num_parameters",
                    [](const Model& m) {

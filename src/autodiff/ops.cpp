@@ -1127,6 +1127,46 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   return o;
 }
 
+Tensor attention_bf16_cache(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                            const Tensor& v, const AttentionOptions& opt) {
+  const char* op = "attention_bf16_cache";
+  for (auto* t : {&k_cache, &v_cache}) check_defined(*t, op);
+  if (k_cache.dtype() != DType::BF16 || v_cache.dtype() != DType::BF16 || q.dtype() != DType::F32)
+    fail(std::string(op) + ": expected a bf16 cache and float32 queries, got " + dtype_name(k_cache.dtype()) + ", " +
+         dtype_name(v_cache.dtype()) + " and " + dtype_name(q.dtype()));
+  if (k_cache.requires_grad() || v_cache.requires_grad()) fail(std::string(op) + ": the cache must be a constant");
+  auto s = attention_shape(q, k, v, opt, op);
+  if (k_cache.dim() != 3 || k_cache.shape() != v_cache.shape() || k_cache.size(1) != s.heads ||
+      k_cache.size(2) != s.head_dim)
+    fail(std::string(op) + ": cache " + shape_str(k_cache.shape()) + " and " + shape_str(v_cache.shape()) +
+         " do not fit keys " + shape_str(k.shape()));
+  const int64_t tc = k_cache.size(0);
+  s.tk += tc;
+  const Tensor kc = dense(k_cache), vc = dense(v_cache), kn = dense(k), vn = dense(v);
+  Tensor o = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = Tensor::empty({s.heads, s.tq}, q.dtype(), q.device());
+  be(q).attention_forward_bf16_cache(s, dense(q), kc, vc, kn, vn, o, lse);
+  if (needs_graph({&q, &k, &v})) {
+    record(o, op, {q, k, v}, [q, kc, vc, k, v, lse, s, tc](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
+      if (grad_enabled()) {  // differentiated again: the plain fused op over the widened keys
+        const Tensor kf = concat({to_dtype(kc, DType::F32), k}, 0), vf = concat({to_dtype(vc, DType::F32), v}, 0);
+        const Tensor p = attention_backward_packed(q, kf, vf, dense(out.detach()), lse, g, s);
+        const int64_t tq = s.tq, tk = s.tk;
+        return std::vector<Tensor>{n[0] ? slice(p, 0, 0, tq) : Tensor(), n[1] ? slice(p, 0, tq + tc, tq + tk) : Tensor(),
+                                   n[2] ? slice(p, 0, tq + tk + tc, tq + 2 * tk) : Tensor()};
+      }
+      Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device());
+      Tensor dk = Tensor::empty(k.shape(), k.dtype(), k.device());
+      Tensor dv = Tensor::empty(v.shape(), v.dtype(), v.device());
+      AttentionShape s1 = s;
+      s1.k_grad_from = tc;
+      be(q).attention_backward_bf16_cache(s1, dense(q), kc, vc, dense(k), dense(v), dense(out), lse, dense(g), dq, dk, dv);
+      return std::vector<Tensor>{dq, dk, dv};
+    });
+  }
+  return o;
+}
+
 // ---------------------------------------------------------------- optimization helpers
 
 Tensor global_norm(const std::vector<Tensor>& xs) {

@@ -130,6 +130,14 @@ struct AttentionOptions {
 // first-order backward through the fused backward kernel; with create_graph the backward is
 // re-derived from attention_composite so second derivatives are exact.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
+// attention(q, [k_cache; k], [v_cache; v], opt) with a window cache kept in bfloat16 (--kv-dtype
+// bf16): k_cache, v_cache [Tc, H, D] BF16 are read as they are (never widened as a whole; a
+// constant: no gradient flows to them), k, v [Tn, H, D] and q float32; opt.k_pos0 is the position
+// of the cache's first row. Gradients reach q, k and v in float32 (first order through the
+// fused kernel; a gradient that is differentiated again goes through attention on the widened
+// keys).
+Tensor attention_bf16_cache(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                            const Tensor& v, const AttentionOptions& opt);
 // The same function built from matmul and masked_softmax (materializes [H, Tq, Tk]).
 Tensor attention_composite(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt);
 

@@ -100,6 +100,16 @@ class Backend : public DeviceMemory {
                                   const Tensor& v, const Tensor& o, const Tensor& lse,
                                   const Tensor& dout, const Tensor& dq, const Tensor& dk,
                                   const Tensor& dv) = 0;
+  // Keys and values [cache; chunk] with the window cache in bfloat16 (kc, vc [Tc, H, D] BF16, a
+  // constant) and the chunk's rows in float32 (k, v [s.tk - Tc, H, D]); q, o, lse float32.
+  // The backward writes dq, and dk, dv for the chunk's rows only (shapes of k, v).
+  virtual void attention_forward_bf16_cache(const AttentionShape& s, const Tensor& q, const Tensor& kc,
+                                            const Tensor& vc, const Tensor& k, const Tensor& v, const Tensor& o,
+                                            const Tensor& lse) = 0;
+  virtual void attention_backward_bf16_cache(const AttentionShape& s, const Tensor& q, const Tensor& kc,
+                                             const Tensor& vc, const Tensor& k, const Tensor& v, const Tensor& o,
+                                             const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                                             const Tensor& dk, const Tensor& dv) = 0;
   // Second order: gradients with respect to q, k, v and dout of <aq, dq> + <ak, dk> + <av, dv>.
   virtual void attention_backward_backward(const AttentionShape& s, const Tensor& q, const Tensor& k,
                                            const Tensor& v, const Tensor& o, const Tensor& lse,

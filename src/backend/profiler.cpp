@@ -243,6 +243,17 @@ class ProfilingBackend final : public Backend {
     Timer t("attention_backward", 10.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);
     in_.attention_backward(s, q, k, v, o, lse, dout, dq, dk, dv);
   }
+  void attention_forward_bf16_cache(const AttentionShape& s, const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                    const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse) override {
+    Timer t("attention_forward_bf16_cache", 4.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);
+    in_.attention_forward_bf16_cache(s, q, kc, vc, k, v, o, lse);
+  }
+  void attention_backward_bf16_cache(const AttentionShape& s, const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                     const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                                     const Tensor& dout, const Tensor& dq, const Tensor& dk, const Tensor& dv) override {
+    Timer t("attention_backward_bf16_cache", 10.0 * static_cast<double>(s.head_dim) * visible_pairs(s), 0);
+    in_.attention_backward_bf16_cache(s, q, kc, vc, k, v, o, lse, dout, dq, dk, dv);
+  }
   void attention_backward_backward(const AttentionShape& s, const Tensor& q, const Tensor& k,
                                    const Tensor& v, const Tensor& o, const Tensor& lse, const Tensor& dout,
                                    const Tensor& aq, const Tensor& ak, const Tensor& av, const Tensor& gq,

@@ -210,9 +210,11 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
     const auto& cfg = nm.model.config();
     const auto tok = random_tokens(t + 1, cfg.vocab_size, opt.seed + t);
     std::vector<int32_t> in(tok.begin(), tok.end() - 1), tg(tok.begin() + 1, tok.end());
-    if (opt.warm_up && round == 0) e2e::prefill(nm.model, in, tg);
+    e2e::TTTOptions popt;
+    popt.kv_dtype = opt.kv_dtype;
+    if (opt.warm_up && round == 0) e2e::prefill(nm.model, in, tg, popt);
     const auto t0 = Clock::now();
-    const auto res = e2e::prefill(nm.model, in, tg);
+    const auto res = e2e::prefill(nm.model, in, tg, popt);
     const double secs = since(t0);
     if (round > 0 && secs >= row.seconds) return;  // a slower run: the best so far stands
     row.seconds = secs;
@@ -251,7 +253,9 @@ ContextReport run_context_bench(const std::vector<NamedModel>& models, const Con
     memory.reset_peak();
     const double before = static_cast<double>(memory.memory_stats().bytes_in_use);
     {
-      inference::Session s(nm.model);
+      e2e::TTTOptions sopt;
+      sopt.kv_dtype = opt.kv_dtype;
+      inference::Session s(nm.model, sopt);
       s.feed(ctx);
       const auto next = random_tokens(opt.decode_tokens, cfg.vocab_size, opt.seed + 11 * t);
       row.seconds = 0;

@@ -46,6 +46,7 @@ struct ContextBenchOptions {
   // one session (the context grows by decode_tokens per round).
   int repeats = 1;
   uint64_t seed = 1;
+  model::KvDtype kv_dtype = model::KvDtype::F32;  // attention caches of prefill and the sessions
 };
 
 struct ContextRow {

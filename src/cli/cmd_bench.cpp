@@ -35,7 +35,7 @@ BenchOpsArgs g_ops;
 struct BenchContextArgs {
   bench::ContextBenchOptions opt;
   std::vector<std::string> models;
-  std::string weights = "auto", compute = "f32", device = "cpu";
+  std::string weights = "auto", compute = "f32", device = "cpu", kv = "f32";
   bool all_types = false;
 } g_ctx;
 std::string g_bench_device = "cpu";  // --device of bench train (any device), profile and ops (cpu)
@@ -163,7 +163,11 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   add_compute_option(ctx, g_ctx.compute);
   add_device_option(ctx, g_ctx.device);
-  reg.push_back({ctx, [] { return run_bench_context(g_ctx); }});
+  add_kv_dtype_option(ctx, g_ctx.kv);
+  reg.push_back({ctx, [] {
+                   g_ctx.opt.kv_dtype = model::parse_kv_dtype(g_ctx.kv);
+                   return run_bench_context(g_ctx);
+                 }});
 
   auto* tr = bench_app->add_subcommand("train", "Training tokens/s and MFU: SWA pretrain step vs TTT-E2E meta step");
   tr->add_option("--seq-len", g_train_bench.seq_len, "tokens per sequence")->capture_default_str();

@@ -38,7 +38,7 @@ struct GenerateArgs {
   bool no_ttt = false;
   // The exact store and recall (inference/recall.h).
   std::string store, store_policy = "all", recall_mode = "window";
-  std::string compute = "f32", device = "cpu";
+  std::string compute = "f32", device = "cpu", kv = "f32";
   int64_t store_budget = 0, store_span = 64;
   int recall = 0;
 } g_gen;
@@ -90,6 +90,7 @@ int run_generate() {
 
   e2e::TTTOptions opt;
   opt.ttt = !a.no_ttt;
+  opt.kv_dtype = model::parse_kv_dtype(a.kv);
   inference::Session s(m, opt);
   if (!a.state_in.empty()) {
     s.restore_state(a.state_in);
@@ -166,6 +167,7 @@ void register_generate(CLI::App& app, Registry& reg) {
   auto* g = app.add_subcommand("generate", "Sample new tokens after a prompt, with test-time training while decoding");
   g->add_option("--model", g_gen.model, "model directory")->required();
   add_compute_option(g, g_gen.compute);
+  add_kv_dtype_option(g, g_gen.kv);
   add_device_option(g, g_gen.device);
   auto* pt = g->add_option("--prompt-tokens", g_gen.prompt_tokens, "prompt as an int32 little-endian token file");
   auto* pr = g->add_option("--prompt", g_gen.prompt, "prompt as token ids, e.g. \"1 2 3\"")

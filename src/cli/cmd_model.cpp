@@ -25,7 +25,7 @@ struct InitArgs {
 } g_init;
 
 struct EvalArgs {
-  std::string model, tokens, nll_out, weights = "auto", compute = "f32", device = "cpu";
+  std::string model, tokens, nll_out, weights = "auto", compute = "f32", device = "cpu", kv = "f32";
   bool no_ttt = false, stream = false;
 } g_eval;
 
@@ -49,6 +49,7 @@ int run_eval() {
   const auto tok = io::split_tokens(io::read_tokens(g_eval.tokens), m.config().vocab_size, g_eval.tokens);
   e2e::TTTOptions opt;
   opt.ttt = !g_eval.no_ttt;
+  opt.kv_dtype = model::parse_kv_dtype(g_eval.kv);
   const auto res = inference::evaluate_tokens(m, tok.inputs, tok.targets, opt, g_eval.stream);
   if (!g_eval.nll_out.empty()) {
     // float32 in host order, which is little-endian on every platform the engine builds for.
@@ -99,6 +100,7 @@ void register_model_commands(CLI::App& app, Registry& reg) {
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   add_compute_option(eval, g_eval.compute);
+  add_kv_dtype_option(eval, g_eval.kv);
   add_device_option(eval, g_eval.device);
   reg.push_back({eval, run_eval});
 
@@ -140,6 +142,14 @@ model::Model load_model(const std::string& dir, model::Weights weights, const st
   model::Model m = model::Model::load(dir, apply_compute(compute, weights));
   m.set_bf16_products(compute == "bf16");
   return m.to(d);
+}
+
+void add_kv_dtype_option(CLI::App* cmd, std::string& kv) {
+  cmd->add_option("--kv-dtype", kv,
+                  "attention's window cache: f32, or bf16 (half the memory and of what decoding reads per token; "
+                  "read with float32 accumulation; README gives its accuracy cost)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
 }
 
 void add_compute_option(CLI::App* cmd, std::string& compute) {

@@ -6,7 +6,7 @@ namespace ttt::cli {
 namespace {
 
 server::ServerOptions g_serve;
-std::string g_serve_compute = "f32", g_serve_device = "cpu";
+std::string g_serve_compute = "f32", g_serve_device = "cpu", g_serve_kv = "f32";
 
 }  // namespace
 
@@ -50,7 +50,9 @@ void register_serve(CLI::App& app, Registry& reg) {
   s->add_option("--model-name", o.model_name, "model id in /v1/models and completions (default: the directory name)");
   add_compute_option(s, g_serve_compute);
   add_device_option(s, g_serve_device);
+  add_kv_dtype_option(s, g_serve_kv);
   reg.push_back({s, [] {
+                   g_serve.kv_dtype = model::parse_kv_dtype(g_serve_kv);
                    apply_compute(g_serve_compute, model::Weights::Auto);  // checks the CPU
                    g_serve.compute_bf16 = g_serve_compute == "bf16";
                    g_serve.device = device_option(g_serve_device);

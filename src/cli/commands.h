@@ -37,6 +37,8 @@ int run_demo_default();  // what `ttt` with no arguments does
 model::Weights apply_compute(const std::string& compute, model::Weights weights);
 // Adds the --compute option to a subcommand.
 void add_compute_option(CLI::App* cmd, std::string& compute);
+// Adds --kv-dtype f32|bf16 (how sessions and prefill keep attention's window caches).
+void add_kv_dtype_option(CLI::App* cmd, std::string& kv);
 // Adds --device (default cpu) to a subcommand that computes.
 void add_device_option(CLI::App* cmd, std::string& device);
 // The device a --device value names, checked to be built in and present (one-line error).

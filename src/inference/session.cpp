@@ -30,8 +30,9 @@ void Session::reset() {
   s_.use_ttt = s_.opt.ttt && cfg.prime;
   s_.pos = 0;
   s_.steps = 0;
-  s_.caches.assign(cfg.num_hidden_layers, {});
-  s_.chunk = e2e::SuffixMemory::start(m_);
+  s_.caches.clear();
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) s_.caches.push_back(m_.mixer(l).start_state(s_.opt.kv_dtype));
+  s_.chunk = e2e::SuffixMemory::start(m_, false, s_.opt.kv_dtype);
   s_.pending_h.clear();
   s_.pending_tokens.clear();
   s_.chunk_pos0 = 0;
@@ -336,6 +337,18 @@ class StateReader {
     return take(name, s, dt);
   }
 
+  bool has_meta(const std::string& key) const { return f_.metadata.count(key) > 0; }
+
+  // A mixer state tensor is bf16 in the file exactly when the state's kv_dtype says so.
+  void check_stored_dtype(const std::string& name, bool want_bf16, const char* kv) const {
+    auto it = f_.tensors.find(name);
+    if (it == f_.tensors.end()) return;  // take() names the missing tensor
+    const bool is_bf16 = it->second.dtype() == DType::BF16;
+    if (is_bf16 != want_bf16)
+      fail("tensor '" + name + "' is stored as " + (is_bf16 ? "bf16" : "float") + ", but the state's kv_dtype is " +
+           kv);
+  }
+
   void check_no_leftovers() const {
     if (!f_.tensors.empty()) fail("unexpected tensor '" + f_.tensors.begin()->first + "'");
   }
@@ -396,6 +409,8 @@ void Session::save_state(const std::string& path) const {
   meta["ttt"] = s_.opt.ttt ? "true" : "false";
   meta["inner_lr"] = fmt_double(s_.opt.inner_lr);
   meta["clip_norm"] = fmt_double(s_.opt.clip_norm);
+  // Written only for a bf16 cache: float32 sessions' files stay as they were (absent = f32).
+  if (s_.opt.kv_dtype != model::KvDtype::F32) meta["kv_dtype"] = model::kv_dtype_name(s_.opt.kv_dtype);
 
   NoGrad ng;
   std::vector<std::pair<std::string, Tensor>> ts;
@@ -418,14 +433,20 @@ void Session::save_state(const std::string& path) const {
   Tensor logits = Tensor::empty({static_cast<int64_t>(s_.last_logits.size())}, DType::F32);
   copy_from_host(s_.last_logits.data(), logits);  // host floats into a (CPU) tensor for the file
   ts.emplace_back("last_logits", logits);
-  io::write_safetensors(path, ts, dt == DType::F64 ? io::StoreAs::F64 : io::StoreAs::F32, meta);
+  // A bf16 window cache keeps its bits; everything else is stored in the compute dtype.
+  std::vector<io::StoreAs> as;
+  for (const auto& [name, t] : ts)
+    as.push_back(t.dtype() == DType::BF16 ? io::StoreAs::BF16 : dt == DType::F64 ? io::StoreAs::F64 : io::StoreAs::F32);
+  io::write_safetensors(path, ts, as, meta);
 }
 
 Session::State Session::read_state(const std::string& path) const {
   const auto& cfg = m_.config();
   const DType dt = m_.dtype();  // the compute dtype (the embedding may be bf16)
   const int64_t first = cfg.first_prime_layer(), L = cfg.num_hidden_layers, b = cfg.mini_batch_size;
-  StateReader r(path, io::read_safetensors(path), m_.device());
+  io::ReadOptions ro;  // mixer states stored as bf16 (a bf16 window cache) stay bf16
+  ro.keep_bf16 = [](const std::string& name) { return name.rfind("cache.", 0) == 0 || name.rfind("chunk_start.", 0) == 0; };
+  StateReader r(path, io::read_safetensors(path, ro), m_.device());
 
   // Identity first: nothing else is meaningful for a different format or model.
   const std::string& format = r.meta("format");
@@ -457,6 +478,14 @@ Session::State Session::read_state(const std::string& path) const {
   s.opt.ttt = r.meta_bool("ttt");
   s.opt.inner_lr = r.meta_double("inner_lr");
   s.opt.clip_norm = r.meta_double("clip_norm");
+  // Files from before the bf16 cache have no kv_dtype: theirs is f32.
+  if (r.has_meta("kv_dtype")) {
+    try {
+      s.opt.kv_dtype = model::parse_kv_dtype(r.meta("kv_dtype"));
+    } catch (const std::invalid_argument& e) {
+      r.fail(std::string("metadata field 'kv_dtype': ") + e.what());
+    }
+  }
   if (!(s.opt.clip_norm > 0)) r.fail("metadata field 'clip_norm' must be positive");
   s.use_ttt = s.opt.ttt && cfg.prime;
   constexpr int64_t kMax = int64_t{1} << 62;
@@ -484,17 +513,22 @@ Session::State Session::read_state(const std::string& path) const {
   }
 
   // Each block's mixer state, with the shapes its mixer gives for the position.
+  // A bf16 window cache must be stored as bf16 and an f32 one as f32 (no silent conversion).
   auto state_at = [&](const std::string& prefix, int64_t l, int64_t pos, const std::string& why) {
     const auto& mx = m_.mixer(l);
     const auto names = mx.state_names();
     const auto shapes = mx.state_shapes(pos);
+    const model::MixerState start = mx.start_state(s.opt.kv_dtype);
     model::MixerState st;
     bool any = false;
     for (size_t j = 0; j < names.size(); ++j) {
-      st.tensors.push_back(r.take_state(prefix + std::to_string(l) + "." + names[j], shapes[j], dt, why));
+      const std::string name = prefix + std::to_string(l) + "." + names[j];
+      const DType want = start.empty() ? dt : start.tensors[j].dtype();
+      r.check_stored_dtype(name, want == DType::BF16, model::kv_dtype_name(s.opt.kv_dtype));
+      st.tensors.push_back(r.take_state(name, shapes[j], want, why));
       any |= st.tensors.back().numel() > 0;
     }
-    if (!any) st.tensors.clear();  // an empty state stays empty, as after reset()
+    if (!any) st = start;  // an empty state stays empty (or zero-row bf16), as after reset()
     return st;
   };
   for (int64_t l = 0; l < L; ++l)
@@ -525,12 +559,16 @@ Session::State Session::read_state(const std::string& path) const {
 
 void Session::restore_state(const std::string& path) {
   State s = read_state(path);  // throws before anything changes
+  if (s.opt.kv_dtype != s_.opt.kv_dtype)
+    throw std::runtime_error("session state " + io::one_line(path) + ": holds a " +
+                             model::kv_dtype_name(s.opt.kv_dtype) + " window cache, this session keeps " +
+                             model::kv_dtype_name(s_.opt.kv_dtype) + " (--kv-dtype is fixed when a session is made)");
   s_ = std::move(s);
 }
 
 Session Session::load_state(const model::Model& m, const std::string& path) {
   Session out(m);
-  out.restore_state(path);
+  out.s_ = out.read_state(path);  // a session made from a file keeps the file's kv dtype
   return out;
 }
 

@@ -15,8 +15,10 @@
 //   format "ttt-session", version "1", model_config (config_to_json text of the model),
 //   param_checksum (64-bit hash of every parameter's name, shape and values, hex), model_dtype,
 //   position, ttt_steps, chunk_start_position, pending_tokens (space-separated ids),
-//   ttt ("true"/"false"), inner_lr, clip_norm (%.17g)
-// and the tensors (float32; float64 for float64 models)
+//   ttt ("true"/"false"), inner_lr, clip_norm (%.17g), kv_dtype ("bf16" only for a bf16 cache; absent: f32)
+// and the tensors (float32; float64 for float64 models; a bf16 window cache as bf16). A session's
+// kv dtype is fixed when it is made: restore_state refuses a file with another one (one line),
+// load_state makes the session the file describes.
 //   cache.{l}.{name}                  every layer l's mixer state, one tensor per name of its
 //                                     mixer (attention: k, v [n, H, head_dim], n may be 0)
 //   chunk_start.{l}.{name}            the same for every prime layer l when the chunk began

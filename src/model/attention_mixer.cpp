@@ -1,6 +1,7 @@
 #include "model/attention_mixer.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace ttt::model {
 
@@ -20,6 +21,7 @@ Tensor AttentionMixer::forward(const Tensor& a, int64_t pos0, const MixerState& 
   q = rope(q, pos0, rope_theta_);
   k = rope(k, pos0, rope_theta_);
   const int64_t cached = in.empty() ? 0 : in.tensors[0].size(0);
+  if (!in.empty() && in.tensors[0].dtype() == DType::BF16) return forward_bf16(q, k, v, pos0, in, out);
   // Appended in place where possible (decoding: O(1) per token instead of a copy of the cache).
   Tensor keys = cached ? append_rows(in.tensors[0], k, 0) : k;
   Tensor vals = cached ? append_rows(in.tensors[1], v, 0) : v;
@@ -35,6 +37,42 @@ Tensor AttentionMixer::forward(const Tensor& a, int64_t pos0, const MixerState& 
   // A cache that carries no graph (prefill, decoding) is a constant for the inner step's gradient.
   if (cached && !in.tensors[0].requires_grad() && !in.tensors[1].requires_grad()) opt.k_grad_from = cached;
   return matmul(reshape(attention(q, keys, vals, opt), {t, heads_ * head_dim_}), p_.wo);
+}
+
+// A bf16 cache: the cache is read as it is (a constant), the chunk's keys and values in float32;
+// the rows kept for later are the chunk's rounded to bf16.
+Tensor AttentionMixer::forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v, int64_t pos0,
+                                    const MixerState& in, MixerState* out) const {
+  const int64_t t = q.size(0), cached = in.tensors[0].size(0);
+  if (out) {
+    Tensor kb, vb;
+    {
+      NoGrad ng;
+      kb = to_dtype(k.detach(), DType::BF16);
+      vb = to_dtype(v.detach(), DType::BF16);
+    }
+    Tensor keys = cached ? append_rows(in.tensors[0], kb, 0) : kb;
+    Tensor vals = cached ? append_rows(in.tensors[1], vb, 0) : vb;
+    const int64_t n = keys.size(0);
+    const int64_t keep = window_ > 0 ? std::min(window_, n) : n;
+    out->tensors = {keep == n ? keys : slice(keys, 0, n - keep, n), keep == n ? vals : slice(vals, 0, n - keep, n)};
+  }
+  AttentionOptions opt;
+  opt.q_pos0 = pos0;
+  opt.k_pos0 = pos0 - cached;
+  opt.window = window_;
+  // The rows appended above lie after the view `in` holds: its rows are unchanged.
+  const Tensor o = cached ? attention_bf16_cache(q, in.tensors[0], in.tensors[1], k, v, opt) : attention(q, k, v, opt);
+  return matmul(reshape(o, {t, heads_ * head_dim_}), p_.wo);
+}
+
+MixerState AttentionMixer::start_state(KvDtype kv) const {
+  if (kv != KvDtype::BF16) return {};
+  if (p_.wq.dtype() != DType::F32 && p_.wq.dtype() != DType::BF16)
+    throw std::invalid_argument("a bf16 window cache (--kv-dtype bf16) needs a float32 model, this one is " +
+                                std::string(dtype_name(p_.wq.dtype())));
+  const Tensor e = Tensor::empty({0, heads_, head_dim_}, DType::BF16, p_.wq.device());
+  return MixerState{{e, Tensor::empty({0, heads_, head_dim_}, DType::BF16, p_.wq.device())}};
 }
 
 std::vector<Shape> AttentionMixer::state_shapes(int64_t pos) const {

@@ -1,6 +1,16 @@
 #include "model/sequence_memory.h"
 
+#include <stdexcept>
+
 namespace ttt::model {
+
+KvDtype parse_kv_dtype(const std::string& name) {
+  if (name == "f32") return KvDtype::F32;
+  if (name == "bf16") return KvDtype::BF16;
+  throw std::invalid_argument("unknown kv dtype '" + name + "' (expected f32 or bf16)");
+}
+
+const char* kv_dtype_name(KvDtype kv) { return kv == KvDtype::BF16 ? "bf16" : "f32"; }
 
 size_t MixerState::bytes() const {
   size_t n = 0;

@@ -17,6 +17,14 @@
 
 namespace ttt::model {
 
+// How attention mixers keep their window caches (--kv-dtype): in the model's float type (f32,
+// the default), or in bfloat16 (bf16: half the bytes, which decoding streams once per token;
+// attention reads them as they are, with float32 accumulation). Other mixers ignore it.
+enum class KvDtype { F32, BF16 };
+// "f32" or "bf16"; anything else throws a one-line std::invalid_argument.
+KvDtype parse_kv_dtype(const std::string& name);
+const char* kv_dtype_name(KvDtype kv);
+
 struct MixerState {
   std::vector<Tensor> tensors;  // empty: nothing read yet
 
@@ -44,6 +52,9 @@ class SequenceMixer {
   virtual std::vector<std::string> state_names() const = 0;
   virtual std::vector<Shape> state_shapes(int64_t pos) const = 0;
   virtual std::string describe() const = 0;  // e.g. "window 1024", for messages
+  // The state before any token with caches kept as `kv` says: empty, except that a bf16 cache
+  // starts as zero-row bf16 tensors (the dtype then travels with the state: forks, files).
+  virtual MixerState start_state(KvDtype) const { return {}; }
   // The tensors an empty state stands for, as the session file stores them (default: zeros of
   // the shapes at position 0; a mixer whose initial state is its parameters returns copies).
   virtual std::vector<Tensor> initial_state_tensors(DType dt) const {

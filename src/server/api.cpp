@@ -475,6 +475,7 @@ void Api::load() {
   so.state_dir = o_.state_dir;
   so.max_resident = o_.max_resident_sessions;
   so.max_snapshots = o_.max_snapshots;
+  so.kv_dtype = o_.kv_dtype;
   so.exact_store = o_.store_policy != "off";
   if (so.exact_store) {
     so.exact.policy = memory::parse_keep_policy(o_.store_policy);

@@ -11,6 +11,7 @@
 #include <functional>
 #include <string>
 
+#include "model/sequence_memory.h"
 #include "tensor/device.h"
 
 namespace ttt::server {
@@ -35,6 +36,9 @@ struct ServerOptions {
   int64_t store_budget = 0;
   int64_t store_span = 64;
   bool compute_bf16 = false;  // --compute bf16 (the CLI checks the CPU; the model's bf16 products)
+  // --kv-dtype: how every session this server makes keeps attention's window cache (a state
+  // imported or restored with the other dtype is refused in one line).
+  model::KvDtype kv_dtype = model::KvDtype::F32;
   Device device = Device::cpu();  // --device: where the model and its sessions compute
 };
 

@@ -235,7 +235,11 @@ SessionRow SessionStore::row_of(const Entry& e, const SessionInfo& i) const {
   return r;
 }
 
-std::unique_ptr<Session> SessionStore::fresh() const { return std::make_unique<Session>(m_); }
+std::unique_ptr<Session> SessionStore::fresh() const {
+  e2e::TTTOptions opt;
+  opt.kv_dtype = o_.kv_dtype;
+  return std::make_unique<Session>(m_, opt);
+}
 
 SessionStore::Held SessionStore::lock(const std::string& tenant, const std::string& id) {
   Held h;

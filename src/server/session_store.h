@@ -57,6 +57,7 @@ struct StoreOptions {
   int64_t max_snapshots = 0;  // per session, oldest dropped first; 0 = no limit
   bool exact_store = false;   // keep every session's tokens in an exact store
   memory::StoreOptions exact;  // its policy, budget and span size
+  model::KvDtype kv_dtype = model::KvDtype::F32;  // new sessions' window caches (--kv-dtype)
 };
 
 struct SessionInfo {

@@ -47,8 +47,9 @@ PrefillResult prefill(const model::Model& m, const std::vector<int32_t>& inputs,
   // segment's chunks one by one.
   const int64_t seg = use_ttt ? b * std::max<int64_t>(1, 1024 / b) : 1024;
   const int64_t whole = use_ttt ? first : L;
-  std::vector<model::MixerState> caches(static_cast<size_t>(whole));
-  SuffixMemory mem = SuffixMemory::start(m);
+  std::vector<model::MixerState> caches;
+  for (int64_t l = 0; l < whole; ++l) caches.push_back(m.mixer(l).start_state(opt.kv_dtype));
+  SuffixMemory mem = SuffixMemory::start(m, false, opt.kv_dtype);
   for (int64_t s = 0; s < t; s += seg) {
     io::check_cancelled();
     const int64_t e = std::min(t, s + seg);

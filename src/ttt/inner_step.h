@@ -12,6 +12,8 @@ struct TTTOptions {
   bool ttt = true;        // false: keep phi_0 (no inner updates)
   double inner_lr = 1.0;  // eta
   double clip_norm = 1.0; // global-norm clip of the inner gradient
+  // How sessions and prefill keep attention's window caches (model/sequence_memory.h).
+  model::KvDtype kv_dtype = model::KvDtype::F32;
 };
 
 // Throws std::invalid_argument unless inner_lr is finite and >= 0 and clip_norm finite and > 0

@@ -4,10 +4,10 @@
 
 namespace ttt::e2e {
 
-SuffixMemory SuffixMemory::start(const model::Model& m, bool differentiable) {
+SuffixMemory SuffixMemory::start(const model::Model& m, bool differentiable, model::KvDtype kv) {
   const auto& cfg = m.config();
   SuffixMemory s;
-  s.mixers.resize(static_cast<size_t>(cfg.num_hidden_layers - cfg.first_prime_layer()));
+  for (int64_t l = cfg.first_prime_layer(); l < cfg.num_hidden_layers; ++l) s.mixers.push_back(m.mixer(l).start_state(kv));
   for (auto& p : m.phi0()) s.phi.push_back(differentiable ? p : p.detach());
   return s;
 }

@@ -25,7 +25,9 @@ struct SuffixMemory {
   // The memory before any token: empty mixer states and phi_0. differentiable: phi_0 is the
   // model's own parameter tensors (the meta-learning objective differentiates through them);
   // otherwise detached views of them.
-  static SuffixMemory start(const model::Model& m, bool differentiable = false);
+  // kv: how the suffix blocks' attention caches are kept (sessions and prefill).
+  static SuffixMemory start(const model::Model& m, bool differentiable = false,
+                            model::KvDtype kv = model::KvDtype::F32);
 
   size_t bytes() const;
   SuffixMemory deep_copy() const;  // independent storage, no graph (fork)

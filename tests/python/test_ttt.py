@@ -437,3 +437,16 @@ def test_import_checkpoint_bit_for_bit(cli, work):
     assert m.config == ttt.Model.load(work / "imp_orig").config
     with pytest.raises(RuntimeError, match="already holds a model"):
         ttt.import_checkpoint(work / "ckpt", work / "imp_py", config=work / "imp.json", python=str(py))
+
+
+def test_bf16_window_cache_equals_cli(cli, tiny_model, token_file):
+    path, ids = token_file("kv.bin", 25, seed=12)
+    r = cli("eval", "--model", tiny_model, "--tokens", path, "--kv-dtype", "bf16")
+    m = ttt.Model.load(tiny_model)
+    loss, _ = m.eval(ids, kv_dtype="bf16")
+    assert r.stdout.strip() == "loss %.9g" % loss
+    s = m.session(kv_dtype="bf16")
+    s.feed(ids[:10])
+    assert s.position == 10
+    with pytest.raises(ValueError, match="unknown kv dtype 'f16'"):
+        m.session(kv_dtype="f16")

@@ -32,6 +32,7 @@
 #include "backend/thread_pool.h"
 #include "backend/cpu/attention_cpu.h"
 #include "backend/cpu/vec_math.h"
+#include "tensor/bf16.h"
 
 namespace ttt::kernels {
 namespace {
@@ -88,12 +89,193 @@ void zero_rows(T* p, int64_t rows, int64_t cols, int64_t ld) {
   for (int64_t r = 0; r < rows; ++r) std::fill_n(p + r * ld, cols, T(0));
 }
 
+// The keys and values of a call: rows [cached, tk) in T at k, v; rows [0, cached) a bf16 window
+// cache at kc, vc (float only; cached is 0 for plain calls, whose paths are then unchanged).
+template <class T>
+struct KV {
+  const T* k = nullptr;
+  const T* v = nullptr;
+  const uint16_t* kc = nullptr;
+  const uint16_t* vc = nullptr;
+  int64_t cached = 0;
+};
+
+// The end of the key block that starts at kb0: at most bk keys, and never across the cache's end.
+int64_t block_end(int64_t kb0, int64_t bk, int64_t band1, int64_t cached) {
+  const int64_t e = std::min(band1, kb0 + bk);
+  return kb0 < cached && e > cached ? cached : e;
+}
+
+// Head h's keys and values [kb0, kb0 + nk) for a product: pointers into the T rows (leading
+// dimension H * D), or cache rows widened into per-thread scratch (leading dimension D; a tile
+// reuses them for BQ queries, so widening costs 1/BQ of the product).
+template <class T>
+struct Block {
+  const T* k;
+  const T* v;
+  int64_t ld;
+};
+template <class T>
+Block<T> key_block(const KV<T>& kv, int64_t H, int64_t D, int64_t h, int64_t kb0, int64_t nk) {
+  const int64_t ld = H * D;
+  if (kb0 >= kv.cached) return {kv.k + (kb0 - kv.cached) * ld + h * D, kv.v + (kb0 - kv.cached) * ld + h * D, ld};
+  T* kb = scratch<T>(6, static_cast<size_t>(nk * D));
+  T* vb = scratch<T>(7, static_cast<size_t>(nk * D));
+  for (int64_t r = 0; r < nk; ++r) {
+    const uint16_t* ks = kv.kc + (kb0 + r) * ld + h * D;
+    const uint16_t* vs = kv.vc + (kb0 + r) * ld + h * D;
+    for (int64_t d = 0; d < D; ++d) {
+      kb[r * D + d] = static_cast<T>(bf16_to_float(ks[d]));
+      vb[r * D + d] = static_cast<T>(bf16_to_float(vs[d]));
+    }
+  }
+  return {kb, vb, D};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding's streams: one query row over key rows that hold every head, float32 or bf16 rows,
+// vectorized for the CPU at hand (vec_math.h's dispatch). The float32 dot is vec::vdot's own
+// code, so float32 results are those of the plain loops they replace.
+
+namespace dv = vec::detail;
+#define TTT_ATT_INLINE inline __attribute__((always_inline))
+
+template <class V>
+TTT_ATT_INLINE void load_row(V& out, const float* p) {
+  dv::loadv(out, p);
+}
+// The bf16 bits and their widened uint32 lanes of a float vector type.
+template <class V>
+struct HalfOf;
+template <>
+struct HalfOf<dv::vf4> {
+  typedef uint16_t bits __attribute__((vector_size(8)));
+  typedef uint32_t wide __attribute__((vector_size(16)));
+};
+template <>
+struct HalfOf<dv::vf8> {
+  typedef uint16_t bits __attribute__((vector_size(16)));
+  typedef uint32_t wide __attribute__((vector_size(32)));
+};
+template <>
+struct HalfOf<dv::vf16> {
+  typedef uint16_t bits __attribute__((vector_size(32)));
+  typedef uint32_t wide __attribute__((vector_size(64)));
+};
+template <class V>
+TTT_ATT_INLINE void load_row(V& out, const uint16_t* p) {  // bf16 bits -> float32, exact
+  using VH = typename HalfOf<V>::bits;
+  using VU = typename HalfOf<V>::wide;
+  VH hbits;
+  std::memcpy(&hbits, p, sizeof hbits);
+  const VU u = __builtin_convertvector(hbits, VU) << 16;
+  std::memcpy(&out, &u, sizeof out);
+}
+TTT_ATT_INLINE float widen(float x) { return x; }
+TTT_ATT_INLINE float widen(uint16_t x) { return bf16_to_float(x); }
+
+template <class V, class K>
+TTT_ATT_INLINE float row_dot(const float* x, const K* y, int64_t n) {
+  if constexpr (std::is_same_v<K, float>) {
+    return dv::dot_impl<V>(x, y, n);
+  } else {
+    constexpr int L = sizeof(V) / sizeof(float);
+    V acc = {};
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+      V a, b;
+      dv::loadv(a, x + i);
+      load_row(b, y + i);
+      acc += a * b;
+    }
+    float s = 0;
+    for (int l = 0; l < L; ++l) s += acc[l];
+    for (; i < n; ++i) s += x[i] * widen(y[i]);
+    return s;
+  }
+}
+
+// S[h * ldS + j] = scale * <q_h, k_j,h> for rows j in [0, n) of k (leading dimension H * D).
+struct OpDecodeScores {
+  template <class VF, class VD, class K>
+  static TTT_ATT_INLINE void run(const float* q, const K* k, int64_t H, int64_t D, int64_t n, float scale, float* S,
+                                 int64_t ldS) {
+    for (int64_t j = 0; j < n; ++j) {
+      const K* kr = k + j * H * D;
+      for (int64_t h = 0; h < H; ++h) S[h * ldS + j] = scale * row_dot<VF>(q + h * D, kr + h * D, D);
+    }
+  }
+};
+// acc[h * D + d] += S[h * ldS + j] * v_j,h[d] for rows j in [0, n), in row order.
+struct OpDecodeAccumulate {
+  template <class VF, class VD, class K>
+  static TTT_ATT_INLINE void run(const float* S, int64_t ldS, const K* v, int64_t H, int64_t D, int64_t n, float* acc) {
+    constexpr int L = sizeof(VF) / sizeof(float);
+    for (int64_t j = 0; j < n; ++j) {
+      const K* vr = v + j * H * D;
+      for (int64_t h = 0; h < H; ++h) {
+        const float p = S[h * ldS + j];
+        float* a = acc + h * D;
+        const K* vh = vr + h * D;
+        int64_t d = 0;
+        for (; d + L <= D; d += L) {
+          VF x, y;
+          dv::loadv(x, a + d);
+          load_row(y, vh + d);
+          x += p * y;
+          std::memcpy(a + d, &x, sizeof x);
+        }
+        for (; d < D; ++d) a[d] += p * widen(vh[d]);
+      }
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 
+// One query row of a tile (decoding): dot products and a weighted sum of value rows, without
+// BLAS calls (a 1-row sgemm packs its operands as for a large product).
+template <class T>
+void single_query_tile(const AttentionShape& s, int64_t h, int64_t i0, int64_t band0, int64_t band1, const T* q,
+                       const KV<T>& kv, T* orow0, T* lse) {
+  const int64_t D = s.head_dim, ld = s.heads * D;
+  const int64_t nk = band1 - band0;
+  T* S = scratch<T>(0, static_cast<size_t>(nk));
+  T* acc = scratch<T>(1, static_cast<size_t>(D));
+  const T* qt = q + i0 * ld + h * D;
+  const int64_t nc = std::clamp<int64_t>(kv.cached - band0, 0, nk);  // rows in the bf16 cache
+  for (int64_t j = 0; j < nk; ++j) {
+    if (j < nc) {
+      T dot = 0;
+      const uint16_t* kr = kv.kc + (band0 + j) * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) dot += qt[d] * static_cast<T>(bf16_to_float(kr[d]));
+      S[j] = static_cast<T>(s.scale) * dot;
+    } else {
+      S[j] = static_cast<T>(s.scale) * vec::vdot(qt, kv.k + (band0 + j - kv.cached) * ld + h * D, D);
+    }
+  }
+  const T mx = vec::vmax(S, nk);
+  const T sum = vec::vexp_sum(S, mx, S, nk);
+  std::fill_n(acc, D, T(0));
+  for (int64_t j = 0; j < nk; ++j) {
+    const T p = S[j];
+    if (j < nc) {
+      const uint16_t* vr = kv.vc + (band0 + j) * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] += p * static_cast<T>(bf16_to_float(vr[d]));
+    } else {
+      const T* vr = kv.v + (band0 + j - kv.cached) * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] += p * vr[d];
+    }
+  }
+  const T inv = T(1) / sum;
+  for (int64_t d = 0; d < D; ++d) orow0[d] = acc[d] * inv;
+  lse[h * s.tq + i0] = mx + std::log(sum);
+}
+
 template <class T>
 void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t i1,
-                  const T* q, const T* k, const T* v, T* o, T* lse) {
+                  const T* q, const KV<T>& kv, T* o, T* lse) {
   const int64_t H = s.heads, D = s.head_dim, ld = H * D, nq = i1 - i0;
   const int64_t band0 = vis.klo(i0), band1 = vis.khi(i1 - 1);
   T* orow0 = o + i0 * ld + h * D;
@@ -103,24 +285,7 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
     return;
   }
   if (nq == 1) {
-    // One query (decoding): dot products and a weighted sum of value rows, without BLAS calls
-    // (a 1-row sgemm packs its operands as for a large product).
-    const int64_t nk = band1 - band0;
-    T* S = scratch<T>(0, static_cast<size_t>(nk));
-    T* acc = scratch<T>(1, static_cast<size_t>(D));
-    const T* qt = q + i0 * ld + h * D;
-    for (int64_t j = 0; j < nk; ++j) S[j] = static_cast<T>(s.scale) * vec::vdot(qt, k + (band0 + j) * ld + h * D, D);
-    const T mx = vec::vmax(S, nk);
-    const T sum = vec::vexp_sum(S, mx, S, nk);
-    std::fill_n(acc, D, T(0));
-    for (int64_t j = 0; j < nk; ++j) {
-      const T p = S[j];
-      const T* vr = v + (band0 + j) * ld + h * D;
-      for (int64_t d = 0; d < D; ++d) acc[d] += p * vr[d];
-    }
-    const T inv = T(1) / sum;
-    for (int64_t d = 0; d < D; ++d) orow0[d] = acc[d] * inv;
-    lse[h * s.tq + i0] = mx + std::log(sum);
+    single_query_tile(s, h, i0, band0, band1, q, kv, orow0, lse);
     return;
   }
   const int64_t bk = std::min(kKeyBlock, band1 - band0);
@@ -134,11 +299,13 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
   const T scale = static_cast<T>(s.scale);
   const T* qt = q + i0 * ld + h * D;
   bool first = true;
-  for (int64_t kb0 = band0; kb0 < band1; kb0 += bk) {
-    const int64_t kb1 = std::min(band1, kb0 + bk), nk = kb1 - kb0;
+  for (int64_t kb0 = band0, kb1; kb0 < band1; kb0 = kb1) {
+    kb1 = block_end(kb0, bk, band1, kv.cached);
+    const int64_t nk = kb1 - kb0;
+    const Block<T> blk = key_block(kv, H, D, h, kb0, nk);
     blas::gemm(Trans::No, Trans::Yes, static_cast<int>(nq), static_cast<int>(nk),
-               static_cast<int>(D), scale, qt, static_cast<int>(ld), k + kb0 * ld + h * D,
-               static_cast<int>(ld), T(0), S, static_cast<int>(nk));
+               static_cast<int>(D), scale, qt, static_cast<int>(ld), blk.k,
+               static_cast<int>(blk.ld), T(0), S, static_cast<int>(nk));
     for (int64_t r = 0; r < nq; ++r) {
       T* srow = S + r * nk;
       const int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
@@ -163,8 +330,8 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
       }
     }
     blas::gemm(Trans::No, Trans::No, static_cast<int>(nq), static_cast<int>(D),
-               static_cast<int>(nk), T(1), S, static_cast<int>(nk), v + kb0 * ld + h * D,
-               static_cast<int>(ld), first ? T(0) : T(1), acc, static_cast<int>(D));
+               static_cast<int>(nk), T(1), S, static_cast<int>(nk), blk.v,
+               static_cast<int>(blk.ld), first ? T(0) : T(1), acc, static_cast<int>(D));
     first = false;
   }
   for (int64_t r = 0; r < nq; ++r) {
@@ -197,11 +364,11 @@ void probs_row(T* srow, int64_t nk, int64_t c0, int64_t c1, T lse_r) {
 // may not look) and dP = dO V^T, both [nq, nk].
 template <class T>
 void block_probs(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t nq, int64_t kb0, int64_t nk,
-                 const T* qt, const T* dot, const T* k, const T* v, const T* lse, T* P, T* dP) {
-  const int64_t ld = s.heads * s.head_dim, koff = kb0 * ld + h * s.head_dim;
+                 const T* qt, const T* dot, const Block<T>& blk, const T* lse, T* P, T* dP) {
+  const int64_t ld = s.heads * s.head_dim;
   const int inq = static_cast<int>(nq), ink = static_cast<int>(nk), iD = static_cast<int>(s.head_dim),
-            ild = static_cast<int>(ld);
-  blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, static_cast<T>(s.scale), qt, ild, k + koff, ild, T(0), P, ink);
+            ild = static_cast<int>(ld), ildk = static_cast<int>(blk.ld);
+  blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, static_cast<T>(s.scale), qt, ild, blk.k, ildk, T(0), P, ink);
   for (int64_t r = 0; r < nq; ++r) {
     const T lr = lse[h * s.tq + i0 + r];
     int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
@@ -209,7 +376,7 @@ void block_probs(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0,
     if (!(lr > -std::numeric_limits<T>::infinity())) c0 = c1 = 0;
     probs_row(P + r * nk, nk, c0, std::max(c0, c1), lr);
   }
-  blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, v + koff, ild, T(0), dP, ink);
+  blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, blk.v, ildk, T(0), dP, ink);
 }
 
 // dS = P * (dP - drow), in place in dP.
@@ -224,7 +391,7 @@ void dsoftmax_row(const double* p, double* dp, double drow, int64_t n) {
 // (leading dimension ldb), which must be zero-initialized by the caller.
 template <class T>
 void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t r0, int64_t r1,
-                    const T* q, const T* k, const T* v, const T* o, const T* lse, const T* dout,
+                    const T* q, const KV<T>& kv, const T* o, const T* lse, const T* dout,
                     T* dq, T* dkb, T* dvb, int64_t kbase, int64_t ldb) {
   const int64_t H = s.heads, D = s.head_dim, ld = H * D;
   const T scale = static_cast<T>(s.scale);
@@ -252,19 +419,21 @@ void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t 
     T* P = scratch<T>(0, static_cast<size_t>(nq * bk));
     T* dP = scratch<T>(1, static_cast<size_t>(nq * bk));
     bool first = true;
-    for (int64_t kb0 = band0; kb0 < band1; kb0 += bk) {
-      const int64_t kb1 = std::min(band1, kb0 + bk), nk = kb1 - kb0;
+    for (int64_t kb0 = band0, kb1; kb0 < band1; kb0 = kb1) {
+      kb1 = block_end(kb0, bk, band1, kv.cached);
+      const int64_t nk = kb1 - kb0;
       const int ink = static_cast<int>(nk);
-      const T* kblk = k + kb0 * ld + h * D;
-      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, k, v, lse, P, dP);
+      const Block<T> blk = key_block(kv, H, D, h, kb0, nk);
+      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, blk, lse, P, dP);
       // dK and dV only for keys from k_grad_from on: columns [c0, nk) of P and dS.
       const int64_t c0 = std::clamp<int64_t>(s.k_grad_from - kb0, 0, nk);
       const int inkg = static_cast<int>(nk - c0);
-      T* dvblk = dvb + (kb0 + c0 - kbase) * ldb;
-      T* dkblk = dkb + (kb0 + c0 - kbase) * ldb;
+      // (Offsets only where written: keys before kbase have no rows there.)
+      T* dvblk = inkg > 0 ? dvb + (kb0 + c0 - kbase) * ldb : nullptr;
+      T* dkblk = inkg > 0 ? dkb + (kb0 + c0 - kbase) * ldb : nullptr;
       if (inkg > 0) blas::gemm(Trans::Yes, Trans::No, inkg, iD, inq, T(1), P + c0, ink, dot, ild, T(1), dvblk, ildb);
       for (int64_t r = 0; r < nq; ++r) dsoftmax_row(P + r * nk, dP + r * nk, drow[r], nk);
-      blas::gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, kblk, ild,
+      blas::gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, blk.k, static_cast<int>(blk.ld),
                  first ? T(0) : T(1), dqt, ild);
       if (inkg > 0) blas::gemm(Trans::Yes, Trans::No, inkg, iD, inq, scale, dP + c0, ink, qt, ild, T(1), dkblk, ildb);
       first = false;
@@ -327,7 +496,7 @@ void reference_probs(const AttentionShape& s, const Vis& vis, const T* q, const 
 // end, as flash-decoding does. Per-head work items instead read each head's 256 bytes out of
 // every key row: strided streams that ran at a fifth of the memory bandwidth.
 template <class T>
-void decode_forward(const AttentionShape& s, const Vis& vis, const T* q, const T* k, const T* v, T* o, T* lse) {
+void decode_forward(const AttentionShape& s, const Vis& vis, const T* q, const KV<T>& kv, T* o, T* lse) {
   const int64_t H = s.heads, D = s.head_dim, ld = H * D;
   const int64_t lo = vis.klo(0), nk = vis.khi(0) - lo;
   const T scale = static_cast<T>(s.scale), ninf = -std::numeric_limits<T>::infinity();
@@ -344,21 +513,36 @@ void decode_forward(const AttentionShape& s, const Vis& vis, const T* q, const T
       T* l = m + H;
       T* acc = l + H;
       T* S = scratch<T>(0, static_cast<size_t>(n * H));  // [H, n]
-      for (int64_t j = 0; j < n; ++j) {
-        const T* kr = k + (j0 + j) * ld;
-        for (int64_t h = 0; h < H; ++h) S[h * n + j] = scale * vec::vdot(q + h * D, kr + h * D, D);
+      // Rows [j0, jc) come from the bf16 cache, [jc, j0 + n) from the T rows.
+      const int64_t jc = std::clamp(kv.cached, j0, j0 + n);
+      if constexpr (std::is_same_v<T, float>) {
+        if (jc > j0) dv::dispatch<OpDecodeScores>(q, kv.kc + j0 * ld, H, D, jc - j0, scale, S, n);
+        if (jc < j0 + n)
+          dv::dispatch<OpDecodeScores>(q, kv.k + (jc - kv.cached) * ld, H, D, j0 + n - jc, scale, S + (jc - j0), n);
+      } else {
+        for (int64_t j = 0; j < n; ++j) {
+          const T* kr = kv.k + (j0 + j - kv.cached) * ld;
+          for (int64_t h = 0; h < H; ++h) S[h * n + j] = scale * vec::vdot(q + h * D, kr + h * D, D);
+        }
       }
       for (int64_t h = 0; h < H; ++h) {
         m[h] = vec::vmax(S + h * n, n);
         l[h] = vec::vexp_sum(S + h * n, m[h], S + h * n, n);
       }
-      for (int64_t j = 0; j < n; ++j) {
-        const T* vr = v + (j0 + j) * ld;
-        for (int64_t h = 0; h < H; ++h) {
-          const T pj = S[h * n + j];
-          T* a = acc + h * D;
-          const T* vh = vr + h * D;
-          for (int64_t d = 0; d < D; ++d) a[d] += pj * vh[d];
+      if constexpr (std::is_same_v<T, float>) {
+        if (jc > j0) dv::dispatch<OpDecodeAccumulate>(static_cast<const float*>(S), n, kv.vc + j0 * ld, H, D, jc - j0, acc);
+        if (jc < j0 + n)
+          dv::dispatch<OpDecodeAccumulate>(static_cast<const float*>(S + (jc - j0)), n, kv.v + (jc - kv.cached) * ld, H,
+                                           D, j0 + n - jc, acc);
+      } else {
+        for (int64_t j = 0; j < n; ++j) {
+          const T* vr = kv.v + (j0 + j - kv.cached) * ld;
+          for (int64_t h = 0; h < H; ++h) {
+            const T pj = S[h * n + j];
+            T* a = acc + h * D;
+            const T* vh = vr + h * D;
+            for (int64_t d = 0; d < D; ++d) a[d] += pj * vh[d];
+          }
         }
       }
     }
@@ -383,12 +567,14 @@ void decode_forward(const AttentionShape& s, const Vis& vis, const T* q, const T
 
 }  // namespace
 
+namespace {
+
 template <class T>
-void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse) {
+void forward_any(const AttentionShape& s, const T* q, const KV<T>& kv, T* o, T* lse) {
   if (s.tq <= 0 || s.heads <= 0) return;
   const Vis vis = make_vis(s);
   if (s.tq == 1 && s.head_dim > 0 && vis.count(0) > 0) {
-    decode_forward(s, vis, q, k, v, o, lse);
+    decode_forward(s, vis, q, kv, o, lse);
     return;
   }
   if (s.head_dim <= 0) {
@@ -404,28 +590,42 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
   for_each_item(s.heads * tiles, [&](int64_t item) {
     const int64_t t = tiles - 1 - item / s.heads, h = item % s.heads;
     const int64_t i0 = t * kQueryTile, i1 = std::min(s.tq, i0 + kQueryTile);
-    forward_tile(s, vis, h, i0, i1, q, k, v, o, lse);
+    forward_tile(s, vis, h, i0, i1, q, kv, o, lse);
   });
+}
+
+}  // namespace
+
+template <class T>
+void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse) {
+  forward_any(s, q, KV<T>{k, v}, o, lse);
+}
+
+void attention_forward_bf16_cache(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, float* o,
+                                  float* lse) {
+  forward_any(s, q, KV<float>{kv.k, kv.v, kv.kc, kv.vc, kv.cached}, o, lse);
 }
 
 namespace {
 
 // Runs range(h, r0, r1, kacc, vacc, kbase, ldb) over every head and its query rows [r0, r1).
-// Two key-indexed outputs (ko, vo: [Tk, H, D], zeroed here) receive what the ranges accumulate
-// for keys [kbase, ...) into kacc/vacc (leading dimension ldb): straight into ko/vo when work
-// items are whole heads, else into private zeroed buffers that are summed at the end.
+// Two key-indexed outputs (ko, vo: [Tk - kfrom, H, D] for keys [kfrom, Tk), zeroed here) receive
+// what the ranges accumulate for keys [kbase, ...) into kacc/vacc (leading dimension ldb; the
+// ranges write no key before kfrom): straight into ko/vo when work items are whole heads, else
+// into private zeroed buffers that are summed at the end.
 template <class T, class Range>
-void for_each_query_range(const AttentionShape& s, const Vis& vis, T* ko, T* vo, const Range& range) {
+void for_each_query_range(const AttentionShape& s, const Vis& vis, T* ko, T* vo, const Range& range,
+                          int64_t kfrom = 0) {
   const int64_t H = s.heads, D = s.head_dim, ld = H * D;
-  if (s.tk > 0) {
-    std::fill_n(ko, s.tk * ld, T(0));
-    std::fill_n(vo, s.tk * ld, T(0));
+  if (s.tk > kfrom) {
+    std::fill_n(ko, (s.tk - kfrom) * ld, T(0));
+    std::fill_n(vo, (s.tk - kfrom) * ld, T(0));
   }
   if (s.tq <= 0 || H <= 0 || D <= 0) return;
   const int nt = num_threads();
   blas::SingleThreadedBlas single;
   if (H % nt == 0 || s.tq <= kQueryTile) {
-    for_each_item(H, [&](int64_t h) { range(h, int64_t{0}, s.tq, ko + h * D, vo + h * D, int64_t{0}, ld); });
+    for_each_item(H, [&](int64_t h) { range(h, int64_t{0}, s.tq, ko + h * D, vo + h * D, kfrom, ld); });
     return;
   }
   const int64_t chunks = std::min<int64_t>(nt, (s.tq + kQueryTile - 1) / kQueryTile);
@@ -439,7 +639,7 @@ void for_each_query_range(const AttentionShape& s, const Vis& vis, T* ko, T* vo,
   for (int64_t c = 0; c < chunks; ++c) {
     Chunk ch{cut[static_cast<size_t>(c)], cut[static_cast<size_t>(c + 1)], 0, 0, total};
     if (ch.r1 > ch.r0) {
-      ch.kb0 = vis.klo(ch.r0);
+      ch.kb0 = std::max(kfrom, vis.klo(ch.r0));
       ch.kb1 = std::max(ch.kb0, vis.khi(ch.r1 - 1));
     }
     total += static_cast<size_t>((ch.kb1 - ch.kb0) * D * 2);
@@ -455,11 +655,12 @@ void for_each_query_range(const AttentionShape& s, const Vis& vis, T* ko, T* vo,
     range(h, ch.r0, ch.r1, kb, vb, ch.kb0, D);
   });
   // Sum the chunks' contributions, in parallel over heads x key rows.
-  parallel_for(0, H * s.tk, 256, [&](int64_t lo, int64_t hi) {
+  const int64_t nkeys = s.tk - kfrom;
+  parallel_for(0, H * nkeys, 256, [&](int64_t lo, int64_t hi) {
     for (int64_t x = lo; x < hi; ++x) {
-      const int64_t h = x / s.tk, j = x % s.tk;
-      T* kr = ko + j * ld + h * D;
-      T* vr = vo + j * ld + h * D;
+      const int64_t h = x / nkeys, j = kfrom + x % nkeys;
+      T* kr = ko + (j - kfrom) * ld + h * D;
+      T* vr = vo + (j - kfrom) * ld + h * D;
       for (const Chunk& ch : cs) {
         if (j < ch.kb0 || j >= ch.kb1) continue;
         const T* kb = buf.data() + static_cast<size_t>(h) * total + ch.offset;
@@ -509,7 +710,7 @@ void backward2_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t
     auto block = [&](int64_t kb0, int64_t nk) {
       const int ink = static_cast<int>(nk);
       const int64_t koff = kb0 * ld + h * D;
-      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, k, v, lse, P, dP);
+      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, Block<T>{k + koff, v + koff, ld}, lse, P, dP);
       blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, aqt, ild, k + koff, ild, T(0), B, ink);
       blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, ak + koff, ild, T(1), B, ink);
       blas::gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, av + koff, ild, T(0), X, ink);
@@ -567,8 +768,22 @@ void attention_backward(const AttentionShape& s, const T* q, const T* k, const T
                         const T* lse, const T* dout, T* dq, T* dk, T* dv) {
   const Vis vis = make_vis(s);
   for_each_query_range(s, vis, dk, dv, [&](int64_t h, int64_t r0, int64_t r1, T* kb, T* vb, int64_t kbase, int64_t ldb) {
-    backward_range(s, vis, h, r0, r1, q, k, v, o, lse, dout, dq, kb, vb, kbase, ldb);
+    backward_range(s, vis, h, r0, r1, q, KV<T>{k, v}, o, lse, dout, dq, kb, vb, kbase, ldb);
   });
+}
+
+void attention_backward_bf16_cache(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, const float* o,
+                                   const float* lse, const float* dout, float* dq, float* dk, float* dv) {
+  AttentionShape s1 = s;
+  s1.k_grad_from = std::max(s.k_grad_from, kv.cached);
+  const Vis vis = make_vis(s1);
+  const KV<float> keys{kv.k, kv.v, kv.kc, kv.vc, kv.cached};
+  for_each_query_range(
+      s1, vis, dk, dv,
+      [&](int64_t h, int64_t r0, int64_t r1, float* kb, float* vb, int64_t kbase, int64_t ldb) {
+        backward_range(s1, vis, h, r0, r1, q, keys, o, lse, dout, dq, kb, vb, kbase, ldb);
+      },
+      std::min(kv.cached, s.tk));
 }
 
 template <class T>

@@ -42,6 +42,25 @@ void attention_backward_backward(const AttentionShape& s, const T* q, const T* k
                                  const T* lse, const T* dout, const T* aq, const T* ak, const T* av, T* gq,
                                  T* gk, T* gv, T* gdout);
 
+// A window cache kept in bfloat16 (--kv-dtype bf16): the keys of one call are [cache; chunk],
+// rows [0, cached) bf16 bits in kc, vc (a constant: no gradient flows to it) and rows
+// [cached, tk) the chunk's own in float32, in k, v (each [rows, H, D], contiguous). The kernels
+// read the cache as it is (half the bytes of float32: decoding streams it once per token) and
+// accumulate in float32; the math and visibility rule are those of attention_forward.
+struct Bf16CacheKV {
+  const uint16_t* kc = nullptr;
+  const uint16_t* vc = nullptr;
+  int64_t cached = 0;
+  const float* k = nullptr;
+  const float* v = nullptr;
+};
+void attention_forward_bf16_cache(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, float* o,
+                                  float* lse);
+// First order only: dq [Tq, H, D], and dk, dv for the chunk's rows only ([tk - cached, H, D]);
+// s.k_grad_from must be at least kv.cached (the cache gets no gradient).
+void attention_backward_bf16_cache(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, const float* o,
+                                   const float* lse, const float* dout, float* dq, float* dk, float* dv);
+
 // Straightforward O(Tq*Tk)-memory reference used by tests (same contract as above).
 template <class T>
 void attention_forward_reference(const AttentionShape& s, const T* q, const T* k, const T* v,

@@ -764,6 +764,21 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void attention_forward_bf16_cache(const kernels::AttentionShape& s, const Tensor& q, const Tensor& kc,
+                                    const Tensor& vc, const Tensor& k, const Tensor& v, const Tensor& o,
+                                    const Tensor& lse) override {
+    kernels::attention_forward_bf16_cache(s, q.data<float>(), bf16_kv(kc, vc, k, v), o.data<float>(), lse.data<float>());
+  }
+
+  void attention_backward_bf16_cache(const kernels::AttentionShape& s, const Tensor& q, const Tensor& kc,
+                                     const Tensor& vc, const Tensor& k, const Tensor& v, const Tensor& o,
+                                     const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
+                                     const Tensor& dv) override {
+    kernels::attention_backward_bf16_cache(s, q.data<float>(), bf16_kv(kc, vc, k, v), o.data<float>(),
+                                           lse.data<float>(), dout.data<float>(), dq.data<float>(), dk.data<float>(),
+                                           dv.data<float>());
+  }
+
   void silu_mul(const Tensor& a, const Tensor& b, const Tensor& out) override {
     for_dtype(out.dtype(), [&]<class T>() { kernels::silu_mul<T>(a.data<T>(), b.data<T>(), out.numel(), out.data<T>()); });
   }
@@ -822,6 +837,10 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  static kernels::Bf16CacheKV bf16_kv(const Tensor& kc, const Tensor& vc, const Tensor& k, const Tensor& v) {
+    return {kc.data<uint16_t>(), vc.data<uint16_t>(), kc.size(0), k.data<float>(), v.data<float>()};
+  }
+
   DeviceMemory& mem_;
   Device device_;
   const char* name_;

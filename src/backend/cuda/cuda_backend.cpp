@@ -430,6 +430,17 @@ class CudaBackend final : public Backend {
     });
   }
 
+  // The bf16 window cache (--kv-dtype bf16) has CPU kernels only (not written for GPUs yet).
+  void attention_forward_bf16_cache(const AttentionShape&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                    const Tensor&, const Tensor&, const Tensor&) override {
+    throw std::invalid_argument("cuda backend: a bf16 window cache (--kv-dtype bf16) is not implemented on GPUs; use --kv-dtype f32");
+  }
+  void attention_backward_bf16_cache(const AttentionShape&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                     const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                     const Tensor&, const Tensor&) override {
+    throw std::invalid_argument("cuda backend: a bf16 window cache (--kv-dtype bf16) is not implemented on GPUs; use --kv-dtype f32");
+  }
+
   void attention_backward(const AttentionShape& s, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                           const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
                           const Tensor& dv) override {
