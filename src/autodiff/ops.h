@@ -111,7 +111,9 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets);
 // ever holding the [T, V] logits: rows go through in blocks small enough that a block of logits
 // stays under a few tens of MB (a 128K vocabulary at long context), in the forward and, by
 // recomputing each block, in the first-order backward. A backward that must itself be
-// differentiated (create_graph) falls back to the plain composition.
+// differentiated (create_graph) falls back to the plain composition. A frozen bf16 head
+// (inference weights) computes the input gradient per row in the forward instead, while each
+// block's logits are at hand, and keeps only that ([T, d]): no recomputation, one block alive.
 // block_rows > 0 sets the rows per block (tests); 0 chooses about 8M logits per block.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<int32_t>& targets,
                             bool w_transposed = false, int64_t block_rows = 0);
