@@ -47,8 +47,14 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 // when nothing was appended there since (decoding with a window cache then costs O(new rows),
 // not a copy of the whole cache per token); otherwise the rows are copied into a new buffer with
 // spare room (a quarter more for one-row appends, one more append's worth for bulk ones).
-// Earlier views of the buffer never change. With a graph: concat + slice.
+// Earlier views of the buffer never change. With a graph: concat + slice, except where the cache
+// is a constant whose buffer already holds exactly these rows after it (appended there before):
+// then a view over them, the gradient going to `rows` alone.
 Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep);
+// `old`'s rows as a view into `now`'s buffer when that buffer holds them bit for bit, `gap` rows
+// before now's last `gap` rows (a window cache's state at a chunk's start, found again in the
+// buffer the chunk's appends moved to, so the old buffer can go); else `old` itself.
+Tensor same_rows_in(const Tensor& old, const Tensor& now, int64_t gap);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor sum_to(const Tensor& x, const Shape& shape);  // inverse of broadcast_to
 
