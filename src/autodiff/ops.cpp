@@ -1,7 +1,6 @@
 #include "autodiff/ops.h"
 
 #include <algorithm>
-#include <cstring>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -340,25 +339,12 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 namespace {
-// True when `st` (host memory, an append_rows buffer) holds, from element `at` on, rows already
-// appended there whose bytes are exactly those of `rows` (contiguous).
-bool holds_at(const Tensor& in, int64_t at, const Tensor& rows) {
-  const Storage& st = *in.impl()->storage;
-  if (at < 0 || !rows.is_contiguous() || !be(in).host_addressable() || in.dtype() != rows.dtype() ||
-      at + rows.numel() > st.append_end.load())
-    return false;
-  const size_t es = dtype_size(rows.dtype());
-  const auto* a = static_cast<const char*>(st.data) + static_cast<size_t>(at) * es;
-  const auto* b = static_cast<const char*>(rows.impl()->storage->data) + static_cast<size_t>(rows.offset()) * es;
-  return std::memcmp(a, b, static_cast<size_t>(rows.numel()) * es) == 0;
-}
-
 // append_rows with a graph where the cache is a constant and its buffer already holds the very
 // rows after it (a session's inner step recomputes, with a graph, the keys its feed appended):
 // a view over them, whose gradient goes to `rows`, instead of a copy of the whole cache.
 // Undefined when that is not the case.
 Tensor shared_append(const Tensor& cache, const Tensor& rows) {
-  if (cache.requires_grad() || !cache.is_contiguous() || !holds_at(cache, cache.offset() + cache.numel(), rows))
+  if (cache.requires_grad() || !cache.is_contiguous() || !storage_holds(cache, cache.offset() + cache.numel(), rows))
     return Tensor();
   Shape sh = cache.shape();
   sh[0] += rows.size(0);
@@ -379,7 +365,7 @@ Tensor same_rows_in(const Tensor& old, const Tensor& now, int64_t gap) {
     if (old.size(d) != now.size(d)) return old;
   const int64_t row = old.numel() / old.size(0);
   const int64_t at = now.offset() + (now.size(0) - gap - old.size(0)) * row;  // where old's rows would be
-  if (!holds_at(now, at, old)) return old;
+  if (!storage_holds(now, at, old)) return old;
   return make_view(now, old.shape(), contiguous_strides(old.shape()), at);
 }
 
