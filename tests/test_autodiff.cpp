@@ -384,6 +384,51 @@ TEST(AppendRows, InPlaceAppendsKeepEveryEarlierViewIntact) {
   EXPECT_THROW(append_rows(c0, randn({1, 3, 2}, r), 0), std::invalid_argument);
 }
 
+// A constant cache whose buffer already holds the appended rows (a session's inner step
+// recomputing with a graph the keys its feed appended): a view over them, not a copy, with the
+// gradient of concat; other rows still copy. same_rows_in finds a chunk's start
+// state again in the buffer a later append moved the cache to, and leaves anything else alone.
+TEST(AppendRows, ConstantCacheSharesRowsItsBufferAlreadyHolds) {
+  Rng r(5);
+  Tensor start;  // the state at a chunk's start: 4 rows, with room after them
+  {
+    NoGrad ng;
+    start = append_rows(randn({3, 2}, r), randn({1, 2}, r), 0);
+  }
+  const Tensor fed = randn({2, 2}, r);
+  Tensor after;
+  {
+    NoGrad ng;
+    after = append_rows(start, fed, 0);  // the feed: in place
+  }
+  ASSERT_EQ(after.impl()->storage, start.impl()->storage);
+  const Tensor again = from_vector(fed.to_vector(), fed.shape()).set_requires_grad(true);
+  const Tensor y = append_rows(start, again, 5);
+  EXPECT_EQ(y.impl()->storage, start.impl()->storage) << "copied rows its buffer holds";
+  EXPECT_EQ(y.to_vector(), slice(concat({start, fed}, 0), 0, 1, 6).to_vector());
+  const Tensor w = randn({5, 2}, r);
+  const auto g = grad({sum(mul(y, w))}, {again})[0].to_vector();
+  const auto wv = w.to_vector();
+  EXPECT_EQ(g, std::vector<double>(wv.begin() + 6, wv.end()));
+  auto other = fed.to_vector();
+  other[3] += 0.5;
+  const Tensor y2 = append_rows(start, from_vector(other, fed.shape()).set_requires_grad(true), 0);
+  EXPECT_NE(y2.impl()->storage, start.impl()->storage);
+  EXPECT_EQ(slice(y2, 0, 4, 6).to_vector(), from_vector(other, fed.shape()).to_vector());
+  // A later append that needs a new buffer: the start state is found there, bit for bit.
+  Tensor moved;
+  {
+    NoGrad ng;
+    moved = append_rows(after, randn({70, 2}, r), 0);  // past the room one-row appends left
+  }
+  ASSERT_NE(moved.impl()->storage, start.impl()->storage);
+  const Tensor found = same_rows_in(start, moved, 2 + 70);
+  EXPECT_EQ(found.impl()->storage, moved.impl()->storage);
+  EXPECT_EQ(found.to_vector(), start.to_vector());
+  EXPECT_EQ(same_rows_in(start, moved, 2 + 69).impl()->storage, start.impl()->storage);  // wrong place: differs
+  EXPECT_EQ(same_rows_in(start, moved, 90).impl()->storage, start.impl()->storage);     // before the buffer
+}
+
 TEST(AppendRows, WithAGraphItIsDifferentiableConcat) {
   Rng r(4);
   Tensor a = randn({3, 2}, r, 1.0, DType::F64), b = randn({2, 2}, r, 1.0, DType::F64);

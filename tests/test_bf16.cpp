@@ -134,6 +134,60 @@ TEST(Bf16, GradientFlowsToFloat32InputsThroughBf16Weights) {
   for (size_t i = 0; i < l16.size(); ++i) EXPECT_NEAR(l16[i], l32[i], 1e-5 * (1 + std::fabs(l32[i])));
 }
 
+// linear_cross_entropy over a frozen bf16 head folds its first-order input gradient into the
+// forward (autodiff/ops.cpp, lce_folded): the loss bit for bit as the unfused op over the same
+// float32 values, the gradient within float32 rounding of the float64 oracle (as close as the
+// unfused float32 op is), over blocks, tails and both layouts; a second backward and a backward
+// under create_graph fall back to the recomputing path and agree.
+TEST(Bf16, FrozenHeadCrossEntropyFoldedAgainstFloat64) {
+  for (bool wt : {false, true})
+    for (int64_t block : {int64_t{0}, int64_t{3}}) {
+      SCOPED_TRACE(::testing::Message() << "transposed " << wt << " block rows " << block);
+      Rng rng(11 + wt);
+      const int64_t T = 10, d = 24, V = 300;
+      const Tensor w = random_bf16(wt ? Shape{d, V} : Shape{V, d}, rng);
+      const Tensor wf = from_vector(w.to_vector(), w.shape());
+      const Tensor w64 = from_vector(w.to_vector(), w.shape(), DType::F64);
+      const Tensor x0 = randn({T, d}, rng, 1.0);
+      std::vector<int32_t> tg(T);
+      for (int64_t i = 0; i < T; ++i) tg[i] = static_cast<int32_t>((i * 37 + 5) % V);
+      const Tensor gy = randn({T}, rng, 1.0);  // a per-row upstream gradient (masked means weigh rows)
+      auto run = [&](const Tensor& wx, DType dt, bool twice) {
+        const Tensor x = from_vector(x0.to_vector(), x0.shape(), dt).set_requires_grad(true);
+        const Tensor y = linear_cross_entropy(x, wx, tg, wt, block);
+        const Tensor g = from_vector(gy.to_vector(), gy.shape(), dt);
+        auto dx = grad({y}, {x}, {g})[0];
+        if (twice) dx = grad({y}, {x}, {g})[0];  // the graph is kept: a second backward runs
+        return std::make_pair(y.to_vector(), dx.to_vector());
+      };
+      const auto [y16, dx16] = run(w, DType::F32, false);
+      const auto [y16b, dx16b] = run(w, DType::F32, true);  // the second backward recomputes
+      const auto [y32, dx32] = run(wf, DType::F32, false);
+      const auto [y64, dx64] = run(w64, DType::F64, false);
+      double err16 = 0, err32 = 0, mag = 0;
+      for (size_t i = 0; i < dx64.size(); ++i) {
+        err16 = std::max(err16, std::fabs(dx16[i] - dx64[i]));
+        err32 = std::max(err32, std::fabs(dx32[i] - dx64[i]));
+        mag = std::max(mag, std::fabs(dx64[i]));
+        EXPECT_NEAR(dx16b[i], dx64[i], 1e-5 * mag + 1e-12);
+      }
+      EXPECT_LT(err16, 4e-6 * mag) << "unfused float32 error " << err32;
+      for (size_t i = 0; i < y64.size(); ++i) {
+        EXPECT_EQ(y16[i], y32[i]) << "row " << i;
+        EXPECT_NEAR(y16[i], y64[i], 1e-5 * std::fabs(y64[i]));
+      }
+      // Differentiated again: the recomputing fused op, as with float32 weights.
+      const Tensor x = from_vector(x0.to_vector(), x0.shape()).set_requires_grad(true);
+      const Tensor a = randn({T, d}, rng, 1.0);
+      auto second = [&](const Tensor& wx) {
+        const Tensor dx = grad({sum(linear_cross_entropy(x, wx, tg, wt, block))}, {x}, {}, true)[0];
+        return grad({sum(mul(dx, a))}, {x})[0].to_vector();
+      };
+      const auto s16 = second(w), s32 = second(wf);
+      for (size_t i = 0; i < s16.size(); ++i) EXPECT_NEAR(s16[i], s32[i], 1e-5 * (1 + std::fabs(s32[i])));
+    }
+}
+
 // The float32 model whose bf16-eligible matrices hold the bf16-rounded values.
 model::Model rounded_f32(const model::Model& m16) {
   std::map<std::string, Tensor> t;

@@ -338,6 +338,37 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   return y;
 }
 
+namespace {
+// append_rows with a graph where the cache is a constant and its buffer already holds the very
+// rows after it (a session's inner step recomputes, with a graph, the keys its feed appended):
+// a view over them, whose gradient goes to `rows`, instead of a copy of the whole cache.
+// Undefined when that is not the case.
+Tensor shared_append(const Tensor& cache, const Tensor& rows) {
+  if (cache.requires_grad() || !cache.is_contiguous() || !storage_holds(cache, cache.offset() + cache.numel(), rows))
+    return Tensor();
+  Shape sh = cache.shape();
+  sh[0] += rows.size(0);
+  Tensor all = make_view(cache, sh, contiguous_strides(sh), cache.offset());
+  const int64_t n = cache.size(0), total = sh[0];
+  record(all, "append_rows", {rows}, [n, total](const Tensor& g, const Tensor&, const std::vector<bool>&) {
+    return std::vector<Tensor>{slice(g, 0, n, total)};
+  });
+  return all;
+}
+}  // namespace
+
+Tensor same_rows_in(const Tensor& old, const Tensor& now, int64_t gap) {
+  if (!old.defined() || !now.defined() || old.requires_grad() || old.dim() < 1 || old.dim() != now.dim() ||
+      old.size(0) == 0 || old.impl()->storage == now.impl()->storage || !now.is_contiguous() || !old.is_contiguous())
+    return old;
+  for (int64_t d = 1; d < old.dim(); ++d)
+    if (old.size(d) != now.size(d)) return old;
+  const int64_t row = old.numel() / old.size(0);
+  const int64_t at = now.offset() + (now.size(0) - gap - old.size(0)) * row;  // where old's rows would be
+  if (!storage_holds(now, at, old)) return old;
+  return make_view(now, old.shape(), contiguous_strides(old.shape()), at);
+}
+
 Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep) {
   check_defined(cache, "append_rows");
   check_defined(rows, "append_rows");
@@ -350,7 +381,8 @@ Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep) {
   const int64_t n = cache.size(0), m = rows.size(0), total = n + m;
   const int64_t kept = keep > 0 ? std::min(keep, total) : total;
   if (needs_graph({&cache, &rows})) {
-    Tensor all = n > 0 ? concat({cache, rows}, 0) : rows;
+    Tensor all = n > 0 ? shared_append(cache, rows) : rows;
+    if (!all.defined()) all = concat({cache, rows}, 0);
     return kept == total ? all : slice(all, 0, total - kept, total);
   }
   Shape sh = cache.shape();
@@ -901,6 +933,43 @@ Tensor lce_input_grad(const Tensor& x, const LceHead& head, const std::vector<in
   }
   return dx;
 }
+
+// linear_cross_entropy with a frozen bf16 head (inference weights, never trained: the inner TTT
+// step of prefill and sessions). Only x's gradient can be asked for, and at first order it is
+// g[r] * u[r] with u = (softmax(logits) - onehot) w per row: u is computed block by block right
+// after the loss, in the block's own logits buffer, and kept ([T, d], small). The backward then
+// needs no logits at all: two products with the head per chunk instead of three (the forward, a
+// recomputation and the input gradient), and one block of logits alive instead of two. The loss
+// is the same as the unfused op's bit for bit; the gradient differs in rounding only (g scales
+// the row after the product instead of before it). A backward that is itself differentiated
+// falls back to lce_input_grad.
+Tensor lce_folded(const Tensor& x, const LceHead& head, const std::vector<int32_t>& targets) {
+  const int64_t T = x.size(0), R = head.rows;
+  Tensor y = Tensor::empty({T}, x.dtype(), x.device());
+  Tensor u = Tensor::empty(x.shape(), x.dtype(), x.device());
+  {
+    NoGrad ng;
+    for (int64_t s = 0; s < T; s += R) {
+      const int64_t e = std::min(T, s + R);
+      const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
+      Tensor lg = head.logits(slice(x, 0, s, e));
+      be(x).copy(cross_entropy(lg, tg), slice(y, 0, s, e));
+      // softmax - onehot over the logits in place (the kernels read a row before writing it).
+      be(x).cross_entropy_backward(lg, tg, full({e - s}, 1.0, x.dtype(), x.device()), lg);
+      be(x).copy(head.times_w(lg), slice(u, 0, s, e));
+    }
+  }
+  record(y, "linear_cross_entropy", {x, head.w},
+         [x, head, targets, u](const Tensor& g, const Tensor&, const std::vector<bool>&) mutable {
+           // Differentiated again, or a second backward over the graph: recomputed from the logits.
+           if (grad_enabled() || !u.defined())
+             return std::vector<Tensor>{lce_input_grad(x, head, targets, g, Tensor()), Tensor()};
+           Tensor dx = mul(u, reshape(g, {-1, 1}));
+           u = Tensor();  // first order: used once (a second backward recomputes through lce_input_grad)
+           return std::vector<Tensor>{dx, Tensor()};
+         });
+  return y;
+}
 }  // namespace
 
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<int32_t>& targets, bool wt,
@@ -920,6 +989,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
   check_ids(targets, V, "linear_cross_entropy");
   const LceHead head{w, wt, R};
   const bool graph = needs_graph({&x, &w});
+  if (graph && w.dtype() == DType::BF16 && !w.requires_grad()) return lce_folded(x, head, targets);
   Tensor y, saved;  // saved: the logits, kept for the backward when they are one block
   {
     NoGrad ng;

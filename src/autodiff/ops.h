@@ -47,8 +47,14 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 // when nothing was appended there since (decoding with a window cache then costs O(new rows),
 // not a copy of the whole cache per token); otherwise the rows are copied into a new buffer with
 // spare room (a quarter more for one-row appends, one more append's worth for bulk ones).
-// Earlier views of the buffer never change. With a graph: concat + slice.
+// Earlier views of the buffer never change. With a graph: concat + slice, except where the cache
+// is a constant whose buffer already holds exactly these rows after it (appended there before):
+// then a view over them, the gradient going to `rows` alone.
 Tensor append_rows(const Tensor& cache, const Tensor& rows, int64_t keep);
+// `old`'s rows as a view into `now`'s buffer when that buffer holds them bit for bit, `gap` rows
+// before now's last `gap` rows (a window cache's state at a chunk's start, found again in the
+// buffer the chunk's appends moved to, so the old buffer can go); else `old` itself.
+Tensor same_rows_in(const Tensor& old, const Tensor& now, int64_t gap);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor sum_to(const Tensor& x, const Shape& shape);  // inverse of broadcast_to
 
@@ -111,7 +117,9 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets);
 // ever holding the [T, V] logits: rows go through in blocks small enough that a block of logits
 // stays under a few tens of MB (a 128K vocabulary at long context), in the forward and, by
 // recomputing each block, in the first-order backward. A backward that must itself be
-// differentiated (create_graph) falls back to the plain composition.
+// differentiated (create_graph) falls back to the plain composition. A frozen bf16 head
+// (inference weights) computes the input gradient per row in the forward instead, while each
+// block's logits are at hand, and keeps only that ([T, d]): no recomputation, one block alive.
 // block_rows > 0 sets the rows per block (tests); 0 chooses about 8M logits per block.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<int32_t>& targets,
                             bool w_transposed = false, int64_t block_rows = 0);

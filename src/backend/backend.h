@@ -88,6 +88,7 @@ class Backend : public DeviceMemory {
                                  const Tensor& db) = 0;
   virtual void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& g, double eps, const Tensor& dx,
                                 const Tensor& dw) = 0;
+  // dlogits may be logits itself (in place: linear_cross_entropy with a frozen bf16 head).
   virtual void cross_entropy_backward(const Tensor& logits, const std::vector<int32_t>& targets, const Tensor& g,
                                       const Tensor& dlogits) = 0;
   // Second order of cross_entropy_backward (kernels/fused_cpu.h): dz, c (may alias b), dg.

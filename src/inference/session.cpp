@@ -145,12 +145,23 @@ std::vector<float> Session::feed(const std::vector<int32_t>& tokens, const StepO
       const Tensor* phi = l >= first && cfg.prime ? &s_.chunk.phi[3 * (l - first)] : nullptr;
       h = m_.block_forward(l, h, s_.pos, &s_.caches[l], &next, phi);
       s_.caches[l] = next.detached();  // owns its rows: a slice would keep the whole buffer alive
+      if (s_.use_ttt && l >= first) rebase_chunk_state(l - first, s_.caches[l], s_.pos + n - s_.chunk_pos0);
     }
     s_.pos += n;
     i += n;
     if (i == total) s_.last_logits = m_.logits(slice(h, 0, n - 1, n)).to_floats();
   }
   return s_.last_logits;
+}
+
+// The pending chunk's start state of a suffix block, found again in the buffer the chunk's
+// appends moved its window cache to (same bits): the old buffer is released instead of being
+// held until the inner step, which then also finds the chunk's keys right after it (append_rows
+// shares them instead of copying the window).
+void Session::rebase_chunk_state(int64_t i, const model::MixerState& now, int64_t gap) {
+  auto& st = s_.chunk.mixers[static_cast<size_t>(i)];
+  if (st.tensors.size() != now.tensors.size()) return;
+  for (size_t j = 0; j < st.tensors.size(); ++j) st.tensors[j] = same_rows_in(st.tensors[j], now.tensors[j], gap);
 }
 
 size_t Session::state_bytes() const {

@@ -125,6 +125,7 @@ class Session {
   };
 
   double ttt_step(int32_t last_target);  // returns the chunk's loss before the step
+  void rebase_chunk_state(int64_t i, const model::MixerState& now, int64_t gap);
   State read_state(const std::string& path) const;
   uint64_t param_checksum() const;
 

@@ -27,6 +27,17 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+bool storage_holds(const Tensor& buffer, int64_t at, const Tensor& t) {
+  const Storage& st = *buffer.impl()->storage;
+  if (at < 0 || !t.is_contiguous() || buffer.dtype() != t.dtype() || buffer.device() != t.device() ||
+      !device_memory(buffer.device()).host_addressable() || at + t.numel() > st.append_end.load())
+    return false;
+  const size_t es = dtype_size(t.dtype());
+  const auto* a = static_cast<const char*>(st.data) + static_cast<size_t>(at) * es;
+  const auto* b = static_cast<const char*>(t.impl()->storage->data) + static_cast<size_t>(t.offset()) * es;
+  return std::memcmp(a, b, static_cast<size_t>(t.numel()) * es) == 0;
+}
+
 Shape contiguous_strides(const Shape& shape) {
   Shape st(shape.size());
   int64_t acc = 1;

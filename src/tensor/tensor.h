@@ -133,4 +133,9 @@ Shape contiguous_strides(const Shape& shape);
 void copy_to_host(const Tensor& t, void* host_dst);
 void copy_from_host(const void* host_src, const Tensor& t);
 
+// True when buffer's storage (host-addressable memory made by append_rows) holds, from element
+// `at` on, elements already appended there whose bytes are exactly those of the contiguous `t`.
+// False on other devices: it only lets append_rows share rows instead of copying them.
+bool storage_holds(const Tensor& buffer, int64_t at, const Tensor& t);
+
 }  // namespace ttt
