@@ -157,6 +157,25 @@ std::vector<OpCase> all_op_cases() {
                     }
                   return y;
                 }});
+  // The gradients of silu_mul as a differentiable function of (a, b, g) (the inner step's path:
+  // the nodes silu_mul_backward_a/_b), both flattened into one output.
+  cs.push_back({"silu_mul_input_grads", [=](Rng& r) { Shape s = shape2(r); return V{rn(r, s, 2.0), rn(r, s), rn(r, s)}; },
+                [](const V& x) {
+                  GradMode on(true);  // finite differences call this without a graph too
+                  Tensor a = x[0].requires_grad() ? x[0] : x[0].detach().set_requires_grad(true);
+                  Tensor b = x[1].requires_grad() ? x[1] : x[1].detach().set_requires_grad(true);
+                  auto d = grad({silu_mul(a, b)}, {a, b}, {x[2]}, true);
+                  return concat({reshape(d[0], {-1}), reshape(d[1], {-1})}, 0);
+                },
+                [](const V& x) {
+                  D a = x[0].to_vector(), b = x[1].to_vector(), g = x[2].to_vector(), o(2 * a.size());
+                  for (size_t i = 0; i < a.size(); ++i) {
+                    const double s = 1 / (1 + std::exp(-a[i]));
+                    o[i] = g[i] * b[i] * s * (1 + a[i] * (1 - s));
+                    o[a.size() + i] = g[i] * a[i] * s;
+                  }
+                  return o;
+                }});
   // silu'' and silu''' are exercised by differentiating silu twice through a product.
   cs.push_back({"silu_third_order_path", [=](Rng& r) { return V{rn(r, {3, 3}, 2.0)}; },
                 [](const V& x) {

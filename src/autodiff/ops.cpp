@@ -538,6 +538,30 @@ TTT_UNARY(silu, Silu, mul(g, silu_derivative(x, 1)))
 TTT_UNARY(softplus, Softplus, mul(g, sigmoid(x)))
 #undef TTT_UNARY
 
+namespace {
+// The backward of silu_mul, itself differentiable (a gradient differentiated again: the inner
+// step): da = (g b) silu'(a) and db = g silu(a) from the one-pass kernel, each a node whose
+// backward forms the terms the generic backward of that composite would, product by product
+// (so each rounds alike), without holding g b, silu'(a) and silu(a) in the graph.
+std::vector<Tensor> silu_mul_input_grads(const Tensor& a, const Tensor& b, const Tensor& g, const std::vector<bool>& n) {
+  Tensor da = Tensor::empty(a.shape(), a.dtype(), a.device());
+  Tensor db = Tensor::empty(b.shape(), b.dtype(), b.device());
+  be(a).silu_mul_backward(dense(a), dense(b), dense(g), da, db);
+  if (n[0] && needs_graph({&a, &b, &g}))
+    record(da, "silu_mul_backward_a", {a, b, g}, [a, b, g](const Tensor& A, const Tensor&, const std::vector<bool>& m) {
+      const Tensor as1 = m[1] || m[2] ? mul(A, silu_derivative(a, 1)) : Tensor();
+      return std::vector<Tensor>{m[0] ? mul(mul(A, mul(g, b)), silu_derivative(a, 2)) : Tensor(),
+                                 m[1] ? mul(as1, g) : Tensor(), m[2] ? mul(as1, b) : Tensor()};
+    });
+  if (n[1] && needs_graph({&a, &g}))
+    record(db, "silu_mul_backward_b", {a, g}, [a, g](const Tensor& A, const Tensor&, const std::vector<bool>& m) {
+      return std::vector<Tensor>{m[0] ? mul(mul(A, g), silu_derivative(a, 1)) : Tensor(),
+                                 m[1] ? mul(A, silu(a)) : Tensor()};
+    });
+  return {n[0] ? da : Tensor(), n[1] ? db : Tensor()};
+}
+}  // namespace
+
 Tensor silu_mul(const Tensor& a, const Tensor& b) {
   check_defined(a, "silu_mul");
   check_defined(b, "silu_mul");
@@ -555,9 +579,7 @@ Tensor silu_mul(const Tensor& a, const Tensor& b) {
         be(a).silu_mul_backward(dense(a), dense(b), dense(g), da, db);
         return std::vector<Tensor>{n[0] ? da : Tensor(), n[1] ? db : Tensor()};
       }
-      // The backward of mul(silu(a), b), itself differentiable.
-      return std::vector<Tensor>{n[0] ? mul(mul(g, b), silu_derivative(a, 1)) : Tensor(),
-                                 n[1] ? mul(g, silu(a)) : Tensor()};
+      return silu_mul_input_grads(a, b, g, n);
     });
   }
   return y;
