@@ -110,7 +110,8 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets);
 // cross_entropy(x w^T) (w [V, d]; with w_transposed, w is [d, V] and the logits are x w) without
 // ever holding the [T, V] logits: rows go through in blocks small enough that a block of logits
 // stays under a few tens of MB (a 128K vocabulary at long context), in the forward and, by
-// recomputing each block, in the first-order backward. A backward that must itself be
+// recomputing each block, in the first-order backward (unless all blocks together fit 32M
+// logits: then the forward's blocks are kept for it). A backward that must itself be
 // differentiated (create_graph) falls back to the plain composition.
 // block_rows > 0 sets the rows per block (tests); 0 chooses about 8M logits per block.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<int32_t>& targets,
