@@ -157,6 +157,25 @@ std::vector<OpCase> all_op_cases() {
                     }
                   return y;
                 }});
+  // The gradients of silu_mul as a differentiable function of (a, b, g) (the inner step's path:
+  // the nodes silu_mul_backward_a/_b), both flattened into one output.
+  cs.push_back({"silu_mul_input_grads", [=](Rng& r) { Shape s = shape2(r); return V{rn(r, s, 2.0), rn(r, s), rn(r, s)}; },
+                [](const V& x) {
+                  GradMode on(true);  // finite differences call this without a graph too
+                  Tensor a = x[0].requires_grad() ? x[0] : x[0].detach().set_requires_grad(true);
+                  Tensor b = x[1].requires_grad() ? x[1] : x[1].detach().set_requires_grad(true);
+                  auto d = grad({silu_mul(a, b)}, {a, b}, {x[2]}, true);
+                  return concat({reshape(d[0], {-1}), reshape(d[1], {-1})}, 0);
+                },
+                [](const V& x) {
+                  D a = x[0].to_vector(), b = x[1].to_vector(), g = x[2].to_vector(), o(2 * a.size());
+                  for (size_t i = 0; i < a.size(); ++i) {
+                    const double s = 1 / (1 + std::exp(-a[i]));
+                    o[i] = g[i] * b[i] * s * (1 + a[i] * (1 - s));
+                    o[a.size() + i] = g[i] * a[i] * s;
+                  }
+                  return o;
+                }});
   // silu'' and silu''' are exercised by differentiating silu twice through a product.
   cs.push_back({"silu_third_order_path", [=](Rng& r) { return V{rn(r, {3, 3}, 2.0)}; },
                 [](const V& x) {
@@ -281,6 +300,33 @@ std::vector<OpCase> all_op_cases() {
                     for (size_t j = 0; j < n; ++j) a[i + j] *= rs * w[j];
                   }
                   return a;
+                }});
+  // d/dx <rmsnorm(x, w), g> with the weight constant (the inner step's path): the fused op
+  // rmsnorm_input_grad, whose derivatives in x, w and g (and their own, through the harness's
+  // second order) are checked here; rows of [T, H, D] as the q/k norms have them.
+  cs.push_back({"rmsnorm_input_grad",
+                [=](Rng& r) {
+                  Shape s = shape2(r);
+                  s[1] += 1;
+                  if (rint(r, 0, 1)) s = {s[0], 2, s[1]};
+                  return V{rn(r, s), rn(r, {s.back()}), rn(r, s)};
+                },
+                [](const V& x) {
+                  GradMode on(true);  // finite differences call this without a graph too
+                  Tensor xi = x[0].requires_grad() ? x[0] : x[0].detach().set_requires_grad(true);
+                  return grad({rmsnorm(xi, x[1], 1e-6)}, {xi}, {x[2]}, true)[0];
+                },
+                [](const V& x) {
+                  D a = x[0].to_vector(), w = x[1].to_vector(), g = x[2].to_vector(), o(a.size());
+                  const size_t n = w.size();
+                  for (size_t i = 0; i < a.size(); i += n) {
+                    double ss = 0, p = 0;
+                    for (size_t j = 0; j < n; ++j) ss += a[i + j] * a[i + j], p += g[i + j] * w[j] * a[i + j];
+                    const double rs = 1 / std::sqrt(ss / n + 1e-6);
+                    p /= static_cast<double>(n);
+                    for (size_t j = 0; j < n; ++j) o[i + j] = rs * g[i + j] * w[j] - rs * rs * rs * p * a[i + j];
+                  }
+                  return o;
                 }});
   cs.push_back({"rope", [=](Rng& r) { return V{rn(r, {rint(r, 1, 4), rint(r, 1, 2), 2 * rint(r, 1, 3)})}; },
                 [](const V& x) { return rope(x[0], 5, 10000.0); },

@@ -4,6 +4,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autodiff/add_into.h"
 #include "autodiff/ops.h"
 
 namespace ttt {
@@ -97,7 +98,7 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     auto it = grads.find(t);
     if (it == grads.end())
       grads.emplace(t, std::move(g));
-    else
+    else if (create_graph || !add_into(it->second, g))  // in place where only this map holds it
       it->second = add(it->second, g);
   };
   for (size_t i = 0; i < outputs.size(); ++i) {

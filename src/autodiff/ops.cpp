@@ -1,5 +1,7 @@
 #include "autodiff/ops.h"
 
+#include "autodiff/add_into.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -469,6 +471,15 @@ Tensor add(const Tensor& a, const Tensor& b) {
   return y;
 }
 
+bool add_into(Tensor& acc, const Tensor& g) {
+  if (!acc.defined() || !g.defined() || acc.requires_grad() || acc.impl_ptr().use_count() != 1 ||
+      acc.impl()->storage.use_count() != 1 || !acc.is_contiguous() || acc.shape() != g.shape() ||
+      acc.dtype() != g.dtype() || acc.device() != g.device())
+    return false;
+  be(acc).binary(BinaryOp::Add, acc, g, acc);  // elementwise: y may alias a
+  return true;
+}
+
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary_raw(BinaryOp::Sub, a, b, "sub");
   if (needs_graph({&a, &b})) {
@@ -559,6 +570,30 @@ TTT_UNARY(silu, Silu, mul(g, silu_derivative(x, 1)))
 TTT_UNARY(softplus, Softplus, mul(g, sigmoid(x)))
 #undef TTT_UNARY
 
+namespace {
+// The backward of silu_mul, itself differentiable (a gradient differentiated again: the inner
+// step): da = (g b) silu'(a) and db = g silu(a) from the one-pass kernel, each a node whose
+// backward forms the terms the generic backward of that composite would, product by product
+// (so each rounds alike), without holding g b, silu'(a) and silu(a) in the graph.
+std::vector<Tensor> silu_mul_input_grads(const Tensor& a, const Tensor& b, const Tensor& g, const std::vector<bool>& n) {
+  Tensor da = Tensor::empty(a.shape(), a.dtype(), a.device());
+  Tensor db = Tensor::empty(b.shape(), b.dtype(), b.device());
+  be(a).silu_mul_backward(dense(a), dense(b), dense(g), da, db);
+  if (n[0] && needs_graph({&a, &b, &g}))
+    record(da, "silu_mul_backward_a", {a, b, g}, [a, b, g](const Tensor& A, const Tensor&, const std::vector<bool>& m) {
+      const Tensor as1 = m[1] || m[2] ? mul(A, silu_derivative(a, 1)) : Tensor();
+      return std::vector<Tensor>{m[0] ? mul(mul(A, mul(g, b)), silu_derivative(a, 2)) : Tensor(),
+                                 m[1] ? mul(as1, g) : Tensor(), m[2] ? mul(as1, b) : Tensor()};
+    });
+  if (n[1] && needs_graph({&a, &g}))
+    record(db, "silu_mul_backward_b", {a, g}, [a, g](const Tensor& A, const Tensor&, const std::vector<bool>& m) {
+      return std::vector<Tensor>{m[0] ? mul(mul(A, g), silu_derivative(a, 1)) : Tensor(),
+                                 m[1] ? mul(A, silu(a)) : Tensor()};
+    });
+  return {n[0] ? da : Tensor(), n[1] ? db : Tensor()};
+}
+}  // namespace
+
 Tensor silu_mul(const Tensor& a, const Tensor& b) {
   check_defined(a, "silu_mul");
   check_defined(b, "silu_mul");
@@ -576,9 +611,7 @@ Tensor silu_mul(const Tensor& a, const Tensor& b) {
         be(a).silu_mul_backward(dense(a), dense(b), dense(g), da, db);
         return std::vector<Tensor>{n[0] ? da : Tensor(), n[1] ? db : Tensor()};
       }
-      // The backward of mul(silu(a), b), itself differentiable.
-      return std::vector<Tensor>{n[0] ? mul(mul(g, b), silu_derivative(a, 1)) : Tensor(),
-                                 n[1] ? mul(g, silu(a)) : Tensor()};
+      return silu_mul_input_grads(a, b, g, n);
     });
   }
   return y;
@@ -701,6 +734,44 @@ Tensor rms_rstd(const Tensor& x, double eps) {
   return y;
 }
 
+namespace {
+// d/dx <rmsnorm(x, w), g> as one differentiable op (a gradient that is differentiated again:
+// the inner step, where the norm weights are constants). The value is the fused first-order
+// kernel's; the backward is the closed form of its derivatives in x, w and g, written with
+// differentiable ops (third and higher orders stay exact) instead of the generic backward of a
+// composite of ten ops, which held five activation-sized temporaries per norm in the graph.
+// With u = g w, r = rms_rstd(x), p = mean(u x), and A the adjoint of gx = r u - r^3 p x:
+//   a = mean(A x), b = mean(A u), du = r A - r^3 a x (so gg = du w, gw = sum over rows du g),
+//   gx = -r^3 (x (b - 3 r^2 p a) + a u + p A).
+Tensor rmsnorm_input_grad(const Tensor& x, const Tensor& w, const Tensor& g, double eps) {
+  Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+  {
+    Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());  // not needed: the kernel's by-product
+    be(x).rmsnorm_backward(dense(x), dense(w), dense(g), eps, dx, dw);
+  }
+  if (needs_graph({&x, &w, &g})) {
+    record(dx, "rmsnorm_input_grad", {x, w, g}, [x, w, g, eps](const Tensor& A, const Tensor&, const std::vector<bool>& n) {
+      const Tensor r = rms_rstd(x, eps), r3 = mul(r, mul(r, r));
+      const Tensor u = mul(g, w);
+      const Tensor a = mean(mul(A, x), -1, true);
+      Tensor gx, gw, gg;
+      if (n[1] || n[2]) {
+        const Tensor du = sub(mul(A, r), mul(x, mul(r3, a)));
+        if (n[2]) gg = mul(du, w);
+        if (n[1]) gw = sum_to(mul(du, g), w.shape());
+      }
+      if (n[0]) {
+        const Tensor p = mean(mul(u, x), -1, true), b = mean(mul(A, u), -1, true);
+        const Tensor c = sub(b, mul_scalar(mul(mul(r, r), mul(p, a)), 3.0));
+        gx = neg(mul(r3, add(add(mul(x, c), mul(u, a)), mul(A, p))));
+      }
+      return std::vector<Tensor>{gx, gw, gg};
+    });
+  }
+  return dx;
+}
+}  // namespace
+
 Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
   check_defined(x, "rmsnorm");
   check_defined(w, "rmsnorm");
@@ -717,6 +788,7 @@ Tensor rmsnorm(const Tensor& x, const Tensor& w, double eps) {
         be(x).rmsnorm_backward(dense(x), dense(w), dense(g), eps, dx, dw);
         return std::vector<Tensor>{n[0] ? dx : Tensor(), n[1] ? dw : Tensor()};
       }
+      if (!n[1]) return std::vector<Tensor>{rmsnorm_input_grad(x, w, g, eps), Tensor()};  // the inner step
       Tensor r = rms_rstd(x, eps);
       Tensor gx, gw;
       if (n[0]) {
@@ -857,6 +929,10 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets) 
 }
 
 namespace {
+// Logits linear_cross_entropy keeps from its forward for a first-order backward of several
+// blocks: 32M (128 MB in float32).
+constexpr int64_t kLceKeptLogits = int64_t{32} << 20;
+
 // Rows per block of linear_cross_entropy: about 8M logits (32 MB in float32) at a time.
 int64_t lce_rows(int64_t vocab) { return std::max<int64_t>(16, (int64_t{8} << 20) / std::max<int64_t>(vocab, 1)); }
 
@@ -991,6 +1067,10 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
   const bool graph = needs_graph({&x, &w});
   if (graph && w.dtype() == DType::BF16 && !w.requires_grad()) return lce_folded(x, head, targets);
   Tensor y, saved;  // saved: the logits, kept for the backward when they are one block
+  // Several blocks: each block's logits kept for the first-order backward while all of them stay
+  // within kLceKeptLogits (a small vocabulary: the bench model's 4096 at 8K tokens), so the
+  // backward does not redo the head's product; beyond that they are recomputed per block.
+  std::vector<Tensor> blocks;
   {
     NoGrad ng;
     if (T <= R) {
@@ -998,17 +1078,20 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
       y = cross_entropy(lg, targets);
       if (graph) saved = lg;
     } else {
+      const bool keep = graph && T * V <= kLceKeptLogits;
       y = Tensor::empty({T}, x.dtype(), x.device());
       for (int64_t s = 0; s < T; s += R) {
         const int64_t e = std::min(T, s + R);
         const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
-        be(x).copy(cross_entropy(head.logits(slice(x, 0, s, e)), tg), slice(y, 0, s, e));
+        Tensor lg = head.logits(slice(x, 0, s, e));
+        be(x).copy(cross_entropy(lg, tg), slice(y, 0, s, e));
+        if (keep) blocks.push_back(std::move(lg));
       }
     }
   }
   if (graph) {
-    record(y, "linear_cross_entropy", {x, w}, [x, head, targets, saved](const Tensor& g, const Tensor&,
-                                                                       const std::vector<bool>& n) mutable {
+    record(y, "linear_cross_entropy", {x, w}, [x, head, targets, saved, blocks](const Tensor& g, const Tensor&,
+                                                                               const std::vector<bool>& n) mutable {
       if (grad_enabled()) {  // differentiated again (meta-learning)
         // Only x's gradient (the inner step: the head is frozen): the fused differentiable op.
         if (!n[1]) return std::vector<Tensor>{lce_input_grad(x, head, targets, g, saved), Tensor()};
@@ -1025,7 +1108,10 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
         const int64_t e = std::min(T, s + R);
         const std::vector<int32_t> tg(targets.begin() + s, targets.begin() + e);
         const Tensor xb = slice(x, 0, s, e);
-        const Tensor lg = saved.defined() ? saved : head.logits(xb);
+        const size_t blk = static_cast<size_t>(s / R);
+        const bool kept = blk < blocks.size() && blocks[blk].defined();
+        const Tensor lg = saved.defined() ? saved : kept ? blocks[blk] : head.logits(xb);
+        if (kept) blocks[blk] = Tensor();  // released as used, as `saved` below
         Tensor d = Tensor::empty(lg.shape(), lg.dtype(), lg.device());
         be(lg).cross_entropy_backward(dense(lg), tg, dense(slice(g, 0, s, e)), d);
         if (n[0]) be(x).copy(head.times_w(d), slice(dx, 0, s, e));
@@ -1038,6 +1124,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& w, const std::vector<
       // allocated, so keeping them costs no peak memory (a TTT session's inner step); a second
       // backward over the same graph recomputes them. The fused op above holds its own reference.
       saved = Tensor();
+      blocks.clear();
       return std::vector<Tensor>{dx, dw};
     });
   }

@@ -116,7 +116,8 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets);
 // cross_entropy(x w^T) (w [V, d]; with w_transposed, w is [d, V] and the logits are x w) without
 // ever holding the [T, V] logits: rows go through in blocks small enough that a block of logits
 // stays under a few tens of MB (a 128K vocabulary at long context), in the forward and, by
-// recomputing each block, in the first-order backward. A backward that must itself be
+// recomputing each block, in the first-order backward (unless all blocks together fit 32M
+// logits: then the forward's blocks are kept for it). A backward that must itself be
 // differentiated (create_graph) falls back to the plain composition. A frozen bf16 head
 // (inference weights) computes the input gradient per row in the forward instead, while each
 // block's logits are at hand, and keeps only that ([T, d]): no recomputation, one block alive.

@@ -6,6 +6,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "autodiff/add_into.h"
 #include "io/cancel.h"
 
 namespace ttt::e2e {
@@ -15,7 +16,8 @@ Tensor leaf(const Tensor& t) { return t.detach().set_requires_grad(true); }
 
 void accumulate(Tensor& acc, const Tensor& g) {
   NoGrad ng;
-  acc = acc.defined() ? add(acc, g) : g;
+  if (!acc.defined()) acc = g;
+  else if (!add_into(acc, g)) acc = add(acc, g);
 }
 
 }  // namespace
