@@ -324,6 +324,10 @@ def thread_env(threads):
     # whenever another process shared the cores (measured: 1.1 s -> 9-16 s for a 2K TTT prefill).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["JAX_PLATFORMS"] = "cpu"
+    # XLA's compiled programs kept on disk between runs (compilation is never timed; on 2 cores the
+    # official meta-gradient step takes minutes to compile, twice per variant and length).
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, "runs", "bench-compare", "jax-cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
     env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                         f"intra_op_parallelism_threads={threads}")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -541,6 +545,9 @@ def engine_once(name, r, row, kind, T, grad, names, models, engine_pending, args
     return both[kind]
 
 
+LOADS = []  # the 1-minute load average after each timed call
+
+
 def run_workload(name, names, models, workers, engine_pending, args, env, repeats):
     label, kind, full_t, quick_t, grad = WORKLOADS[name]
     T = quick_t if args.quick else full_t
@@ -552,6 +559,7 @@ def run_workload(name, names, models, workers, engine_pending, args, env, repeat
         try:
             sec = engine_once(name, r, row, kind, T, grad, names, models, engine_pending, args, env)
             row["engine"].append(sec)
+            LOADS.append(os.getloadavg()[0])
             print(f"  [{r + 1}/{repeats}] engine {sec:.3f} s", file=sys.stderr)
         except Exception as e:
             row["notes"]["engine"] = f"failed: {short_error(e)}"
@@ -564,6 +572,7 @@ def run_workload(name, names, models, workers, engine_pending, args, env, repeat
                 ready.remove(w)
                 continue
             row[w.name].append(a["seconds"])
+            LOADS.append(os.getloadavg()[0])
             row["losses"][w.name].append(a["loss"])
             print(f"  [{r + 1}/{repeats}] {w.name} {a['seconds']:.3f} s (loss {a['loss']:.5f})", file=sys.stderr)
     return row
@@ -709,7 +718,9 @@ def report(args, names, results, workers, repeats, versions, check_lines, check_
         "fastest variant in the row (named after the time); every variant is in the second table.",
     ] + [VARIANT_NOTES[w.name] for w in workers] + [
         f"Machine: {machine_info(args)}; {args.threads} threads for every column; "
-        f"load average {load0[0]:.2f} before, {load1[0]:.2f} after; other processes used {100 * others:.0f}% of the "
+        f"load average {load0[0]:.2f} before, {load1[0]:.2f} after"
+        + (f", {sum(LOADS) / len(LOADS):.2f} on average after the timed calls (max {max(LOADS):.2f})" if LOADS else "")
+        + f"; other processes used {100 * others:.0f}% of the "
         f"CPU time during the run; {'; '.join(versions)}.",
     ]
     for peer, sp in spreads.items():
@@ -729,7 +740,8 @@ def report(args, names, results, workers, repeats, versions, check_lines, check_
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"repeats": repeats, "threads": args.threads, "quick": args.quick, "workloads": results,
-                   "check": check_lines, "versions": versions, "load": [load0, load1], "others": others}, f, indent=1)
+                   "check": check_lines, "versions": versions, "load": [load0, load1], "loads": LOADS,
+                   "others": others}, f, indent=1)
     print(f"\nwrote {os.path.join(args.out, 'compare.md')}", file=sys.stderr)
 
 
