@@ -1,22 +1,30 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: this engine vs the official JAX code (XLA-CPU) vs PyTorch eager.
+"""Side-by-side benchmark: this engine vs the official JAX code (XLA-CPU) vs PyTorch, each peer's
+strongest variant.
 
 Run through scripts/bench_compare.sh (it makes the venv). Bench model: vocab 4096, d 256, 8 layers,
 4 heads, f 704, W 1024, b 256; TTT-E2E has prime MLPs in the last 2 blocks.
 
-Workloads (seconds of one call, best of N; --quick: 2K/4K instead of 8K/32K, 2K for gradients):
+Workloads (seconds of one call, best of N; --quick: 2K/4K instead of 8K/32K, 2K/4K for gradients):
   swa-prefill-8k     SWA prefill (loss and per-token NLL of 8K tokens)
-  full-prefill-8k    full attention prefill, 8K and 32K
-  full-prefill-32k
+  full-prefill-8k    full attention prefill at 8K (full-prefill-32k: asked for only)
   ttt-prefill-8k     TTT-E2E prefill (one inner SGD step per 256 tokens), 8K and 32K
   ttt-prefill-32k
-  ttt-meta-grad-4k   TTT-E2E meta-learning step on one 4K sequence (gradient through every inner
-                     step, second order), including the global-norm clip and the AdamW update
-  swa-grad-4k        SWA pretrain step on one 4K sequence (same clip and AdamW)
-  ttt-meta-grad-8k   the same two at 8K and 32K (not in the default list: long runs; JAX alone
-  swa-grad-8k        compiles and runs for several minutes at 8K)
-  ttt-meta-grad-32k
-  swa-grad-32k
+  ttt-meta-grad-4k   TTT-E2E meta-learning step on one 4K / 8K sequence (gradient through every
+  ttt-meta-grad-8k   inner step, second order), including the global-norm clip and the AdamW update
+  swa-grad-4k        SWA pretrain step on one 4K / 8K sequence (same clip and AdamW)
+  swa-grad-8k
+  ttt-meta-grad-32k, swa-grad-32k, full-prefill-32k: not in the default list (long runs)
+
+Peer variants (each in its own persistent worker process; --jax-variants, --torch-variants):
+  jax:blocked    the official code, the attention it sends to cuDNN on GPUs as a blocked
+                 jax.numpy attention (scripts/bench_compare_jax.py says how)
+  jax:xla        the official code, those calls on XLA's dot_product_attention (T x T scores)
+  torch:eager    eager PyTorch, frozen-parameter prefill under inference_mode, SDPA attention
+  torch:compile  the same with torch.compile on the pieces around the attention
+Each peer column of the main table is the peer's fastest variant in that row (its name follows
+the time); a second table has every variant. The variants of one peer must give the same losses
+(same weights, tokens and number of steps): the report states the largest relative difference.
 
 What is timed:
   engine  `ttt bench context --model DIR --prefill-lengths T --warm-up` (the "seconds" of its
@@ -29,12 +37,12 @@ What is timed:
           train_on_sequence for the gradients; compiled and warmed up first (one call for
           prefill, two for training, whose second call compiles again), blocked on the results.
           For prefill, XLA's buffer plan is read first: one above --mem-limit-gb is reported
-          as out of memory without running (at 32K, XLA's attention materializes the T x T
-          scores: about 33 GB for TTT-E2E's first blocks and for full attention).
+          as out of memory without running (jax:xla at 32K materializes the T x T scores: about
+          33 GB for TTT-E2E's first blocks and for full attention).
   PyTorch scripts/bench_compare_torch.py on the same weights as the engine's models (f32); one
-          warm-up call.
-Runs are interleaved per workload (engine, JAX, PyTorch, engine, ...). JAX and PyTorch run in
-persistent worker processes (one per peer) so compilation and imports happen once per workload.
+          warm-up call (torch:compile compiles there).
+Runs are interleaved per workload (engine, each JAX variant, each PyTorch variant, engine, ...).
+Compilation and imports happen once per workload and worker, outside the timed calls.
 Threads: TTT_NUM_THREADS, torch.set_num_threads, XLA_FLAGS intra_op_parallelism_threads (and
 Eigen's multi-threading on only when more than one thread) and OMP/MKL/OPENBLAS_NUM_THREADS all
 equal --threads; with fewer threads than cores every process is pinned to the same first cores.
@@ -42,17 +50,19 @@ OMP_WAIT_POLICY defaults to PASSIVE (see thread_env). A worker that dies or grow
 --mem-limit-gb (resident memory, checked every 0.1 s; default 60% of the memory available at the
 start; workers also get an oom_score_adj of 1000) is killed; its cell says why, the rest goes on.
 
-Checked (--check, on by default, before the benchmark; a few seconds): on a tiny TTT-E2E model
+Checked (on by default, before the benchmark; --skip-check skips): on a tiny TTT-E2E model
 (V 211, d 64, L 4, H 4, f 96, W 48, b 16, S 2, init std 0.15, T 128 with BOS targets inside) and
-the same model as SWA and as full attention (b = T), all made by `ttt init`:
-  - PyTorch TTT-E2E prefill NLL per token == `ttt eval --nll-out` (max |diff| <= 1e-4);
-  - PyTorch TTT-E2E with inner lr 0 == its own whole-sequence forward with phi_0 (SWA with the
-    prime MLPs) == `ttt eval --no-ttt --nll-out`;
-  - PyTorch meta-gradient (create_graph through every inner step) == `ttt grad` for every
-    parameter (max |diff| / max |g| <= 1e-3);
+the same model as SWA and as full attention (b = T), all made by `ttt init`, for every PyTorch
+variant:
+  - TTT-E2E prefill NLL per token == `ttt eval --nll-out` (max |diff| <= 1e-4);
+  - TTT-E2E with inner lr 0 == its own whole-sequence forward with phi_0 (SWA with the prime
+    MLPs) == `ttt eval --no-ttt --nll-out`;
+  - meta-gradient (create_graph through every inner step) == `ttt grad` for every parameter
+    (max |diff| / max |g| <= 1e-3);
   - SWA and full-attention NLL == `ttt eval --nll-out`; SWA pretrain gradient == `ttt grad`.
-(Measured when this was written: NLL within 3e-6, meta-gradient within 3e-6 relative.) The JAX
-column is the official code itself; its equivalence with the engine is scripts/official_check.sh.
+and the JAX blocked attention == XLA's implementation on random inputs, windowed and full
+(max |diff| <= 1e-4). The JAX column is the official code itself; its equivalence with the
+engine is scripts/official_check.sh.
 """
 import argparse
 import json
@@ -81,13 +91,15 @@ WORKLOADS = {
     "ttt-prefill-32k": ("TTT-E2E prefill", "ttt", 32768, 4096, False),
     "ttt-meta-grad-4k": ("TTT-E2E meta-gradient step", "ttt", 4096, 2048, True),
     "swa-grad-4k": ("SWA pretrain gradient step", "swa", 4096, 2048, True),
-    # Not in the default list (long runs): the gradients at 8K and 32K.
     "ttt-meta-grad-8k": ("TTT-E2E meta-gradient step", "ttt", 8192, 4096, True),
     "swa-grad-8k": ("SWA pretrain gradient step", "swa", 8192, 4096, True),
+    # Not in the default list (long runs).
     "ttt-meta-grad-32k": ("TTT-E2E meta-gradient step", "ttt", 32768, 8192, True),
     "swa-grad-32k": ("SWA pretrain gradient step", "swa", 32768, 8192, True),
 }
-DEFAULT_WORKLOADS = [n for n in WORKLOADS if not (n.endswith("-grad-8k") or n.endswith("-grad-32k"))]
+JAX_VARIANTS = ["blocked", "xla"]  # see scripts/bench_compare_jax.py
+TORCH_VARIANTS = ["eager", "compile"]  # see scripts/bench_compare_torch.py
+DEFAULT_WORKLOADS = [n for n in WORKLOADS if not (n.endswith("-32k") and n != "ttt-prefill-32k")]
 
 
 def klabel(t):
@@ -107,7 +119,7 @@ def short_error(msg, limit=160):
 # ------------------------------------------------------------------------------------------------
 # Worker side (a persistent process per peer: JSON lines on stdin/stdout)
 # ------------------------------------------------------------------------------------------------
-def worker_main(peer, official, threads):
+def worker_main(peer, official, threads, variant):
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to the log, not into the protocol
     if peer == "torch":
@@ -129,7 +141,8 @@ def worker_main(peer, official, threads):
         try:
             if msg["op"] == "versions":
                 if peer == "torch":
-                    out = {"versions": f"torch {torch.__version__} ({torch.get_num_threads()} threads)"}
+                    out = {"versions": f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
+                                       f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"}
                 else:
                     out = {"versions": bj.versions()}
             elif msg["op"] == "setup":
@@ -137,17 +150,19 @@ def worker_main(peer, official, threads):
                 t0 = time.time()
                 kind, T, grad = msg["kind"], msg["T"], msg["grad"]
                 if peer == "torch":
-                    run = torch_setup(bt, torch, msg["model_dir"], T, grad)
+                    run = torch_setup(bt, torch, msg["model_dir"], T, grad, variant)
                 else:
-                    run = bj.setup(official, kind, T, grad, mem_limit_gb=msg.get("mem_limit_gb"))
+                    run = bj.setup(official, kind, T, grad, mem_limit_gb=msg.get("mem_limit_gb"), variant=variant)
                 warm = [run() for _ in range(2 if (grad and peer == "jax") else 1)]
                 out = {"setup_s": time.time() - t0, "loss": warm[-1]}
             elif msg["op"] == "run":
                 t0 = time.perf_counter()
                 loss = run()
                 out = {"seconds": time.perf_counter() - t0, "loss": loss}
+            elif msg["op"] == "check" and peer == "torch":
+                out = torch_check(bt, torch, msg["dirs"], msg["engine"], variant)
             elif msg["op"] == "check":
-                out = torch_check(bt, torch, msg["dirs"], msg["engine"])
+                out = {"check": {"JAX blocked attention vs XLA's implementation (max |diff|)": bj.self_test()}}
             else:
                 out = {"error": f"unknown op {msg['op']}"}
         except Exception as e:  # reported in the table; the worker stays usable
@@ -159,10 +174,10 @@ def worker_main(peer, official, threads):
         proto.write(json.dumps(out) + "\n")
 
 
-def torch_setup(bt, torch, model_dir, T, grad):
+def torch_setup(bt, torch, model_dir, T, grad, variant):
     import numpy as np
 
-    m = bt.TorchTTT(model_dir)
+    m = bt.TorchTTT(model_dir, variant=variant)
     rng = np.random.default_rng(T)
     toks = torch.tensor(rng.integers(1, m.V, size=T + 1), dtype=torch.int64)
     ids, tgt = toks[:-1], toks[1:]
@@ -176,13 +191,13 @@ def torch_setup(bt, torch, model_dir, T, grad):
     return lambda: m.train_step(opt, ids, tgt, meta)
 
 
-def torch_check(bt, torch, dirs, engine_out):
-    """Compares the PyTorch implementation with the engine's outputs (made by the driver)."""
+def torch_check(bt, torch, dirs, engine_out, variant):
+    """Compares the PyTorch implementation (this variant) with the engine's outputs (made by the driver)."""
     import numpy as np
 
     res = {}
     for kind, d in dirs.items():
-        m = bt.TorchTTT(d)
+        m = bt.TorchTTT(d, variant=variant)
         t = torch.tensor(np.fromfile(os.path.join(d, "tokens.bin"), "<i4").astype(np.int64))
         ids, tgt = t[:-1], t[1:]
         e = engine_out[kind]
@@ -210,14 +225,16 @@ def torch_check(bt, torch, dirs, engine_out):
 # Driver side
 # ------------------------------------------------------------------------------------------------
 class Worker:
-    def __init__(self, peer, args, env, log_path):
-        self.peer, self.args, self.env, self.log_path = peer, args, env, log_path
+    def __init__(self, peer, variant, args, env, log_path):
+        self.peer, self.variant, self.args, self.env, self.log_path = peer, variant, args, env, log_path
+        self.name = f"{peer}:{variant}"
         self.proc = None
         self.buf = b""
 
     def start(self):
         log = open(self.log_path, "a")
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", self.peer, "--threads", str(self.args.threads)]
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", self.peer, "--variant", self.variant,
+               "--threads", str(self.args.threads)]
         if self.args.official:
             cmd += ["--official", self.args.official]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=self.env,
@@ -307,6 +324,10 @@ def thread_env(threads):
     # whenever another process shared the cores (measured: 1.1 s -> 9-16 s for a 2K TTT prefill).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["JAX_PLATFORMS"] = "cpu"
+    # XLA's compiled programs kept on disk between runs (compilation is never timed; on 2 cores the
+    # official meta-gradient step takes minutes to compile, twice per variant and length).
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, "runs", "bench-compare", "jax-cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
     env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                         f"intra_op_parallelism_threads={threads}")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -363,8 +384,9 @@ def make_models(args, root):
     return dirs
 
 
-def run_check(args, torch_worker, out_root):
-    """Tiny models through the engine (eval / grad) and the PyTorch implementation."""
+def run_check(args, workers, out_root):
+    """Tiny models through the engine (eval / grad) and every PyTorch variant; the JAX blocked attention
+    against XLA's."""
     import numpy as np
 
     root = os.path.join(out_root, "check")
@@ -404,17 +426,17 @@ def run_check(args, torch_worker, out_root):
             subprocess.run([args.ttt, "grad", "--model", d, "--tokens", tok, "--out", e["grad"]], check=True,
                            stdout=subprocess.DEVNULL, env=env)
         dirs[kind], eng[kind] = d, e
-    ans = torch_worker.call({"op": "check", "dirs": dirs, "engine": eng}, timeout=600)
-    if "error" in ans:
-        return [f"PyTorch check failed to run: {ans['error']}"], False
     lines, ok = [], True
-    for k, v in ans["check"].items():
-        if isinstance(v, str):
-            good = False
-        else:
-            good = v <= (1e-3 if "gradient" in k else 1e-4)
-        ok &= good
-        lines.append(f"{k}: {v if isinstance(v, str) else f'{v:.2g}'} {'ok' if good else 'MISMATCH'}")
+    for w in workers:
+        ans = w.call({"op": "check", "dirs": dirs, "engine": eng}, timeout=args.timeout)
+        if "error" in ans:
+            lines.append(f"{w.name} check failed to run: {ans['error']}")
+            ok = False
+            continue
+        for k, v in ans["check"].items():
+            good = not isinstance(v, str) and v <= (1e-3 if "gradient" in k else 1e-4)
+            ok &= good
+            lines.append(f"{w.name} {k}: {v if isinstance(v, str) else f'{v:.2g}'} {'ok' if good else 'MISMATCH'}")
     return lines, ok
 
 
@@ -464,12 +486,14 @@ def fmt(v, base):
     return s
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--official", default="", help="checkout of github test-time-training/e2e")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS))
+    ap.add_argument("--jax-variants", default=",".join(JAX_VARIANTS), help="of: " + ", ".join(JAX_VARIANTS))
+    ap.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS), help="of: " + ", ".join(TORCH_VARIANTS))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-compare"))
@@ -478,9 +502,153 @@ def main():
                     help="kill a peer worker above this resident memory (default 60%% of MemAvailable)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per call")
     ap.add_argument("--worker", choices=["torch", "jax"], help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    ap.add_argument("--variant", default="", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def variant_list(text, known, what):
+    out = [v.strip() for v in text.split(",") if v.strip()]
+    for v in out:
+        if v not in known:
+            sys.exit(f"bench_compare: unknown {what} variant {v} (known: {', '.join(known)})")
+    return out
+
+
+def setup_peers(row, kind, T, grad, models, workers, args):
+    """Compiles and warms up every peer variant for one workload; returns the ready ones."""
+    ready = []
+    for w in workers:
+        a = w.call({"op": "setup", "kind": kind, "T": T, "grad": grad, "model_dir": models[kind],
+                    "mem_limit_gb": args.mem_limit_gb}, timeout=args.timeout)
+        if "error" in a:
+            row["notes"][w.name] = f"failed: {a['error']}"
+            print(f"  {w.name} setup failed: {a['error']}", file=sys.stderr)
+        else:
+            ready.append(w)
+            row["setup_s"][w.name] = a["setup_s"]
+            row["losses"][w.name] = [a["loss"]]
+            print(f"  {w.name}: setup and warm-up {a['setup_s']:.1f} s, loss {a['loss']:.5f}", file=sys.stderr)
+    return ready
+
+
+def engine_once(name, r, row, kind, T, grad, names, models, engine_pending, args, env):
+    if (name, r) in engine_pending:
+        return engine_pending.pop((name, r))
+    if not grad:
+        return engine_prefill(args, env, models[kind], T)
+    both = engine_train(args, env, T)
+    # The same `ttt bench train` run timed the other kind's row at this length.
+    full_t = WORKLOADS[name][2]
+    other = next((n for n, w in WORKLOADS.items() if w[4] and w[1] != kind and w[2] == full_t), None)
+    if other in names and names.index(other) > names.index(name):  # None is never in names
+        engine_pending[(other, r)] = both["swa" if kind == "ttt" else "ttt"]
+    return both[kind]
+
+
+LOADS = []  # the 1-minute load average after each timed call
+
+
+def run_workload(name, names, models, workers, engine_pending, args, env, repeats):
+    label, kind, full_t, quick_t, grad = WORKLOADS[name]
+    T = quick_t if args.quick else full_t
+    row = {"label": f"{label} {klabel(T)}", "T": T, "engine": [], "notes": {}, "setup_s": {}, "losses": {}}
+    row.update({w.name: [] for w in workers})
+    print(f"{row['label']}:", file=sys.stderr)
+    ready = setup_peers(row, kind, T, grad, models, workers, args)
+    for r in range(repeats):
+        try:
+            sec = engine_once(name, r, row, kind, T, grad, names, models, engine_pending, args, env)
+            row["engine"].append(sec)
+            LOADS.append(os.getloadavg()[0])
+            print(f"  [{r + 1}/{repeats}] engine {sec:.3f} s", file=sys.stderr)
+        except Exception as e:
+            row["notes"]["engine"] = f"failed: {short_error(e)}"
+            print(f"  engine failed: {e}", file=sys.stderr)
+        for w in list(ready):
+            a = w.call({"op": "run"}, timeout=args.timeout)
+            if "error" in a:
+                row["notes"][w.name] = f"failed: {a['error']}"
+                print(f"  {w.name} failed: {a['error']}", file=sys.stderr)
+                ready.remove(w)
+                continue
+            row[w.name].append(a["seconds"])
+            LOADS.append(os.getloadavg()[0])
+            row["losses"][w.name].append(a["loss"])
+            print(f"  [{r + 1}/{repeats}] {w.name} {a['seconds']:.3f} s (loss {a['loss']:.5f})", file=sys.stderr)
+    return row
+
+
+def cell(row, key):
+    """Best seconds (float) or why there is none (str)."""
+    if row.get(key) and key not in row["notes"]:
+        return min(row[key])
+    if row.get(key):
+        return f"{min(row[key]):.2f} s, then {row['notes'][key]}"
+    return row["notes"].get(key, "not run")
+
+
+def best_of_peer(row, workers, peer):
+    """(seconds, variant) of the peer's fastest variant in this row, or (why, None)."""
+    got = [(cell(row, w.name), w.variant) for w in workers if w.peer == peer]
+    timed = [g for g in got if isinstance(g[0], float)]
+    if timed:
+        return min(timed)
+    return ("; ".join(f"{v}: {c}" for c, v in got) if got else "not run (give --official PATH)", None)
+
+
+def loss_spread(row, workers, peer):
+    """Largest relative difference between the variants' losses (same inputs, same steps)."""
+    ls = [row["losses"][w.name] for w in workers if w.peer == peer and row["losses"].get(w.name)]
+    worst = 0.0
+    for a in ls[1:]:
+        for x, y in zip(ls[0], a):
+            worst = max(worst, abs(x - y) / max(abs(x), 1e-30))
+    return worst if len(ls) > 1 else None
+
+
+def tables(names, results, workers):
+    head = ("| workload | this engine | JAX (official code), best variant | PyTorch, best variant |\n"
+            "|---|---:|---:|---:|\n")
+    body, spreads = "", {}
+    for name in names:
+        row = results[name]
+        eng = cell(row, "engine")
+        base = eng if isinstance(eng, float) else None
+        cells = []
+        for peer in ("jax", "torch"):
+            v, var = best_of_peer(row, workers, peer)
+            cells.append(fmt(v, base) + (f", {var}" if var else ""))
+            sp = loss_spread(row, workers, peer)
+            if sp is not None:
+                spreads[peer] = max(spreads.get(peer, 0.0), sp)
+        body += f"| {row['label']} | {fmt(eng, None)} | {cells[0]} | {cells[1]} |\n"
+    allh = "| workload | " + " | ".join(w.name for w in workers) + " |\n|---|" + "---:|" * len(workers) + "\n"
+    allb = ""
+    for name in names:
+        row = results[name]
+        eng = cell(row, "engine")
+        base = eng if isinstance(eng, float) else None
+        allb += f"| {row['label']} | " + " | ".join(fmt(cell(row, w.name), base) for w in workers) + " |\n"
+    return head + body, allh + allb, spreads
+
+
+VARIANT_NOTES = {
+    "jax:blocked": "jax:blocked = the official code with the attention it sends to cuDNN on GPUs (TTT-E2E's first "
+                   "blocks, full attention) run as a blocked jax.numpy attention (window: 256-query blocks against "
+                   "their W + 256 keys; full: 1024-query blocks against the keys up to the block's end)",
+    "jax:xla": "jax:xla = the same calls on XLA's jax.nn.dot_product_attention (materializes the T x T scores)",
+    "torch:eager": "torch:eager = eager PyTorch, frozen-parameter prefill (inference_mode; only the inner "
+                   "gradient's graph recorded), SDPA attention (window: 256-query blocks with a mask)",
+    "torch:compile": "torch:compile = the same with the block's pieces around the attention, the MLPs and the "
+                     "head through torch.compile (inductor; in the meta-gradient only the first L-S blocks: "
+                     "its backward is not differentiable twice)",
+}
+
+
+def main():
+    args = parse_args()
     if args.worker:
-        return worker_main(args.worker, args.official, args.threads)
+        return worker_main(args.worker, args.official, args.threads, args.variant)
 
     t_start = time.time()
     args.ttt = os.path.join(args.build, "ttt")
@@ -491,6 +659,8 @@ def main():
     for n in names:
         if n not in WORKLOADS:
             sys.exit(f"bench_compare: unknown workload {n} (known: {', '.join(WORKLOADS)})")
+    jax_vars = variant_list(args.jax_variants, JAX_VARIANTS, "JAX") if args.official else []
+    torch_vars = variant_list(args.torch_variants, TORCH_VARIANTS, "PyTorch")
     allowed = sorted(os.sched_getaffinity(0))
     args.cpus = set(allowed[:args.threads]) if args.threads < len(allowed) else None
     if args.mem_limit_gb is None:
@@ -503,98 +673,40 @@ def main():
     cpu0 = (cpu_busy_seconds(), sum(os.times()[:4]))
 
     models = make_models(args, os.path.join(args.out, "models"))
-    logs = {p: os.path.join(args.out, f"{p}-worker.log") for p in ("torch", "jax")}
-    for p in logs.values():
-        open(p, "w").close()
-    torch_w = Worker("torch", args, env, logs["torch"])
-    jax_w = Worker("jax", args, env, logs["jax"]) if args.official else None
+    workers = []
+    for peer, vs in (("jax", jax_vars), ("torch", torch_vars)):
+        for v in vs:
+            log = os.path.join(args.out, f"{peer}-{v}-worker.log")
+            open(log, "w").close()
+            workers.append(Worker(peer, v, args, env, log))
     versions = []
-    for w in (jax_w, torch_w):
+    for peer in ("jax", "torch"):
+        w = next((w for w in workers if w.peer == peer), None)
         if w:
             a = w.call({"op": "versions"}, timeout=300)
-            versions.append(a.get("versions", f"{w.peer}: {a.get('error')}"))
+            versions.append(a.get("versions", f"{peer}: {a.get('error')}"))
 
     check_lines, check_ok = [], None
     if not args.skip_check:
-        print("checking the PyTorch implementation against `ttt eval` / `ttt grad` on tiny models...", file=sys.stderr)
-        check_lines, check_ok = run_check(args, torch_w, args.out)
+        print("checking every PyTorch variant against `ttt eval` / `ttt grad` on tiny models, and the JAX blocked "
+              "attention against XLA's...", file=sys.stderr)
+        check_lines, check_ok = run_check(args, [w for w in workers if w.peer == "torch" or w.variant == "blocked"],
+                                          args.out)
         for line in check_lines:
             print("  " + line, file=sys.stderr)
 
-    results = {}
-    engine_pending = {}  # (workload, repeat) -> seconds measured by a `ttt bench train` run of the other row
+    results, engine_pending = {}, {}  # (workload, repeat) -> seconds measured by a `ttt bench train` run of the other row
     for name in names:
-        label, kind, full_t, quick_t, grad = WORKLOADS[name]
-        T = quick_t if args.quick else full_t
-        row = {"label": f"{label} {klabel(T)}", "T": T, "engine": [], "jax": [], "torch": [], "notes": {}}
-        results[name] = row
-        print(f"{row['label']}:", file=sys.stderr)
-        peers = [("jax", jax_w), ("torch", torch_w)]
-        ready = {}
-        for pname, w in peers:
-            if w is None:
-                row["notes"][pname] = "not run (give --official PATH)"
-                continue
-            a = w.call({"op": "setup", "kind": kind, "T": T, "grad": grad, "model_dir": models[kind],
-                        "mem_limit_gb": args.mem_limit_gb}, timeout=args.timeout)
-            if "error" in a:
-                row["notes"][pname] = f"failed: {a['error']}"
-                print(f"  {pname} setup failed: {a['error']}", file=sys.stderr)
-            else:
-                ready[pname] = w
-                row[f"{pname}_setup_s"] = a["setup_s"]
-                print(f"  {pname}: setup and warm-up {a['setup_s']:.1f} s, loss {a['loss']:.4f}", file=sys.stderr)
-        for r in range(repeats):
-            try:
-                if (name, r) in engine_pending:
-                    sec = engine_pending.pop((name, r))
-                elif grad:
-                    both = engine_train(args, env, T)
-                    sec = both[kind]
-                    # The same `ttt bench train` run timed the other kind's row at this length.
-                    other = next((n for n, w in WORKLOADS.items() if w[4] and w[1] != kind and w[2] == full_t), None)
-                    if other in names and names.index(other) > names.index(name):  # None is never in names
-                        engine_pending[(other, r)] = both["swa" if kind == "ttt" else "ttt"]
-                else:
-                    sec = engine_prefill(args, env, models[kind], T)
-                row["engine"].append(sec)
-                print(f"  [{r + 1}/{repeats}] engine {sec:.3f} s", file=sys.stderr)
-            except Exception as e:
-                row["notes"]["engine"] = f"failed: {short_error(e)}"
-                print(f"  engine failed: {e}", file=sys.stderr)
-            for pname, w in peers:
-                if pname not in ready:
-                    continue
-                a = w.call({"op": "run"}, timeout=args.timeout)
-                if "error" in a:
-                    row["notes"][pname] = f"failed: {a['error']}"
-                    print(f"  {pname} failed: {a['error']}", file=sys.stderr)
-                    del ready[pname]
-                    continue
-                row[pname].append(a["seconds"])
-                print(f"  [{r + 1}/{repeats}] {pname} {a['seconds']:.3f} s (loss {a['loss']:.4f})", file=sys.stderr)
-
-    for w in (jax_w, torch_w):
-        if w:
-            w.kill()
+        results[name] = run_workload(name, names, models, workers, engine_pending, args, env, repeats)
+    for w in workers:
+        w.kill()
     load1 = os.getloadavg()
     others = max(0.0, (cpu_busy_seconds() - cpu0[0]) - (sum(os.times()[:4]) - cpu0[1])) / ((time.time() - t_start) * os.cpu_count())
+    report(args, names, results, workers, repeats, versions, check_lines, check_ok, load0, load1, others, t_start)
 
-    head = "| workload | this engine | JAX (official code) | PyTorch eager |\n|---|---:|---:|---:|\n"
-    body = ""
-    for name in names:
-        row = results[name]
-        cells = {}
-        for p in ("engine", "jax", "torch"):
-            if row[p] and p not in row["notes"]:
-                cells[p] = min(row[p])
-            elif row[p]:
-                cells[p] = f"{min(row[p]):.2f} s, then {row['notes'][p]}"
-            else:
-                cells[p] = row["notes"].get(p, "not run")
-        base = cells["engine"] if isinstance(cells["engine"], float) else None
-        body += (f"| {row['label']} | {fmt(cells['engine'], None)} | {fmt(cells['jax'], base)} | "
-                 f"{fmt(cells['torch'], base)} |\n")
+
+def report(args, names, results, workers, repeats, versions, check_lines, check_ok, load0, load1, others, t_start):
+    best, every, spreads = tables(names, results, workers)
     wall = time.time() - t_start
     notes = [
         f"Seconds per call, best of {repeats} interleaved run{'s' if repeats > 1 else ''}; in parentheses peer / engine "
@@ -602,27 +714,34 @@ def main():
         f"TTT-E2E prime MLPs in the last 2 blocks; float32 everywhere (the official code with compute_dtype fp32).",
         "Engine: `ttt bench context --warm-up` (prefill, after one untimed call) and `ttt bench train` (one train step: gradient, clip, AdamW; "
         "one run times both gradient rows). JAX: the official eval_step_fn / train_on_sequence, compiled and warmed "
-        "up first. PyTorch: scripts/bench_compare_torch.py, eager, SDPA attention.",
+        "up first. PyTorch: scripts/bench_compare_torch.py, one warm-up call. Each peer column is that peer's "
+        "fastest variant in the row (named after the time); every variant is in the second table.",
+    ] + [VARIANT_NOTES[w.name] for w in workers] + [
         f"Machine: {machine_info(args)}; {args.threads} threads for every column; "
-        f"load average {load0[0]:.2f} before, {load1[0]:.2f} after; other processes used {100 * others:.0f}% of the "
+        f"load average {load0[0]:.2f} before, {load1[0]:.2f} after"
+        + (f", {sum(LOADS) / len(LOADS):.2f} on average after the timed calls (max {max(LOADS):.2f})" if LOADS else "")
+        + f"; other processes used {100 * others:.0f}% of the "
         f"CPU time during the run; {'; '.join(versions)}.",
     ]
+    for peer, sp in spreads.items():
+        notes.append(f"{peer} variants agree: largest relative difference of their losses (same weights, tokens and "
+                     f"steps) {sp:.1g}{'' if sp <= 1e-4 else ' MISMATCH'}.")
     if others > 0.1:
         notes.append(f"Warning: other processes used {100 * others:.0f}% of the machine's CPU time during this run; "
                      "the timings and ratios are not reliable. Rerun on a quiet machine.")
     if check_lines:
-        notes.append("PyTorch implementation checked against the engine on tiny models "
+        notes.append("Checked against the engine on tiny models "
                      f"({'all agree' if check_ok else 'MISMATCH'}): " + "; ".join(check_lines) + ".")
     notes.append(f"Whole run: {wall:.0f} s" + (" (--quick: 2K/4K lengths, 1 repeat)." if args.quick else "."))
-    table = head + body
-    text = "## Engine vs the official JAX code vs PyTorch eager\n\n" + table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    print(table)
-    print("\n".join(notes))
+    text = ("## Engine vs the official JAX code vs PyTorch\n\n" + best + "\nEvery variant:\n\n" + every + "\n"
+            + "\n".join(f"- {n}" for n in notes) + "\n")
+    print(text)
     with open(os.path.join(args.out, "compare.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"repeats": repeats, "threads": args.threads, "quick": args.quick, "workloads": results,
-                   "check": check_lines, "versions": versions}, f, indent=1)
+                   "check": check_lines, "versions": versions, "load": [load0, load1], "loads": LOADS,
+                   "others": others}, f, indent=1)
     print(f"\nwrote {os.path.join(args.out, 'compare.md')}", file=sys.stderr)
 
 

@@ -1,37 +1,44 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of this engine (build/ttt) against the official JAX code on XLA-CPU and
-# a PyTorch-eager implementation of the same model, on the bench model shape (vocab 4096, d 256,
-# 8 layers, 4 heads, f 704, suffix 2, W 1024, b 256). Issue 15, deliverable 5.
+# PyTorch, each in its strongest variant, on the bench model shape (vocab 4096, d 256, 8 layers,
+# 4 heads, f 704, suffix 2, W 1024, b 256). Issue 15, deliverable 5; issue 28, deliverable 4.
 #
 #   scripts/bench_compare.sh [--official PATH] [--venv DIR] [--repeats N] [--threads N]
-#                            [--workloads LIST] [--quick] [--build DIR] [--out DIR]
-#                            [--no-install] [--skip-check] [--mem-limit-gb G] [--timeout S]
+#                            [--workloads LIST] [--jax-variants LIST] [--torch-variants LIST]
+#                            [--quick] [--build DIR] [--out DIR] [--no-install] [--skip-check]
+#                            [--mem-limit-gb G] [--timeout S]
 #
 #   --official PATH  a checkout of github test-time-training/e2e (without it the JAX column
 #                    says "not run (give --official PATH)")
 #   --venv DIR       Python venv for the peers (default runs/bench-compare/venv; runs/ is
-#                    git-ignored). Created with Python >= 3.12 (the official code needs it) and
-#                    filled from PyPI: jax[cpu], jaxlib, equinox, optax, ... at the versions the
-#                    official uv.lock pins, and torch (CPU wheels from download.pytorch.org/whl/cpu
-#                    when that index is reachable, else PyPI's wheel)
+#                    git-ignored). Created with Python >= 3.12 (the official code needs it; found
+#                    as python3.13/3.12/python3 on PATH or under ~/.pyenv) and filled from PyPI:
+#                    jax[cpu], jaxlib, equinox, optax, ... at the versions the official uv.lock
+#                    pins, and torch (CPU wheels from the PyTorch CPU index when reachable, else
+#                    PyPI's wheel)
 #   --repeats N      best of N interleaved runs (default 3; --quick: 1)
 #   --threads N      threads for all three (default 2): TTT_NUM_THREADS, torch.set_num_threads,
 #                    XLA_FLAGS intra_op_parallelism_threads, OMP/MKL/OPENBLAS_NUM_THREADS
-#   --workloads LIST comma list of swa-prefill-8k, full-prefill-8k, full-prefill-32k,
-#                    ttt-prefill-8k, ttt-prefill-32k, ttt-meta-grad-4k, swa-grad-4k (the
-#                    default: all of these), ttt-meta-grad-8k, swa-grad-8k, ttt-meta-grad-32k,
-#                    swa-grad-32k (asked for only)
-#   --quick          2K/4K lengths instead of 8K/32K, 2K instead of 4K for the gradients,
-#                    1 repeat: a few minutes
+#   --workloads LIST comma list of swa-prefill-8k, full-prefill-8k, ttt-prefill-8k,
+#                    ttt-prefill-32k, ttt-meta-grad-4k, swa-grad-4k, ttt-meta-grad-8k,
+#                    swa-grad-8k (the default: all of these), full-prefill-32k,
+#                    ttt-meta-grad-32k, swa-grad-32k (asked for only)
+#   --jax-variants LIST    blocked,xla (default both): the attention the official code sends to
+#                    cuDNN on GPUs as a blocked jax.numpy attention, or on XLA's implementation
+#   --torch-variants LIST  eager,compile (default both): eager with the frozen-parameter prefill,
+#                    or the same with torch.compile on the pieces around the attention
+#   --quick          2K/4K lengths instead of 8K/32K, 2K/4K for the gradients, 1 repeat
 #   --no-install     use the venv as it is
-#   --skip-check     skip the PyTorch correctness check against `ttt eval`/`ttt grad`
+#   --skip-check     skip the correctness checks (every PyTorch variant against `ttt eval` /
+#                    `ttt grad`, the JAX blocked attention against XLA's)
 #   --mem-limit-gb G a peer worker above G GB resident is killed and its cell says so
 #                    (default 60% of the available memory); --timeout S: seconds per call
 #
-# Prints a markdown table (seconds, best of N; in parentheses peer / engine) and writes it to
-# OUT/compare.md (OUT: runs/bench-compare). scripts/bench_compare.py is the driver; its header
-# says what is timed, how, and what was checked. Run it on a quiet machine (`nice` lowers only
-# this script's priority: the timings are wall-clock).
+# Prints two markdown tables (seconds, best of N; in parentheses peer / engine): each peer's
+# fastest variant per workload, named, and every variant; writes them to OUT/compare.md (OUT:
+# runs/bench-compare). scripts/bench_compare.py is the driver; its header says what is timed,
+# how, and what was checked. Run it on a quiet machine (`nice` lowers only this script's
+# priority: the timings are wall-clock).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OFFICIAL="" VENV="$ROOT/runs/bench-compare/venv" INSTALL=1
@@ -41,9 +48,9 @@ while [ $# -gt 0 ]; do
     --official) OFFICIAL="$(cd "$2" && pwd)"; PY_ARGS+=(--official "$OFFICIAL"); shift 2 ;;
     --venv) VENV="$2"; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
-    --repeats|--threads|--workloads|--build|--out|--mem-limit-gb|--timeout) PY_ARGS+=("$1" "$2"); shift 2 ;;
+    --repeats|--threads|--workloads|--jax-variants|--torch-variants|--build|--out|--mem-limit-gb|--timeout) PY_ARGS+=("$1" "$2"); shift 2 ;;
     --quick|--skip-check) PY_ARGS+=("$1"); shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "bench_compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

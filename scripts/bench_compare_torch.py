@@ -1,8 +1,20 @@
-"""PyTorch-eager TTT-E2E for scripts/bench_compare.py: the model of ../shared/SPEC.md sections 2-4.
+"""PyTorch TTT-E2E for scripts/bench_compare.py: the model of ../shared/SPEC.md sections 2-4.
 
-A plain eager implementation, written the way one would in PyTorch (no torch.compile, no custom
-kernels): pre-norm blocks with post-norms (RMSNorm), q/k RMSNorm over head_dim, interleaved-pair
-RoPE, SwiGLU MLPs, tied embeddings.
+Written the way one would in PyTorch (no custom kernels): pre-norm blocks with post-norms
+(RMSNorm), q/k RMSNorm over head_dim, interleaved-pair RoPE, SwiGLU MLPs, tied embeddings.
+Float32 throughout (the engine's precision; no bf16 autocast).
+
+Variants (TorchTTT(variant=...); one worker process each in the driver):
+- eager: plain eager PyTorch. Prefill with frozen parameters (requires_grad off; the parts that
+  need no gradient under torch.inference_mode), so no autograd graph is recorded except the
+  inner gradient's, which needs only the fast weights.
+- compile: the same code with the block's pieces around the attention (RMSNorm + q/k/v
+  projections + q/k norms + RoPE; output projection + post-norm + residual; each SwiGLU MLP with
+  its norms; the final norm + head + cross-entropy) through torch.compile (inductor, CPU C++
+  code generation, dynamic=False; compiled once per shape, at the warm-up call), the attention
+  left to SDPA's fused kernel. Inside the meta-gradient, whose inner gradients are differentiated
+  again (create_graph), only the first L-S blocks are compiled: torch.compile's backward is not
+  differentiable a second time.
 
 - Attention: F.scaled_dot_product_attention. Full causal attention over a whole sequence uses
   is_causal=True (PyTorch's CPU flash kernel: no T x T score matrix); sliding-window attention runs
@@ -65,11 +77,58 @@ def swiglu(x, w1, w3, w2):
     return (F.silu(x @ w1) * (x @ w3)) @ w2
 
 
+def rope_pairs(x, cos, sin):  # x [n, H, hd]; pairs (2i, 2i+1)
+    x2 = x.unflatten(-1, (x.shape[-1] // 2, 2))
+    a, b = x2[..., 0], x2[..., 1]
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2)
+
+
+# The block's pieces as functions of tensors only, so that one compiled graph serves every layer.
+def qkv_piece(h, norm_w, wq, wk, wv, qn_w, kn_w, cos, sin, eps: float, H: int):
+    n = h.shape[0]
+    a = rms(h, norm_w, eps)
+    q = rms((a @ wq).view(n, H, -1), qn_w, eps)
+    k = rms((a @ wk).view(n, H, -1), kn_w, eps)
+    v = (a @ wv).view(n, H, -1)
+    return rope_pairs(q, cos, sin), rope_pairs(k, cos, sin), v
+
+
+def attn_out_piece(h, o, wo, post_w, eps: float):
+    return h + rms(o @ wo, post_w, eps)
+
+
+def mlp_piece(h, norm_w, w1, w3, w2, post_w, eps: float):
+    return h + rms(swiglu(rms(h, norm_w, eps), w1, w3, w2), post_w, eps)
+
+
+def nll_piece(h, final_w, E, tgt, eps: float):
+    return F.cross_entropy(rms(h, final_w, eps) @ E.T, tgt, reduction="none")
+
+
+EAGER = {"qkv": qkv_piece, "attn_out": attn_out_piece, "mlp": mlp_piece, "nll": nll_piece}
+_COMPILED = {}
+
+
+def pieces(variant):
+    if variant == "eager":
+        return EAGER
+    if variant != "compile":
+        raise ValueError(f"unknown PyTorch variant {variant}")
+    if not _COMPILED:
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = 64  # shapes: whole sequence, chunks, head slices
+        _COMPILED.update({k: torch.compile(f, dynamic=False) for k, f in EAGER.items()})
+    return _COMPILED
+
+
 class TorchTTT:
     QBLOCK = 256  # query block of the sliding-window attention over a whole sequence
     HEAD_ROWS = 4096  # rows of the [rows, V] logits at a time in inference
 
-    def __init__(self, model_dir, dtype=torch.float32, device="cpu"):
+    def __init__(self, model_dir, dtype=torch.float32, device="cpu", variant="eager"):
+        self.variant = variant
+        self.fast = pieces(variant)  # the compiled pieces (variant compile) or the eager ones
         with open(os.path.join(model_dir, "config.json")) as f:
             c = json.load(f)
         self.cfg = c
@@ -97,16 +156,18 @@ class TorchTTT:
     def rope_tables(self, pos0, n):
         end = pos0 + n
         if self._rope is None or self._rope[0].shape[0] < end:
-            m = max(end, 2 * (self._rope[0].shape[0] if self._rope is not None else 0))
-            inv = self.theta ** (-torch.arange(0, self.hd, 2, dtype=torch.float64, device=self.device) / self.hd)
-            ang = torch.arange(m, dtype=torch.float64, device=self.device)[:, None] * inv[None, :]
-            self._rope = (torch.cos(ang).to(self.dtype), torch.sin(ang).to(self.dtype))
+            with torch.inference_mode(False):  # a normal tensor, also when first made in a prefill
+                self._make_rope(end)
         return self._rope[0][pos0:end, None, :], self._rope[1][pos0:end, None, :]
 
-    def rope(self, x, cos, sin):  # x [n, H, hd]; pairs (2i, 2i+1)
-        x2 = x.unflatten(-1, (self.hd // 2, 2))
-        a, b = x2[..., 0], x2[..., 1]
-        return torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2)
+    def _make_rope(self, end):
+        m = max(end, 2 * (self._rope[0].shape[0] if self._rope is not None else 0))
+        inv = self.theta ** (-torch.arange(0, self.hd, 2, dtype=torch.float64, device=self.device) / self.hd)
+        ang = torch.arange(m, dtype=torch.float64, device=self.device)[:, None] * inv[None, :]
+        self._rope = (torch.cos(ang).to(self.dtype), torch.sin(ang).to(self.dtype))
+
+    def rope(self, x, cos, sin):
+        return rope_pairs(x, cos, sin)
 
     def attend(self, q, k, v, qpos0, kpos0, manual=False):
         """q [n, H, hd] at positions qpos0.., k/v [m, H, hd] at kpos0..; causal, window W (0: full)."""
@@ -139,35 +200,31 @@ class TorchTTT:
 
     def block(self, l, h, pos0, cache=None, phi=None, manual=False):
         """Block l on the tokens h [n, d] at positions pos0..; cache: (k, v) of the tokens just
-        before (RoPE applied). Returns the output and this segment's (k, v)."""
+        before (RoPE applied). Returns the output and this segment's (k, v). manual: written-out
+        attention and eager pieces (the meta-gradient's twice-differentiated blocks)."""
         P, p, eps, n = self.P, f"blocks.{l}.", self.eps, h.shape[0]
-        a = rms(h, P[p + "attn_norm.weight"], eps)
-        q = (a @ P[p + "attn.wq"]).view(n, self.H, self.hd)
-        k = (a @ P[p + "attn.wk"]).view(n, self.H, self.hd)
-        v = (a @ P[p + "attn.wv"]).view(n, self.H, self.hd)
-        q = rms(q, P[p + "attn.q_norm.weight"], eps)
-        k = rms(k, P[p + "attn.k_norm.weight"], eps)
+        f = EAGER if manual else self.fast
         cos, sin = self.rope_tables(pos0, n)
-        q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
+        q, k, v = f["qkv"](h, P[p + "attn_norm.weight"], P[p + "attn.wq"], P[p + "attn.wk"], P[p + "attn.wv"],
+                           P[p + "attn.q_norm.weight"], P[p + "attn.k_norm.weight"], cos, sin, eps, self.H)
         if cache is not None and cache[0].shape[0] > 0:
             kk, vv = torch.cat((cache[0], k), 0), torch.cat((cache[1], v), 0)
         else:
             kk, vv = k, v
         o = self.attend(q, kk, vv, pos0, pos0 + n - kk.shape[0], manual)
-        h = h + rms(o @ P[p + "attn.wo"], P[p + "attn_post_norm.weight"], eps)
+        h = f["attn_out"](h, o, P[p + "attn.wo"], P[p + "attn_post_norm.weight"], eps)
         if l >= self.first_prime:
             w1, w2, w3 = phi if phi is not None else (P[p + "prime.w1"], P[p + "prime.w2"], P[p + "prime.w3"])
-            h = h + rms(swiglu(rms(h, P[p + "prime_norm.weight"], eps), w1, w3, w2), P[p + "prime_post_norm.weight"], eps)
-        h = h + rms(swiglu(rms(h, P[p + "mlp_norm.weight"], eps), P[p + "mlp.w1"], P[p + "mlp.w3"], P[p + "mlp.w2"]),
-                    P[p + "mlp_post_norm.weight"], eps)
+            h = f["mlp"](h, P[p + "prime_norm.weight"], w1, w3, w2, P[p + "prime_post_norm.weight"], eps)
+        h = f["mlp"](h, P[p + "mlp_norm.weight"], P[p + "mlp.w1"], P[p + "mlp.w3"], P[p + "mlp.w2"],
+                     P[p + "mlp_post_norm.weight"], eps)
         return h, (k, v)
 
-    def nll(self, h, tgt):
+    def nll(self, h, tgt, manual=False):
         """Per-token NLL of the targets (final norm, tied head, log-softmax)."""
-        E = self.P["embed.weight"]
+        f = EAGER if manual else self.fast
         if torch.is_grad_enabled() or h.shape[0] <= self.HEAD_ROWS:
-            x = rms(h, self.P["final_norm.weight"], self.eps)
-            return F.cross_entropy(x @ E.T, tgt, reduction="none")
+            return f["nll"](h, self.P["final_norm.weight"], self.P["embed.weight"], tgt, self.eps)
         return torch.cat([self.nll(h[s:s + self.HEAD_ROWS], tgt[s:s + self.HEAD_ROWS]) for s in range(0, h.shape[0], self.HEAD_ROWS)])
 
     def masked_mean(self, nll, tgt):
@@ -189,13 +246,14 @@ class TorchTTT:
     def prefill(self, ids, tgt, ttt=True, inner_lr=1.0):
         """Per-token NLL [T] of a prefill (with test-time training for models with prime blocks)."""
         T = ids.shape[0]
-        with torch.no_grad():
+        with torch.inference_mode():  # parameters frozen: nothing recorded
             h = self.P["embed.weight"][ids]
             last = self.first_prime if (self.S and ttt) else self.L
             for l in range(last):
                 h, _ = self.block(l, h, 0)
             if last == self.L:
-                return self.nll(h, tgt)
+                return self.nll(h, tgt).clone()
+        h = h.clone()  # a normal tensor: the chunks below record the inner gradient's graph from it
         phi = {l: [w.detach().clone() for w in ws] for l, ws in self.phi0().items()}
         caches = {l: None for l in phi}
         out = []
@@ -203,7 +261,7 @@ class TorchTTT:
             e = min(T, s + self.b)
             update = e < T and inner_lr != 0
             leaves = [w.requires_grad_(update) for ws in phi.values() for w in ws]
-            with torch.set_grad_enabled(update):
+            with torch.set_grad_enabled(update) if update else torch.inference_mode():
                 y = h[s:e]
                 kv = {}
                 for l in phi:
@@ -238,7 +296,7 @@ class TorchTTT:
             kv = {}
             for l in phi:
                 y, kv[l] = self.block(l, y, s, caches[l], phi[l], manual=True)
-            loss = self.masked_mean(self.nll(y, tgt[s:e]), tgt[s:e])
+            loss = self.masked_mean(self.nll(y, tgt[s:e], manual=True), tgt[s:e])
             losses.append(loss)
             for l in phi:
                 caches[l] = self.trim(caches[l], *kv[l])
