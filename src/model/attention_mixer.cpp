@@ -25,11 +25,7 @@ Tensor AttentionMixer::forward(const Tensor& a, int64_t pos0, const MixerState& 
   // Appended in place where possible (decoding: O(1) per token instead of a copy of the cache).
   Tensor keys = cached ? append_rows(in.tensors[0], k, 0) : k;
   Tensor vals = cached ? append_rows(in.tensors[1], v, 0) : v;
-  if (out) {
-    const int64_t n = keys.size(0);
-    const int64_t keep = window_ > 0 ? std::min(window_, n) : n;
-    out->tensors = {keep == n ? keys : slice(keys, 0, n - keep, n), keep == n ? vals : slice(vals, 0, n - keep, n)};
-  }
+  if (out) *out = window_state(keys, vals);
   AttentionOptions opt;
   opt.q_pos0 = pos0;
   opt.k_pos0 = pos0 - cached;
@@ -37,6 +33,14 @@ Tensor AttentionMixer::forward(const Tensor& a, int64_t pos0, const MixerState& 
   // A cache that carries no graph (prefill, decoding) is a constant for the inner step's gradient.
   if (cached && !in.tensors[0].requires_grad() && !in.tensors[1].requires_grad()) opt.k_grad_from = cached;
   return matmul(reshape(attention(q, keys, vals, opt), {t, heads_ * head_dim_}), p_.wo);
+}
+
+// The state after a chunk: the last W rows of [cache; chunk] (all of them for full attention).
+MixerState AttentionMixer::window_state(const Tensor& keys, const Tensor& vals) const {
+  const int64_t n = keys.size(0);
+  const int64_t keep = window_ > 0 ? std::min(window_, n) : n;
+  if (keep == n) return MixerState{{keys, vals}};
+  return MixerState{{slice(keys, 0, n - keep, n), slice(vals, 0, n - keep, n)}};
 }
 
 // A bf16 cache: the cache is read as it is (a constant), the chunk's keys and values in float32;
@@ -53,9 +57,7 @@ Tensor AttentionMixer::forward_bf16(const Tensor& q, const Tensor& k, const Tens
     }
     Tensor keys = cached ? append_rows(in.tensors[0], kb, 0) : kb;
     Tensor vals = cached ? append_rows(in.tensors[1], vb, 0) : vb;
-    const int64_t n = keys.size(0);
-    const int64_t keep = window_ > 0 ? std::min(window_, n) : n;
-    out->tensors = {keep == n ? keys : slice(keys, 0, n - keep, n), keep == n ? vals : slice(vals, 0, n - keep, n)};
+    *out = window_state(keys, vals);
   }
   AttentionOptions opt;
   opt.q_pos0 = pos0;

@@ -27,6 +27,7 @@ class AttentionMixer final : public SequenceMixer {
  private:
   Tensor forward_bf16(const Tensor& q, const Tensor& k, const Tensor& v, int64_t pos0, const MixerState& in,
                       MixerState* out) const;
+  MixerState window_state(const Tensor& keys, const Tensor& vals) const;
 
   AttentionParams p_;
   int64_t heads_, head_dim_, window_;

@@ -528,12 +528,17 @@ struct HttpServer::Impl {
     j.req.body.clear();
     j.req.body.shrink_to_fit();
     const bool ka = j.c->keep_alive && !stopping;
+    // Metrics, memory trimmed after a large request, and the hold (a tenant's slot) released, all
+    // before the client hears the end: a client that sends its next request at once must find
+    // the slot free.
     auto done = [&] {
-      if (!j.adm.done) return;
-      try {
-        j.adm.done(res);  // metrics; memory trimmed after a large request: before the client hears
-      } catch (...) {
+      if (j.adm.done) {
+        try {
+          j.adm.done(res);
+        } catch (...) {
+        }
       }
+      j.adm = Admission();
     };
     if (!res.stream) {
       std::string head = serialize_head(res, ka, false, res.status == 204 ? 0 : res.body.size());
@@ -554,7 +559,6 @@ struct HttpServer::Impl {
       push(j.c, "0\r\n\r\n", false);
     }
     res = Response();
-    j.adm = Admission();  // releases the hold (a tenant's slot) before the connection continues
     {
       std::lock_guard<std::mutex> g(j.c->mu);
       j.c->response_done = true;

@@ -134,7 +134,7 @@ struct Admission {
   std::optional<Response> reject;  // answered at once, the body unread (then the connection closes)
   std::function<void(Request&, Response&)> handler;  // runs on a worker once the body is read
   std::function<void(const Response&)> done;  // after the response (metrics); on the worker
-  std::shared_ptr<void> hold;  // released when the request is finished (a tenant's slot)
+  std::shared_ptr<void> hold;  // a tenant's slot: released before the response's last bytes go out
 };
 using Admit = std::function<Admission(Request&)>;
 
