@@ -53,7 +53,14 @@ struct ContextRow {
   std::string model, mode;  // mode: "prefill" or "decode"
   int64_t context = 0;
   bool skipped = false;
-  double seconds = 0;        // prefill: whole run; decode: per token
+  double seconds = 0;        // prefill: whole run; decode: per token, every timed step
+  // decode only: per token over the steps that took no TTT step (what the bandwidth bound is
+  // about), and the extra seconds of a step that took one (a TTT-E2E session steps on a chunk once
+  // the token after it arrives: after a context of whole chunks, the first decode step; 0 when no
+  // timed step took one); chunk: tokens per TTT step (0 without TTT).
+  double plain_seconds = 0;
+  double ttt_step_seconds = 0;
+  int64_t chunk = 0;
   double s_per_1k = 0;
   double flops = 0;          // prefill forward FLOPs
   double inner_flops = 0;    // prefill inner-step FLOPs (TTT-E2E)

@@ -38,42 +38,57 @@ void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progr
   const auto& b = blas::info();
   std::fprintf(out, "## ttt bench profile\n\n- BLAS: %s, kernel %s; %d threads; sgemm 1024^3 peak %.1f GFLOP/s\n",
                b.library.c_str(), b.core.c_str(), num_threads(), peak);
-  auto models = builtin_context_models(o.seed);
+  std::vector<NamedModel> models;
+  if (o.model_dir.empty()) {
+    models = builtin_context_models(o.seed);
+  } else {
+    std::fprintf(out, "- model: %s\n", o.model_dir.c_str());
+    models.push_back({"dir", model::Model::load(o.model_dir, model::parse_weights(o.weights))});
+  }
+  const bool own = !o.model_dir.empty();
+  const std::string label = own ? o.model_dir : "bench model";
+  // The model a workload reads: the named built-in one, or the one loaded from --model.
+  auto use = [&](const char* name) -> model::Model& { return own ? models[0].model : pick(models, name); };
   Rng r(o.seed);
   for (const auto& w : o.workloads) {
     std::function<void()> work;  // the profiled run (after one unprofiled warm-up)
     std::string what;
     std::unique_ptr<inference::Session> session;
     std::unique_ptr<train::AdamW> adam;
+    if (own && (w == "prefill-swa" || w == "prefill-full"))
+      throw std::invalid_argument("--workload " + w + " reads a built-in bench model: with --model use prefill");
+    if (own && (w == "meta" || w == "pretrain") && (w == "meta") != models[0].model.config().prime)
+      throw std::invalid_argument("--workload " + w + ": the model in " + o.model_dir +
+                                  (w == "meta" ? " has no prime blocks (use pretrain)" : " has prime blocks (use meta)"));
     if (w == "prefill" || w == "prefill-swa" || w == "prefill-full") {
       const char* name = w == "prefill" ? "ttt-e2e" : w == "prefill-swa" ? "swa" : "full";
-      auto& m = pick(models, name);
+      auto& m = use(name);
       const auto t = tokens(o.prefill_len + 1, m.config().vocab_size, r);
       const std::vector<int32_t> in(t.begin(), t.end() - 1), tg(t.begin() + 1, t.end());
-      what = std::string(w == "prefill" ? "TTT-E2E" : w == "prefill-swa" ? "SWA" : "full-attention") + " prefill of " +
-             std::to_string(o.prefill_len) + " tokens (bench model)";
+      what = std::string(w == "prefill" ? (m.config().prime ? "TTT-E2E" : "plain") : w == "prefill-swa" ? "SWA" : "full-attention") + " prefill of " +
+             std::to_string(o.prefill_len) + " tokens (" + label + ")";
       work = [&m, in, tg] { e2e::prefill(m, in, tg); };
     } else if (w == "decode") {
-      auto& m = pick(models, "ttt-e2e");
+      auto& m = use("ttt-e2e");
       session = std::make_unique<inference::Session>(m);
       session->feed(tokens(o.decode_context, m.config().vocab_size, r));
       const auto next = tokens(o.decode_tokens, m.config().vocab_size, r);
-      what = "TTT-E2E decoding of " + std::to_string(o.decode_tokens) + " tokens after " +
-             std::to_string(o.decode_context) + " (bench model)";
+      what = std::string(m.config().prime ? "TTT-E2E" : "plain") + " decoding of " + std::to_string(o.decode_tokens) + " tokens after " +
+             std::to_string(o.decode_context) + " (" + label + ")";
       inference::Session* s = session.get();
       work = [s, next] {
         inference::Session f = s->fork();
         for (int32_t x : next) f.step(x);
       };
     } else if (w == "meta" || w == "pretrain") {
-      auto& m = pick(models, w == "meta" ? "ttt-e2e" : "swa");
+      auto& m = use(w == "meta" ? "ttt-e2e" : "swa");
       m.set_requires_grad(true);
       adam = std::make_unique<train::AdamW>(m.named_parameters(), train::AdamWOptions{});
       const auto seq = tokens(o.train_len + 1, m.config().vocab_size, r);
       what = std::string(w == "meta" ? "TTT-E2E meta-gradient step" : "SWA pretraining step") + " on " +
              std::to_string(o.train_len) +
-             (w == "meta" ? " tokens (bench model, chunk graphs kept within the default budget, AdamW included)"
-                          : " tokens (bench model, AdamW included)");
+             (w == "meta" ? " tokens (" + label + ", chunk graphs kept within the default budget, AdamW included)"
+                          : " tokens (" + label + ", AdamW included)");
       train::AdamW* opt = adam.get();
       const int64_t len = o.train_len;
       work = [&m, opt, seq, len] {

@@ -1,6 +1,7 @@
 // `ttt bench profile`: where the time of a workload goes, by backend op (backend/profiler.h), on
 // the bench model: TTT-E2E prefill, TTT-E2E decoding, a TTT-E2E meta-gradient step and an SWA
-// pretraining step. Each runs once unprofiled (warm-up), then once profiled.
+// pretraining step; or on a model directory (the official shapes). Each runs once unprofiled
+// (warm-up), then once profiled.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +19,10 @@ struct ProfileOptions {
   uint64_t seed = 1;
   bool by_shape = false;  // matrix products one row per shape
   int top = 0;            // print only the first N rows (0: all)
+  // A model directory instead of the built-in bench models: prefill and decode read with it; meta
+  // and pretrain train it (meta for a model with prime blocks, pretrain otherwise).
+  std::string model_dir;
+  std::string weights = "auto";  // f32, bf16, auto (as in the file)
 };
 
 void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progress);

@@ -229,6 +229,10 @@ void register_bench(CLI::App& app, Registry& reg) {
       ->check(CLI::Range(1, 100000));
   pr->add_option("--seed", g_profile.seed, "seed of the models and tokens")->capture_default_str();
   pr->add_flag("--by-shape", g_profile.by_shape, "one row per matrix-product shape");
+  pr->add_option("--model", g_profile.model_dir,
+                 "a model directory instead of the bench models (prefill, decode; meta or pretrain trains it)");
+  pr->add_option("--weights", g_profile.weights, "with --model: large weight matrices f32, bf16 or auto (as in the file)")
+      ->capture_default_str();
   pr->add_option("--top", g_profile.top, "print only the N slowest rows (0: all)")->capture_default_str();
   add_device_option(pr, g_bench_device);
   reg.push_back({pr, [] {
