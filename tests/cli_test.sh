@@ -115,4 +115,18 @@ assert a == b
 expect_error "store of another session" "$TTT" generate --model "$work/model" --prompt "1 2" --store "$work/doc.db" --store-span 8
 expect_error "recall without a store" "$TTT" generate --model "$work/model" --state-in "$work/doc.st" --prompt "1 2" --recall 2
 expect_error "bad recall mode" "$TTT" generate --model "$work/model" --state-in "$work/doc.st" --prompt "1 2" --store "$work/doc.db" --store-span 8 --recall 2 --recall-mode magic
+# bench context times the decode step that takes the TTT step apart: the 16-token context is
+# whole chunks of 4, so the first decode step takes one (and every fourth after it).
+ctx=$("$TTT" bench context --model "$work/model" --prefill-lengths 8 --decode-lengths 16 --decode-tokens 8)
+row=$(printf '%s\n' "$ctx" | grep -E '^\| model \| 16 \|') || fail "bench context: no decode row in: $ctx"
+awk -F'|' '{ exit !($4 + 0 > 0 && $7 + 0 > 0 && $8 + 0 > 0) }' <<< "$row" \
+  || fail "bench context: the decode row lacks tokens/s, the TTT step or the per-chunk rate: $row"
+echo "ok: bench context decode row: $row"
+# bench profile --model: the workloads read the model given; those it cannot run are refused.
+prof=$("$TTT" bench profile --model "$work/model" --workload prefill,decode --prefill-len 16 --decode-context 16 --decode-tokens 4)
+[[ "$prof" == *"TTT-E2E decoding of 4 tokens after 16 ($work/model)"* ]] || fail "bench profile --model: $prof"
+expect_error "bench profile --model with a bench-model workload" "$TTT" bench profile --model "$work/model" --workload prefill-swa
+[[ "$err" == *"reads a built-in bench model"* ]] || fail "bench profile prefill-swa refusal: $err"
+expect_error "bench profile --model: pretrain on a TTT-E2E model" "$TTT" bench profile --model "$work/model" --workload pretrain
+[[ "$err" == *"has prime blocks (use meta)"* ]] || fail "bench profile pretrain refusal: $err"
 echo "cli_test: all checks passed"
