@@ -396,8 +396,7 @@ void print_context_bench(const ContextReport& r, const std::vector<NamedModel>& 
             char buf[64];
             std::snprintf(buf, sizeof buf, "%.4g", row.ttt_step_seconds);
             step = buf;
-            const double c = static_cast<double>(row.chunk);
-            std::snprintf(buf, sizeof buf, "%.2f", c / (c * row.plain_seconds + row.ttt_step_seconds));
+            std::snprintf(buf, sizeof buf, "%.2f", 1024.0 / row.s_per_1k);  // the steady rate
             per_chunk = buf;
           }
           std::fprintf(out, "| %s | %lld | %.2f | %.1f | %.1f%% | %s | %s | %.0f | %.0f | %.2f | %s |\n",

@@ -527,34 +527,33 @@ void decode_forward(const AttentionShape& s, const Vis& vis, const T* q, const K
       T* m = part + p * per;
       T* l = m + H;
       T* acc = l + H;
-      const int64_t ldS = n;
       T* S = scratch<T>(0, static_cast<size_t>(n * H));  // [H, n]
       // Rows [j0, jc) come from the bf16 cache, [jc, j0 + n) from the T rows.
       const int64_t jc = std::clamp(kv.cached, j0, j0 + n);
       if constexpr (std::is_same_v<T, float>) {
-        if (jc > j0) dv::dispatch<OpDecodeScores>(q, kv.kc + j0 * ld, H, D, jc - j0, scale, S, ldS);
+        if (jc > j0) dv::dispatch<OpDecodeScores>(q, kv.kc + j0 * ld, H, D, jc - j0, scale, S, n);
         if (jc < j0 + n)
-          dv::dispatch<OpDecodeScores>(q, kv.k + (jc - kv.cached) * ld, H, D, j0 + n - jc, scale, S + (jc - j0), ldS);
+          dv::dispatch<OpDecodeScores>(q, kv.k + (jc - kv.cached) * ld, H, D, j0 + n - jc, scale, S + (jc - j0), n);
       } else {
         for (int64_t j = 0; j < n; ++j) {
           const T* kr = kv.k + (j0 + j - kv.cached) * ld;
-          for (int64_t h = 0; h < H; ++h) S[h * ldS + j] = scale * vec::vdot(q + h * D, kr + h * D, D);
+          for (int64_t h = 0; h < H; ++h) S[h * n + j] = scale * vec::vdot(q + h * D, kr + h * D, D);
         }
       }
       for (int64_t h = 0; h < H; ++h) {
-        m[h] = vec::vmax(S + h * ldS, n);
-        l[h] = vec::vexp_sum(S + h * ldS, m[h], S + h * ldS, n);
+        m[h] = vec::vmax(S + h * n, n);
+        l[h] = vec::vexp_sum(S + h * n, m[h], S + h * n, n);
       }
       if constexpr (std::is_same_v<T, float>) {
-        if (jc > j0) dv::dispatch<OpDecodeAccumulate>(static_cast<const float*>(S), ldS, kv.vc + j0 * ld, H, D, jc - j0, acc);
+        if (jc > j0) dv::dispatch<OpDecodeAccumulate>(static_cast<const float*>(S), n, kv.vc + j0 * ld, H, D, jc - j0, acc);
         if (jc < j0 + n)
-          dv::dispatch<OpDecodeAccumulate>(static_cast<const float*>(S + (jc - j0)), ldS, kv.v + (jc - kv.cached) * ld, H,
+          dv::dispatch<OpDecodeAccumulate>(static_cast<const float*>(S + (jc - j0)), n, kv.v + (jc - kv.cached) * ld, H,
                                            D, j0 + n - jc, acc);
       } else {
         for (int64_t j = 0; j < n; ++j) {
           const T* vr = kv.v + (j0 + j - kv.cached) * ld;
           for (int64_t h = 0; h < H; ++h) {
-            const T pj = S[h * ldS + j];
+            const T pj = S[h * n + j];
             T* a = acc + h * D;
             const T* vh = vr + h * D;
             for (int64_t d = 0; d < D; ++d) a[d] += pj * vh[d];
