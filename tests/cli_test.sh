@@ -30,6 +30,11 @@ if grep -q avx512_bf16 /proc/cpuinfo; then
   cb=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --compute bf16)
   awk -v a="${prefill#loss }" -v b="${cb#loss }" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.05) }' \
     || fail "--compute bf16 ($cb) far from float32 ($prefill)"
+  # The AVX512_BF16 kernel where the tile one (AMX) ran: the same rounding, only sums reordered.
+  cb2=$(TTT_NO_AMX=1 "$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --compute bf16)
+  awk -v a="${cb#loss }" -v b="${cb2#loss }" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-4) }' \
+    || fail "--compute bf16 with TTT_NO_AMX=1 ($cb2) differs from the default kernel ($cb)"
+  [[ "$(TTT_NO_AMX=1 "$TTT" info)" == *"bf16 gemm    avx512_bf16"* ]] || fail "ttt info under TTT_NO_AMX=1"
 else
   out=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --compute bf16 2>&1) && fail "--compute bf16 without AVX512_BF16 succeeded"
   [[ "$out" == *AVX512_BF16* ]] || fail "--compute bf16 refusal: $out"
@@ -129,4 +134,8 @@ expect_error "bench profile --model with a bench-model workload" "$TTT" bench pr
 [[ "$err" == *"reads a built-in bench model"* ]] || fail "bench profile prefill-swa refusal: $err"
 expect_error "bench profile --model: pretrain on a TTT-E2E model" "$TTT" bench profile --model "$work/model" --workload pretrain
 [[ "$err" == *"has prime blocks (use meta)"* ]] || fail "bench profile pretrain refusal: $err"
+expect_error "bench profile: meta with --compute bf16" "$TTT" bench profile --workload meta --compute bf16 --train-len 16
+[[ "$err" == *"apply to prefill and decode only"* || "$err" == *AVX512_BF16* ]] || fail "bench profile meta --compute bf16 refusal: $err"
+prof=$("$TTT" bench profile --model "$work/model" --workload prefill --prefill-len 16 --kv-dtype bf16)
+[[ "$prof" == *"float32 products, bf16 window cache"* ]] || fail "bench profile --kv-dtype bf16: $prof"
 echo "cli_test: all checks passed"

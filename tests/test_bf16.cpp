@@ -2,6 +2,8 @@
 // rounded weights, bf16 storage, and models whose large matrices stay bf16 in memory.
 #include <gtest/gtest.h>
 
+#include <bit>
+#include <limits>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -306,14 +308,15 @@ TEST(Bf16, StorageRoundTripsAndLoadsAsAsked) {
 namespace ttt::test {
 namespace {
 
-// --compute bf16: the AVX512_BF16 product equals the float64 product of the bf16-rounded
-// activations and weights up to float32 accumulation, for every tail of m, n and k.
-TEST(Bf16DotGemm, EqualsTheProductOfRoundedOperands) {
-  if (!kernels::cpu_has_avx512_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+// --compute bf16: the bf16 product (AMX tiles where the CPU has them, else vdpbf16ps) equals the
+// float64 product of the bf16-rounded activations and weights up to float32 accumulation, for
+// every tail of m, n and k (AMX: partial 16 x 16 tiles, several 32-row strips, column blocks
+// and 512-deep k blocks).
+void check_bf16_dot_gemm(const std::vector<int64_t>& ms, const std::vector<int64_t>& ns, const std::vector<int64_t>& ks) {
   Rng rng(21);
-  for (int64_t m : {1, 5, 6, 7, 13})
-    for (int64_t n : {1, 17, 64, 100})
-      for (int64_t k : {1, 3, 64, 513, 1100})
+  for (int64_t m : ms)
+    for (int64_t n : ns)
+      for (int64_t k : ks)
         for (bool tb : {false, true}) {
           const auto a = randn({m, k}, rng, 1.0).to_vector();
           std::vector<float> af(a.begin(), a.end());
@@ -331,9 +334,57 @@ TEST(Bf16DotGemm, EqualsTheProductOfRoundedOperands) {
                 mag += std::fabs(t);
               }
               ASSERT_NEAR(c[static_cast<size_t>(i * n + j)], ref, 2e-6 * mag + 1e-30)
-                  << "m " << m << " n " << n << " k " << k << " tb " << tb << " at " << i << "," << j;
+                  << kernels::bf16_dot_kernel() << ": m " << m << " n " << n << " k " << k << " tb " << tb << " at "
+                  << i << "," << j;
             }
         }
+}
+
+TEST(Bf16DotGemm, EqualsTheProductOfRoundedOperands) {
+  if (!kernels::cpu_has_avx512_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  for (bool no_amx : {true, false}) {
+    kernels::set_bf16_dot_no_amx(no_amx);
+    check_bf16_dot_gemm({1, 5, 6, 7, 13}, {1, 17, 64, 100}, {1, 3, 64, 513, 1100});
+  }
+  kernels::set_bf16_dot_no_amx(false);
+}
+
+// The activations' rounding (16 at a time where the tile kernel runs) is float_to_bf16's, ties
+// to even and NaNs included: against the identity, each output is its input rounded.
+TEST(Bf16DotGemm, RoundsActivationsAsTheScalarFunction) {
+  if (!kernels::cpu_has_avx512_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  const int64_t k = 48, m = 3;
+  std::vector<float> a(static_cast<size_t>(m * k));
+  for (int64_t i = 0; i < m * k; ++i) {
+    // Halfway cases (low 16 bits 0x8000, both parities of bit 16), near-halfway ones, large values.
+    const uint32_t hi = 0x3f800000u + static_cast<uint32_t>(i) * 0x00010000u;
+    const uint32_t lo = i % 4 == 0 ? 0x8000u : i % 4 == 1 ? 0x7fffu : i % 4 == 2 ? 0x8001u : 0x1234u;
+    a[static_cast<size_t>(i)] = std::bit_cast<float>((hi | lo) ^ (i % 3 == 0 ? 0x80000000u : 0u));
+  }
+  a[5] = 3.0e38f;
+  a[static_cast<size_t>(k + 7)] = std::numeric_limits<float>::quiet_NaN();  // row 1 is NaN throughout
+  std::vector<uint16_t> eye(static_cast<size_t>(k * k), 0);
+  for (int64_t p = 0; p < k; ++p) eye[static_cast<size_t>(p * k + p)] = float_to_bf16(1.0f);
+  for (bool no_amx : {true, false}) {
+    kernels::set_bf16_dot_no_amx(no_amx);
+    std::vector<float> c(static_cast<size_t>(m * k), -7.0f);
+    kernels::gemm_bf16_bf16(m, k, k, a.data(), k, eye.data(), false, c.data(), k);
+    for (int64_t i = 0; i < m * k; ++i) {
+      const float want = bf16_to_float(float_to_bf16(a[static_cast<size_t>(i)]));
+      if (i / k == 1) EXPECT_TRUE(std::isnan(c[static_cast<size_t>(i)])) << kernels::bf16_dot_kernel() << " at " << i;
+      else EXPECT_EQ(std::bit_cast<uint32_t>(c[static_cast<size_t>(i)]), std::bit_cast<uint32_t>(want))
+               << kernels::bf16_dot_kernel() << " at " << i;
+    }
+  }
+  kernels::set_bf16_dot_no_amx(false);
+}
+
+// The tile kernel on shapes that span several strips, column blocks and k slabs (the one
+// above already runs it on the small ones where the CPU has AMX).
+TEST(Bf16DotGemm, AmxTilesOnLargerShapes) {
+  if (std::string(kernels::bf16_dot_kernel()) != "amx") GTEST_SKIP() << "no AMX here: " << kernels::bf16_dot_kernel();
+  check_bf16_dot_gemm({31, 32, 33, 70}, {15, 16, 33, 300}, {31, 32, 1024, 1100});
+  check_bf16_dot_gemm({3, 40}, {17, 64}, {2048, 4133});  // k in slabs of 2048, accumulated into C
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "bench/profile_bench.h"
 
+#include "backend/cpu/bf16_gemm.h"
+
 #include <chrono>
 #include <functional>
 #include <stdexcept>
@@ -43,12 +45,35 @@ void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progr
     models = builtin_context_models(o.seed);
   } else {
     std::fprintf(out, "- model: %s\n", o.model_dir.c_str());
-    models.push_back({"dir", model::Model::load(o.model_dir, model::parse_weights(o.weights))});
+    models.push_back({"dir", model::Model::load(o.model_dir, o.bf16_products ? model::Weights::BF16
+                                                                             : model::parse_weights(o.weights))});
   }
+  for (const auto& w : o.workloads)
+    if ((w == "meta" || w == "pretrain") && (o.bf16_products || o.kv_dtype != "f32"))
+      throw std::invalid_argument("--workload " + w + ": --compute bf16 and --kv-dtype bf16 apply to prefill and decode only");
+  e2e::TTTOptions read_opt;  // prefill and decode
+  read_opt.kv_dtype = model::parse_kv_dtype(o.kv_dtype);
+  if (o.bf16_products || read_opt.kv_dtype != model::KvDtype::F32)
+    std::fprintf(out, "- prefill and decode: %s products, %s window cache\n",
+                 o.bf16_products ? ("bf16 x bf16 (" + std::string(kernels::bf16_dot_kernel()) + ")").c_str() : "float32",
+                 model::kv_dtype_name(read_opt.kv_dtype));
   const bool own = !o.model_dir.empty();
   const std::string label = own ? o.model_dir : "bench model";
   // The model a workload reads: the named built-in one, or the one loaded from --model.
   auto use = [&](const char* name) -> model::Model& { return own ? models[0].model : pick(models, name); };
+  // Prefill and decode read with bf16 x bf16 products under --compute bf16 (the built-in models
+  // as copies with bf16 weights).
+  std::vector<NamedModel> readers;
+  readers.reserve(3);  // references to them outlive later insertions
+  auto reader = [&](const char* name) -> model::Model& {
+    if (!o.bf16_products) return use(name);
+    for (auto& nm : readers)
+      if (nm.name == name) return nm.model;
+    model::Model m = own ? use(name) : use(name).with_bf16_weights();
+    m.set_bf16_products(true);
+    readers.push_back({name, std::move(m)});
+    return readers.back().model;
+  };
   Rng r(o.seed);
   for (const auto& w : o.workloads) {
     std::function<void()> work;  // the profiled run (after one unprofiled warm-up)
@@ -62,15 +87,15 @@ void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progr
                                   (w == "meta" ? " has no prime blocks (use pretrain)" : " has prime blocks (use meta)"));
     if (w == "prefill" || w == "prefill-swa" || w == "prefill-full") {
       const char* name = w == "prefill" ? "ttt-e2e" : w == "prefill-swa" ? "swa" : "full";
-      auto& m = use(name);
+      auto& m = reader(name);
       const auto t = tokens(o.prefill_len + 1, m.config().vocab_size, r);
       const std::vector<int32_t> in(t.begin(), t.end() - 1), tg(t.begin() + 1, t.end());
       what = std::string(w == "prefill" ? (m.config().prime ? "TTT-E2E" : "plain") : w == "prefill-swa" ? "SWA" : "full-attention") + " prefill of " +
              std::to_string(o.prefill_len) + " tokens (" + label + ")";
-      work = [&m, in, tg] { e2e::prefill(m, in, tg); };
+      work = [&m, in, tg, read_opt] { e2e::prefill(m, in, tg, read_opt); };
     } else if (w == "decode") {
-      auto& m = use("ttt-e2e");
-      session = std::make_unique<inference::Session>(m);
+      auto& m = reader("ttt-e2e");
+      session = std::make_unique<inference::Session>(m, read_opt);
       session->feed(tokens(o.decode_context, m.config().vocab_size, r));
       const auto next = tokens(o.decode_tokens, m.config().vocab_size, r);
       what = std::string(m.config().prime ? "TTT-E2E" : "plain") + " decoding of " + std::to_string(o.decode_tokens) + " tokens after " +

@@ -23,6 +23,8 @@ struct ProfileOptions {
   // and pretrain train it (meta for a model with prime blocks, pretrain otherwise).
   std::string model_dir;
   std::string weights = "auto";  // f32, bf16, auto (as in the file)
+  bool bf16_products = false;    // --compute bf16: bf16 weights, bf16 x bf16 products (prefill, decode)
+  std::string kv_dtype = "f32";  // attention's window cache in prefill and decode: f32 or bf16
 };
 
 void run_profile_bench(const ProfileOptions& o, std::FILE* out, std::FILE* progress);

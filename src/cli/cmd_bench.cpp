@@ -23,6 +23,7 @@
 namespace ttt::cli {
 namespace {
 bench::ProfileOptions g_profile;
+std::string g_profile_compute = "f32";
 
 struct BenchOpsArgs {
   bench::OpBenchOptions opt;
@@ -233,10 +234,14 @@ void register_bench(CLI::App& app, Registry& reg) {
                  "a model directory instead of the bench models (prefill, decode; meta or pretrain trains it)");
   pr->add_option("--weights", g_profile.weights, "with --model: large weight matrices f32, bf16 or auto (as in the file)")
       ->capture_default_str();
+  add_compute_option(pr, g_profile_compute);
+  add_kv_dtype_option(pr, g_profile.kv_dtype);
   pr->add_option("--top", g_profile.top, "print only the N slowest rows (0: all)")->capture_default_str();
   add_device_option(pr, g_bench_device);
   reg.push_back({pr, [] {
                    require_cpu_bench("profile");
+                   apply_compute(g_profile_compute, model::Weights::Auto);  // refuses a CPU without AVX512_BF16
+                   g_profile.bf16_products = g_profile_compute == "bf16";
                    bench::run_profile_bench(g_profile, stdout, stderr);
                    return 0;
                  }});

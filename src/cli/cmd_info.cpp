@@ -24,6 +24,8 @@ void register_info(CLI::App& app, Registry& reg) {
                    std::printf("blas kernel  %s\n", b.core.c_str());
                    std::printf("chosen by    %s\n", b.how.c_str());
                    std::printf("bf16 gemv    %s (float32 x bf16 weights, one row)\n", kernels::bf16_gemv_kernel());
+                   std::printf("bf16 gemm    %s (--compute bf16 products; TTT_NO_AMX=1 keeps AVX512_BF16)\n",
+                               kernels::bf16_dot_kernel());
                    std::printf("mpi          %s\n", dist::have_mpi() ? "MPI (data-parallel `mpirun -np N ttt train`)"
                                                                    : "not built (install libopenmpi-dev and rebuild)");
                    std::printf("nccl         %s\n", dist::have_nccl() ? "built (for a CUDA backend)" : "not built (-DTTT_NCCL=ON)");

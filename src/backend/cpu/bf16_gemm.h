@@ -30,6 +30,12 @@ void gemv_f32(int64_t n, int64_t k, const float* x, const float* b, bool tb, flo
 bool cpu_has_avx512_bf16();
 void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb,
                     float* c, int64_t ldc);
+// Where the CPU has AMX-BF16 (and the OS grants the tile state) the products run on the tile
+// unit instead, with the same rounding of a and float32 accumulation (TTT_NO_AMX=1: never).
+// bf16_dot_kernel() names the kernel in use: "amx", "avx512_bf16" or "none (...)";
+// set_bf16_dot_no_amx(true) (tests) keeps the vdpbf16ps kernel on an AMX CPU.
+const char* bf16_dot_kernel();
+void set_bf16_dot_no_amx(bool no_amx);
 // Which products use it is a property of the weights (Storage::bf16_products, set per model by
 // --compute bf16): products of two rows or more (one row, a decode step, stays the GEMV).
 
