@@ -56,6 +56,18 @@ for name in ttt-e2e full hybrid mamba2 gdn kvb; do row_ok "$out" "$name" || fail
 [ -s "$work/el/loss_vs_context.png" ] && [ -s "$work/el/loss_vs_position.png" ] || fail "eval-long: plots missing"
 echo "ok: eval-long on every model type, with intervals and plots"
 
+# --kv-dtype bf16: the window caches in bfloat16 change the losses a little, never much.
+first_loss() { grep -E "^\| $2 \|" <<<"$1" | head -1 | awk -F'|' '{ split($3, a, " "); print a[1] }'; }
+out_bf=$("$TTT" eval-long --model "$work/ttt-e2e" "$work/full" --data "$work/corpus" --lengths 64,128,256 --docs 3 \
+  --kv-dtype bf16 2>/dev/null) || fail "eval-long --kv-dtype bf16"
+for name in ttt-e2e full; do
+  a=$(first_loss "$out" "$name"); b=$(first_loss "$out_bf" "$name")
+  [ -n "$a" ] && [ -n "$b" ] || fail "eval-long --kv-dtype bf16: no loss for $name: $out_bf"
+  awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.05) }' \
+    || fail "eval-long --kv-dtype bf16: $name $b far from float32 $a"
+done
+echo "ok: eval-long --kv-dtype bf16 close to float32 (ttt-e2e: $(first_loss "$out" ttt-e2e) vs $(first_loss "$out_bf" ttt-e2e))"
+
 out=$("$TTT" probe --model "${models[@]}" --data "$work/corpus" --gaps 16,64 --span 8 --trials 3 2>/dev/null) || fail "probe"
 for name in ttt-e2e full hybrid mamba2 gdn kvb; do
   grep -E "^\| $name \| [0-9.]+ \[" <<<"$out" > /dev/null || fail "probe: no row for $name: $out"

@@ -10,6 +10,7 @@
 #include <vector>
 #include <unistd.h>
 
+#include "eval/long_context.h"
 #include "inference/session.h"
 #include "model/model.h"
 #include "tensor/random.h"
@@ -73,6 +74,28 @@ void expect_decode_near_prefill(const model::ModelConfig& cfg, bool ttt) {
 TEST(KvCache, Bf16DecodeNearPrefillWithTTT) { expect_decode_near_prefill(session_config(true), true); }
 TEST(KvCache, Bf16DecodeNearPrefillSwaModel) { expect_decode_near_prefill(session_config(false), true); }
 TEST(KvCache, Bf16DecodeNearPrefillHybrid) { expect_decode_near_prefill(session_config(true, 2), true); }
+
+// eval-long and probe (--kv-dtype): the per-position curve reads with the cache asked for, the
+// same prefill as above: not the float32 curve, and close to it.
+TEST(KvCache, PositionCurveReadsWithTheBf16Cache) {
+  const auto cfg = session_config(true);
+  const auto m = model::Model::init(cfg, 21);
+  const std::vector<std::vector<int32_t>> docs = {tokens(41, cfg.vocab_size, 3), tokens(41, cfg.vocab_size, 4)};
+  const auto f32 = eval::position_nll(m, docs, 40, true, model::KvDtype::F32);
+  const auto bf = eval::position_nll(m, docs, 40, true, model::KvDtype::BF16);
+  e2e::TTTOptions o = bf16_options();
+  o.inner_lr = e2e::TTTOptions{}.inner_lr;  // position_nll reads with the default step
+  const std::vector<int32_t> in(docs[0].begin(), docs[0].end() - 1), tg(docs[0].begin() + 1, docs[0].end());
+  const auto pre = e2e::prefill(m, in, tg, o);
+  double most = 0;
+  for (size_t i = 0; i < 40; ++i) {
+    if (std::isnan(bf.doc_nll[0][i])) continue;  // a BOS target
+    EXPECT_EQ(bf.doc_nll[0][i], pre.nll[i]) << "position " << i;
+    most = std::max(most, std::fabs(static_cast<double>(bf.doc_nll[0][i]) - f32.doc_nll[0][i]));
+  }
+  EXPECT_GT(most, 0.0) << "the bf16 cache changed nothing";
+  EXPECT_LT(most, 0.5);
+}
 
 TEST(KvCache, Bf16SessionHoldsHalfTheCacheBytes) {
   const auto cfg = session_config(false);

@@ -54,12 +54,13 @@ std::FILE* progress() { return isatty(fileno(stderr)) ? stderr : nullptr; }
 
 // Loads every model directory and checks it against the corpus (vocabulary, BOS id).
 std::string g_eval_device = "cpu";  // --device of eval-long, probe and eval-needle
+std::string g_eval_compute = "f32";  // --compute of eval-long and probe (eval-needle: f32)
+std::string g_eval_kv = "f32";       // --kv-dtype of eval-long and probe (eval-needle: f32)
 
 std::vector<model::Model> load_models(const std::vector<std::string>& dirs, const data::Dataset& ds) {
-  const Device dev = device_option(g_eval_device);
   std::vector<model::Model> ms;
   for (auto& d : dirs) {
-    ms.push_back(model::Model::load(d).to(dev));
+    ms.push_back(load_model(d, model::Weights::Auto, g_eval_compute, g_eval_device));
     ds.check_model(ms.back().config().vocab_size, ms.back().config().bos_token_id);
   }
   return ms;
@@ -68,7 +69,10 @@ std::vector<model::Model> load_models(const std::vector<std::string>& dirs, cons
 // Models named after their directories (pointers into ms, which must outlive the result).
 std::vector<eval::NamedModel> named_models(const std::vector<std::string>& dirs, const std::vector<model::Model>& ms) {
   std::vector<eval::NamedModel> named;
-  for (size_t i = 0; i < ms.size(); ++i) named.push_back({base_name(dirs[i]), &ms[i]});
+  for (size_t i = 0; i < ms.size(); ++i) {
+    named.push_back({base_name(dirs[i]), &ms[i]});
+    named.back().kv_dtype = model::parse_kv_dtype(g_eval_kv);
+  }
   return named;
 }
 
@@ -170,6 +174,8 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
   el->add_option("--lengths", g_long.lengths, "context lengths")->delimiter(',')->capture_default_str();
   el->add_option("--docs", g_long.docs, "documents to average over")->capture_default_str();
   el->add_option("--out", g_long.out, "write loss_vs_context.png and loss_vs_position.png here");
+  add_compute_option(el, g_eval_compute);
+  add_kv_dtype_option(el, g_eval_kv);
   add_device_option(el, g_eval_device);
   reg.push_back({el, [] { return run_eval_long(g_long); }});
 
@@ -179,6 +185,8 @@ void register_eval_commands(CLI::App& app, Registry& reg) {
   pr->add_option("--gaps", g_probe.gaps, "gaps between the two copies")->delimiter(',')->capture_default_str();
   pr->add_option("--span", g_probe.span, "span length")->capture_default_str();
   pr->add_option("--trials", g_probe.trials, "random spans per gap")->capture_default_str();
+  add_compute_option(pr, g_eval_compute);
+  add_kv_dtype_option(pr, g_eval_kv);
   add_device_option(pr, g_eval_device);
   reg.push_back({pr, [] { return run_probe(g_probe); }});
 

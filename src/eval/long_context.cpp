@@ -11,12 +11,13 @@
 namespace ttt::eval {
 
 PositionCurve position_nll(const model::Model& m, const std::vector<std::vector<int32_t>>& docs, int64_t length,
-                           bool ttt) {
+                           bool ttt, model::KvDtype kv) {
   PositionCurve c;
   c.mean_nll.assign(length, 0.0);
   std::vector<double> count(length, 0.0);
   e2e::TTTOptions opt;
   opt.ttt = ttt;
+  opt.kv_dtype = kv;
   const int32_t bos = static_cast<int32_t>(m.config().bos_token_id);
   for (auto& d : docs) {
     if (static_cast<int64_t>(d.size()) < length + 1)
@@ -70,12 +71,13 @@ std::vector<std::pair<double, double>> binned(const PositionCurve& c, int64_t bi
 
 std::vector<SpanProbe> repeated_span_probe(const model::Model& m, const std::vector<std::vector<int32_t>>& texts,
                                            const std::vector<int64_t>& gaps, int64_t span_len, int64_t span_pos,
-                                           int trials, uint64_t seed, bool ttt) {
+                                           int trials, uint64_t seed, bool ttt, model::KvDtype kv) {
   if (texts.empty()) throw std::invalid_argument("repeated_span_probe: no filler text");
   if (trials < 1) throw std::invalid_argument("repeated_span_probe: trials must be at least 1");
   const auto& cfg = m.config();
   e2e::TTTOptions opt;
   opt.ttt = ttt;
+  opt.kv_dtype = kv;
   std::vector<SpanProbe> out;
   for (int64_t gap : gaps) {
     const int64_t total = span_pos + 2 * span_len + gap + 1;

@@ -31,7 +31,7 @@ std::pair<double, double> doc_range_sum(const std::vector<float>& nll, int64_t l
 
 // Documents must hold at least `length`+1 tokens; longer ones are cut.
 PositionCurve position_nll(const model::Model& m, const std::vector<std::vector<int32_t>>& docs, int64_t length,
-                           bool ttt = true);
+                           bool ttt = true, model::KvDtype kv = model::KvDtype::F32);
 
 // Mean of curve.mean_nll over [lo, hi).
 double mean_range(const PositionCurve& c, int64_t lo, int64_t hi);
@@ -50,6 +50,7 @@ struct SpanProbe {
 // `span_len` random ids placed at `span_pos`, repeated after the gap; `trials` seeds.
 std::vector<SpanProbe> repeated_span_probe(const model::Model& m, const std::vector<std::vector<int32_t>>& texts,
                                            const std::vector<int64_t>& gaps, int64_t span_len, int64_t span_pos,
-                                           int trials, uint64_t seed, bool ttt = true);
+                                           int trials, uint64_t seed, bool ttt = true,
+                                           model::KvDtype kv = model::KvDtype::F32);
 
 }  // namespace ttt::eval

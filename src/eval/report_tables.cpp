@@ -51,7 +51,7 @@ LongEvalResult long_context_eval(const std::vector<NamedModel>& models, const da
                                static_cast<long long>(lmax));
     if (progress) std::fflush(progress);
     r.models.push_back(nm.name);
-    r.curves.push_back(position_nll(*nm.model, docs, lmax, nm.ttt));
+    r.curves.push_back(position_nll(*nm.model, docs, lmax, nm.ttt, nm.kv_dtype));
     if (progress)
       std::fprintf(progress, " %.0f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     std::vector<double> upto, late;
@@ -208,7 +208,7 @@ SpanProbeResult span_probe_eval(const std::vector<NamedModel>& models, const dat
     if (progress) std::fprintf(progress, "  span probe: %s, %d trials over %zu documents...\n", nm.name.c_str(), trials,
                                docs.size());
     r.models.push_back(nm.name);
-    r.probes.push_back(repeated_span_probe(*nm.model, docs, gaps, span_len, 64, trials, 7, nm.ttt));
+    r.probes.push_back(repeated_span_probe(*nm.model, docs, gaps, span_len, 64, trials, 7, nm.ttt, nm.kv_dtype));
   }
   return r;
 }

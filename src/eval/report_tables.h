@@ -23,6 +23,7 @@ struct NamedModel {
   std::string name;
   const model::Model* model;
   bool ttt = true;  // false: test-time training off (phi_0 throughout), the ablation of the inner loop
+  model::KvDtype kv_dtype = model::KvDtype::F32;  // attention's window cache in prefill (eval-long, probe)
   // Needle tests: recall this many stretches of the exact store before answering (0: none), in
   // recall_mode ("window", "review", "both"; inference/recall.h).
   int recall = 0;
