@@ -10,6 +10,7 @@
 
 #include "backend/thread_pool.h"
 #include "backend/cpu/attention_cpu.h"
+#include "tensor/bf16.h"
 
 namespace {
 
@@ -284,6 +285,63 @@ TEST(AttentionKernelReference, BackwardMatchesFiniteDifferences) {
     EXPECT_LE(rel_err(dk2, dk), 1e-12);
     EXPECT_LE(rel_err(dv2, dv), 1e-12);
   }
+}
+
+}  // namespace
+
+namespace {
+
+// --compute bf16 on AMX (attention_amx.cpp): against the float64 reference of the bf16-rounded
+// q, k, v. The scores of rounded operands are exact products summed in float32; the
+// probabilities are rounded to bf16 for the product with v (relative 2^-9 each), so o is within
+// a few thousandths of max |v|, lse within float32 rounding. Bands over several key blocks,
+// windows, offsets, rows that see no key, ragged tails.
+TEST(AttentionKernelAmx, MatchesTheReferenceOfRoundedOperands) {
+  const std::vector<std::vector<int64_t>> cases = {
+      // tq, tk, heads, dim, q_pos0, k_pos0, window
+      {100, 100, 2, 64, 0, 0, 0},   {70, 150, 3, 32, 80, 0, 40},  {48, 700, 2, 64, 652, 0, 600},
+      {33, 40, 1, 64, 10, 15, 0},   {16, 16, 1, 32, 0, 0, 1},     {300, 1400, 2, 64, 1100, 0, 1024}};
+  std::mt19937 gen(5);
+  for (const auto& c : cases) {
+    const auto s0 = make_shape(c[0], c[1], c[2], c[3], c[4], c[5], c[6]);
+    auto s = s0;
+    s.bf16_products = true;
+    const int64_t ld = s.heads * s.head_dim;
+    auto round = [](std::vector<float> x) {
+      for (auto& e : x) e = ttt::bf16_to_float(ttt::float_to_bf16(e));
+      return x;
+    };
+    const auto q = random_vec<float>(static_cast<size_t>(s.tq * ld), gen, 2.0);
+    const auto k = random_vec<float>(static_cast<size_t>(s.tk * ld), gen, 2.0);
+    const auto v = random_vec<float>(static_cast<size_t>(s.tk * ld), gen);
+    std::vector<float> o(q.size(), -7.0f), lse(static_cast<size_t>(s.heads * s.tq), -7.0f);
+    if (!ttt::kernels::attention_forward_amx(s, q.data(), k.data(), v.data(), o.data(), lse.data()))
+      GTEST_SKIP() << "no AMX here (or TTT_NO_AMX)";
+    const auto qr = round(q), kr = round(k), vr = round(v);
+    std::vector<double> qd(qr.begin(), qr.end()), kd(kr.begin(), kr.end()), vd(vr.begin(), vr.end());
+    std::vector<double> od(o.size()), lsed(lse.size());
+    ttt::kernels::attention_forward_reference(s0, qd.data(), kd.data(), vd.data(), od.data(), lsed.data());
+    double vmax = 0;
+    for (float x : vr) vmax = std::max(vmax, std::fabs(static_cast<double>(x)));
+    for (size_t i = 0; i < o.size(); ++i)
+      ASSERT_NEAR(o[i], od[i], 6e-3 * vmax) << "o[" << i << "], case tq " << c[0] << " tk " << c[1];
+    for (size_t i = 0; i < lse.size(); ++i) {
+      if (std::isinf(lsed[i])) {
+        EXPECT_TRUE(std::isinf(lse[i]) && lse[i] < 0) << "lse[" << i << "] should be -inf";
+        continue;
+      }
+      ASSERT_NEAR(lse[i], lsed[i], 1e-4 * (1 + std::fabs(lsed[i]))) << "lse[" << i << "], case tq " << c[0];
+    }
+  }
+}
+
+TEST(AttentionKernelAmx, DeclinesWhatItDoesNotCover) {
+  std::vector<float> x(16 * 2 * 128, 0.5f), o(x.size()), lse(64);
+  auto s = make_shape(16, 16, 2, 16, 0, 0, 0);  // head_dim 16
+  s.bf16_products = true;
+  EXPECT_FALSE(ttt::kernels::attention_forward_amx(s, x.data(), x.data(), x.data(), o.data(), lse.data()));
+  s = make_shape(8, 8, 2, 64, 0, 0, 0);  // fewer than 16 queries
+  EXPECT_FALSE(ttt::kernels::attention_forward_amx(s, x.data(), x.data(), x.data(), o.data(), lse.data()));
 }
 
 }  // namespace

@@ -1263,8 +1263,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   Tensor qc = dense(q), kc = dense(k), vc = dense(v);
   Tensor o = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({s.heads, s.tq}, q.dtype(), q.device());
-  be(q).attention_forward(s, qc, kc, vc, o, lse);
-  if (needs_graph({&q, &k, &v})) {
+  const bool graph = needs_graph({&q, &k, &v});
+  {
+    AttentionShape sf = s;  // bf16 products only where no backward will recompute from lse
+    sf.bf16_products = opt.bf16_products && !graph;
+    be(q).attention_forward(sf, qc, kc, vc, o, lse);
+  }
+  if (graph) {
     AttentionShape s1 = s;  // first order: no dk, dv for constant keys
     s1.k_grad_from = std::clamp<int64_t>(opt.k_grad_from, 0, s.tk);
     record(o, "attention", {q, k, v}, [q, k, v, lse, s, s1](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {

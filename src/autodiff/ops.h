@@ -134,6 +134,9 @@ struct AttentionOptions {
   // first-order backward leaves their dk, dv zero instead of computing them. Only a hint: a
   // backward that is differentiated again computes every row.
   int64_t k_grad_from = 0;
+  // The model computes in bf16 (`--compute bf16`): a forward that records no graph may run with
+  // bf16 products (AttentionShape::bf16_products).
+  bool bf16_products = false;
 };
 // q [Tq, H, D], k and v [Tk, H, D] -> [Tq, H, D]; scale 1/sqrt(D). Fused tiled kernel forward;
 // first-order backward through the fused backward kernel; with create_graph the backward is

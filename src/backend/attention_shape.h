@@ -18,7 +18,19 @@ struct AttentionShape {
   // attention_backward only: dk and dv rows before this key are left zero, not computed (keys
   // whose gradient nobody needs: a TTT inner step's cache of earlier chunks, a constant there).
   int64_t k_grad_from = 0;
+  // attention_forward only: the caller allows bf16 products (`--compute bf16`, and nothing will
+  // differentiate the result): a backend may round q, k, v and the probabilities to bf16 and
+  // accumulate in float32 (the CPU's AMX kernel does where the CPU has AMX); others ignore it.
+  bool bf16_products = false;
 };
+
+// The keys query row i sees: [attention_key_lo(s, i), attention_key_hi(s, i)), empty if hi <= lo.
+inline int64_t attention_key_hi(const AttentionShape& s, int64_t i) {
+  return std::clamp<int64_t>(s.q_pos0 + i - s.k_pos0 + 1, 0, s.tk);
+}
+inline int64_t attention_key_lo(const AttentionShape& s, int64_t i) {
+  return s.window > 0 ? std::clamp<int64_t>(s.q_pos0 + i - s.window + 1 - s.k_pos0, 0, s.tk) : 0;
+}
 
 // Visible (query, key) pairs over all heads under the rule above: the work of one attention call
 // (FLOP counts of the model families and the benchmarks).

@@ -30,6 +30,7 @@ Tensor AttentionMixer::forward(const Tensor& a, int64_t pos0, const MixerState& 
   opt.q_pos0 = pos0;
   opt.k_pos0 = pos0 - cached;
   opt.window = window_;
+  opt.bf16_products = p_.wq.dtype() == DType::BF16 && p_.wq.impl()->storage->bf16_products;
   // A cache that carries no graph (prefill, decoding) is a constant for the inner step's gradient.
   if (cached && !in.tensors[0].requires_grad() && !in.tensors[1].requires_grad()) opt.k_grad_from = cached;
   return matmul(reshape(attention(q, keys, vals, opt), {t, heads_ * head_dim_}), p_.wo);

@@ -19,9 +19,6 @@
 // two activation and two weight tiles: the eight tiles there are) runs over each k block.
 // TTT_NO_AMX=1 keeps the vdpbf16ps kernel.
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#include <cpuid.h>
 #include <cstdlib>
 
 #include <algorithm>
@@ -31,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/amx.h"
 #include "backend/cpu/bf16_gemm.h"
 #include "backend/cpu/pool.h"
 #include "backend/thread_pool.h"
@@ -44,7 +42,6 @@ constexpr int64_t kMR = 6;    // activation rows per register tile
 constexpr int64_t kKC = 512;  // k per packed block (even)
 
 #define TTT_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-#define TTT_AMX __attribute__((target("amx-tile,amx-bf16")))
 
 // Packs b's columns [j0, j0 + 64) (zero beyond n) and k rows [k0, k0 + kc) (zero beyond k) as
 // pairs: p[(q * 64 + c) * 2 + e] = B[k0 + 2q + e][j0 + c].
@@ -106,82 +103,6 @@ void run_tile(int rows, const uint32_t* a, int64_t lda32, const uint16_t* p, int
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// True where the CPU has AMX-TILE and AMX-BF16, the OS saves the tile state (XCR0 bits 17-18)
-// and the kernel lets this process use it (arch_prctl ARCH_REQ_XCOMP_PERM, Linux 5.16+).
-bool amx_available() {
-  static const bool ok = [] {
-    if (const char* no = std::getenv("TTT_NO_AMX"); no && *no && std::string(no) != "0") return false;
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    const bool tile = d & (1u << 24), bf16 = d & (1u << 22);
-    if (!tile || !bf16) return false;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
-    unsigned xlo, xhi;
-    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    if ((xlo & (3u << 17)) != (3u << 17)) return false;
-    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
-  }();
-  return ok;
-}
-
-std::atomic<bool> g_no_amx{false};  // tests: force the vdpbf16ps kernel
-
-bool use_amx() { return !g_no_amx.load(std::memory_order_relaxed) && amx_available(); }
-
-// A scratch buffer from the CPU backend's pool: the per-call buffers here (a head's activations
-// rounded to bf16 are tens of megabytes) are then reused from call to call instead of being
-// fresh, page-faulting allocations each time, and count in the backend's memory statistics.
-template <class T>
-class Scratch {
- public:
-  explicit Scratch(size_t n) : n_(n), p_(static_cast<T*>(pool::allocate(std::max<size_t>(n, 1) * sizeof(T)))) {}
-  ~Scratch() { pool::release(p_, std::max<size_t>(n_, 1) * sizeof(T)); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  T* data() { return p_; }
-
- private:
-  size_t n_;
-  T* p_;
-};
-
-struct TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// dst[0:n] = float_to_bf16(src[0:n]), 16 at a time: the same integer rounding (nearest even,
-// NaNs kept quiet), so bit for bit the scalar function's.
-TTT_AVX512BF16 void round_row_bf16(const float* src, uint16_t* dst, int64_t n) {
-  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-  const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m512i u = _mm512_loadu_si512(src + j);
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
-    const __m512i rounded = _mm512_srli_epi32(
-        _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(_mm512_srli_epi32(u, 16), one)), 16);
-    const __m512i nanv = _mm512_or_si512(_mm512_srli_epi32(u, 16), quiet);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j),
-                        _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, nanv)));
-  }
-  for (; j < n; ++j) dst[j] = float_to_bf16(src[j]);
-}
-
-// Every tile 16 rows of 64 bytes. In static storage: GCC's _tile_loadconfig tells the compiler
-// it reads 8 bytes, so the stores that fill a local config were optimized away.
-alignas(64) const TileConfig kTileConfig = [] {
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  return cfg;
-}();
-
-TTT_AMX void amx_configure() { _tile_loadconfig(&kTileConfig); }
 
 // One packed block of weights: columns [j0, j0 + 32) (zero beyond n) and k rows [k0, k0 + kc)
 // (zero beyond k, up to `pairs` pairs) as p[(q * 32 + c) * 2 + e] = B[k0 + 2q + e][j0 + c]; a
@@ -288,35 +209,15 @@ TTT_AMX void amx_strips(const uint16_t* a, int64_t ka, int64_t m, int64_t i0, in
 }
 
 // C^T's tile, stored as buf[jj * 16 + ii] (16 weight rows x 16 activation rows), into C's
-// rows x cols corner at c: whole tiles by a 16 x 16 transpose in registers (unpacks, then lane
-// shuffles), edge tiles element by element.
+// rows x cols corner at c: whole tiles by a 16 x 16 transpose in registers, edge tiles element
+// by element.
 TTT_AVX512BF16 void store_transposed(const float* buf, float* c, int64_t ldc, int rows, int cols) {
   if (rows < 16 || cols < 16) {
     for (int ii = 0; ii < rows; ++ii)
       for (int jj = 0; jj < cols; ++jj) c[ii * ldc + jj] = buf[jj * 16 + ii];
     return;
   }
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(buf + 16 * i);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-  }
-  for (int h = 0; h < 16; h += 8)
-    for (int i = 0; i < 4; ++i) {
-      t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-      t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
-    }
-  for (int i = 0; i < 8; ++i) {
-    _mm512_storeu_ps(c + i * ldc, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
-    _mm512_storeu_ps(c + (i + 8) * ldc, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
-  }
+  transpose16x16(buf, 16, c, ldc);
 }
 #define TTT_CT_STORE(T, c, ldc, rows, cols, buf)  \
   do {                                            \
@@ -373,7 +274,6 @@ TTT_AMX void amx_weight_rows(const uint16_t* w, int64_t n, int64_t k, int64_t j0
 }
 #undef TTT_CT_STORE
 
-TTT_AMX void amx_release() { _tile_release(); }
 #undef TTT_C_LOAD
 #undef TTT_C_STORE
 
@@ -391,14 +291,14 @@ void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
   if (tb && k % 32 == 0) {
     // Activations packed as the right operand: per 32 rows, [k/2][32][2] (zero beyond m).
     const int64_t pairs = k / 2, act_blocks = (m + 31) / 32, act_block = pairs * 64;
-    Scratch<uint16_t> pa(static_cast<size_t>(act_blocks * act_block));
+    pool::Buffer<uint16_t> pa(static_cast<size_t>(act_blocks * act_block));
     parallel_for(0, act_blocks, 1, [&](int64_t lo, int64_t hi) {
       std::vector<uint16_t> row(static_cast<size_t>(k));
       for (int64_t blk = lo; blk < hi; ++blk) {
         uint32_t* p32 = reinterpret_cast<uint32_t*>(pa.data() + blk * act_block);
         if (blk * 32 + 32 > m) std::memset(p32, 0, static_cast<size_t>(act_block) * sizeof(uint16_t));
         for (int64_t r = 0; r < 32 && blk * 32 + r < m; ++r) {
-          round_row_bf16(a + (blk * 32 + r) * lda, row.data(), k);
+          round_to_bf16(a + (blk * 32 + r) * lda, row.data(), k);
           for (int64_t q = 0; q < pairs; ++q) std::memcpy(p32 + q * 32 + r, row.data() + 2 * q, sizeof(uint32_t));
         }
       }
@@ -409,10 +309,10 @@ void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
     parallel_for(0, (wblocks + per - 1) / per, 1, [&](int64_t lo, int64_t hi) {
       thread_local std::vector<uint16_t> pad;
       if (n % 32) pad.resize(static_cast<size_t>(32 * k));
-      amx_configure();
+      amx_begin();
       for (int64_t item = lo; item < hi; ++item)
         amx_weight_rows(b, n, k, item * per * 32, std::min(n, (item + 1) * per * 32), pa.data(), m, c, ldc, pad.data());
-      amx_release();
+      amx_end();
     });
     return;
   }
@@ -422,8 +322,8 @@ void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
   const int64_t blocks = (n + kBlockCols - 1) / kBlockCols;
   const int64_t max_kc = std::min(kAmxSlab, ka), max_block_elems = max_kc * kBlockCols;
   const int64_t packed_elems = std::clamp<int64_t>(kAmxPackBytes / (max_block_elems * 2), 1, blocks) * max_block_elems;
-  Scratch<uint16_t> packed(static_cast<size_t>(packed_elems));
-  Scratch<uint16_t> abf(static_cast<size_t>(ma * max_kc));
+  pool::Buffer<uint16_t> packed(static_cast<size_t>(packed_elems));
+  pool::Buffer<uint16_t> abf(static_cast<size_t>(ma * max_kc));
   for (int64_t k0 = 0; k0 < ka; k0 += kAmxSlab) {
     const int64_t kc = std::min(kAmxSlab, ka - k0), pairs = kc / 2;
     const int64_t kv = std::clamp<int64_t>(k - k0, 0, kc);  // values of the slab inside a
@@ -431,7 +331,7 @@ void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
       for (int64_t i = lo; i < hi; ++i) {
         uint16_t* row = abf.data() + i * kc;
         const int64_t filled = i < m ? kv : 0;
-        if (filled) round_row_bf16(a + i * lda + k0, row, filled);
+        if (filled) round_to_bf16(a + i * lda + k0, row, filled);
         std::fill(row + filled, row + kc, uint16_t{0});
       }
     });
@@ -449,7 +349,7 @@ void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
       const int64_t group = std::clamp<int64_t>(nblk * panels / (4 * threads), 1, 8);
       const int64_t groups = (nblk + group - 1) / group;
       parallel_for(0, panels * groups, 1, [&](int64_t lo, int64_t hi) {
-        amx_configure();
+        amx_begin();
         for (int64_t item = lo; item < hi; ++item) {
           const int64_t pi = item / groups, g = item % groups;
           const int64_t i0 = pi * panel, i1 = std::min(m, i0 + panel);
@@ -459,7 +359,7 @@ void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
                        std::min(kBlockCols, n - col), k0 > 0);
           }
         }
-        amx_release();
+        amx_end();
       });
     }
   }
@@ -467,6 +367,19 @@ void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
 #pragma GCC diagnostic pop
 
 }  // namespace
+
+// vcvtneps2bf16, 16 at a time: nearest even as float_to_bf16, NaNs kept quiet; a denormal input
+// becomes a signed zero, which is what the products (vdpbf16ps, tdpbf16ps) make of a bf16
+// denormal anyway. The integer form of float_to_bf16 took a quarter of the AMX attention's time.
+TTT_AVX512BF16 void round_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
+  if (j < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - j)) - 1);
+    _mm256_mask_storeu_epi16(dst + j, tail, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(tail, src + j)));
+  }
+}
 
 bool cpu_has_avx512_bf16() {
   static const bool has = [] {
@@ -486,7 +399,7 @@ void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda
     for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     return;
   }
-  if (use_amx()) {
+  if (amx_in_use()) {
     gemm_amx(m, n, k, a, lda, b, tb, c, ldc);
     return;
   }
@@ -519,9 +432,8 @@ void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda
 
 const char* bf16_dot_kernel() {
   if (!cpu_has_avx512_bf16()) return "none (no AVX512_BF16)";
-  return use_amx() ? "amx" : "avx512_bf16";
+  return amx_in_use() ? "amx" : "avx512_bf16";
 }
 
-void set_bf16_dot_no_amx(bool no_amx) { g_no_amx.store(no_amx, std::memory_order_relaxed); }
 
 }  // namespace ttt::kernels

@@ -35,6 +35,10 @@ void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda
 // bf16_dot_kernel() names the kernel in use: "amx", "avx512_bf16" or "none (...)";
 // set_bf16_dot_no_amx(true) (tests) keeps the vdpbf16ps kernel on an AMX CPU.
 const char* bf16_dot_kernel();
+// dst[0:n] = float_to_bf16(src[0:n]), vectorized, except that denormal inputs become zeros (the
+// bf16 products flush them anyway): the activations' rounding of the bf16 kernels (needs
+// cpu_has_avx512_bf16()).
+void round_to_bf16(const float* src, uint16_t* dst, int64_t n);
 void set_bf16_dot_no_amx(bool no_amx);
 // Which products use it is a property of the weights (Storage::bf16_products, set per model by
 // --compute bf16): products of two rows or more (one row, a decode step, stays the GEMV).

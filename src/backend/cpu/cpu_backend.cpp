@@ -759,6 +759,10 @@ class CpuBackend final : public Backend {
 
   void attention_forward(const kernels::AttentionShape& s, const Tensor& q, const Tensor& k,
                          const Tensor& v, const Tensor& o, const Tensor& lse) override {
+    if (s.bf16_products && o.dtype() == DType::F32 &&
+        kernels::attention_forward_amx(s, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
+                                       lse.data<float>()))
+      return;
     for_dtype(o.dtype(), [&]<class T>() {
       kernels::attention_forward<T>(s, q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.data<T>());
     });
