@@ -345,3 +345,46 @@ TEST(AttentionKernelAmx, DeclinesWhatItDoesNotCover) {
 }
 
 }  // namespace
+
+namespace {
+
+// The same with a bf16 window cache (--kv-dtype bf16 under --compute bf16): the cache's rows as
+// they are, the chunk's rounded; against the reference over the rows the kernel reads.
+TEST(AttentionKernelAmx, ReadsABf16CacheAsItIs) {
+  std::mt19937 gen(8);
+  auto s = make_shape(40, 300, 2, 64, 260, 0, 256);
+  const int64_t cached = 200, ld = s.heads * s.head_dim;
+  const auto q = random_vec<float>(static_cast<size_t>(s.tq * ld), gen, 2.0);
+  const auto kf = random_vec<float>(static_cast<size_t>(s.tk * ld), gen, 2.0);
+  const auto vf = random_vec<float>(static_cast<size_t>(s.tk * ld), gen);
+  // The cache holds other rows than kf, vf's first ones (which the kernel must not read).
+  const auto kcf = random_vec<float>(static_cast<size_t>(cached * ld), gen, 2.0);
+  const auto vcf = random_vec<float>(static_cast<size_t>(cached * ld), gen);
+  std::vector<uint16_t> kc(kcf.size()), vc(vcf.size());
+  for (size_t i = 0; i < kc.size(); ++i) {
+    kc[i] = ttt::float_to_bf16(kcf[i]);
+    vc[i] = ttt::float_to_bf16(vcf[i]);
+  }
+  std::vector<float> o(q.size()), lse(static_cast<size_t>(s.heads * s.tq));
+  auto sb = s;
+  sb.bf16_products = true;
+  const ttt::kernels::Bf16CacheKV kv{kc.data(), vc.data(), cached, kf.data() + cached * ld, vf.data() + cached * ld};
+  if (!ttt::kernels::attention_forward_amx(sb, q.data(), kv, o.data(), lse.data())) GTEST_SKIP() << "no AMX here";
+  auto rounded = [](const std::vector<float>& x) {
+    std::vector<double> d(x.size());
+    for (size_t i = 0; i < x.size(); ++i) d[i] = ttt::bf16_to_float(ttt::float_to_bf16(x[i]));
+    return d;
+  };
+  auto kd = rounded(kf), vd = rounded(vf);
+  const auto qd = rounded(q), kcd = rounded(kcf), vcd = rounded(vcf);
+  std::copy(kcd.begin(), kcd.end(), kd.begin());
+  std::copy(vcd.begin(), vcd.end(), vd.begin());
+  std::vector<double> od(o.size()), lsed(lse.size());
+  ttt::kernels::attention_forward_reference(s, qd.data(), kd.data(), vd.data(), od.data(), lsed.data());
+  double vmax = 0;
+  for (double x : vd) vmax = std::max(vmax, std::fabs(x));
+  for (size_t i = 0; i < o.size(); ++i) ASSERT_NEAR(o[i], od[i], 6e-3 * vmax) << "o[" << i << "]";
+  for (size_t i = 0; i < lse.size(); ++i) ASSERT_NEAR(lse[i], lsed[i], 1e-4 * (1 + std::fabs(lsed[i]))) << "lse[" << i << "]";
+}
+
+}  // namespace

@@ -1307,8 +1307,13 @@ Tensor attention_bf16_cache(const Tensor& q, const Tensor& k_cache, const Tensor
   const Tensor kc = dense(k_cache), vc = dense(v_cache), kn = dense(k), vn = dense(v);
   Tensor o = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({s.heads, s.tq}, q.dtype(), q.device());
-  be(q).attention_forward_bf16_cache(s, dense(q), kc, vc, kn, vn, o, lse);
-  if (needs_graph({&q, &k, &v})) {
+  const bool graph = needs_graph({&q, &k, &v});
+  {
+    AttentionShape sf = s;  // bf16 products only where no backward will recompute from lse
+    sf.bf16_products = opt.bf16_products && !graph;
+    be(q).attention_forward_bf16_cache(sf, dense(q), kc, vc, kn, vn, o, lse);
+  }
+  if (graph) {
     record(o, op, {q, k, v}, [q, kc, vc, k, v, lse, s, tc](const Tensor& g, const Tensor& out, const std::vector<bool>& n) {
       if (grad_enabled()) {  // differentiated again: the plain fused op over the widened keys
         const Tensor kf = concat({to_dtype(kc, DType::F32), k}, 0), vf = concat({to_dtype(vc, DType::F32), v}, 0);

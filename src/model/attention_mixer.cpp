@@ -64,6 +64,7 @@ Tensor AttentionMixer::forward_bf16(const Tensor& q, const Tensor& k, const Tens
   opt.q_pos0 = pos0;
   opt.k_pos0 = pos0 - cached;
   opt.window = window_;
+  opt.bf16_products = p_.wq.dtype() == DType::BF16 && p_.wq.impl()->storage->bf16_products;
   // The rows appended above lie after the view `in` holds: its rows are unchanged.
   const Tensor o = cached ? attention_bf16_cache(q, in.tensors[0], in.tensors[1], k, v, opt) : attention(q, k, v, opt);
   return matmul(reshape(o, {t, heads_ * head_dim_}), p_.wo);

@@ -185,6 +185,10 @@ TTT_AMX void query_tile(const AttentionShape& s, const Packed& pk, const float* 
 
 bool attention_forward_amx(const AttentionShape& s, const float* q, const float* k, const float* v, float* o,
                            float* lse) {
+  return attention_forward_amx(s, q, Bf16CacheKV{nullptr, nullptr, 0, k, v}, o, lse);
+}
+
+bool attention_forward_amx(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, float* o, float* lse) {
   const int64_t H = s.heads, D = s.head_dim, ld = H * D;
   if (!amx_in_use() || (D != 32 && D != 64) || s.tq < kRows || s.tk <= 0 || H <= 0) return false;
   const int64_t tkp = (s.tk + 31) / 32 * 32;
@@ -197,9 +201,13 @@ bool attention_forward_amx(const AttentionShape& s, const float* q, const float*
     for (int64_t item = lo; item < hi; ++item) {
       const int64_t h = item / kblocks, j0 = (item % kblocks) * 16;
       for (int64_t r = 0; r < 16; ++r) {
-        if (j0 + r < s.tk) {
-          round_to_bf16(k + (j0 + r) * ld + h * D, kr + r * D, D);
-          round_to_bf16(v + (j0 + r) * ld + h * D, vr + r * D, D);
+        const int64_t j = j0 + r;
+        if (j < kv.cached) {  // a bf16 cache row, as it is
+          std::memcpy(kr + r * D, kv.kc + j * ld + h * D, static_cast<size_t>(D) * sizeof(uint16_t));
+          std::memcpy(vr + r * D, kv.vc + j * ld + h * D, static_cast<size_t>(D) * sizeof(uint16_t));
+        } else if (j < s.tk) {
+          round_to_bf16(kv.k + (j - kv.cached) * ld + h * D, kr + r * D, D);
+          round_to_bf16(kv.v + (j - kv.cached) * ld + h * D, vr + r * D, D);
         } else {
           std::fill_n(kr + r * D, D, uint16_t{0});
           std::fill_n(vr + r * D, D, uint16_t{0});

@@ -21,12 +21,6 @@ using ttt::AttentionShape;
 template <class T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse);
 
-// The forward with bf16 products on AMX tiles (attention_amx.cpp; s.bf16_products): q, k, v
-// and the probabilities rounded to bf16, float32 accumulation and softmax. Returns false, having
-// done nothing, where it does not apply (no AMX, head_dim other than 32 or 64, fewer than 16
-// queries: decoding stays on the bandwidth-bound float32 path).
-bool attention_forward_amx(const AttentionShape& s, const float* q, const float* k, const float* v, float* o,
-                           float* lse);
 
 // Given dout = dL/do, writes dq, dk, dv (overwritten, not accumulated). Recomputes the
 // probabilities from q, k and lse; `o` is needed for the softmax-backward row term.
@@ -63,6 +57,15 @@ struct Bf16CacheKV {
 };
 void attention_forward_bf16_cache(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, float* o,
                                   float* lse);
+
+// The forward with bf16 products on AMX tiles (attention_amx.cpp; s.bf16_products): q, k, v
+// and the probabilities rounded to bf16, float32 accumulation and softmax. Returns false, having
+// done nothing, where it does not apply (no AMX, head_dim other than 32 or 64, fewer than 16
+// queries: decoding stays on the bandwidth-bound float32 path). With a bf16 window cache
+// (kv.cached rows) the cache's rows are taken as they are.
+bool attention_forward_amx(const AttentionShape& s, const float* q, const float* k, const float* v, float* o,
+                           float* lse);
+bool attention_forward_amx(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, float* o, float* lse);
 // First order only: dq [Tq, H, D], and dk, dv for the chunk's rows only ([tk - cached, H, D]);
 // s.k_grad_from must be at least kv.cached (the cache gets no gradient).
 void attention_backward_bf16_cache(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, const float* o,

@@ -771,6 +771,9 @@ class CpuBackend final : public Backend {
   void attention_forward_bf16_cache(const kernels::AttentionShape& s, const Tensor& q, const Tensor& kc,
                                     const Tensor& vc, const Tensor& k, const Tensor& v, const Tensor& o,
                                     const Tensor& lse) override {
+    if (s.bf16_products && kernels::attention_forward_amx(s, q.data<float>(), bf16_kv(kc, vc, k, v), o.data<float>(),
+                                                          lse.data<float>()))
+      return;
     kernels::attention_forward_bf16_cache(s, q.data<float>(), bf16_kv(kc, vc, k, v), o.data<float>(), lse.data<float>());
   }
 
