@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "autodiff/ops.h"
+#include "backend/cpu/bf16_gemm.h"
 #include "backend/thread_pool.h"
 #include "data/tokenizer.h"
 #include "eval/long_context.h"
@@ -248,9 +249,18 @@ struct Session {
   std::unique_ptr<ttt::inference::Session> s;
 };
 
-Model model_load(const std::filesystem::path& dir, const std::string& weights) {
-  const auto w = ttt::model::parse_weights(weights);
-  return Model{engine_call([&] { return std::make_shared<ttt::model::Model>(ttt::model::Model::load(dir.string(), w)); })};
+Model model_load(const std::filesystem::path& dir, const std::string& weights, const std::string& compute) {
+  auto w = ttt::model::parse_weights(weights);
+  if (compute != "f32" && compute != "bf16") throw std::invalid_argument("compute must be \"f32\" or \"bf16\", got '" + compute + "'");
+  const bool bf16 = compute == "bf16";
+  if (bf16 && !ttt::kernels::cpu_has_avx512_bf16())
+    throw std::invalid_argument("compute=\"bf16\" needs a CPU with AVX512_BF16 (this one has none); use weights=\"bf16\" instead");
+  if (bf16) w = ttt::model::Weights::BF16;  // as `--compute bf16`: the large matrices held bf16
+  return Model{engine_call([&] {
+    auto m = std::make_shared<ttt::model::Model>(ttt::model::Model::load(dir.string(), w));
+    m->set_bf16_products(bf16);
+    return m;
+  })};
 }
 
 Model model_init(nb::handle config, uint64_t seed) {
@@ -590,8 +600,9 @@ NB_MODULE(_ttt, mod) {
       "n"_a);
 
   nb::class_<Model>(mod, "Model")
-      .def_static("load", &model_load, "dir"_a, "weights"_a = "auto",
-                  "A model directory (config.json, model.safetensors). weights: f32, bf16 or auto.")
+      .def_static("load", &model_load, "dir"_a, "weights"_a = "auto", "compute"_a = "f32",
+                  "A model directory (config.json, model.safetensors). weights: f32, bf16 or auto. compute: f32, or "
+                  "bf16 (as `--compute bf16`: bf16 weights and bf16 x bf16 products, AMX where the CPU has it).")
       .def_static("init", &model_init, "config"_a, "seed"_a = 0, "Random initialization, as `ttt init`.")
       .def_prop_ro("config", [](const Model& m) { return json_loads(ttt::model::config_to_json(m.m->config())); })
       .def(

@@ -15,8 +15,9 @@ def set_num_threads(n: int) -> None: ...
 
 class Model:
     @staticmethod
-    def load(dir: PathType, weights: str = "auto") -> Model:
-        """A model directory (config.json, model.safetensors); weights: "f32", "bf16" or "auto"."""
+    def load(dir: PathType, weights: str = "auto", compute: str = "f32") -> Model:
+        """A model directory (config.json, model.safetensors); weights: "f32", "bf16" or "auto";
+        compute: "f32", or "bf16" as `--compute bf16` (bf16 x bf16 products, AMX where present)."""
     @staticmethod
     def init(config: Mapping[str, Any] | str, seed: int = 0) -> Model:
         """Random initialization from config.json fields, as `ttt init`."""

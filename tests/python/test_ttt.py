@@ -439,6 +439,20 @@ def test_import_checkpoint_bit_for_bit(cli, work):
         ttt.import_checkpoint(work / "ckpt", work / "imp_py", config=work / "imp.json", python=str(py))
 
 
+def test_compute_bf16_equals_cli(cli, tiny_model, token_file):
+    path, ids = token_file("cb.bin", 25, seed=13)
+    r = cli("eval", "--model", tiny_model, "--tokens", path, "--compute", "bf16", check=False)
+    if r.returncode != 0:  # a CPU without AVX512_BF16: both refuse
+        assert "AVX512_BF16" in r.stderr
+        with pytest.raises(ValueError, match="AVX512_BF16"):
+            ttt.Model.load(tiny_model, compute="bf16")
+        return
+    loss, _ = ttt.Model.load(tiny_model, compute="bf16").eval(ids)
+    assert r.stdout.strip() == "loss %.9g" % loss
+    with pytest.raises(ValueError, match="compute must be"):
+        ttt.Model.load(tiny_model, compute="fp8")
+
+
 def test_bf16_window_cache_equals_cli(cli, tiny_model, token_file):
     path, ids = token_file("kv.bin", 25, seed=12)
     r = cli("eval", "--model", tiny_model, "--tokens", path, "--kv-dtype", "bf16")
