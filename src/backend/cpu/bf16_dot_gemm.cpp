@@ -172,6 +172,22 @@ void edge_out(const float* buf, float* c, int64_t ldc, int rows, int cols) {
     }                                            \
   } while (0)
 
+// The 2 x 2 tile step both products run: accumulator tiles 0-3 += the left tiles (16 rows of 32
+// bf16 at l0 and at l1, rows ldl bytes apart) x a packed 32-column block p ([pairs][32][2]), over
+// `pairs` pairs (a multiple of 16): per 16 pairs two left and two right tiles, four tdpbf16ps.
+TTT_AMX inline void tiles_2x2(const uint16_t* l0, const uint16_t* l1, int64_t ldl, const uint16_t* p, int64_t pairs) {
+  for (int64_t q = 0; q < pairs; q += 16) {
+    _tile_loadd(4, l0 + 2 * q, ldl);
+    _tile_loadd(5, l1 + 2 * q, ldl);
+    _tile_loadd(6, p + q * 64, 128);
+    _tile_loadd(7, p + q * 64 + 32, 128);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+}
+
 // C[i0:i1, 0:ncols] (+)= A[i0:i1, slab] @ one packed block (pairs a multiple of 16; a holds the
 // slab's rows of ka values, padded to whole 32-row strips with zeros): per 32 x 32 block of C,
 // four accumulator tiles over the slab's depth.
@@ -191,16 +207,7 @@ TTT_AMX void amx_strips(const uint16_t* a, int64_t ka, int64_t m, int64_t i0, in
     TTT_C_LOAD(1, cc + 16, ldc, r0, c1, accumulate, buf[1]);
     TTT_C_LOAD(2, cc + 16 * ldc, ldc, r1, c0, accumulate, buf[2]);
     TTT_C_LOAD(3, cc + 16 * ldc + 16, ldc, r1, c1, accumulate, buf[3]);
-    for (int64_t q = 0; q < pairs; q += 16) {
-      _tile_loadd(4, a0 + 2 * q, lda);
-      _tile_loadd(5, a1 + 2 * q, lda);
-      _tile_loadd(6, p + q * 64, 128);
-      _tile_loadd(7, p + q * 64 + 32, 128);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
+    tiles_2x2(a0, a1, lda, p, pairs);
     TTT_C_STORE(0, cc, ldc, r0, c0, buf[0]);
     TTT_C_STORE(1, cc + 16, ldc, r0, c1, buf[1]);
     TTT_C_STORE(2, cc + 16 * ldc, ldc, r1, c0, buf[2]);
@@ -252,16 +259,7 @@ TTT_AMX void amx_weight_rows(const uint16_t* w, int64_t n, int64_t k, int64_t j0
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int64_t q = 0; q < pairs; q += 16) {
-        _tile_loadd(4, w0 + 2 * q, ldw);
-        _tile_loadd(5, w1 + 2 * q, ldw);
-        _tile_loadd(6, p + q * 64, 128);
-        _tile_loadd(7, p + q * 64 + 32, 128);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-      }
+      tiles_2x2(w0, w1, ldw, p, pairs);
       const int ri0 = static_cast<int>(std::clamp<int64_t>(m - i, 0, 16));
       const int ri1 = static_cast<int>(std::clamp<int64_t>(m - i - 16, 0, 16));
       float* cc = c + i * ldc + j;
@@ -288,7 +286,10 @@ constexpr int64_t kAmxPanelBytes = int64_t{1} << 20;  // activation rows x slab 
 void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb, float* c,
               int64_t ldc) {
   const int64_t threads = std::max(1, num_threads());
-  if (tb && k % 32 == 0) {
+  // The transposed form saves packing the weights (work in n k) at the price of transposing each
+  // output tile (work in m n): it pays where the rows are fewer than the depth (a head's row
+  // blocks of ~260 against k 768 or 2048), not for many rows over a shallow k.
+  if (tb && k % 32 == 0 && m <= k) {
     // Activations packed as the right operand: per 32 rows, [k/2][32][2] (zero beyond m).
     const int64_t pairs = k / 2, act_blocks = (m + 31) / 32, act_block = pairs * 64;
     pool::Buffer<uint16_t> pa(static_cast<size_t>(act_blocks * act_block));
