@@ -3,15 +3,14 @@
 // float32, the softmax runs in float32 (AVX-512) and the probabilities are rounded to bf16 for the
 // product with v, as FlashAttention does on GPUs.
 //
-// Per head, once per call: k packed as the scores' right operand, pairs of dimensions side by side
-// per key ([D/2][Tk][2]), and v as the output's right operand, pairs of keys side by side per
-// dimension ([Tk/2][D][2]). Per work item, a head's tile of 16 queries: its q as two 16 x 32 left
-// tiles, the output as D/16 accumulator tiles, and the tile's band of keys
-// in blocks of 256 with an online softmax: S = q k^T (16 x 16 tiles, stored), per row the scale,
-// the mask of the band's edges, max, exp and sum, then o = o * alpha + P v. Tiles: 0-3 the scores
-// (four 16-key accumulators), then the output (D/16 tiles, kept in memory between blocks, where
-// the softmax rescales it); 5 and 7 q, then values; 4 keys, then the probabilities; 6 keys and
-// values.
+// Once per call, per head and 16 keys (a bf16 window cache's rows taken as they are): k as the
+// scores' right tiles (the 16 keys' pairs of dimensions, [D/2][16][2], a 16 x 16 transpose of
+// pair-words), v as the output's right operand in pairs of keys ([Tk/2][D][2]). Per work item, a
+// head's tile of 16 queries and its band of keys in blocks of 256 with an online softmax:
+// S = q k^T (four independent 16-key accumulators at a time, stored), per row the scale, the
+// band's mask, max, exp and sum, the probabilities rounded to bf16, then o += P v with the output
+// (D/16 tiles) loaded from memory, where the softmax rescaled it. Tiles: 0-3 the scores, then the
+// output; 5 and 7 q (then values); 4 keys (then the probabilities); 6 keys and values.
 #include <immintrin.h>
 
 #include <algorithm>

@@ -8,24 +8,23 @@
 // accumulators) over the block: per pair of k, four 64-byte weight loads, six broadcasts and 24
 // vdpbf16ps (64 flops each).
 //
-// Where the CPU has AMX (AMX-TILE and AMX-BF16, Sapphire Rapids and later) and the kernel grants
-// the process its tile data, the same products run on the tile unit instead: one tdpbf16ps
-// multiplies a 16 x 32 bf16 tile of activations by 16 pairs of k x 16 columns of weights into a
-// 16 x 16 float32 tile, 16K flops. Measured on a 2-core Sapphire Rapids VM: about 3.2 TFLOP/s
-// per core for back-to-back tdpbf16ps, against about 0.19 for float32 FMAs. The weights are
-// packed as above but per block of up to 256 columns ([KC/2][NB][2]: a weight tile is 16 rows
-// of that at a stride of NB pairs); the activations are rounded into rows padded to 32 k and 32
-// rows with zeros, so every tile load is whole; a 32 x 32 block of C (four accumulator tiles,
-// two activation and two weight tiles: the eight tiles there are) runs over each k block.
-// TTT_NO_AMX=1 keeps the vdpbf16ps kernel.
+// Where AMX is in use (amx.h) the same products run on the tile unit instead, about 17x the
+// float32 FMA rate per core here (3.2 TFLOP/s of back-to-back tdpbf16ps on a Sapphire Rapids VM).
+// A 32 x 32 block of C is four accumulator tiles fed by two left tiles (16 rows x 32 k) and two
+// right ones (16 pairs x 16 columns): the eight tiles there are (tiles_2x2). Two forms:
+//  - weights packed per 32 columns and 2048-deep slab ([pairs][32][2]) by all threads, a
+//    bounded amount at a time, then work items of a panel of activation rows (kept in L2) times
+//    a group of blocks; slabs accumulate into C;
+//  - for weights held [n, k] (a tied head) with fewer rows than depth, no packing at all: the
+//    weight rows are the left tiles as they lie, the few activation rows are packed as the right
+//    ones, and each output tile is transposed into place.
+// Activations are rounded with vcvtneps2bf16 into rows padded with zeros to whole tiles, so every
+// tile load is whole. TTT_NO_AMX=1 keeps the vdpbf16ps kernel.
 #include <immintrin.h>
-#include <cstdlib>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <stdexcept>
-#include <string>
 #include <vector>
 
 #include "backend/cpu/amx.h"
