@@ -32,9 +32,9 @@ namespace {
 constexpr int64_t kRows = 16;     // queries per work item: one tile of rows
 constexpr int64_t kBlock = 256;   // keys per online-softmax block (a multiple of 32)
 
-struct Packed {
-  const uint16_t* kt;  // [H][tkp/16][D/2][16][2]: per 16 keys, a weight-style tile per 32 dimensions
-  const uint16_t* vp;  // [H][tkp/2][D][2]
+struct Packed {  // one head's keys and values
+  const uint16_t* kt;  // [tkp/16][D/2][16][2]: per 16 keys, a right tile per 32 dimensions
+  const uint16_t* vp;  // [tkp/2][D][2]
   int64_t tkp;         // keys rounded up to 32, zeros beyond tk
 };
 
@@ -59,7 +59,7 @@ struct Packed {
 
 TTT_AMX void query_tile(const AttentionShape& s, const Packed& pk, const float* q, int64_t h, int64_t i0, float* o,
                         float* lse) {
-  const int64_t H = s.heads, D = s.head_dim, ld = H * D, tkp = pk.tkp;
+  const int64_t H = s.heads, D = s.head_dim, ld = H * D;
   const int64_t rows = std::min(kRows, s.tq - i0);
   const float ninf = -std::numeric_limits<float>::infinity();
   const int64_t band0 = attention_key_lo(s, i0), band1 = attention_key_hi(s, i0 + rows - 1);
@@ -80,8 +80,8 @@ TTT_AMX void query_tile(const AttentionShape& s, const Packed& pk, const float* 
   for (int64_t r = 0; r < rows; ++r) round_to_bf16(q + (i0 + r) * ld + h * D, qb + r * D, D);
   std::fill_n(m, kRows, ninf);
   std::fill_n(l, kRows, 0.0f);
-  const uint16_t* kt = pk.kt + h * D * tkp;
-  const uint16_t* v = pk.vp + h * (tkp / 2) * D * 2;
+  const uint16_t* kt = pk.kt;
+  const uint16_t* v = pk.vp;
   const float scale = static_cast<float>(s.scale);
   const bool d64 = D == 64;
   for (int64_t kb0 = band0 / 32 * 32; kb0 < band1; kb0 += kBlock) {
@@ -191,49 +191,48 @@ bool attention_forward_amx(const AttentionShape& s, const float* q, const Bf16Ca
   const int64_t H = s.heads, D = s.head_dim, ld = H * D;
   if (!amx_in_use() || (D != 32 && D != 64) || s.tq < kRows || s.tk <= 0 || H <= 0) return false;
   const int64_t tkp = (s.tk + 31) / 32 * 32;
-  pool::Buffer<uint16_t> kt(static_cast<size_t>(H * D * tkp)), vp(static_cast<size_t>(H * D * tkp));
-  // Per head and 16 keys: the rows rounded to bf16, then k as 16 x (D/2) pairs transposed into
-  // tile rows, v as pairs of rows interleaved.
-  const int64_t kblocks = tkp / 16;
-  parallel_for(0, H * kblocks, 4, [&](int64_t lo, int64_t hi) {
-    alignas(64) uint16_t kr[16 * 64], vr[16 * 64];
-    for (int64_t item = lo; item < hi; ++item) {
-      const int64_t h = item / kblocks, j0 = (item % kblocks) * 16;
-      for (int64_t r = 0; r < 16; ++r) {
-        const int64_t j = j0 + r;
-        if (j < kv.cached) {  // a bf16 cache row, as it is
-          std::memcpy(kr + r * D, kv.kc + j * ld + h * D, static_cast<size_t>(D) * sizeof(uint16_t));
-          std::memcpy(vr + r * D, kv.vc + j * ld + h * D, static_cast<size_t>(D) * sizeof(uint16_t));
-        } else if (j < s.tk) {
-          round_to_bf16(kv.k + (j - kv.cached) * ld + h * D, kr + r * D, D);
-          round_to_bf16(kv.v + (j - kv.cached) * ld + h * D, vr + r * D, D);
-        } else {
-          std::fill_n(kr + r * D, D, uint16_t{0});
-          std::fill_n(vr + r * D, D, uint16_t{0});
-        }
-      }
-      // kr as 16 rows of D/2 pair-words: out[p][r] = kr32[r][p], one 16 x 16 block per 32 dims.
-      uint16_t* kb = kt.data() + h * D * tkp + j0 * D;
-      for (int64_t p0 = 0; p0 < D / 2; p0 += 16)
-        transpose16x16(reinterpret_cast<const float*>(kr) + p0, D / 2, reinterpret_cast<float*>(kb) + p0 * 16, 16);
-      uint16_t* vb = vp.data() + h * D * tkp + j0 * D;  // 8 pairs of keys x D x 2
-      for (int64_t r = 0; r < 16; r += 2)
-        for (int64_t d = 0; d < D; ++d) {
-          vb[(r / 2) * D * 2 + d * 2] = vr[r * D + d];
-          vb[(r / 2) * D * 2 + d * 2 + 1] = vr[(r + 1) * D + d];
-        }
-    }
-  });
+  // One head at a time (a 1B shape's whole call would pack 75 MB): its rows rounded to bf16 per
+  // 16 keys, k as 16 x (D/2) pair-words transposed into tile rows, v as pairs of rows interleaved;
+  // then its query tiles, the last ones (most keys) first.
+  pool::Buffer<uint16_t> kt(static_cast<size_t>(D * tkp)), vp(static_cast<size_t>(D * tkp));
+  const int64_t kblocks = tkp / 16, tiles = (s.tq + kRows - 1) / kRows;
   const Packed pk{kt.data(), vp.data(), tkp};
-  const int64_t tiles = (s.tq + kRows - 1) / kRows;
-  parallel_for(0, H * tiles, 1, [&](int64_t lo, int64_t hi) {
-    amx_begin();
-    for (int64_t item = lo; item < hi; ++item) {  // the last tiles (most keys) first
-      const int64_t t = tiles - 1 - item / H, h = item % H;
-      query_tile(s, pk, q, h, t * kRows, o, lse);
-    }
-    amx_end();
-  });
+  for (int64_t h = 0; h < H; ++h) {
+    parallel_for(0, kblocks, 8, [&](int64_t lo, int64_t hi) {
+      alignas(64) uint16_t kr[16 * 64], vr[16 * 64];
+      for (int64_t blk = lo; blk < hi; ++blk) {
+        const int64_t j0 = blk * 16;
+        for (int64_t r = 0; r < 16; ++r) {
+          const int64_t j = j0 + r;
+          if (j < kv.cached) {  // a bf16 cache row, as it is
+            std::memcpy(kr + r * D, kv.kc + j * ld + h * D, static_cast<size_t>(D) * sizeof(uint16_t));
+            std::memcpy(vr + r * D, kv.vc + j * ld + h * D, static_cast<size_t>(D) * sizeof(uint16_t));
+          } else if (j < s.tk) {
+            round_to_bf16(kv.k + (j - kv.cached) * ld + h * D, kr + r * D, D);
+            round_to_bf16(kv.v + (j - kv.cached) * ld + h * D, vr + r * D, D);
+          } else {
+            std::fill_n(kr + r * D, D, uint16_t{0});
+            std::fill_n(vr + r * D, D, uint16_t{0});
+          }
+        }
+        // out[p][r] = kr32[r][p]: one 16 x 16 block of pair-words per 32 dimensions.
+        uint16_t* kb = kt.data() + j0 * D;
+        for (int64_t p0 = 0; p0 < D / 2; p0 += 16)
+          transpose16x16(reinterpret_cast<const float*>(kr) + p0, D / 2, reinterpret_cast<float*>(kb) + p0 * 16, 16);
+        uint16_t* vb = vp.data() + j0 * D;  // 8 pairs of keys x D x 2
+        for (int64_t r = 0; r < 16; r += 2)
+          for (int64_t d = 0; d < D; ++d) {
+            vb[(r / 2) * D * 2 + d * 2] = vr[r * D + d];
+            vb[(r / 2) * D * 2 + d * 2 + 1] = vr[(r + 1) * D + d];
+          }
+      }
+    });
+    parallel_for(0, tiles, 1, [&](int64_t lo, int64_t hi) {
+      amx_begin();
+      for (int64_t t = tiles - 1 - lo; t > tiles - 1 - hi; --t) query_tile(s, pk, q, h, t * kRows, o, lse);
+      amx_end();
+    });
+  }
   return true;
 }
 

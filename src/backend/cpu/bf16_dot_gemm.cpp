@@ -277,9 +277,9 @@ TTT_AMX void amx_weight_rows(const uint16_t* w, int64_t n, int64_t k, int64_t j0
 // k per slab: deep products (a head's gradient, k = 128K) run slab by slab, accumulating into C,
 // so a panel of activation rows over one slab stays in L2 while the weight blocks stream past.
 constexpr int64_t kAmxSlab = 2048;
-// The weights of up to this many bytes are packed at a time (a head of 128K x 2048 bf16 would
-// otherwise need a second copy of half a gigabyte per product).
-constexpr int64_t kAmxPackBytes = int64_t{32} << 20;
+// The weights of up to this many bytes are packed at a time: scratch per call (and per
+// concurrent request of a server) stays small; a 1B shape's MLP slab takes a few rounds.
+constexpr int64_t kAmxPackBytes = int64_t{8} << 20;
 constexpr int64_t kAmxPanelBytes = int64_t{1} << 20;  // activation rows x slab per work item
 
 void gemm_amx(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint16_t* b, bool tb, float* c,
