@@ -11,6 +11,7 @@
 
 #include "autodiff/graph.h"
 #include "autodiff/ops.h"
+#include "backend/cpu/amx.h"
 #include "backend/cpu/bf16_gemm.h"
 #include "backend/cpu/blas.h"
 #include "backend/thread_pool.h"
@@ -242,6 +243,13 @@ std::vector<Case> build_cases(const OpBenchShapes& S, DType dt) {
     L.forward("attention", shape, pairs * 4.0 * double(D), 0, L.randoms({{tq, H, D}, {tk, H, D}, {tk, H, D}}), fn);
     L.backward("attention", shape, pairs * 10.0 * double(D), 0, L.randoms({{tq, H, D}, {tk, H, D}, {tk, H, D}}),
                fn);
+    if (dt == DType::F32 && kernels::amx_in_use()) {  // the forward of --compute bf16 (AMX tiles)
+      AttentionOptions ob = opt;
+      ob.bf16_products = true;
+      L.forward("attention bf16 (amx)", shape, pairs * 4.0 * double(D), 0,
+                L.randoms({{tq, H, D}, {tk, H, D}, {tk, H, D}}),
+                [ob](const Inputs& in) { return attention(in[0], in[1], in[2], ob); });
+    }
   };
   {
     const int64_t c = S.chunk, w = S.window;
