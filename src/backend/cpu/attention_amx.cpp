@@ -32,6 +32,42 @@ namespace {
 constexpr int64_t kRows = 16;     // queries per work item: one tile of rows
 constexpr int64_t kBlock = 256;   // keys per online-softmax block (a multiple of 32)
 
+// (GCC 12's headers hand the reduction builtins an undefined vector, which it then warns about.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// One row of a block's scores, visible on [lo, hi) of nk: scaled in place, the row's new max
+// (against m_old) into *m_new, p = exp(s - m) rounded to bf16 into pb[0, nk) (zeros outside the
+// visible columns); returns the float32 sum of p. Two passes over the row instead of five (scale,
+// max, exp, round, and the zeros).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float softmax_row(float* s, int64_t lo, int64_t hi,
+                                                                                 int64_t nk, float scale, float m_old,
+                                                                                 float* m_new, uint16_t* pb) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t j = lo; j < hi; j += 16) {
+    const __mmask16 in = hi - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (hi - j)) - 1);
+    const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(in, s + j), vscale);
+    _mm512_mask_storeu_ps(s + j, in, x);
+    vmax = _mm512_mask_max_ps(vmax, in, vmax, x);
+  }
+  const float m = std::max(m_old, _mm512_reduce_max_ps(vmax));
+  *m_new = m;
+  std::memset(pb, 0, static_cast<size_t>(lo) * sizeof(uint16_t));
+  std::memset(pb + hi, 0, static_cast<size_t>(nk - hi) * sizeof(uint16_t));
+  vec::detail::vf16 acc = {};
+  for (int64_t j = lo; j < hi; j += 16) {
+    const __mmask16 in = hi - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (hi - j)) - 1);
+    vec::detail::vf16 e = (vec::detail::vf16)_mm512_sub_ps(_mm512_maskz_loadu_ps(in, s + j), _mm512_set1_ps(m));
+    vec::detail::exp_inplace<float>(e);
+    const __m512 p = _mm512_maskz_mov_ps(in, (__m512)e);
+    acc += (vec::detail::vf16)p;
+    _mm256_mask_storeu_epi16(pb + j, in, (__m256i)_mm512_cvtneps_pbh(p));
+  }
+  return _mm512_reduce_add_ps((__m512)acc);
+}
+#pragma GCC diagnostic pop
+
 struct Packed {  // one head's keys and values
   const uint16_t* kt;  // [tkp/16][D/2][16][2]: per 16 keys, a right tile per 32 dimensions
   const uint16_t* vp;  // [tkp/2][D][2]
@@ -125,9 +161,8 @@ TTT_AMX void query_tile(const AttentionShape& s, const Packed& pk, const float* 
         std::memset(pb + r * kBlock, 0, static_cast<size_t>(nk) * sizeof(uint16_t));
         continue;
       }
-      vec::vscale(srow + lo, scale, hi - lo);
-      const float mnew = std::max(m[r], vec::vmax(srow + lo, hi - lo));
-      const float sum = vec::vexp_sum(srow + lo, mnew, srow + lo, hi - lo);
+      float mnew;
+      const float sum = softmax_row(srow, lo, hi, nk, scale, m[r], &mnew, pb + r * kBlock);
       if (mnew != m[r]) {
         if (l[r] > 0.0f) {
           const float alpha = std::exp(m[r] - mnew);
@@ -137,9 +172,6 @@ TTT_AMX void query_tile(const AttentionShape& s, const Packed& pk, const float* 
         m[r] = mnew;
       }
       l[r] += sum;
-      std::fill(srow, srow + lo, 0.0f);
-      std::fill(srow + hi, srow + nk, 0.0f);
-      round_to_bf16(srow, pb + r * kBlock, nk);
     }
     // o += P v, 32 keys at a time, the output's tiles from memory and back.
     _tile_loadd(0, ob, D * 4);
