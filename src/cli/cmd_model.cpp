@@ -154,8 +154,9 @@ void add_kv_dtype_option(CLI::App* cmd, std::string& kv) {
 
 void add_compute_option(CLI::App* cmd, std::string& compute) {
   cmd->add_option("--compute", compute,
-                  "f32, or bf16: bf16 x bf16 products with float32 accumulation (AVX512_BF16) for the large weight "
-                  "matrices, held bf16 (prefill and training-free paths; one-row decode products stay GEMVs)")
+                  "f32, or bf16: the large weight matrices held bf16, their products bf16 x bf16 with float32 "
+                  "accumulation (AMX tiles where the CPU has them, else AVX512_BF16), and with AMX attention's forward "
+                  "where nothing differentiates it (one-row decode products stay GEMVs; README: accuracy cost)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
 }
