@@ -24,12 +24,19 @@ struct AttentionShape {
   bool bf16_products = false;
 };
 
-// The keys query row i sees: [attention_key_lo(s, i), attention_key_hi(s, i)), empty if hi <= lo.
+// The rule above, once: the keys query row i sees are [attention_key_lo, attention_key_hi),
+// empty if hi <= lo.
+inline int64_t attention_key_hi(int64_t tk, int64_t q_pos0, int64_t k_pos0, int64_t i) {
+  return std::clamp<int64_t>(q_pos0 + i - k_pos0 + 1, 0, tk);
+}
+inline int64_t attention_key_lo(int64_t tk, int64_t q_pos0, int64_t k_pos0, int64_t window, int64_t i) {
+  return window > 0 ? std::clamp<int64_t>(q_pos0 + i - window + 1 - k_pos0, 0, tk) : 0;
+}
 inline int64_t attention_key_hi(const AttentionShape& s, int64_t i) {
-  return std::clamp<int64_t>(s.q_pos0 + i - s.k_pos0 + 1, 0, s.tk);
+  return attention_key_hi(s.tk, s.q_pos0, s.k_pos0, i);
 }
 inline int64_t attention_key_lo(const AttentionShape& s, int64_t i) {
-  return s.window > 0 ? std::clamp<int64_t>(s.q_pos0 + i - s.window + 1 - s.k_pos0, 0, s.tk) : 0;
+  return attention_key_lo(s.tk, s.q_pos0, s.k_pos0, s.window, i);
 }
 
 // Visible (query, key) pairs over all heads under the rule above: the work of one attention call
@@ -37,12 +44,9 @@ inline int64_t attention_key_lo(const AttentionShape& s, int64_t i) {
 inline int64_t attention_visible_pairs(int64_t tq, int64_t tk, int64_t heads, int64_t q_pos0, int64_t k_pos0,
                                        int64_t window) {
   int64_t per_head = 0;
-  for (int64_t i = 0; i < tq; ++i) {
-    const int64_t p = q_pos0 + i;
-    const int64_t hi = std::min(tk, p - k_pos0 + 1);                                  // j < hi
-    const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1 - k_pos0) : 0;  // j >= lo
-    per_head += std::max<int64_t>(0, hi - lo);
-  }
+  for (int64_t i = 0; i < tq; ++i)
+    per_head += std::max<int64_t>(0, attention_key_hi(tk, q_pos0, k_pos0, i) -
+                                         attention_key_lo(tk, q_pos0, k_pos0, window, i));
   return per_head * heads;
 }
 

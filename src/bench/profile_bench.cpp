@@ -1,11 +1,10 @@
 #include "bench/profile_bench.h"
 
-#include "backend/cpu/bf16_gemm.h"
-
 #include <chrono>
 #include <functional>
 #include <stdexcept>
 
+#include "backend/cpu/bf16_gemm.h"
 #include "backend/cpu/blas.h"
 #include "backend/profiler.h"
 #include "backend/thread_pool.h"

@@ -75,11 +75,11 @@ struct Packed {  // one head's keys and values
 };
 
 // Scores of 16 keys into accumulator tile C, with dimensions 0-31 of the keys through tile B
-// (q's tile 5) and, for D 64, 32-63 (q's tile 7).
-#define TTT_S_LO(C, B, j)                           \
-  do {                                              \
-    _tile_loadd(B, kt + (kb0 + (j)) / 16 * D * 16, 64); \
-    _tile_dpbf16ps(C, 5, B);                        \
+// (q's tile 5) and, for D 64, 32-63 (q's tile 7), which lie 16 pairs x 16 keys (512 values) on.
+#define TTT_S_LO(C, B, j)                                   \
+  do {                                                      \
+    _tile_loadd(B, kt + (kb0 + (j)) / 16 * D * 16, 64);     \
+    _tile_dpbf16ps(C, 5, B);                                \
   } while (0)
 #define TTT_S_HI(C, B, j)                                     \
   do {                                                        \

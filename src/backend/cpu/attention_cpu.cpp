@@ -57,13 +57,8 @@ T* scratch(int slot, size_t n) {
 // Visibility of keys for the query at row i: key indices [klo(i), khi(i)).
 struct Vis {
   int64_t tq, tk, q_pos0, k_pos0, window;
-  int64_t khi(int64_t i) const {
-    return std::clamp<int64_t>(q_pos0 + i - k_pos0 + 1, 0, tk);
-  }
-  int64_t klo(int64_t i) const {
-    if (window <= 0) return 0;
-    return std::clamp<int64_t>(q_pos0 + i - window + 1 - k_pos0, 0, tk);
-  }
+  int64_t khi(int64_t i) const { return attention_key_hi(tk, q_pos0, k_pos0, i); }
+  int64_t klo(int64_t i) const { return attention_key_lo(tk, q_pos0, k_pos0, window, i); }
   int64_t count(int64_t i) const { return std::max<int64_t>(0, khi(i) - klo(i)); }
 };
 

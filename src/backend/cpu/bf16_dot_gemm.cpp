@@ -94,14 +94,12 @@ void run_tile(int rows, const uint32_t* a, int64_t lda32, const uint16_t* p, int
   }
 }
 
-
 // ---- AMX
 
 // GCC 12's headers hand some AVX-512 builtins (shifts, unpacks) an undefined vector, which it
 // then warns about under a target attribute.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 
 // One packed block of weights: columns [j0, j0 + 32) (zero beyond n) and k rows [k0, k0 + kc)
 // (zero beyond k, up to `pairs` pairs) as p[(q * 32 + c) * 2 + e] = B[k0 + 2q + e][j0 + c]; a
@@ -407,8 +405,7 @@ void gemm_bf16_bf16(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda
   const int64_t kp = (k + 1) / 2 * 2;
   std::vector<uint16_t> abf(static_cast<size_t>(m * kp), 0);
   parallel_for(0, m, std::max<int64_t>(1, 4096 / std::max<int64_t>(k, 1)), [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i)
-      for (int64_t j = 0; j < k; ++j) abf[static_cast<size_t>(i * kp + j)] = float_to_bf16(a[i * lda + j]);
+    for (int64_t i = lo; i < hi; ++i) round_to_bf16(a + i * lda, abf.data() + i * kp, k);
   });
   const uint32_t* a32 = reinterpret_cast<const uint32_t*>(abf.data());
   const int64_t lda32 = kp / 2;
@@ -434,6 +431,5 @@ const char* bf16_dot_kernel() {
   if (!cpu_has_avx512_bf16()) return "none (no AVX512_BF16)";
   return amx_in_use() ? "amx" : "avx512_bf16";
 }
-
 
 }  // namespace ttt::kernels
