@@ -1,0 +1,165 @@
+#include "backend/cpu/tile_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <utility>
+
+#include "backend/cpu/amx.h"  // transpose16x16
+
+namespace ttt::kernels {
+namespace {
+
+using blas::Trans;
+
+#define TTT_AVX512 __attribute__((target("avx512f")))
+
+// A register tile is kRows x kPanel: 6 x 4 accumulators of 16 floats, the 4 panel vectors of one
+// k step and a broadcast (29 of the 32 zmm registers); per k step 10 loads feed 24 FMAs.
+constexpr int kRows = 6;
+constexpr int kPanel = 64;
+// Panel rows per pass: 128 x 64 floats (32 KB) stay in L1 while every row tile of C reads them.
+constexpr int kPanelDepth = 128;
+
+std::atomic<bool> g_avx512_off{false};
+
+bool avx512_usable() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has && !g_avx512_off.load(std::memory_order_relaxed);
+}
+
+// Packs op(B)[k0 + p, j0 + jj] for p < kc, jj < nc into panel[p * kPanel + jj], zeros up to the
+// panel's last used vector (they feed only columns that are never stored, but stay finite).
+TTT_AVX512 void pack_panel(Trans tb, const float* b, int64_t ldb, int64_t k0, int kc, int64_t j0, int nc,
+                           float* panel) {
+  const int width = (nc + 15) / 16 * 16;
+  if (tb == Trans::No) {
+    for (int p = 0; p < kc; ++p) {
+      const float* src = b + (k0 + p) * ldb + j0;
+      float* dst = panel + p * kPanel;
+      for (int v = 0; v < width; v += 16) {
+        const int left = nc - v;
+        const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+        _mm512_store_ps(dst + v, _mm512_maskz_loadu_ps(m, src + v));
+      }
+    }
+    return;
+  }
+  // op(B)[p, jj] = b[(j0 + jj) * ldb + k0 + p]: whole 16 x 16 blocks in registers, edges by element.
+  const float* base = b + j0 * ldb + k0;
+  const int kfull = kc / 16 * 16, jfull = nc / 16 * 16;
+  for (int jj = 0; jj < jfull; jj += 16)
+    for (int p = 0; p < kfull; p += 16) transpose16x16(base + jj * ldb + p, ldb, panel + p * kPanel + jj, kPanel);
+  for (int p = 0; p < kc; ++p) {
+    float* dst = panel + p * kPanel;
+    const int jstart = p < kfull ? jfull : 0;
+    for (int jj = jstart; jj < nc; ++jj) dst[jj] = base[jj * ldb + p];
+    for (int jj = nc; jj < width; ++jj) dst[jj] = 0.0f;
+  }
+}
+
+// C tile [R x 16 NV] (+)= alpha * A[R x kc] panel[kc x 16 NV]. A(i, p) is a[i * lda + p], or
+// a[p * lda + i] when ATRANS. beta: 0 writes C, 1 adds to it, else scales it first. The last
+// vector of each row stores the columns in `last`.
+template <int R, int NV, bool ATRANS>
+TTT_AVX512 void tile_kernel(int kc, const float* a, int64_t lda, const float* panel, float* c, int64_t ldc,
+                            float alpha, float beta, __mmask16 last) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int p = 0; p < kc; ++p) {
+    __m512 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(panel + p * kPanel + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512 av = _mm512_set1_ps(ATRANS ? a[p * lda + i] : a[i * lda + p]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = v == NV - 1 ? last : __mmask16(0xFFFF);
+      float* cp = c + i * ldc + 16 * v;
+      __m512 r;
+      if (beta == 0.0f) {
+        r = alpha == 1.0f ? acc[i][v] : _mm512_mul_ps(acc[i][v], va);
+      } else if (beta == 1.0f) {
+        r = _mm512_fmadd_ps(acc[i][v], va, _mm512_maskz_loadu_ps(m, cp));
+      } else {
+        r = _mm512_fmadd_ps(acc[i][v], va, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cp)));
+      }
+      _mm512_mask_storeu_ps(cp, m, r);
+    }
+}
+
+using TileFn = void (*)(int, const float*, int64_t, const float*, float*, int64_t, float, float, __mmask16);
+
+template <bool ATRANS, int R, int... NVs>
+constexpr auto tile_row(std::integer_sequence<int, NVs...>) {
+  return std::array<TileFn, sizeof...(NVs)>{&tile_kernel<R, NVs + 1, ATRANS>...};
+}
+template <bool ATRANS, int... Rs>
+constexpr auto tile_table(std::integer_sequence<int, Rs...>) {
+  return std::array<std::array<TileFn, kPanel / 16>, sizeof...(Rs)>{
+      tile_row<ATRANS, Rs + 1>(std::make_integer_sequence<int, kPanel / 16>{})...};
+}
+// [a transposed][rows - 1][vectors - 1]
+const std::array<std::array<std::array<TileFn, kPanel / 16>, kRows>, 2> kTiles = {
+    tile_table<false>(std::make_integer_sequence<int, kRows>{}),
+    tile_table<true>(std::make_integer_sequence<int, kRows>{})};
+
+TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
+                            const float* b, int ldb, float beta, float* c, int ldc) {
+  alignas(64) thread_local float panel[kPanelDepth * kPanel];
+  const bool at = ta == Trans::Yes;
+  for (int j0 = 0; j0 < n; j0 += kPanel) {
+    const int nc = std::min(kPanel, n - j0), nv = (nc + 15) / 16;
+    const int tail = nc - 16 * (nv - 1);
+    const __mmask16 last = tail == 16 ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1);
+    for (int k0 = 0; k0 < k; k0 += kPanelDepth) {
+      const int kc = std::min(kPanelDepth, k - k0);
+      pack_panel(tb, b, ldb, k0, kc, j0, nc, panel);
+      const float beta_k = k0 == 0 ? beta : 1.0f;
+      for (int i0 = 0; i0 < m; i0 += kRows) {
+        const int rows = std::min(kRows, m - i0);
+        const float* ap = at ? a + static_cast<int64_t>(k0) * lda + i0 : a + static_cast<int64_t>(i0) * lda + k0;
+        kTiles[at][static_cast<size_t>(rows - 1)][static_cast<size_t>(nv - 1)](
+            kc, ap, lda, panel, c + static_cast<int64_t>(i0) * ldc + j0, ldc, alpha, beta_k, last);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void set_tile_gemm_avx512(bool on) { g_avx512_off.store(!on, std::memory_order_relaxed); }
+
+void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+               int ldb, float beta, float* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || !avx512_usable()) {
+    blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void tile_gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
+               int ldb, double beta, double* c, int ldc) {
+  blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+}  // namespace ttt::kernels

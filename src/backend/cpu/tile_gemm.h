@@ -1,0 +1,26 @@
+// The products inside the fused attention kernels (attention_cpu.cpp): one work item's tile on
+// the calling thread, with blas::gemm's contract.
+//
+// Why not OpenBLAS: these products are small and skinny (a 128-query tile against a band of
+// keys, head_dim 64 deep or 64 wide), called thousands of times per step; OpenBLAS packs both
+// operands on every call and reached about half of its own large-product rate on them. Here only
+// the right operand is packed (64-column panels, at most kPanelDepth rows, transposed with 16 x 16
+// register transposes where it is given transposed), and the left one is read where it lies, one
+// broadcast per element, so a transposed left operand costs nothing extra.
+#pragma once
+#include "backend/cpu/blas.h"
+
+namespace ttt::kernels {
+
+// C[m,n] = alpha * op(A)[m,k] @ op(B)[k,n] + beta * C, row-major (blas::gemm's contract; beta 0
+// never reads C). float32 runs on AVX-512 register tiles where the CPU has them and goes to
+// blas::gemm otherwise; double (the float64 oracles) always goes to blas::gemm.
+void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
+               const float* b, int ldb, float beta, float* c, int ldc);
+void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
+               const double* b, int ldb, double beta, double* c, int ldc);
+
+// Tests: false sends float32 to blas::gemm too (the two paths compared on the same data).
+void set_tile_gemm_avx512(bool on);
+
+}  // namespace ttt::kernels

@@ -1,0 +1,97 @@
+// The attention kernels' products (backend/cpu/tile_gemm.h) against float64 sums: every
+// transpose combination, edge tiles in every dimension, leading dimensions wider than the
+// matrices, the beta cases, and nothing written outside C.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/tile_gemm.h"
+
+namespace {
+
+using ttt::blas::Trans;
+
+struct Case {
+  int m, n, k;
+};
+
+// Checks C = alpha op(A) op(B) + beta C0 elementwise against the rounding-error bound of a
+// k-term float sum, (k + 2) u sum_p |alpha a_ip b_pj| + |beta c0_ij| with u = 2^-24 (twice
+// that, for the two roundings of alpha and beta); guards around C must survive.
+void check_case(Trans ta, Trans tb, const Case& c, float alpha, float beta, unsigned seed) {
+  SCOPED_TRACE(::testing::Message() << "ta=" << (ta == Trans::Yes) << " tb=" << (tb == Trans::Yes) << " m=" << c.m
+                                    << " n=" << c.n << " k=" << c.k << " alpha=" << alpha << " beta=" << beta);
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int arows = ta == Trans::No ? c.m : c.k, acols = ta == Trans::No ? c.k : c.m;
+  const int brows = tb == Trans::No ? c.k : c.n, bcols = tb == Trans::No ? c.n : c.k;
+  const int lda = acols + 3, ldb = bcols + 5, ldc = c.n + 7;  // wider than the matrices
+  std::vector<float> a(static_cast<size_t>(arows) * lda), b(static_cast<size_t>(brows) * ldb);
+  for (auto& x : a) x = dist(gen);
+  for (auto& x : b) x = dist(gen);
+  const float guard = 12345.0f;
+  std::vector<float> c0(static_cast<size_t>(c.m) * ldc, guard);
+  for (int i = 0; i < c.m; ++i)
+    for (int j = 0; j < c.n; ++j)
+      c0[static_cast<size_t>(i) * ldc + j] = beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : dist(gen);
+  auto A = [&](int i, int p) { return double(ta == Trans::No ? a[size_t(i) * lda + p] : a[size_t(p) * lda + i]); };
+  auto B = [&](int p, int j) { return double(tb == Trans::No ? b[size_t(p) * ldb + j] : b[size_t(j) * ldb + p]); };
+
+  for (bool avx512 : {true, false}) {
+    SCOPED_TRACE(avx512 ? "tile kernels" : "blas");
+    ttt::kernels::set_tile_gemm_avx512(avx512);
+    std::vector<float> out = c0;
+    ttt::kernels::tile_gemm(ta, tb, c.m, c.n, c.k, alpha, a.data(), lda, b.data(), ldb, beta, out.data(), ldc);
+    int bad = 0;
+    for (int i = 0; i < c.m && bad < 5; ++i) {
+      for (int j = 0; j < ldc && bad < 5; ++j) {
+        const size_t x = static_cast<size_t>(i) * ldc + j;
+        if (j >= c.n) {  // the padding of C's rows
+          if (out[x] != guard) ++bad, ADD_FAILURE() << "wrote outside C at row " << i << " column " << j;
+          continue;
+        }
+        double ref = 0, mag = 0;
+        for (int p = 0; p < c.k; ++p) {
+          ref += double(alpha) * A(i, p) * B(p, j);
+          mag += std::abs(double(alpha) * A(i, p) * B(p, j));
+        }
+        if (beta != 0.0f) {
+          ref += double(beta) * double(c0[x]);
+          mag += std::abs(double(beta) * double(c0[x]));
+        }
+        const double bound = 2.0 * (c.k + 2) * std::ldexp(1.0, -24) * mag + 1e-30;
+        if (!(std::abs(double(out[x]) - ref) <= bound))
+          ++bad, ADD_FAILURE() << "C[" << i << "," << j << "] = " << out[x] << ", float64 " << ref << ", bound " << bound;
+      }
+    }
+  }
+  ttt::kernels::set_tile_gemm_avx512(true);
+}
+
+TEST(TileGemm, MatchesFloat64SumsInEveryLayout) {
+  // Edge tiles: rows not a multiple of 6, columns not of 16 or 64, depth beyond one panel pass
+  // (128) and not a multiple of 16 (the transposing pack's element-wise edges).
+  const Case cases[] = {{1, 1, 1},    {5, 17, 3},     {6, 64, 128},  {7, 65, 129},
+                        {13, 130, 300}, {128, 200, 64}, {70, 64, 257}, {200, 48, 33}};
+  unsigned seed = 1;
+  for (Trans ta : {Trans::No, Trans::Yes})
+    for (Trans tb : {Trans::No, Trans::Yes})
+      for (const Case& c : cases) {
+        check_case(ta, tb, c, 1.0f, 0.0f, seed++);
+        check_case(ta, tb, c, 0.125f, 1.0f, seed++);
+        check_case(ta, tb, c, -2.0f, 0.5f, seed++);
+      }
+}
+
+TEST(TileGemm, ZeroDepthScalesC) {
+  // k = 0: C = beta C, as BLAS defines it.
+  std::vector<float> c = {1.0f, 2.0f, 3.0f, 4.0f};
+  float dummy = 0.0f;
+  ttt::kernels::tile_gemm(Trans::No, Trans::No, 2, 2, 0, 1.0f, &dummy, 1, &dummy, 2, 0.5f, c.data(), 2);
+  EXPECT_EQ(c, (std::vector<float>{0.5f, 1.0f, 1.5f, 2.0f}));
+}
+
+}  // namespace
