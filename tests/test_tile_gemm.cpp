@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -83,6 +84,45 @@ TEST(TileGemm, MatchesFloat64SumsInEveryLayout) {
         check_case(ta, tb, c, 1.0f, 0.0f, seed++);
         check_case(ta, tb, c, 0.125f, 1.0f, seed++);
         check_case(ta, tb, c, -2.0f, 0.5f, seed++);
+      }
+}
+
+// With op(A) zero outside a band, the banded product skips those terms and must give the very
+// same bits as the full one (the attention kernels rely on it: results do not change).
+TEST(TileGemm, BandSkipsOnlyZeroTerms) {
+  std::mt19937 gen(77);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  struct BandCase {
+    int m, n, k;
+    int64_t lo, hi;
+  };
+  // Windows inside, bands that leave some row tiles without terms, a causal band (no lower end).
+  const BandCase cases[] = {{128, 64, 300, -20, 40}, {130, 70, 260, 100, 150}, {40, 64, 300, -300, -20},
+                            {64, 48, 200, std::numeric_limits<int64_t>::min() / 4, 9}, {200, 64, 128, -5, 1},
+                            {40, 64, 100, 100, 130}};  // the last: no row has a term
+  for (Trans ta : {Trans::No, Trans::Yes})
+    for (const BandCase& bc : cases)
+      for (float beta : {0.0f, 1.0f, 0.5f}) {
+        SCOPED_TRACE(::testing::Message() << "ta=" << (ta == Trans::Yes) << " m=" << bc.m << " k=" << bc.k
+                                          << " band [" << bc.lo << ", " << bc.hi << ") beta=" << beta);
+        const int lda = ta == Trans::No ? bc.k : bc.m;
+        std::vector<float> a(static_cast<size_t>(ta == Trans::No ? bc.m : bc.k) * lda);
+        for (int i = 0; i < bc.m; ++i)
+          for (int p = 0; p < bc.k; ++p) {
+            const bool inside = p >= i + bc.lo && p < i + bc.hi;
+            (ta == Trans::No ? a[size_t(i) * lda + p] : a[size_t(p) * lda + i]) = inside ? dist(gen) : 0.0f;
+          }
+        std::vector<float> b(static_cast<size_t>(bc.k) * bc.n), c0(static_cast<size_t>(bc.m) * bc.n);
+        for (auto& x : b) x = dist(gen);
+        for (auto& x : c0) x = dist(gen);
+        std::vector<float> full = c0, banded = c0;
+        ttt::kernels::tile_gemm(ta, Trans::No, bc.m, bc.n, bc.k, 0.125f, a.data(), lda, b.data(), bc.n, beta,
+                                full.data(), bc.n);
+        ttt::kernels::tile_gemm(ta, Trans::No, bc.m, bc.n, bc.k, 0.125f, a.data(), lda, b.data(), bc.n, beta,
+                                banded.data(), bc.n, ttt::kernels::TileBand{bc.lo, bc.hi});
+        for (size_t x = 0; x < full.size(); ++x)
+          ASSERT_EQ(std::memcmp(&full[x], &banded[x], sizeof(float)), 0)
+              << "element " << x << ": " << full[x] << " vs " << banded[x];
       }
 }
 

@@ -1,9 +1,10 @@
 // Fused causal / sliding-window attention on the CPU (see attention.h for the contract).
 //
-// Forward: work items are (head, tile of kQueryTile queries), spread over the thread pool with
-// BLAS forced single-threaded. For a tile, only the band of keys visible to some query of the
-// tile is touched ([first key visible to the first query, last key visible to the last one]),
-// in blocks of at most kKeyBlock keys with an online softmax:
+// Forward: work items are (head, tile of kQueryTile queries), spread over the thread pool; each
+// item's products run on its own thread (tile_gemm.h: AVX-512 register tiles for float32, BLAS
+// forced single-threaded for the float64 oracles). For a tile, only the band of keys visible to
+// some query of the tile is touched ([first key visible to the first query, last key visible to
+// the last one]), in blocks of at most kKeyBlock keys with an online softmax:
 //   S = scale * Q_tile K_blk^T          (gemm into per-thread scratch, strided over heads)
 //   per row: mask the edges, m' = max(m, max S), P = exp(S - m'), l = l e^(m-m') + sum P
 //   Acc = Acc e^(m-m') + P V_blk        (gemm)
@@ -83,6 +84,19 @@ struct Vis {
 };
 
 Vis make_vis(const AttentionShape& s) { return {s.tq, s.tk, s.q_pos0, s.k_pos0, s.window}; }
+
+// Where a block of probabilities (or of dS) may be nonzero, for the products that sum over it
+// (tile_gemm skips the rest; the sums are unchanged). Rows are queries from i0, columns keys
+// from kb0: query i sees keys [i + d - window + 1, i + d + 1), Vis's rule before clamping.
+TileBand query_key_band(const AttentionShape& s, int64_t i0, int64_t kb0) {
+  const int64_t d = s.q_pos0 - s.k_pos0 + i0 - kb0;
+  return {s.window > 0 ? d - s.window + 1 : std::numeric_limits<int64_t>::min() / 4, d + 1};
+}
+// The transposed block: rows are keys from kb0, columns the queries from i0 that see them.
+TileBand key_query_band(const AttentionShape& s, int64_t i0, int64_t kb0) {
+  const int64_t e = kb0 - s.q_pos0 + s.k_pos0 - i0;
+  return {e, s.window > 0 ? e + s.window : std::numeric_limits<int64_t>::max() / 4};
+}
 
 // Runs fn(item) for item in [0, n) with dynamic scheduling on the pool.
 template <class F>
@@ -361,7 +375,8 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
     }
     tile_gemm(Trans::No, Trans::No, static_cast<int>(nq), static_cast<int>(D),
                static_cast<int>(nk), T(1), S, static_cast<int>(nk), blk.v,
-               static_cast<int>(blk.ld), first ? T(0) : T(1), acc, static_cast<int>(D));
+               static_cast<int>(blk.ld), first ? T(0) : T(1), acc, static_cast<int>(D),
+               query_key_band(s, i0, kb0));
     first = false;
   }
   for (int64_t r = 0; r < nq; ++r) {
@@ -461,11 +476,13 @@ void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t 
       // (Offsets only where written: keys before kbase have no rows there.)
       T* dvblk = inkg > 0 ? dvb + (kb0 + c0 - kbase) * ldb : nullptr;
       T* dkblk = inkg > 0 ? dkb + (kb0 + c0 - kbase) * ldb : nullptr;
-      if (inkg > 0) tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, T(1), P + c0, ink, dot, ild, T(1), dvblk, ildb);
+      const TileBand kq = key_query_band(s, i0, kb0 + c0);
+      if (inkg > 0) tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, T(1), P + c0, ink, dot, ild, T(1), dvblk, ildb, kq);
       for (int64_t r = 0; r < nq; ++r) dsoftmax_row(P + r * nk, dP + r * nk, drow[r], nk);
       tile_gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, blk.k, static_cast<int>(blk.ld),
-                 first ? T(0) : T(1), dqt, ild);
-      if (inkg > 0) tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, scale, dP + c0, ink, qt, ild, T(1), dkblk, ildb);
+                first ? T(0) : T(1), dqt, ild, query_key_band(s, i0, kb0));
+      if (inkg > 0)
+        tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, scale, dP + c0, ink, qt, ild, T(1), dkblk, ildb, kq);
       first = false;
     }
   }

@@ -121,10 +121,25 @@ const std::array<std::array<std::array<TileFn, kPanel / 16>, kRows>, 2> kTiles =
     tile_table<false>(std::make_integer_sequence<int, kRows>{}),
     tile_table<true>(std::make_integer_sequence<int, kRows>{})};
 
+// C rows [i0, i0 + rows), columns [j0, j0 + nc) = beta C (beta 0: zeros), for row tiles whose
+// band holds no term.
+void scale_rows(float* c, int ldc, int i0, int rows, int j0, int nc, float beta) {
+  for (int i = i0; i < i0 + rows; ++i) {
+    float* row = c + static_cast<int64_t>(i) * ldc + j0;
+    for (int j = 0; j < nc; ++j) row[j] = beta == 0.0f ? 0.0f : beta * row[j];
+  }
+}
+
 TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
-                            const float* b, int ldb, float beta, float* c, int ldc) {
+                            const float* b, int ldb, float beta, float* c, int ldc, const TileBand* band) {
   alignas(64) thread_local float panel[kPanelDepth * kPanel];
   const bool at = ta == Trans::Yes;
+  // The terms [p0, p1) of the row tile at i0: all of k, or its rows' band.
+  auto terms = [&](int i0, int rows) {
+    if (!band) return std::pair<int64_t, int64_t>(0, k);
+    return std::pair<int64_t, int64_t>(std::max<int64_t>(0, i0 + band->lo),
+                                       std::min<int64_t>(k, i0 + rows - 1 + band->hi));
+  };
   for (int j0 = 0; j0 < n; j0 += kPanel) {
     const int nc = std::min(kPanel, n - j0), nv = (nc + 15) / 16;
     const int tail = nc - 16 * (nv - 1);
@@ -132,14 +147,25 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
     for (int k0 = 0; k0 < k; k0 += kPanelDepth) {
       const int kc = std::min(kPanelDepth, k - k0);
       pack_panel(tb, b, ldb, k0, kc, j0, nc, panel);
-      const float beta_k = k0 == 0 ? beta : 1.0f;
       for (int i0 = 0; i0 < m; i0 += kRows) {
         const int rows = std::min(kRows, m - i0);
-        const float* ap = at ? a + static_cast<int64_t>(k0) * lda + i0 : a + static_cast<int64_t>(i0) * lda + k0;
+        const auto [p0, p1] = terms(i0, rows);
+        const int q0 = static_cast<int>(std::max<int64_t>(p0, k0)), q1 = static_cast<int>(std::min<int64_t>(p1, k0 + kc));
+        if (q1 <= q0) continue;
+        // beta once, in the first pass that holds some of the tile's terms.
+        const float beta_k = q0 == p0 ? beta : 1.0f;
+        const float* ap = at ? a + static_cast<int64_t>(q0) * lda + i0 : a + static_cast<int64_t>(i0) * lda + q0;
         kTiles[at][static_cast<size_t>(rows - 1)][static_cast<size_t>(nv - 1)](
-            kc, ap, lda, panel, c + static_cast<int64_t>(i0) * ldc + j0, ldc, alpha, beta_k, last);
+            q1 - q0, ap, lda, panel + (q0 - k0) * kPanel, c + static_cast<int64_t>(i0) * ldc + j0, ldc, alpha,
+            beta_k, last);
       }
     }
+    if (band)
+      for (int i0 = 0; i0 < m; i0 += kRows) {
+        const int rows = std::min(kRows, m - i0);
+        const auto [p0, p1] = terms(i0, rows);
+        if (p1 <= p0) scale_rows(c, ldc, i0, rows, j0, nc, beta);
+      }
   }
 }
 
@@ -154,7 +180,22 @@ void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float
     blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nullptr);
+}
+
+void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+               int ldb, float beta, float* c, int ldc, const TileBand& band) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || !avx512_usable()) {
+    blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &band);
+}
+
+void tile_gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
+               int ldb, double beta, double* c, int ldc, const TileBand&) {
+  blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void tile_gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,

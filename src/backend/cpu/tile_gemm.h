@@ -8,6 +8,8 @@
 // register transposes where it is given transposed), and the left one is read where it lies, one
 // broadcast per element, so a transposed left operand costs nothing extra.
 #pragma once
+#include <cstdint>
+
 #include "backend/cpu/blas.h"
 
 namespace ttt::kernels {
@@ -19,6 +21,18 @@ void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, float alpha,
                const float* b, int ldb, float beta, float* c, int ldc);
 void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
                const double* b, int ldb, double beta, double* c, int ldc);
+
+// Where op(A) may be nonzero: row r only in columns [r + lo, r + hi), a band along the diagonal
+// such as attention's causal and window masks leave in a block of probabilities. The product
+// then skips each row tile's terms outside the band. They are exact zeros, so the result is the
+// one without the band (the float32 tile path; others compute every term).
+struct TileBand {
+  int64_t lo, hi;
+};
+void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
+               const float* b, int ldb, float beta, float* c, int ldc, const TileBand& band);
+void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
+               const double* b, int ldb, double beta, double* c, int ldc, const TileBand& band);
 
 // Tests: false sends float32 to blas::gemm too (the two paths compared on the same data).
 void set_tile_gemm_avx512(bool on);
