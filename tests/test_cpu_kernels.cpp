@@ -13,6 +13,7 @@
 #include "autodiff/ops.h"
 #include "backend/thread_pool.h"
 #include "backend/cpu/attention_cpu.h"
+#include "backend/cpu/fused_cpu.h"
 #include "backend/cpu/vec_math.h"
 
 namespace ttt {
@@ -356,3 +357,68 @@ TEST(CpuKernels, ResultsIndependentOfThreadCount) {
 
 }  // namespace
 }  // namespace ttt
+
+// rmsnorm_backward's elementwise loops run in an AVX-512 copy where the CPU has it; it rounds
+// each product and sum as the plain loops (below, compiled for the baseline) do, so the result
+// is bit for bit the same on every CPU.
+TEST(CpuKernels, RmsnormBackwardRoundsAsThePlainLoops) {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int64_t n : {int64_t{1}, int64_t{17}, int64_t{256}, int64_t{771}}) {
+    const int64_t rows = 37;
+    std::vector<float> x(static_cast<size_t>(rows * n)), g(x.size()), w(static_cast<size_t>(n));
+    for (auto& e : x) e = dist(gen);
+    for (auto& e : g) e = dist(gen);
+    for (auto& e : w) e = 1.0f + 0.1f * dist(gen);
+    const double eps = 1e-6;
+    std::vector<float> dx(x.size()), dw(w.size());
+    ttt::kernels::rmsnorm_backward(x.data(), w.data(), g.data(), rows, n, eps, dx.data(), dw.data());
+    // The plain loops, with the kernel's fixed split of the rows for dw.
+    const int64_t pieces = std::min<int64_t>(16, rows);
+    std::vector<double> partial(static_cast<size_t>(pieces * n), 0.0);
+    std::vector<float> ref_dx(x.size()), ref_dw(w.size()), gw(static_cast<size_t>(n));
+    for (int64_t p = 0; p < pieces; ++p)
+      for (int64_t r = rows * p / pieces; r < rows * (p + 1) / pieces; ++r) {
+        const float* xr = x.data() + r * n;
+        const float* gr = g.data() + r * n;
+        const double ss = ttt::vec::vdot(xr, xr, n);
+        const double rstd = 1.0 / std::sqrt(ss / n + eps);
+        for (int64_t i = 0; i < n; ++i) gw[i] = gr[i] * w[i];
+        const double proj = ttt::vec::vdot(gw.data(), xr, n) / n;
+        const float a = static_cast<float>(rstd), c = static_cast<float>(rstd * rstd * rstd * proj);
+        for (int64_t i = 0; i < n; ++i) ref_dx[r * n + i] = a * gw[i] - c * xr[i];
+        for (int64_t i = 0; i < n; ++i) partial[p * n + i] += static_cast<double>(gr[i]) * xr[i] * rstd;
+      }
+    for (int64_t i = 0; i < n; ++i) {
+      double s = 0;
+      for (int64_t p = 0; p < pieces; ++p) s += partial[p * n + i];
+      ref_dw[i] = static_cast<float>(s);
+    }
+    EXPECT_EQ(std::memcmp(dx.data(), ref_dx.data(), dx.size() * sizeof(float)), 0) << "n " << n;
+    EXPECT_EQ(std::memcmp(dw.data(), ref_dw.data(), dw.size() * sizeof(float)), 0) << "n " << n;
+  }
+}
+
+// vsilu_pair (silu_mul_backward's one exponential for silu and silu') gives vsilu's and
+// vsilu_deriv(1)'s bits, including vector tails and large magnitudes.
+TEST(CpuKernels, SiluPairEqualsSiluAndItsDerivative) {
+  std::mt19937 gen(5);
+  std::normal_distribution<double> dist(0.0, 4.0);
+  for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{1000}}) {
+    std::vector<float> xf(static_cast<size_t>(n));
+    std::vector<double> xd(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) xd[i] = xf[i] = static_cast<float>(i % 7 == 3 ? 120.0 * dist(gen) : dist(gen));
+    std::vector<float> f0(xf.size()), f1(xf.size()), g0(xf.size()), g1(xf.size());
+    ttt::vec::vsilu_pair(xf.data(), f0.data(), f1.data(), n);
+    ttt::vec::vsilu(xf.data(), g0.data(), n);
+    ttt::vec::vsilu_deriv(1, xf.data(), g1.data(), n);
+    EXPECT_EQ(std::memcmp(f0.data(), g0.data(), f0.size() * sizeof(float)), 0) << "n " << n;
+    EXPECT_EQ(std::memcmp(f1.data(), g1.data(), f1.size() * sizeof(float)), 0) << "n " << n;
+    std::vector<double> d0(xd.size()), d1(xd.size()), e0(xd.size()), e1(xd.size());
+    ttt::vec::vsilu_pair(xd.data(), d0.data(), d1.data(), n);
+    ttt::vec::vsilu(xd.data(), e0.data(), n);
+    ttt::vec::vsilu_deriv(1, xd.data(), e1.data(), n);
+    EXPECT_EQ(std::memcmp(d0.data(), e0.data(), d0.size() * sizeof(double)), 0) << "n " << n;
+    EXPECT_EQ(std::memcmp(d1.data(), e1.data(), d1.size() * sizeof(double)), 0) << "n " << n;
+  }
+}

@@ -11,6 +11,7 @@
 //   vsigmoid(x, y, n)           y[i] = 1 / (1 + exp(-x[i]))
 //   vsilu(x, y, n)              y[i] = x[i] * sigmoid(x[i])
 //   vsilu_deriv(k, x, y, n)     y[i] = k-th derivative of silu at x[i], k in 0..3 (0: silu)
+//   vsilu_pair(x, y0, y1, n)    y0[i] = silu(x[i]), y1[i] = silu'(x[i]) (one exponential)
 // for float and double; y == x (in place) is allowed everywhere.
 //
 // sigmoid / silu use e = exp(-|x|) in (0, 1] and s = (x < 0 ? e : 1) / (1 + e), so no
@@ -306,6 +307,41 @@ TTT_VEC_INLINE void silu_impl(const T* x, T* y, int64_t n) {
   }
 }
 
+// silu and its first derivative from one exponential: the expressions of silu_vec's K = 0 and
+// K = 1, so the results are theirs bit for bit.
+template <class T, class V>
+TTT_VEC_INLINE void silu_pair_vec(const V& x, V& y0, V& y1) {
+  const V zero = {};
+  const V one = zero + T(1);
+  V e = x < zero ? x : -x;
+  exp_inplace<T>(e);
+  const V num = x < zero ? e : one;
+  const V s = num / (one + e);
+  y0 = x * s;
+  y1 = s * (one + x * (one - s));
+}
+
+template <class V, class T>
+TTT_VEC_INLINE void silu_pair_impl(const T* x, T* y0, T* y1, int64_t n) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V v, r0, r1;
+    loadv(v, x + i);
+    silu_pair_vec<T>(v, r0, r1);
+    std::memcpy(y0 + i, &r0, sizeof r0);
+    std::memcpy(y1 + i, &r1, sizeof r1);
+  }
+  if (i < n) {
+    const size_t bytes = static_cast<size_t>(n - i) * sizeof(T);
+    V v = {}, r0, r1;
+    std::memcpy(&v, x + i, bytes);
+    silu_pair_vec<T>(v, r0, r1);
+    std::memcpy(y0 + i, &r0, bytes);
+    std::memcpy(y1 + i, &r1, bytes);
+  }
+}
+
 // Each operation as a functor templated on the float and double vector types to use.
 struct OpExp {
   template <class VF, class VD, class T>
@@ -368,6 +404,14 @@ struct OpSilu {
       case 2: silu_impl<V, T, 2>(x, y, n); break;
       default: silu_impl<V, T, 3>(x, y, n); break;
     }
+  }
+};
+
+struct OpSiluPair {
+  template <class VF, class VD, class T>
+  static TTT_VEC_INLINE void run(const T* x, T* y0, T* y1, int64_t n) {
+    using V = std::conditional_t<sizeof(T) == 4, VF, VD>;
+    silu_pair_impl<V, T>(x, y0, y1, n);
   }
 };
 
@@ -448,6 +492,13 @@ inline void vsilu_deriv(int order, const float* x, float* y, int64_t n) {
 }
 inline void vsilu_deriv(int order, const double* x, double* y, int64_t n) {
   detail::dispatch<detail::OpSilu>(order, x, y, n);
+}
+// y0 = silu(x), y1 = silu'(x), as vsilu and vsilu_deriv(1) give them, from one exponential.
+inline void vsilu_pair(const float* x, float* y0, float* y1, int64_t n) {
+  detail::dispatch<detail::OpSiluPair>(x, y0, y1, n);
+}
+inline void vsilu_pair(const double* x, double* y0, double* y1, int64_t n) {
+  detail::dispatch<detail::OpSiluPair>(x, y0, y1, n);
 }
 inline void vsilu(const float* x, float* y, int64_t n) { vsilu_deriv(0, x, y, n); }
 inline void vsilu(const double* x, double* y, int64_t n) { vsilu_deriv(0, x, y, n); }
