@@ -797,13 +797,15 @@ void backward2_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t
       T* gkblk = gkb + (kb0 - kbase) * ldb;
       T* gvblk = gvb + (kb0 - kbase) * ldb;
       // gq += s (dS Ak + Z K); gk += s (dS^T Aq + Z^T Q); gdout += C V + P Av; gv += C^T dO.
-      tile_gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, ak + koff, ild, T(1), gq + off, ild);
-      tile_gemm(Trans::No, Trans::No, inq, iD, ink, scale, X, ink, k + koff, ild, T(1), gq + off, ild);
-      tile_gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, dP, ink, aqt, ild, T(1), gkblk, ildb);
-      tile_gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, X, ink, qt, ild, T(1), gkblk, ildb);
-      tile_gemm(Trans::No, Trans::No, inq, iD, ink, T(1), B, ink, v + koff, ild, T(1), gdout + off, ild);
-      tile_gemm(Trans::No, Trans::No, inq, iD, ink, T(1), P, ink, av + koff, ild, T(1), gdout + off, ild);
-      tile_gemm(Trans::Yes, Trans::No, ink, iD, inq, T(1), B, ink, dot, ild, T(1), gvblk, ildb);
+      // (Every left operand here carries the factor P: zero outside the band.)
+      const TileBand qk = query_key_band(s, i0, kb0), kq = key_query_band(s, i0, kb0);
+      tile_gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, ak + koff, ild, T(1), gq + off, ild, qk);
+      tile_gemm(Trans::No, Trans::No, inq, iD, ink, scale, X, ink, k + koff, ild, T(1), gq + off, ild, qk);
+      tile_gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, dP, ink, aqt, ild, T(1), gkblk, ildb, kq);
+      tile_gemm(Trans::Yes, Trans::No, ink, iD, inq, scale, X, ink, qt, ild, T(1), gkblk, ildb, kq);
+      tile_gemm(Trans::No, Trans::No, inq, iD, ink, T(1), B, ink, v + koff, ild, T(1), gdout + off, ild, qk);
+      tile_gemm(Trans::No, Trans::No, inq, iD, ink, T(1), P, ink, av + koff, ild, T(1), gdout + off, ild, qk);
+      tile_gemm(Trans::Yes, Trans::No, ink, iD, inq, T(1), B, ink, dot, ild, T(1), gvblk, ildb, kq);
     }
   }
 }
