@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "backend/cpu/tile_gemm.h"
 #include "backend/thread_pool.h"
 
 namespace ttt::blas {
@@ -135,6 +136,8 @@ thread_local int tl_single_depth = 0;
 // at 4K 4.01 -> 3.60 s, decoding after 8K 3.2 -> 2.5 ms per token. A result depends only on the
 // shapes and the thread count, as with OpenBLAS's own threading (blocks may take OpenBLAS's
 // small-matrix kernels, so it is not bit for bit the product run whole).
+constexpr int kTileMinRows = 16;  // float32 blocks of fewer rows stay on OpenBLAS
+constexpr int kTileMaxTransposedDepth = 1024;  // and so do op(A) = A^T products this deep
 constexpr double kSplitMinMulAdds = 262144.0;  // smaller products run on the calling thread
 constexpr int kMinBlockRows = 32, kMinBlockCols = 64;
 
@@ -201,7 +204,21 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, 
     gemm_reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  dispatch(L.sgemm, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  // Each block (or the whole product) on the engine's AVX-512 register tiles where the CPU has
+  // them (tile_gemm.h), except for products of a few rows, which OpenBLAS's kernels serve better
+  // than packing the right operand for them, and long sums over a transposed left operand (the
+  // weight gradients X^T dY), whose column walks ran at 85% of OpenBLAS's rate in the pretraining
+  // step (OpenBLAS packs that operand).
+  const auto sgemm = L.sgemm;
+  auto block = [sgemm](int order, int cta, int ctb, int bm, int bn, int bk, float al, const float* ba, int blda,
+                       const float* bb, int bldb, float be, float* bc, int bldc) {
+    if (bm >= kTileMinRows && !(cta == kTrans && bk >= kTileMaxTransposedDepth) && kernels::tile_gemm_usable())
+      kernels::tile_gemm(cta == kNoTrans ? Trans::No : Trans::Yes, ctb == kNoTrans ? Trans::No : Trans::Yes, bm, bn,
+                         bk, al, ba, blda, bb, bldb, be, bc, bldc);
+    else
+      sgemm(order, cta, ctb, bm, bn, bk, al, ba, blda, bb, bldb, be, bc, bldc);
+  };
+  dispatch(block, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda,

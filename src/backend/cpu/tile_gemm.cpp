@@ -6,6 +6,9 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <utility>
 
 #include "backend/cpu/amx.h"  // transpose16x16
@@ -130,9 +133,33 @@ void scale_rows(float* c, int ldc, int i0, int rows, int j0, int nc, float beta)
   }
 }
 
+// Columns packed per pass: kPanelDepth x kPackedColumns floats (512 KB) stay in L2.
+constexpr int kPackedColumns = 1024;
+// Row tiles per block: their slices of A (4 x 6 x 128 floats, 12 KB) and one panel (32 KB) share L1.
+// Up to kWholeRows rows, A's slice (at most 256 KB) stays in L2 and one block holds every row, so
+// each panel is packed into L1 once and read there by every tile (the attention products).
+constexpr int kBlockTiles = 4;
+constexpr int kWholeRows = 512;
+
+// Loop order (BLIS's, with the left operand unpacked): for each pass of at most 128 rows of B and
+// 1024 columns, pack its panels; then for each block of 4 row tiles, for each panel, for each
+// tile: the register tile. A block's slice of A is read from L1 for every panel, a panel from L1
+// for every tile of the block. Every element of C sums its terms in k order, pass after pass.
 TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
                             const float* b, int ldb, float beta, float* c, int ldc, const TileBand* band) {
-  alignas(64) thread_local float panel[kPanelDepth * kPanel];
+  struct AlignedFree {
+    void operator()(float* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<float, AlignedFree> store;
+  thread_local size_t store_floats = 0;
+  const int packed_cols = std::min(kPackedColumns, (n + kPanel - 1) / kPanel * kPanel);
+  const size_t need = static_cast<size_t>(kPanelDepth) * packed_cols;
+  if (store_floats < need) {
+    store.reset(static_cast<float*>(std::aligned_alloc(64, need * sizeof(float))));
+    if (!store) throw std::bad_alloc();
+    store_floats = need;
+  }
+  float* panels = store.get();
   const bool at = ta == Trans::Yes;
   // The terms [p0, p1) of the row tile at i0: all of k, or its rows' band.
   auto terms = [&](int i0, int rows) {
@@ -140,36 +167,49 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
     return std::pair<int64_t, int64_t>(std::max<int64_t>(0, i0 + band->lo),
                                        std::min<int64_t>(k, i0 + rows - 1 + band->hi));
   };
-  for (int j0 = 0; j0 < n; j0 += kPanel) {
-    const int nc = std::min(kPanel, n - j0), nv = (nc + 15) / 16;
-    const int tail = nc - 16 * (nv - 1);
-    const __mmask16 last = tail == 16 ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1);
+  for (int jc = 0; jc < n; jc += kPackedColumns) {
+    const int ncols = std::min(kPackedColumns, n - jc), npanels = (ncols + kPanel - 1) / kPanel;
     for (int k0 = 0; k0 < k; k0 += kPanelDepth) {
       const int kc = std::min(kPanelDepth, k - k0);
-      pack_panel(tb, b, ldb, k0, kc, j0, nc, panel);
-      for (int i0 = 0; i0 < m; i0 += kRows) {
-        const int rows = std::min(kRows, m - i0);
-        const auto [p0, p1] = terms(i0, rows);
-        const int q0 = static_cast<int>(std::max<int64_t>(p0, k0)), q1 = static_cast<int>(std::min<int64_t>(p1, k0 + kc));
-        if (q1 <= q0) continue;
-        // beta once, in the first pass that holds some of the tile's terms.
-        const float beta_k = q0 == p0 ? beta : 1.0f;
-        const float* ap = at ? a + static_cast<int64_t>(q0) * lda + i0 : a + static_cast<int64_t>(i0) * lda + q0;
-        kTiles[at][static_cast<size_t>(rows - 1)][static_cast<size_t>(nv - 1)](
-            q1 - q0, ap, lda, panel + (q0 - k0) * kPanel, c + static_cast<int64_t>(i0) * ldc + j0, ldc, alpha,
-            beta_k, last);
+      for (int jp = 0; jp < npanels; ++jp)
+        pack_panel(tb, b, ldb, k0, kc, jc + jp * kPanel, std::min(kPanel, ncols - jp * kPanel),
+                   panels + static_cast<size_t>(jp) * kPanelDepth * kPanel);
+      const int block_rows = m <= kWholeRows ? m : kBlockTiles * kRows;
+      for (int ib = 0; ib < m; ib += block_rows) {
+        const int iend = std::min(m, ib + block_rows);
+        for (int jp = 0; jp < npanels; ++jp) {
+          const int j0 = jc + jp * kPanel, nc = std::min(kPanel, n - j0), nv = (nc + 15) / 16;
+          const int tail = nc - 16 * (nv - 1);
+          const __mmask16 last = tail == 16 ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1);
+          const float* panel = panels + static_cast<size_t>(jp) * kPanelDepth * kPanel;
+          for (int i0 = ib; i0 < iend; i0 += kRows) {
+            const int rows = std::min(kRows, iend - i0);
+            const auto [p0, p1] = terms(i0, rows);
+            const int q0 = static_cast<int>(std::max<int64_t>(p0, k0));
+            const int q1 = static_cast<int>(std::min<int64_t>(p1, k0 + kc));
+            if (q1 <= q0) continue;
+            // beta once, in the first pass that holds some of the tile's terms.
+            const float beta_k = q0 == p0 ? beta : 1.0f;
+            const float* ap = at ? a + static_cast<int64_t>(q0) * lda + i0 : a + static_cast<int64_t>(i0) * lda + q0;
+            kTiles[at][static_cast<size_t>(rows - 1)][static_cast<size_t>(nv - 1)](
+                q1 - q0, ap, lda, panel + (q0 - k0) * kPanel, c + static_cast<int64_t>(i0) * ldc + j0, ldc, alpha,
+                beta_k, last);
+          }
+        }
       }
     }
     if (band)
       for (int i0 = 0; i0 < m; i0 += kRows) {
         const int rows = std::min(kRows, m - i0);
         const auto [p0, p1] = terms(i0, rows);
-        if (p1 <= p0) scale_rows(c, ldc, i0, rows, j0, nc, beta);
+        if (p1 <= p0) scale_rows(c, ldc, i0, rows, jc, ncols, beta);
       }
   }
 }
 
 }  // namespace
+
+bool tile_gemm_usable() { return avx512_usable(); }
 
 void set_tile_gemm_avx512(bool on) { g_avx512_off.store(!on, std::memory_order_relaxed); }
 

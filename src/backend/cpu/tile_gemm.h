@@ -34,7 +34,11 @@ void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, float alpha,
 void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
                const double* b, int ldb, double beta, double* c, int ldc, const TileBand& band);
 
-// Tests: false sends float32 to blas::gemm too (the two paths compared on the same data).
+// Whether float32 runs on the tiles here (AVX-512, not turned off); blas::gemm sends its float32
+// products (or their per-thread blocks) of 16 rows or more to them then.
+bool tile_gemm_usable();
+
+// Tests: false sends float32 to OpenBLAS everywhere (the two paths compared on the same data).
 void set_tile_gemm_avx512(bool on);
 
 }  // namespace ttt::kernels
