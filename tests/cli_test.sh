@@ -39,6 +39,8 @@ else
   out=$("$TTT" eval --model "$work/model" --tokens "$work/tok.bin" --compute bf16 2>&1) && fail "--compute bf16 without AVX512_BF16 succeeded"
   [[ "$out" == *AVX512_BF16* ]] || fail "--compute bf16 refusal: $out"
 fi
+# OpenBLAS for every float32 product on request (the tiles' A/B switch), on any CPU.
+[[ "$(TTT_NO_TILE_GEMM=1 "$TTT" info)" == *"f32 gemm     openblas"* ]] || fail "ttt info under TTT_NO_TILE_GEMM=1"
 
 g=$("$TTT" grad --model "$work/model" --tokens "$work/tok.bin" --out "$work/g.safetensors")
 [[ "$g" =~ ^loss\ [0-9.eE+-]+$ ]] && [ -s "$work/g.safetensors" ] || fail "grad output '$g'"

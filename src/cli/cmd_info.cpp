@@ -3,6 +3,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/bf16_gemm.h"
 #include "backend/cpu/blas.h"
+#include "backend/cpu/tile_gemm.h"
 #include "backend/thread_pool.h"
 #include "cli/commands.h"
 #include "dist/communicator.h"
@@ -23,6 +24,8 @@ void register_info(CLI::App& app, Registry& reg) {
                    std::printf("blas library %s\n", b.library.c_str());
                    std::printf("blas kernel  %s\n", b.core.c_str());
                    std::printf("chosen by    %s\n", b.how.c_str());
+                   std::printf("f32 gemm     %s (float32 products of 16+ rows and attention's; TTT_NO_TILE_GEMM=1 keeps OpenBLAS)\n",
+                               kernels::f32_gemm_kernel());
                    std::printf("bf16 gemv    %s (float32 x bf16 weights, one row)\n", kernels::bf16_gemv_kernel());
                    std::printf("bf16 gemm    %s (--compute bf16 products; TTT_NO_AMX=1 keeps AVX512_BF16)\n",
                                kernels::bf16_dot_kernel());

@@ -32,7 +32,7 @@ std::atomic<bool> g_avx512_off{false};
 bool avx512_usable() {
   static const bool has = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
+    return __builtin_cpu_supports("avx512f") != 0 && std::getenv("TTT_NO_TILE_GEMM") == nullptr;
   }();
   return has && !g_avx512_off.load(std::memory_order_relaxed);
 }
@@ -210,6 +210,8 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
 }  // namespace
 
 bool tile_gemm_usable() { return avx512_usable(); }
+
+const char* f32_gemm_kernel() { return avx512_usable() ? "avx512 tiles" : "openblas"; }
 
 void set_tile_gemm_avx512(bool on) { g_avx512_off.store(!on, std::memory_order_relaxed); }
 

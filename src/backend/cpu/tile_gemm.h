@@ -36,7 +36,9 @@ void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, double alpha
 
 // Whether float32 runs on the tiles here (AVX-512, not turned off); blas::gemm sends its float32
 // products (or their per-thread blocks) of 16 rows or more to them then.
+// TTT_NO_TILE_GEMM=1 keeps every product on OpenBLAS.
 bool tile_gemm_usable();
+const char* f32_gemm_kernel();  // "avx512 tiles" or "openblas" (`ttt info`)
 
 // Tests: false sends float32 to OpenBLAS everywhere (the two paths compared on the same data).
 void set_tile_gemm_avx512(bool on);
