@@ -137,7 +137,6 @@ thread_local int tl_single_depth = 0;
 // shapes and the thread count, as with OpenBLAS's own threading (blocks may take OpenBLAS's
 // small-matrix kernels, so it is not bit for bit the product run whole).
 constexpr int kTileMinRows = 16;  // float32 blocks of fewer rows stay on OpenBLAS
-constexpr int kTileMaxTransposedDepth = 1024;  // and so do op(A) = A^T products this deep
 constexpr double kSplitMinMulAdds = 262144.0;  // smaller products run on the calling thread
 constexpr int kMinBlockRows = 32, kMinBlockCols = 64;
 
@@ -206,13 +205,11 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, 
   }
   // Each block (or the whole product) on the engine's AVX-512 register tiles where the CPU has
   // them (tile_gemm.h), except for products of a few rows, which OpenBLAS's kernels serve better
-  // than packing the right operand for them, and long sums over a transposed left operand (the
-  // weight gradients X^T dY), whose column walks ran at 85% of OpenBLAS's rate in the pretraining
-  // step (OpenBLAS packs that operand).
+  // than packing the right operand for them.
   const auto sgemm = L.sgemm;
   auto block = [sgemm](int order, int cta, int ctb, int bm, int bn, int bk, float al, const float* ba, int blda,
                        const float* bb, int bldb, float be, float* bc, int bldc) {
-    if (bm >= kTileMinRows && !(cta == kTrans && bk >= kTileMaxTransposedDepth) && kernels::tile_gemm_usable())
+    if (bm >= kTileMinRows && kernels::tile_gemm_usable())
       kernels::tile_gemm(cta == kNoTrans ? Trans::No : Trans::Yes, ctb == kNoTrans ? Trans::No : Trans::Yes, bm, bn,
                          bk, al, ba, blda, bb, bldb, be, bc, bldc);
     else

@@ -141,6 +141,24 @@ constexpr int kPackedColumns = 1024;
 constexpr int kBlockTiles = 4;
 constexpr int kWholeRows = 512;
 
+// Rows of op(A) per block when A^T is packed: a multiple of 16 (the transposes) and of 6 (the
+// tiles); 48 x 128 floats (24 KB).
+constexpr int kPackedRows = 48;
+
+// ablk[r * kPanelDepth + p] = a[(k0 + p) * lda + i0 + r] for r < rows, p < kc: rows i0.. of
+// op(A) = A^T over one pass, 16 x 16 blocks in registers, edges by element.
+TTT_AVX512 void pack_rows_of_transposed(const float* a, int64_t lda, int k0, int kc, int i0, int rows,
+                                        float* ablk) {
+  const float* base = a + static_cast<int64_t>(k0) * lda + i0;
+  const int rfull = rows / 16 * 16, pfull = kc / 16 * 16;
+  for (int r = 0; r < rfull; r += 16)
+    for (int p = 0; p < pfull; p += 16) transpose16x16(base + p * lda + r, lda, ablk + r * kPanelDepth + p, kPanelDepth);
+  for (int r = 0; r < rows; ++r) {
+    float* dst = ablk + r * kPanelDepth;
+    for (int p = r < rfull ? pfull : 0; p < kc; ++p) dst[p] = base[p * lda + r];
+  }
+}
+
 // Loop order (BLIS's, with the left operand unpacked): for each pass of at most 128 rows of B and
 // 1024 columns, pack its panels; then for each block of 4 row tiles, for each panel, for each
 // tile: the register tile. A block's slice of A is read from L1 for every panel, a panel from L1
@@ -161,6 +179,15 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
   }
   float* panels = store.get();
   const bool at = ta == Trans::Yes;
+  // A^T summed over more than one pass (the weight gradients X^T dY): each block's rows of op(A)
+  // are transposed into L1 per pass, so the tiles read rows instead of walking columns.
+  const bool pack_a = at && !band && k > kPanelDepth;
+  thread_local std::unique_ptr<float, AlignedFree> astore;
+  if (pack_a && !astore) {
+    astore.reset(static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kPackedRows * kPanelDepth)));
+    if (!astore) throw std::bad_alloc();
+  }
+  float* ablk = pack_a ? astore.get() : nullptr;
   // The terms [p0, p1) of the row tile at i0: all of k, or its rows' band.
   auto terms = [&](int i0, int rows) {
     if (!band) return std::pair<int64_t, int64_t>(0, k);
@@ -174,9 +201,10 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
       for (int jp = 0; jp < npanels; ++jp)
         pack_panel(tb, b, ldb, k0, kc, jc + jp * kPanel, std::min(kPanel, ncols - jp * kPanel),
                    panels + static_cast<size_t>(jp) * kPanelDepth * kPanel);
-      const int block_rows = m <= kWholeRows ? m : kBlockTiles * kRows;
+      const int block_rows = pack_a ? kPackedRows : m <= kWholeRows ? m : kBlockTiles * kRows;
       for (int ib = 0; ib < m; ib += block_rows) {
         const int iend = std::min(m, ib + block_rows);
+        if (pack_a) pack_rows_of_transposed(a, lda, k0, kc, ib, iend - ib, ablk);
         for (int jp = 0; jp < npanels; ++jp) {
           const int j0 = jc + jp * kPanel, nc = std::min(kPanel, n - j0), nv = (nc + 15) / 16;
           const int tail = nc - 16 * (nv - 1);
@@ -190,10 +218,12 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
             if (q1 <= q0) continue;
             // beta once, in the first pass that holds some of the tile's terms.
             const float beta_k = q0 == p0 ? beta : 1.0f;
-            const float* ap = at ? a + static_cast<int64_t>(q0) * lda + i0 : a + static_cast<int64_t>(i0) * lda + q0;
-            kTiles[at][static_cast<size_t>(rows - 1)][static_cast<size_t>(nv - 1)](
-                q1 - q0, ap, lda, panel + (q0 - k0) * kPanel, c + static_cast<int64_t>(i0) * ldc + j0, ldc, alpha,
-                beta_k, last);
+            const float* ap = pack_a ? ablk + (i0 - ib) * kPanelDepth + (q0 - k0)
+                              : at   ? a + static_cast<int64_t>(q0) * lda + i0
+                                     : a + static_cast<int64_t>(i0) * lda + q0;
+            kTiles[at && !pack_a][static_cast<size_t>(rows - 1)][static_cast<size_t>(nv - 1)](
+                q1 - q0, ap, pack_a ? kPanelDepth : lda, panel + (q0 - k0) * kPanel,
+                c + static_cast<int64_t>(i0) * ldc + j0, ldc, alpha, beta_k, last);
           }
         }
       }
