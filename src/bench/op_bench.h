@@ -95,8 +95,9 @@ void print_op_bench(const OpBenchReport& report, std::FILE* out);
 // JSON document of the report (setup, sgemm peak, one object per row; null where n/a).
 std::string op_bench_json(const OpBenchReport& report);
 
-// Best time of one float32 sgemm n^3 call over at least `repeats` calls and `min_time` seconds;
-// `samples` is incremented by the number of timed calls.
+// Best time of one float32 sgemm n^3 call over at least `repeats` calls and `min_time` seconds,
+// on OpenBLAS and on the engine's tiles (the faster of the two); `samples` is incremented by the
+// number of timed calls.
 double measure_sgemm_peak(int64_t n, int repeats, double min_time, int& samples);
 
 using ttt::attention_visible_pairs;  // backend/attention_shape.h
