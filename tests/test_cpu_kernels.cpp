@@ -401,24 +401,24 @@ TEST(CpuKernels, RmsnormBackwardRoundsAsThePlainLoops) {
 
 // vsilu_pair (silu_mul_backward's one exponential for silu and silu') gives vsilu's and
 // vsilu_deriv(1)'s bits, including vector tails and large magnitudes.
+template <class T>
+void check_silu_pair(const std::vector<T>& x) {
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<T> p0(x.size()), p1(x.size()), s0(x.size()), s1(x.size());
+  ttt::vec::vsilu_pair(x.data(), p0.data(), p1.data(), n);
+  ttt::vec::vsilu(x.data(), s0.data(), n);
+  ttt::vec::vsilu_deriv(1, x.data(), s1.data(), n);
+  EXPECT_EQ(std::memcmp(p0.data(), s0.data(), x.size() * sizeof(T)), 0) << "n " << n << " bytes " << sizeof(T);
+  EXPECT_EQ(std::memcmp(p1.data(), s1.data(), x.size() * sizeof(T)), 0) << "n " << n << " bytes " << sizeof(T);
+}
+
 TEST(CpuKernels, SiluPairEqualsSiluAndItsDerivative) {
   std::mt19937 gen(5);
   std::normal_distribution<double> dist(0.0, 4.0);
   for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{1000}}) {
     std::vector<float> xf(static_cast<size_t>(n));
-    std::vector<double> xd(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) xd[i] = xf[i] = static_cast<float>(i % 7 == 3 ? 120.0 * dist(gen) : dist(gen));
-    std::vector<float> f0(xf.size()), f1(xf.size()), g0(xf.size()), g1(xf.size());
-    ttt::vec::vsilu_pair(xf.data(), f0.data(), f1.data(), n);
-    ttt::vec::vsilu(xf.data(), g0.data(), n);
-    ttt::vec::vsilu_deriv(1, xf.data(), g1.data(), n);
-    EXPECT_EQ(std::memcmp(f0.data(), g0.data(), f0.size() * sizeof(float)), 0) << "n " << n;
-    EXPECT_EQ(std::memcmp(f1.data(), g1.data(), f1.size() * sizeof(float)), 0) << "n " << n;
-    std::vector<double> d0(xd.size()), d1(xd.size()), e0(xd.size()), e1(xd.size());
-    ttt::vec::vsilu_pair(xd.data(), d0.data(), d1.data(), n);
-    ttt::vec::vsilu(xd.data(), e0.data(), n);
-    ttt::vec::vsilu_deriv(1, xd.data(), e1.data(), n);
-    EXPECT_EQ(std::memcmp(d0.data(), e0.data(), d0.size() * sizeof(double)), 0) << "n " << n;
-    EXPECT_EQ(std::memcmp(d1.data(), e1.data(), d1.size() * sizeof(double)), 0) << "n " << n;
+    for (int64_t i = 0; i < n; ++i) xf[i] = static_cast<float>(i % 7 == 3 ? 120.0 * dist(gen) : dist(gen));
+    check_silu_pair(xf);
+    check_silu_pair(std::vector<double>(xf.begin(), xf.end()));
   }
 }
