@@ -339,6 +339,22 @@ std::vector<std::vector<double>> run_all_kernels() {
   return out;
 }
 
+// Same-shape contiguous operands take a flat loop (an AVX-512 copy where the CPU has it): one
+// IEEE operation per element, so the bits of the plain float arithmetic, for all four ops.
+TEST(CpuKernels, FlatBinaryOpsRoundAsThePlainOperation) {
+  const int64_t rows = 37, cols = 1001;  // vector tails, several pieces of the pool
+  const std::vector<double> ad = random_values(rows * cols, 21), bd = random_values(rows * cols, 22);
+  const Tensor a = from_vector(ad, {rows, cols}, DType::F32), b = from_vector(bd, {rows, cols}, DType::F32);
+  const std::vector<double> got[4] = {add(a, b).to_vector(), sub(a, b).to_vector(), mul(a, b).to_vector(),
+                                      div(a, b).to_vector()};
+  for (size_t i = 0; i < ad.size(); ++i) {
+    const float x = static_cast<float>(ad[i]), y = static_cast<float>(bd[i]);
+    const float want[4] = {x + y, x - y, x * y, x / y};
+    for (int op = 0; op < 4; ++op)
+      ASSERT_EQ(static_cast<float>(got[op][i]), want[op]) << "op " << op << " element " << i;
+  }
+}
+
 TEST(CpuKernels, ResultsIndependentOfThreadCount) {
   ThreadCountGuard guard;
   set_num_threads(1);
