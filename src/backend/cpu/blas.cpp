@@ -128,7 +128,8 @@ void gemm_reference(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a
 
 thread_local int tl_single_depth = 0;
 
-// Threaded products run as blocks of C on our own pool, each block a single-threaded BLAS call;
+// Threaded products run as blocks of C on our own pool, each block a single-threaded BLAS call
+// (or, for float32 where the CPU has AVX-512, a call of the engine's tiles: tile_gemm.h);
 // OpenBLAS itself is always single-threaded. Its threads spin-wait for a while after every
 // threaded call, and on few cores they then take turns with our pool's workers, in the kernels
 // that follow as much as in the products. Measured on 2 cores (best of 5 interleaved runs, against

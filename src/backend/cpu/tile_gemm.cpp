@@ -245,24 +245,26 @@ const char* f32_gemm_kernel() { return avx512_usable() ? "avx512 tiles" : "openb
 
 void set_tile_gemm_avx512(bool on) { g_avx512_off.store(!on, std::memory_order_relaxed); }
 
-void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-               int ldb, float beta, float* c, int ldc) {
+namespace {
+void tile_gemm_f32(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+                   int ldb, float beta, float* c, int ldc, const TileBand* band) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || !avx512_usable()) {
     blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nullptr);
+  gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, band);
+}
+}  // namespace
+
+void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+               int ldb, float beta, float* c, int ldc) {
+  tile_gemm_f32(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nullptr);
 }
 
 void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
                int ldb, float beta, float* c, int ldc, const TileBand& band) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0 || !avx512_usable()) {
-    blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }
-  gemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &band);
+  tile_gemm_f32(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &band);
 }
 
 void tile_gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,

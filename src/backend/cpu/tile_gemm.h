@@ -1,12 +1,15 @@
-// The products inside the fused attention kernels (attention_cpu.cpp): one work item's tile on
-// the calling thread, with blas::gemm's contract.
+// float32 products on AVX-512 register tiles, on the calling thread, with blas::gemm's contract:
+// the fused attention kernels call it for their tiles' products, and blas::gemm sends it each
+// float32 product (or per-thread block) of 16 rows or more.
 //
-// Why not OpenBLAS: these products are small and skinny (a 128-query tile against a band of
-// keys, head_dim 64 deep or 64 wide), called thousands of times per step; OpenBLAS packs both
-// operands on every call and reached about half of its own large-product rate on them. Here only
-// the right operand is packed (64-column panels, at most kPanelDepth rows, transposed with 16 x 16
-// register transposes where it is given transposed), and the left one is read where it lies, one
-// broadcast per element, so a transposed left operand costs nothing extra.
+// Why not OpenBLAS: the attention's products are small and skinny (a 128-query tile against a
+// band of keys, head_dim 64 deep or 64 wide), called thousands of times per step, as are the
+// meta-gradient's 256-row chunk products; OpenBLAS packs both operands on every call and reached
+// about 70% of one core's rate on them. Here only the right operand is packed (64-column panels,
+// 128 rows per pass, 16 x 16 register transposes where it is given transposed) and the left one
+// is read where it lies, one broadcast per element, so a transposed left operand costs nothing
+// extra; only deep sums over a transposed left operand (the weight gradients) transpose its rows
+// per pass. `bench/product_bench` compares the two kernels.
 #pragma once
 #include <cstdint>
 
