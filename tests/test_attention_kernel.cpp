@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -385,6 +386,54 @@ TEST(AttentionKernelAmx, ReadsABf16CacheAsItIs) {
   for (double x : vd) vmax = std::max(vmax, std::fabs(x));
   for (size_t i = 0; i < o.size(); ++i) ASSERT_NEAR(o[i], od[i], 6e-3 * vmax) << "o[" << i << "]";
   for (size_t i = 0; i < lse.size(); ++i) ASSERT_NEAR(lse[i], lsed[i], 1e-4 * (1 + std::fabs(lsed[i]))) << "lse[" << i << "]";
+}
+
+// Keys and values packed once per run of query tiles (PackedKV) against every tile packing its
+// own band: the same bits in the forward and the backward. Windows, a chunk after a cache of
+// keys, query counts off the 128-row tiles, head counts that are and are not multiples of the
+// threads, head sizes off the 64-column panels, and a band longer than one packing holds.
+TEST(AttentionKernelPacking, PackedKeysChangeNoBit) {
+  struct Case {
+    int64_t tq, tk, heads, dim, q_pos0, k_pos0, window;
+  };
+  const Case cases[] = {{1000, 1000, 4, 64, 0, 0, 300},  {256, 1280, 4, 64, 1024, 0, 1024},
+                        {300, 300, 3, 32, 0, 0, 0},      {200, 650, 2, 80, 450, 0, 257},
+                        {130, 9100, 2, 64, 8970, 0, 0},  {129, 129, 1, 16, 0, 0, 64},
+                        {2000, 2000, 2, 64, 0, 0, 256}};
+  const int saved = ttt::num_threads();
+  for (int nt : {1, 2, 3})
+    for (const Case& c : cases) {
+      SCOPED_TRACE(::testing::Message() << "threads " << nt << " tq " << c.tq << " tk " << c.tk << " H " << c.heads
+                                        << " D " << c.dim << " window " << c.window);
+      ttt::set_num_threads(nt);
+      const auto s = make_shape(c.tq, c.tk, c.heads, c.dim, c.q_pos0, c.k_pos0, c.window);
+      std::mt19937 gen(static_cast<unsigned>(c.tq * 7 + c.dim));
+      const int64_t ld = c.heads * c.dim;
+      const auto q = random_vec<float>(static_cast<size_t>(c.tq * ld), gen, 2.0);
+      const auto k = random_vec<float>(static_cast<size_t>(c.tk * ld), gen, 2.0);
+      const auto v = random_vec<float>(static_cast<size_t>(c.tk * ld), gen);
+      const auto dout = random_vec<float>(static_cast<size_t>(c.tq * ld), gen);
+      std::vector<float> out[2][6];
+      for (int packed = 0; packed < 2; ++packed) {
+        ttt::kernels::set_attention_key_packing(packed == 1);
+        auto& r = out[packed];
+        r[0].assign(q.size(), 0.0f);
+        r[1].assign(static_cast<size_t>(c.heads * c.tq), 0.0f);
+        r[2].assign(q.size(), 0.0f);
+        r[3].assign(k.size(), 0.0f);
+        r[4].assign(v.size(), 0.0f);
+        ttt::kernels::attention_forward(s, q.data(), k.data(), v.data(), r[0].data(), r[1].data());
+        ttt::kernels::attention_backward(s, q.data(), k.data(), v.data(), r[0].data(), r[1].data(), dout.data(),
+                                         r[2].data(), r[3].data(), r[4].data());
+      }
+      ttt::kernels::set_attention_key_packing(true);
+      const char* names[] = {"o", "lse", "dq", "dk", "dv"};
+      for (int t = 0; t < 5; ++t)
+        for (size_t x = 0; x < out[0][t].size(); ++x)
+          ASSERT_EQ(std::memcmp(&out[0][t][x], &out[1][t][x], sizeof(float)), 0)
+              << names[t] << "[" << x << "]: " << out[0][t][x] << " unpacked, " << out[1][t][x] << " packed";
+    }
+  ttt::set_num_threads(saved);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -124,6 +125,50 @@ TEST(TileGemm, BandSkipsOnlyZeroTerms) {
           ASSERT_EQ(std::memcmp(&full[x], &banded[x], sizeof(float)), 0)
               << "element " << x << ": " << full[x] << " vs " << banded[x];
       }
+}
+
+TEST(TileGemm, PackedOperandGivesTheSameBits) {
+  // B packed once (pack_tile_panels) and multiplied from a whole panel or a row onwards, as the
+  // attention kernels do with keys and values, against tile_gemm packing it itself.
+  if (!ttt::kernels::tile_gemm_usable()) GTEST_SKIP() << "no AVX-512 tiles here";
+  std::mt19937 gen(91);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int K = 300, N = 200;  // op(B) [K, N]: columns and rows not multiples of 64, 16 or 128
+  for (Trans tb : {Trans::No, Trans::Yes}) {
+    const int ldb = (tb == Trans::No ? N : K) + 3;
+    std::vector<float> b(static_cast<size_t>(tb == Trans::No ? K : N) * ldb);
+    for (auto& x : b) x = dist(gen);
+    const int64_t stride = int64_t{K} * 64 + 16;  // wider than one panel needs
+    std::vector<float> store(static_cast<size_t>(ttt::kernels::tile_panels_floats(N, stride)) + 16);
+    float* panels = store.data() + (16 - reinterpret_cast<uintptr_t>(store.data()) / sizeof(float) % 16) % 16;
+    ttt::kernels::pack_tile_panels(tb, K, N, b.data(), ldb, panels, stride);
+    auto at = [&](int p, int j) { return tb == Trans::No ? b.data() + size_t(p) * ldb + j : b.data() + size_t(j) * ldb + p; };
+    struct Sub {
+      int row0, col0, m, n, k;  // op(B) rows [row0, row0 + k), columns [col0, col0 + n); col0 % 64 == 0
+    };
+    const Sub subs[] = {{0, 0, 37, N, K}, {0, 64, 128, 100, K}, {0, 128, 6, 72, 64}, {45, 0, 50, 64, 255},
+                        {171, 64, 13, 136, 129}, {299, 192, 7, 8, 1}};
+    for (const Sub& u : subs)
+      for (Trans ta : {Trans::No, Trans::Yes})
+        for (float beta : {0.0f, 1.0f}) {
+          SCOPED_TRACE(::testing::Message() << "tb=" << (tb == Trans::Yes) << " ta=" << (ta == Trans::Yes) << " rows "
+                                            << u.row0 << " cols " << u.col0 << " m=" << u.m << " beta=" << beta);
+          const int lda = ta == Trans::No ? u.k : u.m;
+          std::vector<float> a(static_cast<size_t>(ta == Trans::No ? u.m : u.k) * lda);
+          for (auto& x : a) x = dist(gen);
+          std::vector<float> c0(static_cast<size_t>(u.m) * u.n);
+          for (auto& x : c0) x = dist(gen);
+          std::vector<float> want = c0, got = c0;
+          ttt::kernels::tile_gemm(ta, tb, u.m, u.n, u.k, 0.5f, a.data(), lda, at(u.row0, u.col0), ldb, beta,
+                                  want.data(), u.n);
+          ttt::kernels::tile_gemm_packed(ta, u.m, u.n, u.k, 0.5f, a.data(), lda,
+                                         panels + u.col0 / 64 * stride + int64_t{u.row0} * 64, stride, beta,
+                                         got.data(), u.n);
+          for (size_t x = 0; x < want.size(); ++x)
+            ASSERT_EQ(std::memcmp(&want[x], &got[x], sizeof(float)), 0)
+                << "element " << x << ": " << want[x] << " vs " << got[x];
+        }
+  }
 }
 
 TEST(TileGemm, ZeroDepthScalesC) {

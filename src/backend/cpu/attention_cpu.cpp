@@ -61,8 +61,8 @@ struct FreeDeleter {
 template <class T>
 T* scratch(int slot, size_t n) {
   constexpr size_t kHuge = size_t(2) << 20;
-  thread_local std::unique_ptr<T, FreeDeleter> bufs[8];
-  thread_local size_t sizes[8] = {};
+  thread_local std::unique_ptr<T, FreeDeleter> bufs[12];
+  thread_local size_t sizes[12] = {};
   if (sizes[slot] < n) {
     const bool huge = n * sizeof(T) >= kHuge / 8;  // small ones (row statistics) stay small
     const size_t align = huge ? kHuge : 64;
@@ -159,6 +159,105 @@ Block<T> key_block(const KV<T>& kv, int64_t H, int64_t D, int64_t h, int64_t kb0
     }
   }
   return {kb, vb, D};
+}
+
+// Head h's keys and values [k0, k1) packed once for the query tiles that read them (float32 on
+// the tiles, keys in T rows): K^T and V^T as 64-key panels (S = Q K^T, dP = dO V^T), K and V as
+// row panels (P V, dS K). Each tile used to pack its band of about W keys for each of these
+// products: a fifth of the forward's and backward's time at W 1024 (the strided key rows came
+// from memory every time). A product over keys from kb starts at the panel holding kb, so S and
+// dP get up to 63 leading columns that nothing reads; the products that sum over keys start at
+// kb itself, in the same passes as before: the results are bit for bit those of the unpacked path.
+struct PackedKV {
+  // Which of the four a kernel reads: the forward K^T and V rows, the backward K^T, V^T and K rows.
+  enum : unsigned { kKT = 1, kVT = 2, kKRows = 4, kVRows = 8, kForward = kKT | kVRows, kBackward = kKT | kVT | kKRows };
+  const float *kt = nullptr, *vt = nullptr, *kr = nullptr, *vr = nullptr;
+  int64_t k0 = 0, k1 = 0, tstride = 0, rstride = 0;
+  bool holds(int64_t a, int64_t b) const { return k1 > k0 && a >= k0 && b <= k1; }
+  int64_t lead(int64_t kb) const { return (kb - k0) % kTilePanelColumns; }  // columns before kb in its panel
+  const float* kt_at(int64_t kb) const { return kt + (kb - k0) / kTilePanelColumns * tstride; }
+  const float* vt_at(int64_t kb) const { return vt + (kb - k0) / kTilePanelColumns * tstride; }
+  const float* kr_at(int64_t kb) const { return kr + (kb - k0) * kTilePanelColumns; }
+  const float* vr_at(int64_t kb) const { return vr + (kb - k0) * kTilePanelColumns; }
+};
+
+std::atomic<bool> g_key_packing{true};
+
+// At most 2 MB per packed matrix and thread (8192 keys of head_dim 64); a longer band (full
+// attention over more keys) stays unpacked.
+int64_t max_packed_keys(int64_t D) {
+  return (int64_t{1} << 19) / ((D + kTilePanelColumns - 1) / kTilePanelColumns * kTilePanelColumns);
+}
+
+// Packs the matrices `what` of head h's keys [band0, min(end, band0 + max)) into pk (per-thread
+// scratch) unless pk already holds [band0, band1); false (nothing packed) where packing does not
+// apply.
+template <class T>
+bool pack_band(const KV<T>& kv, int64_t H, int64_t D, int64_t h, int64_t band0, int64_t band1, int64_t end,
+               unsigned what, PackedKV& pk) {
+  if constexpr (!std::is_same_v<T, float>) {
+    return false;
+  } else {
+    if (pk.holds(band0, band1)) return true;
+    pk = PackedKV{};
+    const int64_t cap = max_packed_keys(D);
+    if (kv.cached > 0 || D <= 0 || band1 <= band0 || band1 - band0 > cap || !tile_gemm_usable() ||
+        !g_key_packing.load(std::memory_order_relaxed))
+      return false;
+    const int64_t k1 = std::min(std::max(end, band1), band0 + cap), n = k1 - band0, ld = H * D;
+    const int64_t tstride = D * kTilePanelColumns, rstride = n * kTilePanelColumns;
+    const int in = static_cast<int>(n), iD = static_cast<int>(D), ild = static_cast<int>(ld);
+    const float* k = kv.k + band0 * ld + h * D;
+    const float* v = kv.v + band0 * ld + h * D;
+    auto pack = [&](unsigned which, int slot, Trans t, const float* src) -> float* {
+      if (!(what & which)) return nullptr;
+      float* dst = scratch<float>(slot, static_cast<size_t>(t == Trans::Yes ? tile_panels_floats(n, tstride)
+                                                                              : tile_panels_floats(D, rstride)));
+      if (t == Trans::Yes) pack_tile_panels(t, iD, in, src, ild, dst, tstride);
+      else pack_tile_panels(t, in, iD, src, ild, dst, rstride);
+      return dst;
+    };
+    pk = PackedKV{pack(PackedKV::kKT, 8, Trans::Yes, k), pack(PackedKV::kVT, 9, Trans::Yes, v),
+                  pack(PackedKV::kKRows, 10, Trans::No, k), pack(PackedKV::kVRows, 11, Trans::No, v),
+                  band0, k1, tstride, rstride};
+    return true;
+  }
+}
+
+// C = alpha A K_blk^T (values: A V_blk^T), [nq, lead + nk] for keys from the panel holding kb0
+// when packed (lead = pk->lead(kb0) columns before kb0), else [nq, nk] (lead 0). Returns lead.
+template <class T>
+int64_t times_keys_t(const PackedKV* pk, bool values, const Block<T>& blk, int64_t kb0, int64_t nq, int64_t nk,
+                     int64_t D, T alpha, const T* a, int64_t lda, T* c) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (pk && (values ? pk->vt : pk->kt) && pk->holds(kb0, kb0 + nk)) {
+      const int64_t lead = pk->lead(kb0);
+      tile_gemm_packed(Trans::No, static_cast<int>(nq), static_cast<int>(lead + nk), static_cast<int>(D), alpha, a,
+                       static_cast<int>(lda), values ? pk->vt_at(kb0) : pk->kt_at(kb0), pk->tstride, 0.0f, c,
+                       static_cast<int>(lead + nk));
+      return lead;
+    }
+  }
+  tile_gemm(Trans::No, Trans::Yes, static_cast<int>(nq), static_cast<int>(nk), static_cast<int>(D), alpha, a,
+            static_cast<int>(lda), values ? blk.v : blk.k, static_cast<int>(blk.ld), T(0), c, static_cast<int>(nk));
+  return 0;
+}
+
+// C (+)= alpha A K_blk (values: A V_blk), A [nq, nk] over keys [kb0, kb0 + nk).
+template <class T>
+void times_keys(const PackedKV* pk, bool values, const Block<T>& blk, int64_t kb0, int64_t nq, int64_t nk, int64_t D,
+                T alpha, const T* a, int64_t lda, T beta, T* c, int64_t ldc, const TileBand& band) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (pk && (values ? pk->vr : pk->kr) && pk->holds(kb0, kb0 + nk)) {
+      tile_gemm_packed(Trans::No, static_cast<int>(nq), static_cast<int>(D), static_cast<int>(nk), alpha, a,
+                       static_cast<int>(lda), values ? pk->vr_at(kb0) : pk->kr_at(kb0), pk->rstride, beta, c,
+                       static_cast<int>(ldc), &band);
+      return;
+    }
+  }
+  tile_gemm(Trans::No, Trans::No, static_cast<int>(nq), static_cast<int>(D), static_cast<int>(nk), alpha, a,
+            static_cast<int>(lda), values ? blk.v : blk.k, static_cast<int>(blk.ld), beta, c, static_cast<int>(ldc),
+            band);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,7 +418,7 @@ void single_query_tile(const AttentionShape& s, int64_t h, int64_t i0, int64_t b
 
 template <class T>
 void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t i1,
-                  const T* q, const KV<T>& kv, T* o, T* lse) {
+                  const T* q, const KV<T>& kv, T* o, T* lse, const PackedKV* pk = nullptr) {
   const int64_t H = s.heads, D = s.head_dim, ld = H * D, nq = i1 - i0;
   const int64_t band0 = vis.klo(i0), band1 = vis.khi(i1 - 1);
   T* orow0 = o + i0 * ld + h * D;
@@ -333,7 +432,7 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
     return;
   }
   const int64_t bk = std::min(kKeyBlock, band1 - band0);
-  T* S = scratch<T>(0, static_cast<size_t>(nq * bk));
+  T* S0 = scratch<T>(0, static_cast<size_t>(nq * (bk + kTilePanelColumns)));
   T* acc = scratch<T>(1, static_cast<size_t>(nq * D));
   T* m = scratch<T>(2, static_cast<size_t>(nq));
   T* l = scratch<T>(3, static_cast<size_t>(nq));
@@ -347,11 +446,11 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
     kb1 = block_end(kb0, bk, band1, kv.cached);
     const int64_t nk = kb1 - kb0;
     const Block<T> blk = key_block(kv, H, D, h, kb0, nk);
-    tile_gemm(Trans::No, Trans::Yes, static_cast<int>(nq), static_cast<int>(nk),
-               static_cast<int>(D), scale, qt, static_cast<int>(ld), blk.k,
-               static_cast<int>(blk.ld), T(0), S, static_cast<int>(nk));
+    const int64_t lead = times_keys_t(pk, false, blk, kb0, nq, nk, D, scale, qt, ld, S0);
+    T* S = S0 + lead;  // [nq, nk] with rows lds apart
+    const int64_t lds = lead + nk;
     for (int64_t r = 0; r < nq; ++r) {
-      T* srow = S + r * nk;
+      T* srow = S + r * lds;
       const int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
       const int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
       if (c1 <= c0) {
@@ -373,10 +472,7 @@ void forward_tile(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0
         m[r] = mnew;
       }
     }
-    tile_gemm(Trans::No, Trans::No, static_cast<int>(nq), static_cast<int>(D),
-               static_cast<int>(nk), T(1), S, static_cast<int>(nk), blk.v,
-               static_cast<int>(blk.ld), first ? T(0) : T(1), acc, static_cast<int>(D),
-               query_key_band(s, i0, kb0));
+    times_keys(pk, true, blk, kb0, nq, nk, D, T(1), S, lds, first ? T(0) : T(1), acc, D, query_key_band(s, i0, kb0));
     first = false;
   }
   for (int64_t r = 0; r < nq; ++r) {
@@ -406,30 +502,42 @@ void probs_row(T* srow, int64_t nk, int64_t c0, int64_t c1, T lse_r) {
 
 // The recomputation both backward kernels start each key block with, for query rows
 // [i0, i0 + nq) of head h and keys [kb0, kb0 + nk): P = exp(scale Q K^T - lse) (0 where a query
-// may not look) and dP = dO V^T, both [nq, nk].
+// may not look) and dP = dO V^T, both [nq, nk] from column `lead` of rows lead + nk apart (lead:
+// times_keys_t's, 0 unless pk holds the keys). P and dP hold nq (nk + 64) values. Returns lead.
 template <class T>
-void block_probs(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t nq, int64_t kb0, int64_t nk,
-                 const T* qt, const T* dot, const Block<T>& blk, const T* lse, T* P, T* dP) {
-  const int64_t ld = s.heads * s.head_dim;
-  const int inq = static_cast<int>(nq), ink = static_cast<int>(nk), iD = static_cast<int>(s.head_dim),
-            ild = static_cast<int>(ld), ildk = static_cast<int>(blk.ld);
-  tile_gemm(Trans::No, Trans::Yes, inq, ink, iD, static_cast<T>(s.scale), qt, ild, blk.k, ildk, T(0), P, ink);
+int64_t block_probs(const AttentionShape& s, const Vis& vis, int64_t h, int64_t i0, int64_t nq, int64_t kb0,
+                    int64_t nk, const T* qt, const T* dot, const Block<T>& blk, const PackedKV* pk, const T* lse, T* P,
+                    T* dP) {
+  const int64_t ld = s.heads * s.head_dim, D = s.head_dim;
+  const int64_t lead = times_keys_t(pk, false, blk, kb0, nq, nk, D, static_cast<T>(s.scale), qt, ld, P);
+  const int64_t lds = lead + nk;
   for (int64_t r = 0; r < nq; ++r) {
     const T lr = lse[h * s.tq + i0 + r];
     int64_t c0 = std::clamp<int64_t>(vis.klo(i0 + r) - kb0, 0, nk);
     int64_t c1 = std::clamp<int64_t>(vis.khi(i0 + r) - kb0, 0, nk);
     if (!(lr > -std::numeric_limits<T>::infinity())) c0 = c1 = 0;
-    probs_row(P + r * nk, nk, c0, std::max(c0, c1), lr);
+    probs_row(P + lead + r * lds, nk, c0, std::max(c0, c1), lr);
   }
-  tile_gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, blk.v, ildk, T(0), dP, ink);
+  times_keys_t(pk, true, blk, kb0, nq, nk, D, T(1), dot, ld, dP);
+  return lead;
 }
 
 // dS = P * (dP - drow), in place in dP.
-void dsoftmax_row(const float* p, float* dp, float drow, int64_t n) {
+template <class T>
+TTT_WIDE_LOOP void dsoftmax_row(const T* p, T* dp, T drow, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - drow);
 }
-void dsoftmax_row(const double* p, double* dp, double drow, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - drow);
+
+// Sweep 2 of backward2_range on one row: Z (into x), C (into b), dS (into dp).
+template <class T>
+TTT_WIDE_LOOP void backward2_row(const T* p, T* b, T* dp, T* x, T d, T e,
+                                 T f, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T pj = p[j], bj = b[j], dpj = dp[j];
+    x[j] = pj * (x[j] + bj * (dpj - d) - e * dpj - f);
+    b[j] = pj * (bj - e);
+    dp[j] = pj * (dpj - d);
+  }
 }
 
 // Query rows [r0, r1) of head h. dK/dV for keys [kbase, ...) accumulate into dkb/dvb
@@ -442,6 +550,8 @@ void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t 
   const T scale = static_cast<T>(s.scale);
   const int ild = static_cast<int>(ld), iD = static_cast<int>(D), ildb = static_cast<int>(ldb);
   T* drow = scratch<T>(2, static_cast<size_t>(kQueryTile));
+  PackedKV packed;
+  const int64_t keys_end = r1 > r0 ? vis.khi(r1 - 1) : 0;
   for (int64_t i0 = r0; i0 < r1; i0 += kQueryTile) {
     const int64_t i1 = std::min(r1, i0 + kQueryTile), nq = i1 - i0;
     const int inq = static_cast<int>(nq);
@@ -461,15 +571,19 @@ void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t 
       drow[r] = acc;
     }
     const int64_t bk = std::min(kKeyBlock, band1 - band0);
-    T* P = scratch<T>(0, static_cast<size_t>(nq * bk));
-    T* dP = scratch<T>(1, static_cast<size_t>(nq * bk));
+    T* P0 = scratch<T>(0, static_cast<size_t>(nq * (bk + kTilePanelColumns)));
+    T* dP0 = scratch<T>(1, static_cast<size_t>(nq * (bk + kTilePanelColumns)));
+    const PackedKV* pk = pack_band(kv, H, D, h, band0, band1, keys_end, PackedKV::kBackward, packed) ? &packed : nullptr;
     bool first = true;
     for (int64_t kb0 = band0, kb1; kb0 < band1; kb0 = kb1) {
       kb1 = block_end(kb0, bk, band1, kv.cached);
       const int64_t nk = kb1 - kb0;
-      const int ink = static_cast<int>(nk);
       const Block<T> blk = key_block(kv, H, D, h, kb0, nk);
-      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, blk, lse, P, dP);
+      const int64_t lead = block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, blk, pk, lse, P0, dP0);
+      T* P = P0 + lead;  // [nq, nk], rows lds apart
+      T* dP = dP0 + lead;
+      const int64_t lds = lead + nk;
+      const int ilds = static_cast<int>(lds);
       // dK and dV only for keys from k_grad_from on: columns [c0, nk) of P and dS.
       const int64_t c0 = std::clamp<int64_t>(s.k_grad_from - kb0, 0, nk);
       const int inkg = static_cast<int>(nk - c0);
@@ -477,12 +591,11 @@ void backward_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t 
       T* dvblk = inkg > 0 ? dvb + (kb0 + c0 - kbase) * ldb : nullptr;
       T* dkblk = inkg > 0 ? dkb + (kb0 + c0 - kbase) * ldb : nullptr;
       const TileBand kq = key_query_band(s, i0, kb0 + c0);
-      if (inkg > 0) tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, T(1), P + c0, ink, dot, ild, T(1), dvblk, ildb, kq);
-      for (int64_t r = 0; r < nq; ++r) dsoftmax_row(P + r * nk, dP + r * nk, drow[r], nk);
-      tile_gemm(Trans::No, Trans::No, inq, iD, ink, scale, dP, ink, blk.k, static_cast<int>(blk.ld),
-                first ? T(0) : T(1), dqt, ild, query_key_band(s, i0, kb0));
+      if (inkg > 0) tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, T(1), P + c0, ilds, dot, ild, T(1), dvblk, ildb, kq);
+      for (int64_t r = 0; r < nq; ++r) dsoftmax_row(P + r * lds, dP + r * lds, drow[r], nk);
+      times_keys(pk, false, blk, kb0, nq, nk, D, scale, dP, lds, first ? T(0) : T(1), dqt, ld, query_key_band(s, i0, kb0));
       if (inkg > 0)
-        tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, scale, dP + c0, ink, qt, ild, T(1), dkblk, ildb, kq);
+        tile_gemm(Trans::Yes, Trans::No, inkg, iD, inq, scale, dP + c0, ilds, qt, ild, T(1), dkblk, ildb, kq);
       first = false;
     }
   }
@@ -633,6 +746,26 @@ void forward_any(const AttentionShape& s, const T* q, const KV<T>& kv, T* o, T* 
   }
   const int64_t tiles = (s.tq + kQueryTile - 1) / kQueryTile;
   blas::SingleThreadedBlas single;
+  if (std::is_same_v<T, float> && kv.cached == 0 && tile_gemm_usable()) {
+    // Each head's queries in ranges of equal work, one per thread, so that a range packs its
+    // keys once (PackedKV) for all its tiles; the tiles are those of the loop below.
+    const int64_t chunks = std::min<int64_t>(num_threads(), tiles);
+    const std::vector<int64_t> cut = split_by_work(vis, chunks);
+    for_each_item(s.heads * chunks, [&](int64_t item) {
+      const int64_t h = item / chunks, c = item % chunks;
+      const int64_t r0 = cut[static_cast<size_t>(c)], r1 = cut[static_cast<size_t>(c + 1)];
+      if (r1 <= r0) return;
+      PackedKV packed;
+      for (int64_t i0 = r0; i0 < r1; i0 += kQueryTile) {
+        const int64_t i1 = std::min(r1, i0 + kQueryTile);
+        const int64_t band0 = vis.klo(i0), band1 = vis.khi(i1 - 1);
+        const bool pk = i1 - i0 > 1 && pack_band(kv, s.heads, s.head_dim, h, band0, band1, vis.khi(r1 - 1),
+                                                 PackedKV::kForward, packed);
+        forward_tile(s, vis, h, i0, i1, q, kv, o, lse, pk ? &packed : nullptr);
+      }
+    });
+    return;
+  }
   // Largest tiles (most visible keys: the last ones for causal attention) first.
   for_each_item(s.heads * tiles, [&](int64_t item) {
     const int64_t t = tiles - 1 - item / s.heads, h = item % s.heads;
@@ -642,6 +775,8 @@ void forward_any(const AttentionShape& s, const T* q, const KV<T>& kv, T* o, T* 
 }
 
 }  // namespace
+
+void set_attention_key_packing(bool on) { g_key_packing.store(on, std::memory_order_relaxed); }
 
 template <class T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* o, T* lse) {
@@ -757,7 +892,8 @@ void backward2_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t
     auto block = [&](int64_t kb0, int64_t nk) {
       const int ink = static_cast<int>(nk);
       const int64_t koff = kb0 * ld + h * D;
-      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, Block<T>{k + koff, v + koff, ld}, lse, P, dP);
+      block_probs(s, vis, h, i0, nq, kb0, nk, qt, dot, Block<T>{k + koff, v + koff, ld}, static_cast<const PackedKV*>(nullptr),
+                  lse, P, dP);
       tile_gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, aqt, ild, k + koff, ild, T(0), B, ink);
       tile_gemm(Trans::No, Trans::Yes, inq, ink, iD, scale, qt, ild, ak + koff, ild, T(1), B, ink);
       tile_gemm(Trans::No, Trans::Yes, inq, ink, iD, T(1), dot, ild, av + koff, ild, T(0), X, ink);
@@ -783,16 +919,8 @@ void backward2_range(const AttentionShape& s, const Vis& vis, int64_t h, int64_t
       const int64_t nk = std::min(band1, kb0 + bk) - kb0;
       const int ink = static_cast<int>(nk);
       if (!one_block) block(kb0, nk);
-      for (int64_t r = 0; r < nq; ++r) {
-        T *p = P + r * nk, *b = B + r * nk, *dp = dP + r * nk, *x = X + r * nk;
-        const T d = drow[r], e = E[r], f = F[r];
-        for (int64_t j = 0; j < nk; ++j) {
-          const T pj = p[j], bj = b[j], dpj = dp[j];
-          x[j] = pj * (x[j] + bj * (dpj - d) - e * dpj - f);
-          b[j] = pj * (bj - e);
-          dp[j] = pj * (dpj - d);
-        }
-      }
+      for (int64_t r = 0; r < nq; ++r)
+        backward2_row(P + r * nk, B + r * nk, dP + r * nk, X + r * nk, drow[r], E[r], F[r], nk);
       const int64_t koff = kb0 * ld + h * D;
       T* gkblk = gkb + (kb0 - kbase) * ldb;
       T* gvblk = gvb + (kb0 - kbase) * ldb;

@@ -71,6 +71,10 @@ bool attention_forward_amx(const AttentionShape& s, const float* q, const Bf16Ca
 void attention_backward_bf16_cache(const AttentionShape& s, const float* q, const Bf16CacheKV& kv, const float* o,
                                    const float* lse, const float* dout, float* dq, float* dk, float* dv);
 
+// Tests: false keeps every tile packing its own band of keys (the path before PackedKV in
+// attention_cpu.cpp), to compare the two on the same data (they must agree bit for bit).
+void set_attention_key_packing(bool on);
+
 // Straightforward O(Tq*Tk)-memory reference used by tests (same contract as above).
 template <class T>
 void attention_forward_reference(const AttentionShape& s, const T* q, const T* k, const T* v,

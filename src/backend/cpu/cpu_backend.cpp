@@ -48,17 +48,37 @@ void exp_range(const T* x, T* y, int64_t n) {
     if (!(x[i] <= kHi)) y[i] = std::exp(x[i]);
 }
 
+// The unary ops of one IEEE operation per element (or a select), in TTT_WIDE_LOOP copies.
+template <class T>
+TTT_WIDE_LOOP void unary_simple(UnaryOp op, const T* x, T* y, int64_t n, T a) {
+  switch (op) {
+    case UnaryOp::Neg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;
+    case UnaryOp::Square: for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i]; break;
+    case UnaryOp::AddScalar: for (int64_t i = 0; i < n; ++i) y[i] = x[i] + a; break;
+    case UnaryOp::MulScalar: for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a; break;
+    case UnaryOp::MaxScalar: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > a ? x[i] : a; break;
+    case UnaryOp::StepScalar: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > a ? T(1) : T(0); break;
+    default: break;
+  }
+}
+
 template <class T>
 void unary_kernel(UnaryOp op, const T* x, T* y, int64_t n, T a) {
   parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
     switch (op) {
-      case UnaryOp::Neg: for (int64_t i = lo; i < hi; ++i) y[i] = -x[i]; break;
+      case UnaryOp::Neg:
+      case UnaryOp::Square:
+      case UnaryOp::AddScalar:
+      case UnaryOp::MulScalar:
+      case UnaryOp::MaxScalar:
+      case UnaryOp::StepScalar:
+        unary_simple(op, x + lo, y + lo, hi - lo, a);
+        break;
       case UnaryOp::Exp: exp_range(x + lo, y + lo, hi - lo); break;
       case UnaryOp::Log: for (int64_t i = lo; i < hi; ++i) y[i] = std::log(x[i]); break;
       case UnaryOp::Sqrt: for (int64_t i = lo; i < hi; ++i) y[i] = std::sqrt(x[i]); break;
       case UnaryOp::Rsqrt: for (int64_t i = lo; i < hi; ++i) y[i] = T(1) / std::sqrt(x[i]); break;
       case UnaryOp::Reciprocal: for (int64_t i = lo; i < hi; ++i) y[i] = T(1) / x[i]; break;
-      case UnaryOp::Square: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] * x[i]; break;
       case UnaryOp::Sigmoid: vec::vsigmoid(x + lo, y + lo, hi - lo); break;
       case UnaryOp::Softplus:  // log(1 + e^x) without overflow: x + log1p(e^-x) for x > 0
         for (int64_t i = lo; i < hi; ++i) y[i] = x[i] > T(0) ? x[i] + std::log1p(std::exp(-x[i])) : std::log1p(std::exp(x[i]));
@@ -67,10 +87,6 @@ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t n, T a) {
       case UnaryOp::SiluGrad: vec::vsilu_deriv(1, x + lo, y + lo, hi - lo); break;
       case UnaryOp::SiluGrad2: vec::vsilu_deriv(2, x + lo, y + lo, hi - lo); break;
       case UnaryOp::SiluGrad3: vec::vsilu_deriv(3, x + lo, y + lo, hi - lo); break;
-      case UnaryOp::AddScalar: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] + a; break;
-      case UnaryOp::MulScalar: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] * a; break;
-      case UnaryOp::MaxScalar: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] > a ? x[i] : a; break;
-      case UnaryOp::StepScalar: for (int64_t i = lo; i < hi; ++i) y[i] = x[i] > a ? T(1) : T(0); break;
     }
   });
 }
@@ -341,6 +357,27 @@ void sum_to_kernel(const Tensor& X, const Tensor& Y) {
 // ---------------------------------------------------------------- model kernels
 
 template <class T>
+TTT_WIDE_LOOP void rms_scale_row(const T* x, T rstd, const T* w, T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * rstd * w[i];
+}
+
+// One position's rotation of every head: pairs (u, v) -> (u c - v s, u s + v c).
+template <class T>
+TTT_WIDE_LOOP void rope_rows(const T* x, T* y, const T* c, const T* s,
+                             int64_t h, int64_t d) {
+  const int64_t half = d / 2;
+  for (int64_t hh = 0; hh < h; ++hh) {
+    const T* xr = x + hh * d;
+    T* yr = y + hh * d;
+    for (int64_t i = 0; i < half; ++i) {
+      const T u = xr[2 * i], v = xr[2 * i + 1];
+      yr[2 * i] = u * c[i] - v * s[i];
+      yr[2 * i + 1] = u * s[i] + v * c[i];
+    }
+  }
+}
+
+template <class T>
 void rmsnorm_kernel(const T* x, const T* w, T* y, int64_t rows, int64_t n, double eps, bool with_y) {
   parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
@@ -351,8 +388,7 @@ void rmsnorm_kernel(const T* x, const T* w, T* y, int64_t rows, int64_t n, doubl
         y[r] = rstd;
         continue;
       }
-      T* __restrict yr = y + r * n;
-      for (int64_t i = 0; i < n; ++i) yr[i] = xr[i] * rstd * w[i];
+      rms_scale_row(xr, rstd, w, y + r * n, n);
     }
   });
 }
@@ -441,15 +477,7 @@ void rope_kernel(const T* x, T* y, int64_t t, int64_t h, int64_t d, int64_t pos0
         c[i] = static_cast<T>(ca[i] * cb[i] - sa[i] * sb[i]);
         s[i] = static_cast<T>(sign * (sa[i] * cb[i] + ca[i] * sb[i]));
       }
-      for (int64_t hh = 0; hh < h; ++hh) {
-        const T* __restrict xr = x + (p * h + hh) * d;
-        T* __restrict yr = y + (p * h + hh) * d;
-        for (int64_t i = 0; i < half; ++i) {
-          const T u = xr[2 * i], v = xr[2 * i + 1];
-          yr[2 * i] = u * c[i] - v * s[i];
-          yr[2 * i + 1] = u * s[i] + v * c[i];
-        }
-      }
+      rope_rows(x + p * h * d, y + p * h * d, c, s, h, d);
     }
   });
 }
@@ -493,6 +521,15 @@ void cross_entropy_kernel(const T* logits, const std::vector<int32_t>& tg, T* nl
       nll[r] = static_cast<T>(std::log(sum) + (static_cast<double>(mx) - static_cast<double>(xr[tg[r]])));
     }
   });
+}
+
+TTT_WIDE_LOOP void adamw_loop(float* p, float* m, float* v, const float* g, float b1, float b2, float step,
+                              float inv_bc2, float eps, float decay, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+    v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+    p[j] = p[j] * decay - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
+  }
 }
 
 class CpuBackend final : public Backend {
@@ -559,11 +596,7 @@ class CpuBackend final : public Backend {
     const float* gp = grad.data<float>();
     const float b1 = h.beta1, b2 = h.beta2, step = h.step, inv_bc2 = h.inv_bc2, eps = h.eps, decay = h.decay;
     parallel_for(0, param.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t j = lo; j < hi; ++j) {
-        m[j] = b1 * m[j] + (1.0f - b1) * gp[j];
-        v[j] = b2 * v[j] + (1.0f - b2) * gp[j] * gp[j];
-        p[j] = p[j] * decay - step * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
-      }
+      adamw_loop(p + lo, m + lo, v + lo, gp + lo, b1, b2, step, inv_bc2, eps, decay, hi - lo);
     });
   }
 

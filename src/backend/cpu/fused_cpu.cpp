@@ -92,6 +92,17 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const T* g,
   });
 }
 
+// The tail of one row of cross_entropy_backward_backward: C = g P (b - rowsum(P b)) into c,
+// g P into z (z holds exp(x - max) on entry).
+template <class T>
+TTT_WIDE_LOOP void ce_bb_row(T* zr, T* cr, const T* br, T gi, T pb, int64_t v) {
+  for (int64_t j = 0; j < v; ++j) {
+    const T gp = gi * zr[j];  // g P
+    cr[j] = gp * (br[j] - pb);
+    zr[j] = gp;
+  }
+}
+
 template <class T>
 void cross_entropy_backward_backward(const T* logits, const T* b, const int32_t* targets, const T* g, int64_t rows,
                                      int64_t v, T* dz, T* c, T* dg) {
@@ -106,12 +117,7 @@ void cross_entropy_backward_backward(const T* logits, const T* b, const int32_t*
       const T pb = vec::vdot(zr, br, v) * inv;            // rowsum(P b)
       const int32_t t = targets[r];
       dg[r] = pb - br[t];
-      const T gi = g[r] * inv;
-      for (int64_t j = 0; j < v; ++j) {
-        const T gp = gi * zr[j];  // g P
-        cr[j] = gp * (br[j] - pb);
-        zr[j] = gp;
-      }
+      ce_bb_row(zr, cr, br, g[r] * inv, pb, v);
       zr[t] -= g[r];
     }
   });
@@ -122,15 +128,27 @@ void cross_entropy_backward_backward(const T* logits, const T* b, const int32_t*
 constexpr int64_t kSiluBlock = 1024;
 
 template <class T>
+TTT_WIDE_LOOP void mul_rows(const T* a, const T* b, T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
+}
+template <class T>
+TTT_WIDE_LOOP void silu_mul_backward_loop(const T* s, const T* s1, const T* b,
+                                          const T* g, T* da, T* db, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T gb = g[i] * b[i];
+    da[i] = gb * s1[i];
+    db[i] = g[i] * s[i];
+  }
+}
+
+template <class T>
 void silu_mul(const T* a, const T* b, int64_t n, T* y) {
   parallel_for(0, (n + kSiluBlock - 1) / kSiluBlock, 16, [&](int64_t lo, int64_t hi) {
     T s[kSiluBlock];
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t i0 = blk * kSiluBlock, len = std::min(kSiluBlock, n - i0);
       vec::vsilu(a + i0, s, len);
-      const T* __restrict bb = b + i0;
-      T* __restrict yy = y + i0;
-      for (int64_t i = 0; i < len; ++i) yy[i] = s[i] * bb[i];
+      mul_rows(s, b + i0, y + i0, len);
     }
   });
 }
@@ -142,15 +160,7 @@ void silu_mul_backward(const T* a, const T* b, const T* g, int64_t n, T* da, T* 
     for (int64_t blk = lo; blk < hi; ++blk) {
       const int64_t i0 = blk * kSiluBlock, len = std::min(kSiluBlock, n - i0);
       vec::vsilu_pair(a + i0, s, s1, len);
-      const T* __restrict bb = b + i0;
-      const T* __restrict gg = g + i0;
-      T* __restrict dda = da + i0;
-      T* __restrict ddb = db + i0;
-      for (int64_t i = 0; i < len; ++i) {
-        const T gb = gg[i] * bb[i];
-        dda[i] = gb * s1[i];
-        ddb[i] = gg[i] * s[i];
-      }
+      silu_mul_backward_loop(s, s1, b + i0, g + i0, da + i0, db + i0, len);
     }
   });
 }

@@ -163,15 +163,17 @@ TTT_AVX512 void pack_rows_of_transposed(const float* a, int64_t lda, int k0, int
 // 1024 columns, pack its panels; then for each block of 4 row tiles, for each panel, for each
 // tile: the register tile. A block's slice of A is read from L1 for every panel, a panel from L1
 // for every tile of the block. Every element of C sums its terms in k order, pass after pass.
+// With `pre`, op(B) is already packed (tile_gemm_packed's layout) and b, ldb, tb are unused.
 TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
-                            const float* b, int ldb, float beta, float* c, int ldc, const TileBand* band) {
+                            const float* b, int ldb, float beta, float* c, int ldc, const TileBand* band,
+                            const float* pre = nullptr, int64_t pre_stride = 0) {
   struct AlignedFree {
     void operator()(float* p) const { std::free(p); }
   };
   thread_local std::unique_ptr<float, AlignedFree> store;
   thread_local size_t store_floats = 0;
   const int packed_cols = std::min(kPackedColumns, (n + kPanel - 1) / kPanel * kPanel);
-  const size_t need = static_cast<size_t>(kPanelDepth) * packed_cols;
+  const size_t need = pre ? 0 : static_cast<size_t>(kPanelDepth) * packed_cols;
   if (store_floats < need) {
     store.reset(static_cast<float*>(std::aligned_alloc(64, need * sizeof(float))));
     if (!store) throw std::bad_alloc();
@@ -198,9 +200,10 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
     const int ncols = std::min(kPackedColumns, n - jc), npanels = (ncols + kPanel - 1) / kPanel;
     for (int k0 = 0; k0 < k; k0 += kPanelDepth) {
       const int kc = std::min(kPanelDepth, k - k0);
-      for (int jp = 0; jp < npanels; ++jp)
-        pack_panel(tb, b, ldb, k0, kc, jc + jp * kPanel, std::min(kPanel, ncols - jp * kPanel),
-                   panels + static_cast<size_t>(jp) * kPanelDepth * kPanel);
+      if (!pre)
+        for (int jp = 0; jp < npanels; ++jp)
+          pack_panel(tb, b, ldb, k0, kc, jc + jp * kPanel, std::min(kPanel, ncols - jp * kPanel),
+                     panels + static_cast<size_t>(jp) * kPanelDepth * kPanel);
       const int block_rows = pack_a ? kPackedRows : m <= kWholeRows ? m : kBlockTiles * kRows;
       for (int ib = 0; ib < m; ib += block_rows) {
         const int iend = std::min(m, ib + block_rows);
@@ -209,7 +212,8 @@ TTT_AVX512 void gemm_avx512(Trans ta, Trans tb, int m, int n, int k, float alpha
           const int j0 = jc + jp * kPanel, nc = std::min(kPanel, n - j0), nv = (nc + 15) / 16;
           const int tail = nc - 16 * (nv - 1);
           const __mmask16 last = tail == 16 ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1);
-          const float* panel = panels + static_cast<size_t>(jp) * kPanelDepth * kPanel;
+          const float* panel = pre ? pre + (jc / kPanel + jp) * pre_stride + static_cast<int64_t>(k0) * kPanel
+                                   : panels + static_cast<size_t>(jp) * kPanelDepth * kPanel;
           for (int i0 = ib; i0 < iend; i0 += kRows) {
             const int rows = std::min(kRows, iend - i0);
             const auto [p0, p1] = terms(i0, rows);
@@ -265,6 +269,21 @@ void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float
 void tile_gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
                int ldb, float beta, float* c, int ldc, const TileBand& band) {
   tile_gemm_f32(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &band);
+}
+
+void pack_tile_panels(Trans tb, int k, int n, const float* b, int ldb, float* panels, int64_t panel_stride) {
+  for (int j0 = 0; j0 < n; j0 += kPanel)
+    pack_panel(tb, b, ldb, 0, k, j0, std::min(kPanel, n - j0), panels + j0 / kPanel * panel_stride);
+}
+
+void tile_gemm_packed(Trans ta, int m, int n, int k, float alpha, const float* a, int lda, const float* panels,
+                      int64_t panel_stride, float beta, float* c, int ldc, const TileBand* band) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    scale_rows(c, ldc, 0, m, 0, n, beta);
+    return;
+  }
+  gemm_avx512(ta, Trans::No, m, n, k, alpha, a, lda, nullptr, 0, beta, c, ldc, band, panels, panel_stride);
 }
 
 void tile_gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,

@@ -37,6 +37,22 @@ void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, float alpha,
 void tile_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
                const double* b, int ldb, double beta, double* c, int ldc, const TileBand& band);
 
+// The right operand packed once for many products (attention's keys and values, which every
+// query tile of a head multiplies): op(B)[p, j] lies at panels[(j / 64) * panel_stride + p * 64 +
+// j % 64], 64-column panels of k rows each. pack_tile_panels writes that layout for op(B)
+// [k, n] (panel_stride >= 64 k and a multiple of 16, panels 64-byte aligned,
+// tile_panels_floats(n, panel_stride) floats); tile_gemm_packed is tile_gemm with it. A product
+// over columns from some offset passes the panel of its first column (a whole panel), one over
+// rows from some offset the address of that row in the first panel. Only where
+// tile_gemm_usable().
+constexpr int kTilePanelColumns = 64;
+inline int64_t tile_panels_floats(int64_t n, int64_t panel_stride) {
+  return (n + kTilePanelColumns - 1) / kTilePanelColumns * panel_stride;
+}
+void pack_tile_panels(blas::Trans tb, int k, int n, const float* b, int ldb, float* panels, int64_t panel_stride);
+void tile_gemm_packed(blas::Trans ta, int m, int n, int k, float alpha, const float* a, int lda, const float* panels,
+                      int64_t panel_stride, float beta, float* c, int ldc, const TileBand* band = nullptr);
+
 // Whether float32 runs on the tiles here (AVX-512, not turned off); blas::gemm sends its float32
 // products (or their per-thread blocks) of 16 rows or more to them then.
 // TTT_NO_TILE_GEMM=1 keeps every product on OpenBLAS.

@@ -42,6 +42,17 @@
 #define TTT_VEC_X86_DISPATCH 0
 #endif
 
+// A plain elementwise loop (one fixed sequence of IEEE operations per element, no reduction)
+// compiled twice, for the build's baseline and for AVX-512, the copy chosen once when the program
+// loads (GCC's target_clones). Contraction into FMAs is off in both, so both round every
+// operation alike: the loop's results do not depend on the CPU. The baseline ran these 4 float
+// lanes wide; the AVX-512 copy runs 16.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TTT_WIDE_LOOP __attribute__((target_clones("avx512f", "default"), optimize("fp-contract=off")))
+#else
+#define TTT_WIDE_LOOP
+#endif
+
 namespace ttt::vec {
 namespace detail {
 
