@@ -183,10 +183,11 @@ struct PackedKV {
 
 std::atomic<bool> g_key_packing{true};
 
-// At most 2 MB per packed matrix and thread (8192 keys of head_dim 64); a longer band (full
-// attention over more keys) stays unpacked.
+// At most 4 MB per packed matrix and thread (16384 keys of head_dim 64: the official shapes'
+// window of 8192 and a 1024-query chunk fit); a longer band (full attention over more keys)
+// packs per tile.
 int64_t max_packed_keys(int64_t D) {
-  return (int64_t{1} << 19) / ((D + kTilePanelColumns - 1) / kTilePanelColumns * kTilePanelColumns);
+  return (int64_t{1} << 20) / ((D + kTilePanelColumns - 1) / kTilePanelColumns * kTilePanelColumns);
 }
 
 // Packs the matrices `what` of head h's keys [band0, min(end, band0 + max)) into pk (per-thread
