@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "autodiff/ops.h"
+#include "backend/backend.h"
 #include "backend/thread_pool.h"
 #include "backend/cpu/attention_cpu.h"
 #include "backend/cpu/fused_cpu.h"
@@ -436,5 +437,62 @@ TEST(CpuKernels, SiluPairEqualsSiluAndItsDerivative) {
     for (int64_t i = 0; i < n; ++i) xf[i] = static_cast<float>(i % 7 == 3 ? 120.0 * dist(gen) : dist(gen));
     check_silu_pair(xf);
     check_silu_pair(std::vector<double>(xf.begin(), xf.end()));
+  }
+}
+
+// The TTT_WIDE_LOOP copies (vec_math.h) of loops where contraction into FMAs could change a
+// result (a * b - c * d, a * b + c * e) round as the plain loops below, compiled for the
+// baseline, do: rotary embedding and AdamW, bit for bit.
+TEST(CpuKernels, WideLoopsRoundAsThePlainLoops) {
+  using namespace ttt;
+  std::mt19937 gen(13);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  {  // rope: y = (u c - v s, u s + v c) per pair; c and s read back from unit vectors.
+    const int64_t T = 37, H = 3, D = 40, pos0 = 1000;
+    std::vector<double> xd(static_cast<size_t>(T * H * D)), ed(xd.size(), 0.0);
+    for (auto& e : xd) e = dist(gen);
+    for (size_t i = 0; i < ed.size(); i += 2) ed[i] = 1.0;  // (1, 0): the rotation gives (c, s)
+    const Tensor x = from_vector(xd, {T, H, D}, DType::F32), e = from_vector(ed, {T, H, D}, DType::F32);
+    const std::vector<double> y = rope(x, pos0, 10000.0).to_vector(), cs = rope(e, pos0, 10000.0).to_vector();
+    for (size_t i = 0; i < xd.size(); i += 2) {
+      const float u = static_cast<float>(xd[i]), v = static_cast<float>(xd[i + 1]);
+      const float c = static_cast<float>(cs[i]), s = static_cast<float>(cs[i + 1]);
+      const float p = u * c, q = v * s, r = u * s, t = v * c;  // each product rounded
+      ASSERT_EQ(static_cast<float>(y[i]), p - q) << "element " << i;
+      ASSERT_EQ(static_cast<float>(y[i + 1]), r + t) << "element " << i + 1;
+    }
+  }
+  {  // AdamW, in place.
+    const int64_t n = 1001;
+    std::vector<float> p0(n), g0(n), m0(n), v0(n);
+    for (int64_t i = 0; i < n; ++i) {
+      p0[i] = dist(gen);
+      g0[i] = dist(gen);
+      m0[i] = 0.1f * dist(gen);
+      v0[i] = 0.01f * std::fabs(dist(gen));
+    }
+    auto tensor = [](const std::vector<float>& a) {
+      return from_vector(std::vector<double>(a.begin(), a.end()), {static_cast<int64_t>(a.size())}, DType::F32);
+    };
+    const Tensor p = tensor(p0), g = tensor(g0), m = tensor(m0), v = tensor(v0);
+    AdamWStep h;
+    h.beta1 = 0.9f;
+    h.beta2 = 0.95f;
+    h.step = 3e-3f;
+    h.inv_bc2 = 1.7f;
+    h.eps = 1e-8f;
+    h.decay = 0.9999f;
+    backend_for(Device::cpu()).adamw_step(p, g, m, v, h);
+    const std::vector<double> pg = p.to_vector(), mg = m.to_vector(), vg = v.to_vector();
+    for (int64_t j = 0; j < n; ++j) {
+      const float a = h.beta1 * m0[j], b = (1.0f - h.beta1) * g0[j];
+      const float mj = a + b;
+      const float c = h.beta2 * v0[j], d = (1.0f - h.beta2) * g0[j] * g0[j];
+      const float vj = c + d;
+      const float e = p0[j] * h.decay, f = h.step * mj / (std::sqrt(vj * h.inv_bc2) + h.eps);
+      ASSERT_EQ(static_cast<float>(mg[j]), mj) << "m " << j;
+      ASSERT_EQ(static_cast<float>(vg[j]), vj) << "v " << j;
+      ASSERT_EQ(static_cast<float>(pg[j]), e - f) << "p " << j;
+    }
   }
 }

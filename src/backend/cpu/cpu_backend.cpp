@@ -118,26 +118,14 @@ void binary_rows(const T* a, int64_t sa, const T* b, int64_t sb, T* y, int64_t n
 }
 
 // Operands of Y's own shape, all contiguous (most of the meta-gradient step's thousands of adds
-// and products): one flat loop per piece, in an AVX-512 copy where the CPU has it (the build's
-// baseline is SSE2). One IEEE operation per element either way: the same bits.
+// and products): one flat loop per piece, in TTT_WIDE_LOOP copies. One IEEE operation per
+// element either way: the same bits.
 template <class T, BinaryOp OP>
-inline __attribute__((always_inline)) void binary_flat_loop(const T* a, const T* b, T* y, int64_t n) {
+TTT_WIDE_LOOP void binary_flat_loop(const T* a, const T* b, T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = binary_apply(OP, a[i], b[i]);
 }
-#if defined(__GNUC__) && defined(__x86_64__)
-template <class T, BinaryOp OP>
-__attribute__((target("avx512f"))) void binary_flat_avx512(const T* a, const T* b, T* y, int64_t n) {
-  binary_flat_loop<T, OP>(a, b, y, n);
-}
-#endif
 template <class T, BinaryOp OP>
 void binary_flat(const T* a, const T* b, T* y, int64_t n) {
-#if defined(__GNUC__) && defined(__x86_64__)
-  if (vec::detail::isa() == vec::detail::Isa::kAvx512) {
-    parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) { binary_flat_avx512<T, OP>(a + lo, b + lo, y + lo, hi - lo); });
-    return;
-  }
-#endif
   parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) { binary_flat_loop<T, OP>(a + lo, b + lo, y + lo, hi - lo); });
 }
 

@@ -9,44 +9,24 @@
 
 namespace ttt::kernels {
 
-// The elementwise loops of one row of rmsnorm_backward. The build targets baseline x86-64
-// (SSE2), where these ran at 2 lanes of double; the AVX-512 copy runs 8. Contraction into FMAs is
-// off in both, so both round every product and sum as the plain loops do: one result whatever
-// the CPU (the row's two dot products stay in vec_math, outside these functions).
+// The elementwise loops of one row of rmsnorm_backward, in TTT_WIDE_LOOP copies (the row's two
+// dot products stay in vec_math, outside them).
 template <class T>
-inline __attribute__((always_inline)) void rms_gw_row(const T* __restrict g, const T* __restrict w,
-                                                      T* __restrict gw, int64_t n) {
+TTT_WIDE_LOOP void rms_gw_row(const T* g, const T* w, T* gw, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gw[i] = g[i] * w[i];
 }
 template <class T>
-inline __attribute__((always_inline)) void rms_update_row(const T* __restrict x, const T* __restrict g,
-                                                          const T* __restrict gw, T a, T c, double rstd,
-                                                          T* __restrict dx, double* __restrict dwp, int64_t n) {
+TTT_WIDE_LOOP void rms_update_row(const T* x, const T* g, const T* gw, T a, T c, double rstd, T* dx, double* dwp,
+                                  int64_t n) {
   for (int64_t i = 0; i < n; ++i) dx[i] = a * gw[i] - c * x[i];
   for (int64_t i = 0; i < n; ++i) dwp[i] += static_cast<double>(g[i]) * x[i] * rstd;
 }
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TTT_RMS_AVX512 1
-template <class T>
-__attribute__((target("avx512f"), optimize("fp-contract=off"))) void rms_gw_row_avx512(const T* g, const T* w,
-                                                                                     T* gw, int64_t n) {
-  rms_gw_row(g, w, gw, n);
-}
-template <class T>
-__attribute__((target("avx512f"), optimize("fp-contract=off"))) void rms_update_row_avx512(
-    const T* x, const T* g, const T* gw, T a, T c, double rstd, T* dx, double* dwp, int64_t n) {
-  rms_update_row(x, g, gw, a, c, rstd, dx, dwp, n);
-}
-#endif
 
 template <class T>
 void rmsnorm_backward(const T* x, const T* w, const T* g, int64_t rows, int64_t n, double eps, T* dx, T* dw) {
   constexpr int64_t kPieces = 16;  // fixed split: the dw reduction order never depends on threads
   const int64_t pieces = std::max<int64_t>(1, std::min(kPieces, rows));
   std::vector<double> partial(static_cast<size_t>(pieces * n), 0.0);
-#ifdef TTT_RMS_AVX512
-  const bool wide = vec::detail::isa() == vec::detail::Isa::kAvx512;
-#endif
   parallel_for(0, pieces, 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> gw(n);
     for (int64_t p = lo; p < hi; ++p) {
@@ -57,15 +37,9 @@ void rmsnorm_backward(const T* x, const T* w, const T* g, int64_t rows, int64_t 
         T* dxr = dx + r * n;
         const double ss = vec::vdot(xr, xr, n);
         const double rstd = 1.0 / std::sqrt(ss / n + eps);
-#ifdef TTT_RMS_AVX512
-        if (wide) rms_gw_row_avx512(gr, w, gw.data(), n); else
-#endif
         rms_gw_row(gr, w, gw.data(), n);
         const double proj = vec::vdot(gw.data(), xr, n) / n;
         const T a = static_cast<T>(rstd), c = static_cast<T>(rstd * rstd * rstd * proj);
-#ifdef TTT_RMS_AVX512
-        if (wide) rms_update_row_avx512(xr, gr, gw.data(), a, c, rstd, dxr, dwp, n); else
-#endif
         rms_update_row(xr, gr, gw.data(), a, c, rstd, dxr, dwp, n);
       }
     }
